@@ -1,0 +1,19 @@
+"""mixlab: correct, fast mixup-family data augmentation for PyTorch.
+
+Convention everywhere: ``lam`` is the weight of the original row,
+``mixed = lam * x + (1 - lam) * x[index]``.
+"""
+from . import losses
+from .ops import mix
+from .pairing import partner_index
+from .params import MixParams, sample_box, sample_params
+from .sampling import sample_beta, sample_dirichlet
+from .targets import MixedTarget
+from .transforms import CutMix, MixUp, MixUpOrCutMix, mix_pair
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MixParams", "sample_params", "sample_box", "sample_beta", "sample_dirichlet", "partner_index",
+    "mix", "mix_pair", "MixedTarget", "MixUp", "CutMix", "MixUpOrCutMix", "losses",
+]
