@@ -13,7 +13,16 @@ from .transforms import CutMix, MixUp, MixUpOrCutMix, mix_pair
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    # Hidden-layer mixing lives in its own module (forward hooks); imported on first use.
+    if name == "ManifoldMixup":
+        from .manifold import ManifoldMixup
+
+        return ManifoldMixup
+    raise AttributeError(f"module 'mixlab' has no attribute {name!r}")
+
 __all__ = [
     "MixParams", "sample_params", "sample_box", "sample_beta", "sample_dirichlet", "partner_index",
-    "mix", "mix_pair", "MixedTarget", "MixUp", "CutMix", "MixUpOrCutMix", "losses",
+    "mix", "mix_pair", "MixedTarget", "MixUp", "CutMix", "MixUpOrCutMix", "ManifoldMixup", "losses",
 ]
