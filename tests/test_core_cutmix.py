@@ -1,0 +1,112 @@
+"""CutMix: exact lam after clipping, 1-D/2-D/3-D, reachable boxes, MixUp-or-CutMix rows."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+import mixlab
+from mixlab import MixParams
+from mixlab.losses import soft_cross_entropy
+
+
+def labelled_batch(B, shape):
+    """Row i is filled with the value i, so each output element names the row it came from."""
+    return torch.arange(B, dtype=torch.float32).view(B, *[1] * len(shape)).expand(B, *shape).clone()
+
+
+@pytest.mark.parametrize("shape", [(2, 17), (3, 9, 11), (1, 5, 6, 7)])  # (C,T), (C,H,W), (C,D,H,W)
+@pytest.mark.parametrize("mode", ["batch", "sample"])
+def test_lam_is_the_exact_kept_fraction(shape, mode, gen):
+    B = 8
+    x = labelled_batch(B, shape)
+    cut = mixlab.CutMix(alpha=1.0, mode=mode, generator=gen)
+    for _ in range(5):
+        out, target = cut(x, torch.arange(B))
+        p = target.params
+        assert p.box.shape == (B, len(shape) - 1, 2) and p.box_shape == shape[1:]
+        own = (out == x).flatten(1).float().mean(1)
+        moved = p.index != torch.arange(B)
+        torch.testing.assert_close(own[moved], p.lam[moved])  # exact fraction of the original kept
+        from_partner = (out == p.index.float().view(B, *[1] * len(shape))).flatten(1).float().mean(1)
+        torch.testing.assert_close(from_partner[moved], 1 - p.lam[moved])
+        vol = (p.box[..., 1] - p.box[..., 0]).prod(1).float()
+        torch.testing.assert_close(p.lam, 1 - vol / torch.tensor(shape[1:]).prod().float())
+        if mode == "batch":
+            assert bool((p.box == p.box[:1]).all())
+
+
+def test_loss_routes_agree_for_cutmix(gen):
+    x, y = torch.randn(10, 3, 8, 8, generator=gen), torch.randint(0, 4, (10,), generator=gen)
+    _, target = mixlab.CutMix(mode="sample", generator=gen)(x, y)
+    logits = torch.randn(10, 4, generator=gen)
+    torch.testing.assert_close(target.loss(nn.CrossEntropyLoss(), logits), soft_cross_entropy(logits, target.soft(4)))
+
+
+def test_every_box_position_is_reachable():
+    # T = 7, lam 0.5: the unclipped cut is floor(3.5) = 3 long; centres 0..6 give 7 distinct clipped boxes
+    T, n = 7, 4000
+    lam = torch.full((n,), 0.5)
+    box, lam_c = mixlab.sample_box(lam, (T,), generator=torch.Generator().manual_seed(0))
+    seen = {tuple(b) for b in box[:, 0].tolist()}
+    expected = {(max(c - 1, 0), min(c + 2, T)) for c in range(T)}
+    assert seen == expected
+    torch.testing.assert_close(lam_c, 1 - (box[:, 0, 1] - box[:, 0, 0]).float() / T)
+
+
+def test_box_lam_extremes():
+    box, lam = mixlab.sample_box(torch.tensor([0.0, 1.0]), (6, 4), generator=torch.Generator().manual_seed(1))
+    # lam 0: a full-size box centred anywhere, clipped; lam is corrected to the clipped area
+    vol = (box[0, :, 1] - box[0, :, 0]).prod().item()
+    assert (box[0, :, 1] - box[0, :, 0]).tolist() != [0, 0] and lam[0].item() == pytest.approx(1 - vol / 24)
+    assert (box[1, :, 1] - box[1, :, 0]).prod() == 0 and lam[1] == 1  # lam 1: nothing pasted
+
+
+def test_correct_lam_false_keeps_drawn_value(gen):
+    x = torch.rand(6, 1, 5, 5, generator=gen)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    _, t_exact = mixlab.CutMix(mode="sample", generator=g1)(x, torch.arange(6))
+    _, t_drawn = mixlab.CutMix(mode="sample", correct_lam=False, generator=g2)(x, torch.arange(6))
+    assert torch.equal(t_exact.params.box, t_drawn.params.box)
+    expected = mixlab.sample_params(6, alpha=1.0, mode="sample", generator=torch.Generator().manual_seed(3)).lam
+    torch.testing.assert_close(t_drawn.lam, expected)
+
+
+def test_mixup_or_cutmix_rows(gen):
+    B, shape = 64, (1, 6, 6)
+    x = labelled_batch(B, shape)
+    both = mixlab.MixUpOrCutMix(mixup_alpha=1.0, cutmix_alpha=1.0, switch_prob=0.5, mode="sample", generator=gen)
+    out, target = both(x, torch.arange(B))
+    p = target.params
+    linear = p.linear
+    assert 10 < int(linear.sum()) < 54  # both kinds of row in one batch
+    lam4 = p.lam.view(B, 1, 1, 1)
+    expected_linear = lam4 * x + (1 - lam4) * x[p.index]
+    torch.testing.assert_close(out[linear], expected_linear[linear])
+    assert bool(((p.box[linear][..., 1] - p.box[linear][..., 0]).prod(1) == 0).all())
+    cut = ~linear & (p.index != torch.arange(B))
+    torch.testing.assert_close((out == x).flatten(1).float().mean(1)[cut], p.lam[cut])
+
+
+def test_mixup_or_cutmix_batch_mode_picks_one_kind(gen):
+    both = mixlab.MixUpOrCutMix(mode="batch", generator=gen)
+    kinds = set()
+    for _ in range(20):
+        p = both.sample(torch.rand(8, 3, 8, 8))
+        assert bool((p.linear == p.linear[0]).all())
+        kinds.add(bool(p.linear[0]))
+    assert kinds == {True, False}
+
+
+def test_box_applies_to_matching_leaves_only(gen):
+    B = 6
+    batch = {"img": labelled_batch(B, (2, 5, 5)), "vec": torch.randn(B, 3, generator=gen)}
+    p = mixlab.CutMix(mode="sample", generator=gen).sample(batch["img"])
+    out = mixlab.mix(batch, p)
+    lam = p.lam[:, None]
+    torch.testing.assert_close(out["vec"], lam * batch["vec"] + (1 - lam) * batch["vec"][p.index])
+
+
+def test_cutmix_needs_spatial_dims():
+    with pytest.raises(ValueError, match="spatial"):
+        mixlab.CutMix()(torch.rand(4, 3))
