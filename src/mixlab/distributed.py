@@ -1,0 +1,406 @@
+"""mixlab under ``torch.distributed``: process-group helpers and mixing across ranks.
+
+Launch with ``torchrun --nproc_per_node=N ...``; every helper is a no-op (single-process
+answers) when no process group is running, so the same code runs with and without torchrun.
+
+Helpers: :func:`init_from_env` (gloo on CPU, nccl on GPU, with a timeout so a dead or stuck
+rank raises instead of hanging), :func:`rank_generator`, :func:`all_reduce_sum`,
+:func:`is_main`, :func:`barrier`, :func:`broadcast_object`, :func:`gather_sizes`,
+:func:`gather_batch`, :func:`ddp_mean`.
+
+Global pairing: :class:`GlobalMixer` (and :func:`GlobalMixUp`) draws the parameters of a core
+transform for the concatenation of every rank's batch, with a generator that is identical on
+every rank, and mixes each rank's rows with partners from that global batch. With the same
+generator it gives exactly the rows that single-process mixing of the concatenated batch gives.
+
+Convention: ``lam`` weights the original row, ``mixed[i] = lam[i] * x[i] + (1 - lam[i]) *
+global_x[index[i]]``, where ``index`` points into the concatenated (global) batch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import zlib
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ._tree import first_leaf, tree_map_with_path
+from .ops import mix
+from .params import MixParams
+from .targets import MixedTarget
+
+__all__ = [
+    "DistInfo", "init_from_env", "get_info", "rank_generator", "all_reduce_sum", "is_main", "barrier",
+    "broadcast_object", "gather_sizes", "gather_batch", "ddp_mean", "local_params", "GlobalMixer",
+    "GlobalMixUp",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in the job.
+
+    Attributes:
+        rank: global rank, 0 .. world_size - 1.
+        world_size: number of processes (1 without torchrun).
+        local_rank: rank on this machine (selects the GPU).
+        device: the device this rank computes on (``cuda:<local_rank>`` or ``cpu``).
+        is_main: True on rank 0, the only rank that writes files and draws progress bars.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    is_main: bool = True
+
+    @property
+    def distributed(self) -> bool:
+        """True when a process group with more than one rank is running."""
+        return self.world_size > 1
+
+
+def _running() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
+
+
+def get_info() -> DistInfo:
+    """The :class:`DistInfo` of the running process group, or single-process info without one."""
+    if not _running():
+        return DistInfo()
+    rank, world = dist.get_rank(), dist.get_world_size()
+    local = _env_int("LOCAL_RANK", rank)
+    device = torch.device("cuda", local) if dist.get_backend() == "nccl" else torch.device("cpu")
+    return DistInfo(rank, world, local, device, rank == 0)
+
+
+def init_from_env(timeout_s: float = 300.0, *, backend: str | None = None) -> DistInfo:
+    """Join the process group described by torchrun's environment variables.
+
+    Reads ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` (set by
+    ``torchrun``). Without ``WORLD_SIZE`` it returns single-process info and starts nothing.
+    Calling it again once the group is up returns the same info.
+
+    Args:
+        timeout_s: seconds a collective (and the rendezvous) may wait for the other ranks
+            before raising. A rank that died or hangs makes the others fail with an error
+            after at most this long instead of hanging forever.
+        backend: ``"gloo"`` or ``"nccl"``; default nccl when CUDA is available, else gloo.
+
+    Returns:
+        DistInfo of this process.
+    """
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
+        raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+    if backend not in (None, "gloo", "nccl"):
+        raise ValueError(f"backend must be 'gloo', 'nccl' or None, got {backend!r}")
+    if _running():
+        return get_info()
+    if "WORLD_SIZE" not in os.environ:
+        return DistInfo()
+    world, rank = _env_int("WORLD_SIZE", 1), _env_int("RANK", 0)
+    local = _env_int("LOCAL_RANK", rank)
+    if not dist.is_available():
+        raise RuntimeError(f"WORLD_SIZE={world} is set but this torch build has no torch.distributed")
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    kwargs = {}
+    if backend == "nccl":
+        # Surface NCCL failures and timeouts as errors in the training process.
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+        torch.cuda.set_device(local)
+        kwargs["device_id"] = torch.device("cuda", local)
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=float(timeout_s)), world_size=world,
+                            rank=rank, **kwargs)
+    return get_info()
+
+
+def is_main() -> bool:
+    """True on rank 0, and in a single process."""
+    return not _running() or dist.get_rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op in a single process)."""
+    if _running():
+        dist.barrier()
+
+
+def rank_generator(seed: int, rank: int | None = None, device="cpu") -> torch.Generator:
+    """A generator seeded from the run seed and the rank, so ranks draw different streams.
+
+    Rank 0 gets ``seed`` itself, so a one-process run repeats a run made without torchrun;
+    rank ``r > 0`` gets a seed derived from ``(seed, r)`` with numpy's ``SeedSequence``.
+
+    Args:
+        seed: the run seed, an int >= 0.
+        rank: the rank; defaults to this process's rank (0 without a process group).
+        device: where the generator draws.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    if rank is None:
+        rank = get_info().rank
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+        raise ValueError(f"rank must be an int >= 0, got {rank!r}")
+    derived = seed if rank == 0 else int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0] >> 1)
+    return torch.Generator(device=device).manual_seed(derived)
+
+
+def _collective_device() -> torch.device:
+    return get_info().device
+
+
+def all_reduce_sum(values):
+    """Sum a tensor, or every tensor of a nested dict / list / tuple, over all ranks.
+
+    All leaves travel in one float64 all-reduce (exact for integer counts below 2**53) and
+    come back with their own dtype, shape and device. The input is not modified. In a single
+    process the values are returned as copies.
+
+    Args:
+        values: a tensor or a nested container of tensors (metric sums, counts).
+
+    Returns:
+        The same structure holding the sums over ranks.
+    """
+    leaves = []
+
+    def collect(leaf, path):
+        if not isinstance(leaf, torch.Tensor):
+            raise TypeError(f"all_reduce_sum needs tensors, got {type(leaf).__name__} at {path}")
+        leaves.append(leaf)
+        return leaf
+
+    tree_map_with_path(collect, values, "values")
+    if not leaves:
+        return values
+    flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in leaves])  # (total,)
+    if _running():
+        flat = flat.to(_collective_device())
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    pieces = iter(torch.split(flat, [t.numel() for t in leaves]))
+
+    def restore(leaf, path):
+        piece = next(pieces).view(leaf.shape)
+        if not leaf.dtype.is_floating_point and not leaf.dtype.is_complex:
+            piece = piece.round()
+        return piece.to(device=leaf.device, dtype=leaf.dtype)
+
+    return tree_map_with_path(restore, values, "values")
+
+
+def broadcast_object(obj, src: int = 0):
+    """Send a picklable object from rank ``src`` to every rank and return it (identity alone).
+
+    It is pickled on ``src`` and unpickled on the others: use it only for values this job made
+    (a run directory, a resume step), never for data read from an untrusted file.
+    """
+    if not _running():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src, device=_collective_device())
+    return box[0]
+
+
+def gather_sizes(batch_size: int) -> list[int]:
+    """Every rank's local batch size, in rank order (``[batch_size]`` in a single process)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
+        raise ValueError(f"batch_size must be an int >= 0, got {batch_size!r}")
+    if not _running():
+        return [batch_size]
+    mine = torch.tensor([batch_size], dtype=torch.int64, device=_collective_device())
+    out = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, mine)
+    return [int(t.item()) for t in out]
+
+
+def _gather_leaf(leaf: torch.Tensor, sizes: list[int], path: str) -> torch.Tensor:
+    if not isinstance(leaf, torch.Tensor) or leaf.ndim == 0:
+        raise TypeError(f"gather_batch needs tensors with a batch dimension, got {type(leaf).__name__} at {path}")
+    rank = dist.get_rank()
+    if leaf.shape[0] != sizes[rank]:
+        raise ValueError(f"batch leaf {path} has batch size {leaf.shape[0]}, expected {sizes[rank]} on rank {rank}")
+    dev = _collective_device()
+    n = max(sizes)
+    local = leaf.detach().to(dev)
+    if local.shape[0] < n:  # all_gather needs equal shapes: pad, then trim
+        local = torch.cat([local, local.new_zeros((n - local.shape[0],) + tuple(local.shape[1:]))])
+    out = [torch.empty_like(local) for _ in sizes]
+    dist.all_gather(out, local.contiguous())
+    return torch.cat([t[:s] for t, s in zip(out, sizes)]).to(leaf.device)
+
+
+def gather_batch(tree, sizes: list[int] | None = None):
+    """Concatenate every rank's batch in rank order, without gradient.
+
+    Args:
+        tree: a tensor or nested dict / list / tuple of tensors with the batch on dim 0
+            (inputs, labels). Ranks may hold different batch sizes.
+        sizes: every rank's batch size, from :func:`gather_sizes` (asked for when omitted).
+
+    Returns:
+        The same structure with leaves of ``sum(sizes)`` rows, detached (no gradient flows
+        through the gathered copy); in a single process, the detached leaves themselves.
+    """
+    if not _running():
+        return tree_map_with_path(lambda leaf, path: leaf.detach(), tree)
+    leaf = first_leaf(tree)
+    if sizes is None:
+        sizes = gather_sizes(leaf.shape[0] if isinstance(leaf, torch.Tensor) and leaf.ndim else 0)
+    return tree_map_with_path(lambda leaf, path: _gather_leaf(leaf, sizes, path), tree)
+
+
+def ddp_mean(per_sample_loss: torch.Tensor, sizes: list[int] | None = None) -> torch.Tensor:
+    """Local loss whose DDP gradient is the gradient of the mean over the *global* batch.
+
+    DDP averages gradients over ranks, so a plain local ``.mean()`` weights every rank
+    equally: right when ranks hold equal batches, but rows of a smaller last batch would
+    weigh more. This returns ``sum(per_sample) * world_size / sum(sizes)``, so after DDP's
+    division by ``world_size`` every row of the global batch has weight ``1 / N`` exactly
+    (no rank counted twice, none under-weighted). In a single process it is the mean.
+
+    Args:
+        per_sample_loss: ``(B,)`` per-sample losses, e.g. ``target.loss(criterion, logits,
+            reduction="none")`` for mixed targets.
+        sizes: every rank's batch size (:func:`gather_sizes`; asked for when omitted).
+    """
+    if not isinstance(per_sample_loss, torch.Tensor) or per_sample_loss.ndim != 1:
+        got = tuple(per_sample_loss.shape) if isinstance(per_sample_loss, torch.Tensor) else type(per_sample_loss)
+        raise ValueError(f"per_sample_loss must be a (B,) tensor, got {got}")
+    if sizes is None:
+        sizes = gather_sizes(per_sample_loss.shape[0])
+    total = sum(sizes)
+    if total == 0:
+        return per_sample_loss.sum()
+    return per_sample_loss.sum() * (len(sizes) / total)
+
+
+def local_params(params: MixParams, offset: int, batch_size: int) -> MixParams:
+    """Rows ``offset .. offset + batch_size`` of parameters drawn for a global batch.
+
+    ``index`` keeps pointing into the global batch (pass it as ``partner``); for k-way
+    parameters column 0 (the original row) is renumbered to the local ``arange``.
+    """
+    if offset < 0 or offset + batch_size > params.batch_size:
+        raise ValueError(f"rows [{offset}, {offset + batch_size}) are outside params of batch size {params.batch_size}")
+    sl = slice(offset, offset + batch_size)
+    cut = lambda t: None if t is None else t[sl].contiguous()  # noqa: E731
+    index = cut(params.index)
+    if index.ndim == 2:
+        index[:, 0] = torch.arange(batch_size, device=index.device)
+    return MixParams(cut(params.lam), index, cut(params.box), params.box_shape, cut(params.linear))
+
+
+def _generator_digest(generator: torch.Generator) -> int:
+    return zlib.crc32(generator.get_state().cpu().numpy().tobytes())
+
+
+class GlobalMixer:
+    """Mix each rank's rows with partners drawn from the global batch (``pairing="global"``).
+
+    Every call all-gathers the inputs and labels of all ranks (detached: no gradient flows
+    through the gathered copy), lets the wrapped transform draw :class:`~mixlab.MixParams`
+    for the whole global batch, and mixes this rank's rows with their slice of them. Because
+    the transform's generator is identical on every rank, all ranks draw the same global
+    parameters, so each global row has exactly one partner and lambda, and the union of the
+    ranks' outputs equals ``transform(concatenated_x, concatenated_y)`` in one process.
+
+    Args:
+        transform: a :class:`~mixlab.MixUp`, :class:`~mixlab.CutMix` or
+            :class:`~mixlab.MixUpOrCutMix` (any pairing and mode: they apply to the global
+            batch). Its ``generator`` must be seeded identically on every rank (for example
+            ``torch.Generator().manual_seed(run_seed)``), and must not be used elsewhere.
+        check_generator: on the first call, verify that every rank's generator state is the
+            same and raise ``ValueError`` if not (one small collective, once).
+
+    Returns (when called with ``x, y``):
+        ``(mixed_x, MixedTarget)`` for the local rows; the target's ``params.index`` points
+        into the global labels, which it holds as ``partner``.
+
+    Convention: ``mixed[i] = lam[i] * x[i] + (1 - lam[i]) * global_x[index[i]]``.
+    """
+
+    def __init__(self, transform, *, check_generator: bool = True):
+        if not callable(getattr(transform, "sample", None)) or not hasattr(transform, "generator"):
+            raise TypeError(f"transform must be a mixlab MixUp, CutMix or MixUpOrCutMix, got {type(transform).__name__}")
+        if transform.generator is None:
+            raise ValueError("transform.generator must be a torch.Generator seeded identically on every rank, got None")
+        if getattr(transform, "inplace", False):
+            raise ValueError("GlobalMixer needs transform.inplace=False (the partner rows live in the gathered copy)")
+        self.transform = transform
+        self._check = bool(check_generator)
+
+    def _verify_generator(self) -> None:
+        self._check = False
+        if not _running():
+            return
+        digest = torch.tensor([_generator_digest(self.transform.generator)], dtype=torch.int64,
+                              device=_collective_device())
+        out = [torch.empty_like(digest) for _ in range(dist.get_world_size())]
+        dist.all_gather(out, digest)
+        if len({int(t.item()) for t in out}) != 1:
+            raise ValueError("GlobalMixer: the transform's generator differs between ranks; seed it identically "
+                             "on every rank (e.g. torch.Generator().manual_seed(run_seed))")
+
+    def sample(self, x, sizes: list[int]) -> tuple[MixParams, object]:
+        """Gather ``x`` and draw the global params; returns ``(local_params, global_x)``."""
+        if self._check:
+            self._verify_generator()
+        global_x = gather_batch(x, sizes)
+        params = self.transform.sample(global_x)
+        rank = dist.get_rank() if _running() else 0
+        return local_params(params, sum(sizes[:rank]), sizes[rank]), global_x
+
+    def __call__(self, x, y=None):
+        leaf = first_leaf(x)
+        if not isinstance(leaf, torch.Tensor) or leaf.ndim == 0:
+            raise TypeError("x must be a tensor or nested batch of tensors with a leading batch dimension")
+        sizes = gather_sizes(leaf.shape[0])
+        params, global_x = self.sample(x, sizes)
+        mixed = mix(x, params, partner=global_x)
+        if y is None:
+            return mixed
+        global_y = gather_batch(y, sizes)
+        target = MixedTarget(y, params, partner=global_y, num_classes=self.transform.num_classes,
+                             label_smoothing=self.transform.label_smoothing)
+        return mixed, target
+
+    def __repr__(self):
+        return f"GlobalMixer({self.transform!r})"
+
+
+def GlobalMixUp(alpha: float = 1.0, *, seed: int | None = None, generator: torch.Generator | None = None,
+                mode: str = "sample", **kwargs) -> GlobalMixer:
+    """MixUp with partners from the global batch; one lambda per sample by default.
+
+    Args:
+        alpha: Beta(alpha, alpha) concentration.
+        seed: seeds a fresh CPU generator, the same on every rank (or pass ``generator``).
+        generator: a generator seeded identically on every rank.
+        mode: ``"sample"`` (default: one lambda per global row), ``"batch"`` or ``"pair"``.
+        **kwargs: other :class:`~mixlab.MixUp` options (``keep_dominant``, ``p``, ``pairing``,
+            ``k``, ``num_classes``, ``label_smoothing``).
+    """
+    from .transforms import MixUp
+
+    if (seed is None) == (generator is None):
+        raise ValueError("pass exactly one of seed= or generator= (identical on every rank)")
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+        generator = torch.Generator(device=get_info().device).manual_seed(seed)
+    return GlobalMixer(MixUp(alpha, mode=mode, generator=generator, **kwargs))

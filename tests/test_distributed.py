@@ -1,0 +1,159 @@
+"""mixlab.distributed: helpers, global pairing, and DDP training across 2 CPU processes (gloo).
+
+The 2-process tests start each rank with the ``spawn`` start method and a free port, poll
+them with a deadline, and kill leftovers, so a broken collective fails the test instead of
+hanging it. Ranks hand results back through ``torch.save`` files (loaded with
+``weights_only=True``).
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+import time
+import traceback
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mixlab
+from mixlab import distributed as D
+
+WORLD = 2
+DEADLINE_S = 90.0
+
+
+# --------------------------------------------------------------------------- harness
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _entry(rank, world, port, out_dir, timeout_s, fn_name, kwargs):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    path = os.path.join(out_dir, f"rank{rank}.pt")
+    try:
+        info = D.init_from_env(timeout_s=timeout_s)
+        result = globals()[fn_name](info, **kwargs)
+        torch.save({"ok": True, "result": result}, path + ".tmp")
+    except Exception:  # reported to the parent through the result file
+        torch.save({"ok": False, "error": traceback.format_exc()}, path + ".tmp")
+    os.replace(path + ".tmp", path)
+    os._exit(0)  # skip process-group teardown: a dead peer must not make this exit hang
+
+
+def run_ranks(tmp_path, fn, *, timeout_s=30.0, deadline_s=DEADLINE_S, **kwargs) -> list:
+    """Run ``fn(info, **kwargs)`` on WORLD spawned ranks; return each rank's outcome dict."""
+    ctx = multiprocessing.get_context("spawn")
+    port = free_port()
+    procs = [ctx.Process(target=_entry, args=(r, WORLD, port, str(tmp_path), timeout_s, fn.__name__, kwargs))
+             for r in range(WORLD)]
+    for p in procs:
+        p.start()
+    end = time.monotonic() + deadline_s
+    try:
+        for p in procs:
+            p.join(max(0.0, end - time.monotonic()))
+        hung = [r for r, p in enumerate(procs) if p.is_alive()]
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join(5)
+    assert not hung, f"ranks {hung} still running after {deadline_s} s"
+    outcomes = []
+    for r in range(WORLD):
+        path = tmp_path / f"rank{r}.pt"
+        outcomes.append(torch.load(path, weights_only=True) if path.exists() else {"ok": False, "error": "no result"})
+    return outcomes
+
+
+def results(outcomes) -> list:
+    for r, o in enumerate(outcomes):
+        assert o["ok"], f"rank {r} failed:\n{o['error']}"
+    return [o["result"] for o in outcomes]
+
+
+# --------------------------------------------------------------------------- single process
+
+
+def test_helpers_are_single_process_noops(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    info = D.init_from_env(timeout_s=5)
+    assert info == D.DistInfo(0, 1, 0, torch.device("cpu"), True) and not info.distributed
+    assert D.is_main() and D.get_info() == info
+    D.barrier()
+    assert D.broadcast_object({"a": 1}) == {"a": 1}
+    assert D.gather_sizes(5) == [5]
+    x = torch.ones(3, requires_grad=True)
+    g = D.gather_batch({"x": x, "y": torch.arange(3)})
+    assert not g["x"].requires_grad and torch.equal(g["y"], torch.arange(3))
+    s = D.all_reduce_sum({"n": torch.tensor(4), "v": torch.tensor([0.5, 2.0])})
+    assert s["n"].dtype == torch.int64 and int(s["n"]) == 4 and torch.equal(s["v"], torch.tensor([0.5, 2.0]))
+
+
+def test_rank_generator_streams():
+    assert torch.equal(torch.rand(4, generator=D.rank_generator(11, 0)),
+                       torch.rand(4, generator=torch.Generator().manual_seed(11)))
+    a, b = (torch.rand(8, generator=D.rank_generator(11, r)) for r in (1, 2))
+    assert not torch.equal(a, b)
+    assert torch.equal(a, torch.rand(8, generator=D.rank_generator(11, 1)))  # repeatable
+    assert not torch.equal(a, torch.rand(8, generator=D.rank_generator(12, 1)))
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: D.init_from_env(timeout_s=0), "timeout_s"),
+    (lambda: D.init_from_env(backend="mpi"), "backend"),
+    (lambda: D.rank_generator(-1, 0), "seed"),
+    (lambda: D.rank_generator(1, -2), "rank"),
+    (lambda: D.gather_sizes(-1), "batch_size"),
+    (lambda: D.ddp_mean(torch.ones(2, 2)), "per_sample_loss"),
+    (lambda: D.GlobalMixUp(0.4), "seed= or generator="),
+    (lambda: D.GlobalMixer(mixlab.MixUp(0.4)), "generator"),
+    (lambda: D.local_params(mixlab.sample_params(4, alpha=1.0), 3, 2), "outside"),
+])
+def test_errors_name_the_argument(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_all_reduce_sum_rejects_non_tensors():
+    with pytest.raises(TypeError, match="tensors"):
+        D.all_reduce_sum({"n": 3})
+
+
+def test_init_from_env_bad_world_size(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ValueError, match="WORLD_SIZE"):
+        D.init_from_env()
+
+
+def test_local_params_slices_rows_and_keeps_global_index():
+    g = torch.Generator().manual_seed(0)
+    p = mixlab.sample_params(10, alpha=0.5, mode="sample", k=3, generator=g)
+    loc = D.local_params(p, 4, 3)
+    assert torch.equal(loc.lam, p.lam[4:7]) and torch.equal(loc.index[:, 1:], p.index[4:7, 1:])
+    assert torch.equal(loc.index[:, 0], torch.arange(3))
+
+
+def test_global_mixer_single_process_equals_core_transform():
+    x, y = torch.rand(9, 3, 6, 6), torch.arange(9) % 4
+    for make in (lambda g: mixlab.MixUp(0.4, mode="sample", generator=g),
+                 lambda g: mixlab.CutMix(1.0, mode="sample", generator=g),
+                 lambda g: mixlab.MixUpOrCutMix(mode="sample", generator=g)):
+        got_x, got_t = D.GlobalMixer(make(torch.Generator().manual_seed(5)))(x, y)
+        ref_x, ref_t = make(torch.Generator().manual_seed(5))(x, y)
+        assert torch.equal(got_x, ref_x)
+        assert torch.equal(got_t.soft(4), ref_t.soft(4))
+
+
+def test_ddp_mean_single_process_is_mean():
+    v = torch.tensor([1.0, 2.0, 6.0])
+    assert torch.allclose(D.ddp_mean(v), v.mean())
+    assert torch.allclose(D.ddp_mean(v, [3, 5]), v.sum() * 2 / 8)
