@@ -157,3 +157,73 @@ def test_ddp_mean_single_process_is_mean():
     v = torch.tensor([1.0, 2.0, 6.0])
     assert torch.allclose(D.ddp_mean(v), v.mean())
     assert torch.allclose(D.ddp_mean(v, [3, 5]), v.sum() * 2 / 8)
+
+
+# --------------------------------------------------------------------------- two processes
+
+
+def _global_batch(n=11):
+    g = torch.Generator().manual_seed(3)
+    return torch.rand(n, 3, 6, 6, generator=g), torch.randint(0, 5, (n,), generator=g)
+
+
+SPLIT = [6, 5]  # uneven on purpose: the last batch of an epoch
+
+
+def _local_rows(rank, n_rows=SPLIT):
+    start = sum(n_rows[:rank])
+    return slice(start, start + n_rows[rank])
+
+
+def _collectives_worker(info):
+    x, y = _global_batch()
+    rows = _local_rows(info.rank)
+    xl, yl = x[rows].clone().requires_grad_(), y[rows]
+    out = {"info": [info.rank, info.world_size, int(info.is_main), int(D.is_main())]}
+    out["sizes"] = torch.tensor(D.gather_sizes(xl.shape[0]))
+    gathered = D.gather_batch({"x": xl, "y": yl})
+    out["gathered_x"], out["gathered_y"] = gathered["x"], gathered["y"]
+    out["grad_free"] = torch.tensor(not gathered["x"].requires_grad)
+    red = D.all_reduce_sum({"n": torch.tensor(info.rank + 1), "v": torch.full((2,), 0.25 * info.rank)})
+    out["sum_n"], out["sum_v"] = red["n"], red["v"]
+    out["bcast"] = torch.tensor(D.broadcast_object({"step": 7 + info.rank})["step"])
+    out["rank_draw"] = torch.rand(3, generator=D.rank_generator(2))
+    for name, make in (("mixup", lambda g: mixlab.MixUp(0.4, mode="sample", generator=g)),
+                       ("cutmix", lambda g: mixlab.CutMix(1.0, mode="sample", generator=g)),
+                       ("both", lambda g: mixlab.MixUpOrCutMix(mode="sample", generator=g, label_smoothing=0.1))):
+        mixed, target = D.GlobalMixer(make(torch.Generator().manual_seed(5)))(xl, yl)
+        out[name + "_x"], out[name + "_soft"] = mixed.detach(), target.soft(5)
+        out[name + "_loss"] = target.loss(F.cross_entropy, torch.zeros(len(yl), 5), reduction="none")
+    try:  # ranks seeded differently must be refused
+        D.GlobalMixer(mixlab.MixUp(0.4, generator=torch.Generator().manual_seed(info.rank)))(xl, yl)
+        out["mismatch_refused"] = torch.tensor(False)
+    except ValueError as e:
+        out["mismatch_refused"] = torch.tensor("differs between ranks" in str(e))
+    D.barrier()
+    return out
+
+
+def test_two_ranks_collectives_and_global_pairing(tmp_path):
+    r0, r1 = results(run_ranks(tmp_path, _collectives_worker))
+    x, y = _global_batch()
+    assert r0["info"] == [0, 2, 1, 1] and r1["info"] == [1, 2, 0, 0]
+    for r in (r0, r1):
+        assert r["sizes"].tolist() == SPLIT
+        assert torch.equal(r["gathered_x"], x) and torch.equal(r["gathered_y"], y) and bool(r["grad_free"])
+        assert int(r["sum_n"]) == 3 and r["sum_n"].dtype == torch.int64
+        assert torch.equal(r["sum_v"], torch.full((2,), 0.25))
+        assert int(r["bcast"]) == 7
+        assert bool(r["mismatch_refused"])
+    assert not torch.equal(r0["rank_draw"], r1["rank_draw"])
+    # Global pairing: the ranks' rows together are exactly the single-process mix of the whole batch.
+    for name, make in (("mixup", lambda g: mixlab.MixUp(0.4, mode="sample", generator=g)),
+                       ("cutmix", lambda g: mixlab.CutMix(1.0, mode="sample", generator=g)),
+                       ("both", lambda g: mixlab.MixUpOrCutMix(mode="sample", generator=g, label_smoothing=0.1))):
+        ref_x, ref_t = make(torch.Generator().manual_seed(5))(x, y)
+        assert torch.equal(torch.cat([r0[name + "_x"], r1[name + "_x"]]), ref_x), name
+        assert torch.equal(torch.cat([r0[name + "_soft"], r1[name + "_soft"]]), ref_t.soft(5)), name
+        ref_loss = ref_t.loss(F.cross_entropy, torch.zeros(len(y), 5), reduction="none")
+        assert torch.allclose(torch.cat([r0[name + "_loss"], r1[name + "_loss"]]), ref_loss), name
+    # Partners really cross ranks: some rank-0 row mixes with a rank-1 row.
+    p = mixlab.sample_params(len(y), alpha=0.4, mode="sample", generator=torch.Generator().manual_seed(5))
+    assert (p.index[: SPLIT[0]] >= SPLIT[0]).any()

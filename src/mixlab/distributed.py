@@ -328,8 +328,9 @@ class GlobalMixer:
             same and raise ``ValueError`` if not (one small collective, once).
 
     Returns (when called with ``x, y``):
-        ``(mixed_x, MixedTarget)`` for the local rows; the target's ``params.index`` points
-        into the global labels, which it holds as ``partner``.
+        ``(mixed_x, MixedTarget)`` for the local rows. The target holds the partners' labels
+        as ``partner`` with ``params.index == arange(B)`` (as :func:`mixlab.mix_pair`);
+        :meth:`sample` gives the parameters with ``index`` into the global batch.
 
     Convention: ``mixed[i] = lam[i] * x[i] + (1 - lam[i]) * global_x[index[i]]``.
     """
@@ -339,6 +340,8 @@ class GlobalMixer:
             raise TypeError(f"transform must be a mixlab MixUp, CutMix or MixUpOrCutMix, got {type(transform).__name__}")
         if transform.generator is None:
             raise ValueError("transform.generator must be a torch.Generator seeded identically on every rank, got None")
+        if getattr(transform, "k", 2) != 2:
+            raise ValueError(f"GlobalMixer supports two-way mixing (k=2), got k={transform.k}")
         if getattr(transform, "inplace", False):
             raise ValueError("GlobalMixer needs transform.inplace=False (the partner rows live in the gathered copy)")
         self.transform = transform
@@ -357,7 +360,12 @@ class GlobalMixer:
                              "on every rank (e.g. torch.Generator().manual_seed(run_seed))")
 
     def sample(self, x, sizes: list[int]) -> tuple[MixParams, object]:
-        """Gather ``x`` and draw the global params; returns ``(local_params, global_x)``."""
+        """Gather ``x`` and draw the global params.
+
+        Returns:
+            ``(params, global_x)``: this rank's rows of the global parameters (``index``
+            points into the global batch) and the gathered, detached global batch.
+        """
         if self._check:
             self._verify_generator()
         global_x = gather_batch(x, sizes)
@@ -366,16 +374,22 @@ class GlobalMixer:
         return local_params(params, sum(sizes[:rank]), sizes[rank]), global_x
 
     def __call__(self, x, y=None):
+        """Mix this rank's batch. Returns ``(mixed_x, MixedTarget)``, or ``mixed_x`` without ``y``."""
         leaf = first_leaf(x)
         if not isinstance(leaf, torch.Tensor) or leaf.ndim == 0:
             raise TypeError("x must be a tensor or nested batch of tensors with a leading batch dimension")
         sizes = gather_sizes(leaf.shape[0])
         params, global_x = self.sample(x, sizes)
-        mixed = mix(x, params, partner=global_x)
+        # Pick each row's partner out of the global batch; then it is two-stream mixing row i
+        # with partner row i, as mixlab.mix_pair does (index = arange into the partner batch).
+        pick = lambda t, path: t[params.index]  # noqa: E731
+        pair = MixParams(params.lam, torch.arange(leaf.shape[0], device=params.index.device), params.box,
+                         params.box_shape, params.linear)
+        mixed = mix(x, pair, partner=tree_map_with_path(pick, global_x))
         if y is None:
             return mixed
-        global_y = gather_batch(y, sizes)
-        target = MixedTarget(y, params, partner=global_y, num_classes=self.transform.num_classes,
+        partner_y = gather_batch(y, sizes)[params.index]
+        target = MixedTarget(y, pair, partner=partner_y, num_classes=self.transform.num_classes,
                              label_smoothing=self.transform.label_smoothing)
         return mixed, target
 
