@@ -172,16 +172,7 @@ class MixedTarget:
         Returns:
             The reduced loss, or ``(B,)`` per-sample mixed losses for ``"none"``.
         """
-        if isinstance(criterion, torch.nn.Module) and hasattr(criterion, "reduction"):
-            own = criterion.reduction
-            per = copy.copy(criterion)
-            per.reduction = "none"
-            call = per
-        elif callable(criterion):
-            own = "mean"
-            call = lambda inp, tgt: criterion(inp, tgt, reduction="none")  # noqa: E731
-        else:
-            raise TypeError(f"criterion must be a loss module or function, got {type(criterion).__name__}")
+        call, own = _per_sample(criterion)
         reduction = own if reduction is None else reduction
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
@@ -217,6 +208,35 @@ class MixedTarget:
     def __repr__(self) -> str:
         kind = "class indices" if self.is_class_index else f"float labels {tuple(self.y.shape)}"
         return f"MixedTarget(B={self.params.batch_size}, k={len(self.targets)}, {kind})"
+
+
+def _per_sample(criterion):
+    """A callable giving unreduced losses for ``criterion``, and the criterion's own reduction.
+
+    torch's built-in losses map to their functional form with the module's settings (no copy,
+    traceable by ``torch.compile``); other loss modules with a ``reduction`` attribute are
+    shallow-copied with ``reduction="none"``; functions are called with ``reduction="none"``.
+    The caller's criterion is never modified.
+    """
+    nn = torch.nn
+    if isinstance(criterion, nn.CrossEntropyLoss):
+        m = criterion
+        return (lambda i, t: F.cross_entropy(i, t, weight=m.weight, ignore_index=m.ignore_index,
+                                             label_smoothing=m.label_smoothing, reduction="none")), m.reduction
+    if isinstance(criterion, nn.BCEWithLogitsLoss):
+        m = criterion
+        return (lambda i, t: F.binary_cross_entropy_with_logits(i, t, weight=m.weight, pos_weight=m.pos_weight,
+                                                                reduction="none")), m.reduction
+    if isinstance(criterion, nn.NLLLoss):
+        m = criterion
+        return (lambda i, t: F.nll_loss(i, t, weight=m.weight, ignore_index=m.ignore_index, reduction="none")), m.reduction
+    if isinstance(criterion, nn.Module) and hasattr(criterion, "reduction"):
+        per = copy.copy(criterion)
+        per.reduction = "none"
+        return per, criterion.reduction
+    if callable(criterion):
+        return (lambda i, t: criterion(i, t, reduction="none")), "mean"
+    raise TypeError(f"criterion must be a loss module or function, got {type(criterion).__name__}")
 
 
 def one_hot(y: torch.Tensor, num_classes: int) -> torch.Tensor:
