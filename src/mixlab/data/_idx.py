@@ -1,0 +1,141 @@
+"""IDX files (MNIST, Fashion-MNIST, KMNIST): a strict reader and a small writer.
+
+Format (LeCun's MNIST page): two zero bytes, a dtype code byte, a byte giving the number of
+dimensions ``d``, then ``d`` big-endian uint32 sizes, then the data in big-endian order.
+The reader checks every part and the exact byte count, so a truncated or corrupt file fails
+with a ``ValueError`` that names the file and says what was wrong, instead of yielding a
+silently short or garbled array. Files may be gzip-compressed (``.gz``) or plain.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["read_idx", "write_idx", "IDX_FILES", "find_idx_files", "load_idx_dir"]
+
+# dtype code -> big-endian numpy dtype
+_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+_CODES = {dt.newbyteorder("="): code for code, dt in _DTYPES.items()}
+
+# The four standard files, by role, without extension.
+IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+
+
+def _read_bytes(path: Path) -> bytes:
+    """Whole file content, gunzipped when it is gzip; corrupt gzip becomes a ValueError."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (EOFError, OSError, zlib.error) as e:  # truncated stream, bad CRC, bad deflate data
+        raise ValueError(f"IDX file {path}: corrupt or truncated gzip data ({e})") from e
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read one IDX file (optionally gzip-compressed) into a native-endian numpy array.
+
+    Args:
+        path: the file, e.g. ``train-images-idx3-ubyte.gz``.
+
+    Returns:
+        An array of the file's dtype and shape (e.g. uint8 ``(60000, 28, 28)``).
+
+    Raises:
+        ValueError: bad magic number, unknown dtype code, or a data size that does not match
+            the header (the message names the file and both byte counts).
+    """
+    path = Path(path)
+    data = _read_bytes(path)
+    if len(data) < 4:
+        raise ValueError(f"IDX file {path}: {len(data)} bytes, too short for the 4-byte magic number")
+    zero, code, ndim = data[:2], data[2], data[3]
+    if zero != b"\x00\x00" or code not in _DTYPES:
+        raise ValueError(
+            f"IDX file {path}: bad magic number 0x{data[:4].hex()}; expected 0x0000 followed by a "
+            f"dtype code in {sorted(hex(c) for c in _DTYPES)} and the number of dimensions"
+        )
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"IDX file {path}: header says {ndim} dimensions ({header} header bytes) "
+                         f"but the file has only {len(data)} bytes")
+    dims = struct.unpack(f">{ndim}I", data[4:header])
+    dtype = _DTYPES[code]
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    found = len(data) - header
+    if found != expected:
+        what = "truncated" if found < expected else "trailing bytes"
+        raise ValueError(f"IDX file {path}: header shape {tuple(dims)} of {dtype.name} needs {expected} "
+                         f"data bytes, found {found} ({what})")
+    arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    return arr.astype(dtype.newbyteorder("="), copy=True)
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write ``array`` as an IDX file (gzip-compressed when ``path`` ends in ``.gz``).
+
+    Written atomically (temporary file, then ``os.replace``).
+    """
+    array = np.asarray(array)
+    key = array.dtype.newbyteorder("=")
+    if key not in _CODES:
+        raise TypeError(f"write_idx: array dtype must be one of uint8, int8, int16, int32, float32, "
+                        f"float64, got {array.dtype}")
+    code = _CODES[key]
+    payload = (struct.pack(">BBBB", 0, 0, code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+               + array.astype(_DTYPES[code], copy=False).tobytes())
+    path = Path(path)
+    if path.suffix == ".gz":
+        payload = gzip.compress(payload, mtime=0)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(payload)
+    os.replace(tmp, path)
+
+
+def find_idx_files(directory: str | os.PathLike) -> dict[str, Path] | None:
+    """The four standard IDX files in ``directory`` (``.gz`` or plain), or None if any is missing."""
+    directory = Path(directory)
+    found = {}
+    for role, stem in IDX_FILES.items():
+        for name in (stem + ".gz", stem, stem.replace("-idx", ".idx") + ".gz", stem.replace("-idx", ".idx")):
+            if (directory / name).is_file():
+                found[role] = directory / name
+                break
+        else:
+            return None
+    return found
+
+
+def load_idx_dir(files: dict[str, Path]) -> dict:
+    """Read the four files into uint8 images ``(N, 1, H, W)`` and int64 labels, checked for agreement."""
+    arrays = {role: read_idx(path) for role, path in files.items()}
+    out = {}
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim != 3 or x.dtype != np.uint8:
+            raise ValueError(f"IDX file {files[f'x_{split}']}: expected uint8 images (N, H, W), "
+                             f"got {x.dtype} {x.shape}")
+        if y.ndim != 1 or len(y) != len(x):
+            raise ValueError(f"IDX file {files[f'y_{split}']}: expected {len(x)} labels (one per image "
+                             f"in {files[f'x_{split}'].name}), got shape {y.shape}")
+        out[f"x_{split}"] = x[:, None]  # (N, 1, H, W)
+        out[f"y_{split}"] = y.astype(np.int64)
+    return out

@@ -1,0 +1,171 @@
+"""Image folders and tarballs, decoded once into uint8 tensors (cached on disk).
+
+Layouts understood (a single enclosing top folder, e.g. ``cifar10-jpg/``, is skipped):
+
+* ``{train,test}/<class>/<file>``: the official split (``valid`` or ``val`` stand in for a
+  missing ``test``, as in fastai's MNIST_SAMPLE); other top-level folders are ignored.
+* ``<class>/<file>``: one folder per class, no split (the caller makes a seeded split).
+* any folder of images with ``label_regex``: the label is group 1 of the regex searched in
+  the file name (the whole match when it has no group), e.g. the Pets article's
+  ``r"^(.+)_\\d+\\.jpg$"``; no split. Every image must match.
+
+Class names are the sorted distinct folder names (or regex labels), so labels follow
+alphabetical order like torchvision's ``ImageFolder``. Images are converted to one common
+form: all grey-level images give 1 channel, otherwise RGB (alpha dropped, palettes expanded,
+grey images repeated to 3 channels). Sizes are kept if all images agree; otherwise every
+image is resized with PIL's bilinear filter to the most common size ``(W, H)``.
+Decoding uses PIL in a pool of (at most) 2 threads; the source is read sequentially.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+import tarfile
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._cache import cached, source_signature
+
+__all__ = ["IMAGE_EXTENSIONS", "is_image_tree", "is_tarball", "load_image_tree", "decode_images"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+_TEST_NAMES = ("test", "valid", "val")
+_GREY = {"1", "L", "LA", "I", "I;16", "F"}
+_CHUNK = 512
+
+
+def is_tarball(path: Path) -> bool:
+    """True for an existing ``.tar``, ``.tar.gz``, ``.tgz`` (or other tarfile-readable) file."""
+    return path.is_file() and tarfile.is_tarfile(path)
+
+
+def is_image_tree(location: Path) -> bool:
+    """A tarball, or a folder with a ``train/`` subfolder (directly or under one top folder)."""
+    if is_tarball(location):
+        return True
+    return location.is_dir() and ((location / "train").is_dir() or any(
+        (d / "train").is_dir() for d in location.iterdir() if d.is_dir()))
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not os.path.basename(name).startswith(".")
+
+
+def _read_sources(location: Path) -> tuple[list[tuple[str, ...]], list[bytes]]:
+    """Relative path parts and raw bytes of every image file under a folder or in a tarball."""
+    parts, blobs = [], []
+    if location.is_dir():
+        for p in sorted(location.rglob("*")):
+            if p.is_file() and _is_image(p.name):
+                parts.append(p.relative_to(location).parts)
+                blobs.append(p.read_bytes())
+    else:
+        with tarfile.open(location, "r|*") as tf:  # streaming: one sequential pass over the archive
+            for m in tf:
+                if m.isfile() and _is_image(m.name):
+                    parts.append(tuple(q for q in m.name.split("/") if q not in ("", ".")))
+                    blobs.append(tf.extractfile(m).read())
+        order = sorted(range(len(parts)), key=parts.__getitem__)
+        parts, blobs = [parts[i] for i in order], [blobs[i] for i in order]
+    if not parts:
+        raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found in {location}")
+    return parts, blobs
+
+
+def _strip_top(parts: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """Drop enclosing folders shared by every file (never a split name, never below depth 2)."""
+    while all(len(p) > 2 for p in parts) and len({p[0] for p in parts}) == 1 and parts[0][0] != "train":
+        parts = [p[1:] for p in parts]
+    return parts
+
+
+def _labels(location: Path, parts, label_regex: str | None):
+    """``(split_of_each or None, label_name_of_each, keep_mask)`` from the layout."""
+    if label_regex is not None:
+        try:
+            rx = re.compile(label_regex)
+        except re.error as e:
+            raise ValueError(f"label_regex {label_regex!r} is not a valid regular expression: {e}") from None
+        names = []
+        for p in parts:
+            m = rx.search(p[-1])
+            if m is None:
+                raise ValueError(f"label_regex {label_regex!r} does not match the file name {p[-1]!r} "
+                                 f"(in {location}); every image needs a label")
+            names.append(m.group(1) if rx.groups else m.group(0))
+        return None, names, [True] * len(parts)
+    parts = _strip_top(parts)
+    tops = {p[0] for p in parts if len(p) == 3}
+    test = next((t for t in _TEST_NAMES if t in tops), None)
+    if "train" in tops and test is not None:
+        keep = [len(p) == 3 and p[0] in ("train", test) for p in parts]
+        return ["train" if p[0] == "train" else "test" for p in parts], [p[1] for p in parts], keep
+    if all(len(p) == 2 for p in parts):
+        return None, [p[0] for p in parts], [True] * len(parts)
+    example = "/".join(next(p for p in parts if len(p) != 2))
+    raise ValueError(f"image folder {location}: expected {{train,test}}/<class>/<file> or <class>/<file> "
+                     f"(or pass label_regex for a flat folder); found e.g. {example!r}")
+
+
+def _decode_one(blob: bytes, name: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(io.BytesIO(blob)) as img:
+            arr = np.asarray(img.convert("L" if img.mode in _GREY else "RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"image {name}: cannot be decoded ({e})") from None
+    return arr[:, :, None] if arr.ndim == 2 else arr  # (H, W, C)
+
+
+def _resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+    img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
+    out = np.asarray(img.resize(size, Image.Resampling.BILINEAR))
+    return out[:, :, None] if out.ndim == 2 else out
+
+
+def decode_images(blobs: list[bytes], names: list[str], *, workers: int = 2) -> torch.Tensor:
+    """Decode encoded images into one uint8 tensor ``(N, C, H, W)`` (see the module notes)."""
+    chunks = [range(i, min(i + _CHUNK, len(blobs))) for i in range(0, len(blobs), _CHUNK)]
+
+    def work(idx):
+        return [_decode_one(blobs[i], names[i]) for i in idx]
+    workers = max(1, min(workers, os.cpu_count() or 1, len(chunks)))
+    if workers == 1:
+        arrays = [a for c in chunks for a in work(c)]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            arrays = [a for part in pool.map(work, chunks) for a in part]
+    size = Counter((a.shape[1], a.shape[0]) for a in arrays).most_common(1)[0][0]  # (W, H)
+    channels = max(a.shape[2] for a in arrays)
+    out = np.empty((len(arrays), size[1], size[0], channels), dtype=np.uint8)
+    for i, a in enumerate(arrays):
+        a = a if (a.shape[1], a.shape[0]) == size else _resize(a, size)
+        out[i] = a  # a grey (H, W, 1) broadcasts to (H, W, 3) when others are RGB
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
+
+
+def _build(location: Path, label_regex: str | None) -> dict:
+    parts, blobs = _read_sources(location)
+    split, names, keep = _labels(location, parts, label_regex)
+    idx = [i for i, k in enumerate(keep) if k]
+    classes = sorted({names[i] for i in idx})
+    lookup = {c: j for j, c in enumerate(classes)}
+    x = decode_images([blobs[i] for i in idx], ["/".join(parts[i]) for i in idx])
+    y = torch.tensor([lookup[names[i]] for i in idx], dtype=torch.int64)
+    entry = {"classes": classes, "source": str(location.resolve())}
+    if split is None:
+        return {**entry, "x": x, "y": y}
+    is_train = torch.tensor([split[i] == "train" for i in idx])
+    return {**entry, "x_train": x[is_train], "y_train": y[is_train], "x_test": x[~is_train], "y_test": y[~is_train]}
+
+
+def load_image_tree(location: Path, *, cache_dir, label_regex: str | None, name: str) -> dict:
+    """Read a folder or tarball of images into uint8 tensors, through the disk cache."""
+    key = {"source": source_signature([location]), "label_regex": label_regex}
+    return cached(f"{name}-images", key, lambda: _build(location, label_regex), cache_dir)

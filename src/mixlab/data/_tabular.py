@@ -1,0 +1,120 @@
+"""Tabular and scikit-learn readers: the bundled digits / wine / breast-cancer / iris sets, and CSV.
+
+Each reader returns an unsplit ``{"x", "y", "classes", "source"}`` entry; the caller makes
+the seeded stratified split. Features stay raw float64 here: standardisation with the
+*training* statistics happens after the split and the options.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["SKLEARN_SETS", "load_sklearn", "load_csv"]
+
+# mixlab name -> scikit-learn loader function name
+SKLEARN_SETS = {"digits": "load_digits", "wine": "load_wine", "breast-cancer": "load_breast_cancer",
+                "iris": "load_iris"}
+
+
+def load_sklearn(name: str) -> dict:
+    """One of scikit-learn's bundled sets (shipped inside its wheel, no download).
+
+    ``digits`` becomes uint8 images ``(1797, 1, 8, 8)``: the 0..16 grey levels scaled to 0..255
+    (``round(v * 255 / 16)``); the others float64 features ``(N, F)``.
+    """
+    try:
+        from sklearn import datasets as skd
+    except ImportError as e:
+        raise ImportError(f"dataset {name!r} needs scikit-learn: pip install 'mixlab[lab]' "
+                          "(or pip install scikit-learn)") from e
+    loader = SKLEARN_SETS[name]
+    bunch = getattr(skd, loader)()
+    y = torch.as_tensor(np.asarray(bunch.target), dtype=torch.int64)
+    if name == "digits":
+        x = torch.from_numpy(np.rint(np.asarray(bunch.images) * (255.0 / 16.0)).astype(np.uint8))[:, None]
+        classes = [str(c) for c in bunch.target_names]
+    else:
+        x = torch.as_tensor(np.asarray(bunch.data, dtype=np.float64))
+        classes = [str(c) for c in bunch.target_names]
+    return {"x": x, "y": y, "classes": classes, "source": f"sklearn.datasets.{loader}"}
+
+
+def split_csv_spec(data_dir, label_column: str | None) -> tuple[Path, str | None]:
+    """Accept ``path::column`` in ``data_dir``; an explicit ``label_column`` must agree with it."""
+    text = os.fspath(data_dir)
+    if "::" in text:
+        text, col = text.rsplit("::", 1)
+        if label_column is not None and label_column != col:
+            raise ValueError(f"label_column={label_column!r} disagrees with the column {col!r} "
+                             f"given in data_dir {os.fspath(data_dir)!r}")
+        label_column = col
+    return Path(text), label_column
+
+
+def _parse_float(text: str, path: Path, row: int, column: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"CSV {path}: row {row}, feature column {column!r}: expected a number, "
+                         f"got {text!r} (only the label column may hold text)") from None
+
+
+def _label_names(raw: list[str]) -> tuple[list[str], dict[str, int]]:
+    """Sorted distinct labels (numerically when all are numbers) and their ids 0..n-1."""
+    distinct = set(raw)
+    try:
+        order = sorted(distinct, key=float)
+    except ValueError:
+        order = sorted(distinct)
+    return order, {name: i for i, name in enumerate(order)}
+
+
+def load_csv(path: Path, label_column: str | None) -> dict:
+    """A CSV file with a header row; every column but the label column must be numeric.
+
+    Args:
+        path: the ``.csv`` file (comma-separated; ``csv.Sniffer`` picks ``;`` or tab if used).
+        label_column: header name of the label column; None takes the last column.
+
+    Returns:
+        ``{"x": float64 (N, F), "y": int64 (N,), "classes", "source", "features"}``; labels are
+        the sorted distinct values of the label column mapped to 0..n-1.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset 'csv': no file at {path}. Pass data_dir='path/to/file.csv' "
+                                "(optionally 'file.csv::label_column'), a CSV with a header row.")
+    with open(path, newline="", encoding="utf-8") as f:
+        sample = f.read(8192)
+        f.seek(0)
+        try:
+            dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
+        except csv.Error:
+            dialect = csv.excel
+        rows = [r for r in csv.reader(f, dialect) if r and any(cell.strip() for cell in r)]
+    if len(rows) < 2:
+        raise ValueError(f"CSV {path}: expected a header row and at least one data row, got {len(rows)} rows")
+    header = [h.strip() for h in rows[0]]
+    if label_column is None:
+        label_column = header[-1]
+    if label_column not in header:
+        raise ValueError(f"CSV {path}: label_column {label_column!r} is not in the header {header}")
+    li = header.index(label_column)
+    features = [h for i, h in enumerate(header) if i != li]
+    if not features:
+        raise ValueError(f"CSV {path}: no feature columns besides the label column {label_column!r}")
+    xs, labels = [], []
+    for r, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise ValueError(f"CSV {path}: row {r} has {len(row)} fields, the header has {len(header)}")
+        labels.append(row[li].strip())
+        xs.append([_parse_float(v, path, r, header[i]) for i, v in enumerate(row) if i != li])
+    x = torch.tensor(xs, dtype=torch.float64)
+    if not torch.isfinite(x).all():
+        raise ValueError(f"CSV {path}: features hold NaN or infinite values; fill or drop them first")
+    classes, ids = _label_names(labels)
+    y = torch.tensor([ids[v] for v in labels], dtype=torch.int64)
+    return {"x": x, "y": y, "classes": classes, "source": str(path.resolve()), "features": features}

@@ -1,0 +1,321 @@
+"""Real datasets for the lab: one call gives train/test tensors, class names and statistics.
+
+>>> from mixlab.data import load_dataset
+>>> d = load_dataset("digits", classes=[3, 7], label_noise=0.2, seed=0)
+>>> d.x_train.dtype, d.x_train.shape[1:], d.num_classes
+(torch.uint8, torch.Size([1, 8, 8]), 2)
+
+Images are uint8 ``(N, C, H, W)`` tensors decoded once and kept in memory (normalise them on
+the fly with ``mean``/``std``); decoded image sets are cached on disk (see ``_cache.py``).
+Tabular sets are float32 ``(N, F)``, standardised with the training statistics.
+
+Options are applied in this order, each with its own seeded stream: the split (for sets with
+no official one), ``classes``, ``train_size``, ``label_noise``. The same ``seed`` always gives
+the same data. Mixing itself is not done here: see ``mixlab.mix`` (``lam`` weights the
+original row: ``mixed = lam * x + (1 - lam) * x[index]``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from . import _options as opt
+from ._cache import cached, source_signature
+from ._idx import find_idx_files, load_idx_dir
+from ._tabular import SKLEARN_SETS, load_csv, load_sklearn, split_csv_spec
+
+__all__ = ["DataSplits", "load_dataset", "list_datasets", "DATASETS"]
+
+_REPO = Path(__file__).resolve().parents[3]
+SHARED_CIFAR = _REPO.parent / "shared" / "datasets" / "cifar10-jpg.tar.gz"
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                   "Bag", "Ankle boot"]
+KMNIST_CLASSES = ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@dataclasses.dataclass(repr=False)
+class DataSplits:
+    """A dataset split into train and test tensors, ready for the lab.
+
+    Attributes:
+        name: dataset name, e.g. ``"fashion-mnist"``.
+        x_train: uint8 ``(N, C, H, W)`` for images; float32 ``(N, F)`` for tabular data
+            (standardised with the training mean and std).
+        y_train: int64 ``(N,)`` labels in ``0..num_classes-1`` (after ``label_noise``, if any).
+        x_test, y_test: the same for the test split (labels never corrupted).
+        classes: class names; index = label.
+        mean, std: per-channel mean and std of ``x_train / 255`` for images, None for tabular.
+        kind: ``"image"`` or ``"tabular"``.
+        source: where the data was read from.
+        noisy_mask: bool ``(N,)``, True where ``label_noise`` changed the training label
+            (None when ``label_noise`` is 0).
+        y_train_clean: the training labels before corruption (None when ``label_noise`` is 0).
+    """
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: list[str]
+    mean: tuple[float, ...] | None
+    std: tuple[float, ...] | None
+    kind: str
+    source: str
+    noisy_mask: torch.Tensor | None = None
+    y_train_clean: torch.Tensor | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (``len(classes)``)."""
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input: ``(C, H, W)`` for images, ``(F,)`` for tabular data."""
+        return tuple(self.x_train.shape[1:])
+
+    def __repr__(self) -> str:
+        noisy = "" if self.noisy_mask is None else f", noisy={int(self.noisy_mask.sum())}"
+        return (f"DataSplits(name={self.name!r}, kind={self.kind!r}, train={tuple(self.x_train.shape)}, "
+                f"test={tuple(self.x_test.shape)}, classes={self.num_classes}{noisy}, source={self.source!r})")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    kind: str
+    locations: Callable[[object], list[Path]]  # data_dir -> places looked at, in order
+    how_to_get: str
+    read: Callable[..., dict]  # (location, **kw) -> entry
+
+
+def _idx_dirs(default: str | None, torchvision_name: str):
+    def locations(data_dir) -> list[Path]:
+        roots = [Path(data_dir).expanduser()] if data_dir is not None else []
+        if default is not None and data_dir is None:
+            roots.append(Path(default))
+        out = []
+        for r in roots:
+            out += [r, r / "raw", r / torchvision_name / "raw"]
+        return out
+    return locations
+
+
+def _read_idx(classes: list[str]):
+    def read(location: Path, *, cache_dir, **_) -> dict:
+        files = find_idx_files(location)
+
+        def build():
+            entry = {k: torch.from_numpy(v) for k, v in load_idx_dir(files).items()}
+            return {**entry, "classes": list(classes), "source": str(location.resolve())}
+        return cached("idx", {"files": source_signature(files.values())}, build, cache_dir)
+    return read
+
+
+def _idx_present(location: Path) -> bool:
+    return location.is_dir() and find_idx_files(location) is not None
+
+
+def _cifar_locations(data_dir) -> list[Path]:
+    if data_dir is not None:
+        d = Path(data_dir).expanduser()
+        return [d, d / "cifar-10-batches-py"]
+    return [SHARED_CIFAR]
+
+
+def _read_cifar(location: Path, *, cache_dir, **_) -> dict:
+    from ._cifar import find_cifar_batches, load_cifar_batches
+    from ._images import load_image_tree
+    if find_cifar_batches(location) is not None:
+        return load_cifar_batches(location, cache_dir=cache_dir, default_classes=CIFAR10_CLASSES)
+    return load_image_tree(location, cache_dir=cache_dir, label_regex=None, name="cifar10")
+
+
+def _cifar_present(location: Path) -> bool:
+    from ._cifar import find_cifar_batches
+    from ._images import is_image_tree
+    return location.exists() and (find_cifar_batches(location) is not None or is_image_tree(location))
+
+
+def _read_folder(location: Path, *, cache_dir, label_regex, **_) -> dict:
+    from ._images import load_image_tree
+    return load_image_tree(location, cache_dir=cache_dir, label_regex=label_regex, name="folder")
+
+
+def _read_csv(location: Path, *, label_column, **_) -> dict:
+    return load_csv(location, label_column)
+
+
+def _given(data_dir) -> list[Path]:
+    return [split_csv_spec(data_dir, None)[0].expanduser()] if data_dir is not None else []
+
+
+_IDX_HOW = ("put the four standard IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+            "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz; .gz or uncompressed) in one folder "
+            "and pass it as data_dir (CLI: --data-dir)")
+_SPECS: dict[str, _Spec] = {
+    "digits": _Spec("image", lambda d: [], "bundled with scikit-learn: pip install scikit-learn", None),
+    "fashion-mnist": _Spec(
+        "image", _idx_dirs("/usr/share/datasets/fashion-mnist", "FashionMNIST"),
+        "on Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist (installs them in "
+        "/usr/share/datasets/fashion-mnist); elsewhere " + _IDX_HOW, _read_idx(FASHION_CLASSES)),
+    "mnist": _Spec("image", _idx_dirs(None, "MNIST"), _IDX_HOW, _read_idx([str(i) for i in range(10)])),
+    "kmnist": _Spec("image", _idx_dirs(None, "KMNIST"), _IDX_HOW, _read_idx(KMNIST_CLASSES)),
+    "cifar10": _Spec(
+        "image", _cifar_locations,
+        "pass data_dir = the folder of the python pickle batches (data_batch_1..5, test_batch, e.g. "
+        "cifar-10-batches-py/ from cifar-10-python.tar.gz), or an image tree / tarball laid out "
+        "{train,test}/<class>/*.jpg such as ../shared/datasets/cifar10-jpg.tar.gz", _read_cifar),
+    "folder": _Spec(
+        "image", _given,
+        "pass data_dir = a {train,test}/<class>/ image tree or its .tar(.gz), a <class>/ tree, or one "
+        "flat folder of images with label_regex (e.g. r'^(.+)_\\d+\\.jpg$') to take labels from file names",
+        _read_folder),
+    "csv": _Spec("tabular", _given, "pass data_dir = 'path/to/file.csv' (or 'file.csv::label_column'), "
+                 "a CSV with a header row, numeric features and one label column", _read_csv),
+    **{n: _Spec("tabular", lambda d: [], "bundled with scikit-learn: pip install scikit-learn", None)
+       for n in ("wine", "breast-cancer", "iris")},
+}
+_PRESENT = {"fashion-mnist": _idx_present, "mnist": _idx_present, "kmnist": _idx_present,
+            "cifar10": _cifar_present, "folder": Path.exists, "csv": Path.is_file}
+
+DATASETS: tuple[str, ...] = tuple(_SPECS)
+
+
+def _sklearn_present() -> bool:
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _locate(name: str, data_dir) -> Path:
+    """First place where ``name`` is present, or FileNotFoundError saying where we looked and how to get it."""
+    spec = _SPECS[name]
+    looked = spec.locations(data_dir)
+    for loc in looked:
+        if _PRESENT[name](loc):
+            return loc
+    where = ", ".join(str(p) for p in looked) or "(no data_dir given)"
+    raise FileNotFoundError(f"dataset {name!r} not found; looked in: {where}. To get it: {spec.how_to_get}.")
+
+
+def list_datasets(data_dir=None) -> list[dict]:
+    """Every dataset name with where it is looked for and whether it is present.
+
+    Returns:
+        One dict per name: ``{"name", "kind", "location", "present", "how_to_get"}``.
+        ``location`` is where it was found, else the places looked at (``;``-separated).
+    """
+    out = []
+    for name, spec in _SPECS.items():
+        if name in SKLEARN_SETS:
+            present, location = _sklearn_present(), f"scikit-learn (sklearn.datasets.{SKLEARN_SETS[name]})"
+        else:
+            try:
+                present, location = True, str(_locate(name, data_dir))
+            except FileNotFoundError:
+                present = False
+                location = "; ".join(str(p) for p in spec.locations(data_dir)) or "data_dir (required)"
+        out.append({"name": name, "kind": spec.kind, "location": location, "present": present,
+                    "how_to_get": spec.how_to_get})
+    return out
+
+
+def _read(name, data_dir, cache_dir, label_regex, label_column) -> dict:
+    if name in SKLEARN_SETS:
+        return load_sklearn(name)
+    if name == "csv" and data_dir is not None:
+        path, label_column = split_csv_spec(data_dir, label_column)
+        return load_csv(path.expanduser(), label_column)
+    location = _locate(name, data_dir)
+    return _SPECS[name].read(location, cache_dir=cache_dir, label_regex=label_regex, label_column=label_column)
+
+
+def _check_call(name, label_regex, label_column, label_noise, test_fraction, seed):
+    if name not in _SPECS:
+        raise ValueError(f"name must be one of {', '.join(DATASETS)}; got {name!r}")
+    if label_regex is not None and name not in ("folder",):
+        raise ValueError(f"label_regex applies to dataset 'folder' only, got it for {name!r}")
+    if label_column is not None and name != "csv":
+        raise ValueError(f"label_column applies to dataset 'csv' only, got it for {name!r}")
+    opt.check_fraction(label_noise, "label_noise", low_open=False, high_open=False)
+    opt.check_fraction(test_fraction, "test_fraction", low_open=True, high_open=True)
+    opt.seeded_generator(seed, "split")  # validates seed
+
+
+def load_dataset(
+    name: str,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    classes: Sequence[int] | None = None,
+    label_noise: float = 0.0,
+    train_size: int | None = None,
+    seed: int = 0,
+    cache_dir: str | os.PathLike | None = None,
+    label_regex: str | None = None,
+    test_fraction: float = 0.2,
+    label_column: str | None = None,
+) -> DataSplits:
+    """Load a real dataset as in-memory train/test tensors.
+
+    Args:
+        name: one of ``DATASETS``.
+        data_dir: where to read it (see ``list_datasets()`` for the defaults). For ``csv`` the
+            file, optionally ``"file.csv::label_column"``.
+        classes: keep only these class ids, relabelled ``0..len(classes)-1`` in the given order
+            (``[3, 7]`` makes 3 -> 0 and 7 -> 1, as fastai's MNIST_SAMPLE).
+        label_noise: fraction in [0, 1] of training labels to corrupt: exactly
+            ``round(label_noise * N)`` rows get a uniformly drawn *different* class
+            (see ``_options.corrupt_labels``). Test labels are never changed.
+        train_size: keep a seeded random subset of this many training samples.
+        seed: fixes the split (for sets without an official one), ``train_size`` and ``label_noise``.
+        cache_dir: folder for decoded-image caches; default ``$MIXLAB_CACHE`` or ``~/.cache/mixlab``;
+            ``False`` disables caching.
+        label_regex: ``folder`` only: take labels from file names, group 1 (or the whole match).
+        test_fraction: test share of the seeded stratified split, in (0, 1), used by sets without
+            an official split (digits, scikit-learn tabular sets, csv, flat or class-only folders).
+        label_column: ``csv`` only: the label column's header name (default: the last column).
+
+    Returns:
+        A ``DataSplits``.
+
+    Raises:
+        FileNotFoundError: the dataset is not where it was looked for; the message says where
+            that was and how to get it.
+        ValueError: a bad option value (the message names the option) or a corrupt file.
+    """
+    _check_call(name, label_regex, label_column, label_noise, test_fraction, seed)
+    entry = _read(name, data_dir, cache_dir, label_regex, label_column)
+    kind, names = _SPECS[name].kind, list(entry["classes"])
+    if "x" in entry:
+        tr, te = opt.stratified_split(entry["y"], test_fraction, generator=opt.seeded_generator(seed, "split"))
+        x_train, y_train, x_test, y_test = entry["x"][tr], entry["y"][tr], entry["x"][te], entry["y"][te]
+    else:
+        x_train, y_train, x_test, y_test = entry["x_train"], entry["y_train"], entry["x_test"], entry["y_test"]
+    if classes is not None:
+        x_train, y_train, _ = opt.select_classes(x_train, y_train, classes, names)
+        x_test, y_test, names = opt.select_classes(x_test, y_test, classes, names)
+    if train_size is not None:
+        x_train, y_train = opt.subset_train(x_train, y_train, train_size,
+                                            generator=opt.seeded_generator(seed, "train_size"))
+    noisy_mask = y_clean = None
+    if label_noise > 0:
+        y_clean = y_train
+        y_train, noisy_mask = opt.corrupt_labels(y_train, label_noise, len(names),
+                                                 generator=opt.seeded_generator(seed, "label_noise"))
+    if kind == "image":
+        mean, std = opt.channel_stats(x_train)
+    else:
+        x_train, x_test = opt.standardise(x_train.double(), x_test.double())
+        mean = std = None
+    return DataSplits(name=name, x_train=x_train.contiguous(), y_train=y_train, x_test=x_test.contiguous(),
+                      y_test=y_test, classes=names, mean=mean, std=std, kind=kind, source=entry["source"],
+                      noisy_mask=noisy_mask, y_train_clean=y_clean)
