@@ -82,6 +82,8 @@ def test_target_errors():
         MixedTarget(torch.tensor([0, 1, 1, 2]), p).loss(nn.CrossEntropyLoss(), torch.rand(3, 3))
     with pytest.raises(TypeError, match="per-sample losses"):
         MixedTarget(torch.tensor([0, 1, 1, 2]), p).loss(lambda a, b: (a - b).sum(), torch.rand(4, 3))
+    with pytest.raises(TypeError, match="BCEWithLogitsLoss needs float targets, but y holds integer class labels"):
+        MixedTarget(torch.tensor([0, 1, 1, 2]), p).loss(nn.BCEWithLogitsLoss(), torch.rand(4, 3))
     with pytest.raises(ValueError, match="reduction must be"):
         MixedTarget(torch.tensor([0, 1, 1, 2]), p).loss(nn.CrossEntropyLoss(), torch.rand(4, 3), reduction="avg")
 

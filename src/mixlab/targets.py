@@ -172,6 +172,11 @@ class MixedTarget:
         Returns:
             The reduced loss, or ``(B,)`` per-sample mixed losses for ``"none"``.
         """
+        if self.is_class_index and isinstance(criterion, _FLOAT_TARGET_LOSSES):
+            raise TypeError(
+                f"{type(criterion).__name__} needs float targets, but y holds integer class labels; "
+                "pass one-hot / multi-hot float labels to MixedTarget, or use .soft(num_classes) as the target"
+            )
         call, own = _per_sample(criterion)
         reduction = own if reduction is None else reduction
         if reduction not in ("mean", "sum", "none"):
@@ -208,6 +213,12 @@ class MixedTarget:
     def __repr__(self) -> str:
         kind = "class indices" if self.is_class_index else f"float labels {tuple(self.y.shape)}"
         return f"MixedTarget(B={self.params.batch_size}, k={len(self.targets)}, {kind})"
+
+
+_FLOAT_TARGET_LOSSES = (
+    torch.nn.BCEWithLogitsLoss, torch.nn.BCELoss, torch.nn.MSELoss, torch.nn.L1Loss,
+    torch.nn.SmoothL1Loss, torch.nn.HuberLoss, torch.nn.KLDivLoss,
+)
 
 
 def _per_sample(criterion):
