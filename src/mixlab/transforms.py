@@ -78,6 +78,13 @@ class MixUp(_Mixer):
         generator: random generator on the batch's device.
         num_classes, label_smoothing: defaults for the returned target's ``.soft()``.
         inplace: overwrite the caller's batch instead of allocating a new one.
+
+    Example:
+        >>> import torch, mixlab
+        >>> mixup = mixlab.MixUp(alpha=0.4, mode="sample", generator=torch.Generator().manual_seed(0))
+        >>> x, target = mixup(torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,)))
+        >>> x.shape, target.soft(num_classes=10).shape
+        (torch.Size([8, 3, 32, 32]), torch.Size([8, 10]))
     """
 
     def __init__(self, alpha=None, *, mode="batch", keep_dominant=False, p=None, pairing="permutation", k=2,
@@ -138,6 +145,13 @@ class CutMix(_Mixer):
         correct_lam: set ``lam`` to the exact pasted fraction. ``False`` keeps the drawn
             value (timm's option), which mislabels clipped boxes; kept only for comparison.
         Other arguments as :class:`MixUp`.
+
+    Example:
+        >>> import torch, mixlab
+        >>> audio = torch.randn(4, 1, 16000)                      # (B, C, T): CutMix along time
+        >>> mixed, target = mixlab.CutMix(alpha=1.0, mode="sample")(audio, torch.tensor([0, 1, 2, 3]))
+        >>> mixed.shape, target.params.box.shape
+        (torch.Size([4, 1, 16000]), torch.Size([4, 1, 2]))
     """
 
     def __init__(self, alpha=None, *, mode="batch", p=None, pairing="permutation", generator=None,

@@ -1,0 +1,18 @@
+"""The core's docstring examples run (they print shapes, never seed-dependent numbers)."""
+from __future__ import annotations
+
+import doctest
+
+import pytest
+
+import mixlab.ops
+import mixlab.params
+import mixlab.sampling
+import mixlab.targets
+import mixlab.transforms
+
+
+@pytest.mark.parametrize("module", [mixlab.ops, mixlab.params, mixlab.sampling, mixlab.targets, mixlab.transforms])
+def test_docstring_examples(module):
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0
