@@ -6,13 +6,10 @@ import doctest
 import pytest
 
 import mixlab.ops
-import mixlab.params
-import mixlab.sampling
-import mixlab.targets
 import mixlab.transforms
 
 
-@pytest.mark.parametrize("module", [mixlab.ops, mixlab.params, mixlab.sampling, mixlab.targets, mixlab.transforms])
+@pytest.mark.parametrize("module", [mixlab.ops, mixlab.transforms])
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    assert result.failed == 0
+    assert result.attempted > 0 and result.failed == 0
