@@ -1,27 +1,44 @@
-"""Kernels behind :func:`mixlab.mix`: one reference-exact formula, several execution forms.
+"""Kernels behind :func:`mixlab.mix`: one reference formula, several execution forms.
 
-Every form computes ``torch.lerp(src[index], x, lam)`` row by row, i.e.
-``src[index] + lam * (x - src[index])`` (fastai's lerp form of
-``lam * x + (1 - lam) * src[index]``); uint8 is computed in float32 and rounded back.
+Every form computes, row by row, ``torch.lerp(src[index[i]], x[i], lam[i])``, which is
+``lam * x[i] + (1 - lam) * src[index[i]]`` (the paper's weighted sum, in fastai's ``lerp``
+form) evaluated in float32 or wider and rounded once to the batch's dtype; ``uint8`` is
+computed in float32, rounded to nearest and clamped to [0, 255].
+
+Convention: ``lam`` weights the ORIGINAL row ``x[i]``; ``src`` is ``x`` itself unless a
+partner batch is given (two-stream mixing).
+
 The form is chosen from static facts only (device, dtype, sizes, compiling or not), never
-from tensor values, so it is free of host-device syncs on accelerators:
+from tensor values on an accelerator, so no form syncs the host with the device:
 
-- compiled / accelerator: one vectorised gather + lerp, which inductor fuses into one pass.
-- CPU eager, large rows: a Python loop of per-row ``lerp(out=...)`` that reads each source
-  row once and writes each output row once, with no full-size temporary.
-- CPU eager in place: the permutation is walked cycle by cycle with one spare row, so the
-  batch is overwritten without a full-size temporary.
+- ``"rows"`` (CPU eager, rows of at least :data:`ROW_LOOP_MIN_NUMEL` elements): a Python loop
+  of per-row ``lerp(out=...)`` that reads each source row once and writes each output row once,
+  with no full-size temporary. Reading ``lam`` and ``index`` with ``.tolist()`` is free on CPU.
+- ``"cycles"`` (CPU eager, in place): the permutation is walked cycle by cycle with one spare
+  row, so the batch is overwritten without a full-size temporary; 2-cycles (``flip`` pairs)
+  are the pair mode, where each pair is read and written once.
+- ``"vector"`` (accelerators, small rows, compiling): one gather and one ``lerp``; under
+  ``torch.compile`` inductor fuses them into a single pass. :func:`compiled_lerp_gather`
+  compiles that form explicitly.
 """
 from __future__ import annotations
 
 import torch
 
-# Rows at least this large (elements) take the per-row CPU loop; below it the Python
-# overhead per row outweighs the saved temporary.
-ROW_LOOP_MIN_NUMEL = 1 << 14
+__all__ = [
+    "ROW_LOOP_MIN_NUMEL", "memory_format", "cast_back", "choose_form", "lerp_gather",
+    "lerp_perm_inplace", "lerp_flip_inplace", "compiled_lerp_gather", "paste_boxes_cpu",
+]
+
+# Rows at least this large (elements) take the per-row CPU loop; below it the Python overhead
+# per row (a few microseconds) outweighs the saved full-size temporary. Measured with
+# `python benchmarks/row_threshold.py` on the project's 2-core CPU (see docs/BENCHMARKS.md).
+ROW_LOOP_MIN_NUMEL = 1 << 12
+_FLOAT_ROW_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
 def memory_format(x: torch.Tensor) -> torch.memory_format:
+    """The memory format ``x`` is laid out in (channels_last kept through every form)."""
     if x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         return torch.channels_last
     if x.ndim == 5 and x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous():
@@ -40,62 +57,204 @@ def _view_b(w: torch.Tensor, ndim: int) -> torch.Tensor:
     return w.view(w.shape[0], *([1] * (ndim - 1)))
 
 
-def _use_row_loop(x: torch.Tensor) -> bool:
-    return (
-        x.device.type == "cpu"
-        and not torch.compiler.is_compiling()
-        and x.dtype != torch.uint8
-        and x.shape[0] > 0
-        and x[0].numel() >= ROW_LOOP_MIN_NUMEL
-    )
+def choose_form(x: torch.Tensor, *, inplace: bool = False) -> str:
+    """Pick ``"rows"``, ``"cycles"`` or ``"vector"`` from static facts about ``x`` only.
+
+    Args:
+        x: the batch ``(B, ...)``; only its device, dtype and shape are looked at.
+        inplace: whether ``x`` itself is overwritten with its own mix.
+
+    Returns:
+        The name of the form :func:`lerp_gather` / :func:`lerp_perm_inplace` will run.
+    """
+    eager_cpu = x.device.type == "cpu" and not torch.compiler.is_compiling()
+    big_rows = x.ndim > 1 and x.shape[0] > 0 and x[0].numel() >= ROW_LOOP_MIN_NUMEL
+    row_dtype = x.dtype in _FLOAT_ROW_DTYPES or x.dtype == torch.uint8
+    if not (eager_cpu and row_dtype and (big_rows or inplace)):
+        return "vector"
+    return "cycles" if inplace else "rows"
+
+
+class _RowLerp:
+    """``out = lerp(start, end, w)`` for one row; uint8 rows go through float32 scratch rows."""
+
+    def __init__(self, row: torch.Tensor):
+        self.uint8 = row.dtype == torch.uint8
+        if self.uint8:
+            self.a = torch.empty(row.shape, dtype=torch.float32, device=row.device)
+            self.b = torch.empty_like(self.a)
+
+    def __call__(self, start: torch.Tensor, end: torch.Tensor, w: float, out: torch.Tensor) -> None:
+        if not self.uint8:
+            torch.lerp(start, end, w, out=out)
+            return
+        self.a.copy_(end)
+        self.b.copy_(start)
+        torch.lerp(self.b, self.a, w, out=self.a)
+        out.copy_(self.a.round_())  # lerp of values in [0, 255] stays in [0, 255]: no clamp needed
+
+
+def _vector_lerp_gather(x: torch.Tensor, src: torch.Tensor, lam: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """One gather and one lerp over the whole batch (fusable by inductor)."""
+    if x.dtype == torch.uint8 or x.dtype not in _FLOAT_ROW_DTYPES:
+        acc = torch.float32 if x.dtype == torch.uint8 else x.dtype
+        res = torch.lerp(src[index].to(acc), x.to(acc), _view_b(lam.to(acc), x.ndim))
+        return cast_back(res, x)
+    w = _view_b(lam.to(x.dtype), x.ndim)  # (B, 1, ...): lerp needs the weight in x's dtype
+    partner = src.index_select(0, index)  # (B, ...): the only full-size temporary
+    return torch.lerp(partner, x, w, out=partner).contiguous(memory_format=memory_format(x))
 
 
 def lerp_gather(
     x: torch.Tensor, src: torch.Tensor, lam: torch.Tensor, index: torch.Tensor, *, out: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """``lerp(src[index], x, lam)`` row-wise; writes into ``out`` when given (may be ``x``)."""
-    if _use_row_loop(x) and not (out is x and src is x):
-        dst = torch.empty_like(x) if out is None else out
-        lams, idx = lam.tolist(), index.tolist()  # CPU tensors: no device sync
-        for i, (j, w) in enumerate(zip(idx, lams)):
-            torch.lerp(src[j], x[i], w, out=dst[i])
+    """Row-wise ``lerp(src[index], x, lam)``, into ``out`` when given.
+
+    Args:
+        x: original rows ``(B, ...)``, float or uint8.
+        src: partner rows ``(N, ...)`` (``x`` itself for one-batch mixup).
+        lam: ``(B,)`` weights of the original rows.
+        index: int64 ``(B,)`` partner row of each row.
+        out: optional buffer shaped like ``x`` to reuse; may be ``x`` itself when ``src`` is
+            another tensor (two-stream in place). For ``out is x is src`` use
+            :func:`lerp_perm_inplace`.
+
+    Returns:
+        ``lam * x + (1 - lam) * src[index]`` with ``x``'s dtype, device and memory format
+        (``out`` itself when given).
+    """
+    if out is x and src is x:
+        return lerp_perm_inplace(x, lam, index)
+    if choose_form(x) == "rows":
+        dst = torch.empty_like(x) if out is None else out  # empty_like keeps channels_last
+        kernel = _RowLerp(x[0])
+        xs, ss, ds = x.unbind(0), src.unbind(0), dst.unbind(0)
+        for i, (j, w) in enumerate(zip(index.tolist(), lam.tolist())):  # CPU tensors: no device sync
+            kernel(ss[j], xs[i], w, ds[i])
         return dst
-    if x.dtype == torch.uint8:
-        xf = x.float()
-        sf = xf if src is x else src.float()
-        res = cast_back(torch.lerp(sf[index], xf, _view_b(lam.float(), x.ndim)), x)
-    else:
-        res = torch.lerp(src[index], x, _view_b(lam.to(x.dtype), x.ndim))
-        res = res.contiguous(memory_format=memory_format(x))
-    if out is not None:
-        return out.copy_(res)
-    return res
+    res = _vector_lerp_gather(x, src, lam, index)
+    return res if out is None else out.copy_(res)
 
 
 def lerp_perm_inplace(x: torch.Tensor, lam: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """In place ``x[i] = lerp(x[index[i]], x[i], lam[i])`` for every row, reading old rows only."""
-    if x.device.type != "cpu" or x.dtype == torch.uint8 or x.shape[0] == 0:
-        return x.copy_(lerp_gather(x, x, lam, index))
+    """In place ``x[i] = lerp(x[index[i]], x[i], lam[i])`` for every row, reading old rows only.
+
+    On CPU each cycle of the permutation is walked with one spare row (no full-size
+    temporary); a 2-cycle (a ``flip`` pair) reads both rows and writes both once. Elsewhere
+    the partner rows are gathered first, then lerped into ``x``.
+
+    Returns:
+        ``x``, overwritten with ``lam * x + (1 - lam) * x[index]``.
+    """
+    if choose_form(x, inplace=True) != "cycles" or x.shape[0] == 0:
+        return x.copy_(_vector_lerp_gather(x, x, lam, index))
     idx, lams = index.tolist(), lam.tolist()
-    n = len(idx)
-    seen = [False] * n
+    rows = x.unbind(0)
+    kernel = _RowLerp(rows[0])
+    seen = [False] * len(idx)
     spare = None
-    for start in range(n):
+    for start in range(len(idx)):
         if seen[start]:
             continue
         seen[start] = True
         if idx[start] == start:
             continue  # a fixed point mixes with itself: unchanged
         if spare is None:
-            spare = torch.empty_like(x[0])
-        spare.copy_(x[start])
+            spare = torch.empty_like(rows[0])
+        spare.copy_(rows[start])
         i = start
         while True:
             j = idx[i]
-            end = spare if j == start else x[j]
-            torch.lerp(end, x[i], lams[i], out=x[i])  # reads old x[i], old x[j] (or the spare)
+            kernel(spare if j == start else rows[j], rows[i], lams[i], rows[i])  # old x[j] (or spare), old x[i]
             if j == start:
                 break
             seen[j] = True
             i = j
     return x
+
+
+def lerp_flip_inplace(x: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """In place mix with ``flip`` pairing (``index[i] = B - 1 - i``), pair by pair.
+
+    Each pair ``(i, B-1-i)`` is read and written once; the middle row of an odd batch is its
+    own partner and stays unchanged. Needs no index, so it is the same on every device.
+
+    Args:
+        x: the batch ``(B, ...)``, overwritten.
+        lam: ``(B,)`` weights of the original rows (per row; equal within a pair in pair mode).
+
+    Returns:
+        ``x``, overwritten with ``lam * x + (1 - lam) * x.flip(0)``.
+    """
+    B = x.shape[0]
+    h = B // 2
+    if h == 0:
+        return x
+    if choose_form(x, inplace=True) == "cycles":
+        return lerp_perm_inplace(x, lam, torch.arange(B - 1, -1, -1))
+    top, bottom = x[:h], x[B - h:]  # (h, ...) each; bottom's row k pairs with top's row h-1-k
+    old_top = top.flip(0)  # (h, ...) copy of the top half, in bottom's order
+    lerp_gather(top, bottom, lam[:h], torch.arange(h - 1, -1, -1, device=x.device), out=top)
+    lerp_gather(bottom, old_top, lam[B - h:], torch.arange(h, device=x.device), out=bottom)
+    return x
+
+
+_COMPILED = {}
+
+
+def compiled_lerp_gather(x: torch.Tensor, src: torch.Tensor, lam: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``lerp(src[index], x, lam)`` as one ``torch.compile``-d kernel fusing gather and mix.
+
+    Compiled once per process (the first call pays the compile; inductor needs a C++
+    compiler on CPU). Same numbers as :func:`lerp_gather` to float tolerance.
+    """
+    fn = _COMPILED.get("lerp_gather")
+    if fn is None:
+        fn = _COMPILED["lerp_gather"] = torch.compile(_fused_math, fullgraph=True, dynamic=False)
+    return fn(x, src, lam, index)
+
+
+def _fused_math(x, src, lam, index):
+    acc = torch.float32 if x.dtype in (torch.uint8, torch.float16, torch.bfloat16) else x.dtype
+    res = torch.lerp(src[index].to(acc), x.to(acc), _view_b(lam.to(acc), x.ndim))
+    return cast_back(res, x)
+
+
+def paste_boxes_cpu(x, src, lam, index, box, linear, *, inplace: bool) -> torch.Tensor | None:
+    """CutMix on CPU by slice copies, without a full-size mask or a full-size gather.
+
+    Reads ``box``/``linear``/``index`` values (CPU only). Rows with ``linear`` set are blended
+    with ``lam`` instead. The box covers the last ``D`` dims of ``x``.
+
+    Returns:
+        The mixed batch (``x`` itself when ``inplace``), or ``None`` when this form does not
+        apply (in place with blended rows), so the caller takes the generic route.
+    """
+    B, D = x.shape[0], box.shape[1]
+    boxes = box.tolist()  # (B, D, 2) as lists
+    lin = [False] * B if linear is None else linear.tolist()
+    if inplace and any(lin):
+        return None
+    lead = (slice(None),) * (x.ndim - 1 - D)
+    regions = [lead + tuple(slice(lo, hi) for lo, hi in b) for b in boxes]
+    idx = index.tolist()
+    if not any(lin) and all(b == boxes[0] for b in boxes):  # one box for the batch (batch mode)
+        out = x if inplace else x.clone(memory_format=memory_format(x))
+        sel = (slice(None),) + regions[0]
+        out[sel] = src[sel][index]  # gathers the box region only
+        return out
+    if inplace:  # patches first: later rows may read rows already written
+        patches = [src[j][regions[i]].clone() for i, j in enumerate(idx)]
+        for i, patch in enumerate(patches):
+            x[i][regions[i]] = patch
+        return x
+    out = torch.empty_like(x)
+    kernel = _RowLerp(x[0]) if any(lin) else None
+    lams = lam.tolist()
+    for i, j in enumerate(idx):
+        if lin[i]:
+            kernel(src[j], x[i], lams[i], out[i])
+        else:
+            out[i].copy_(x[i])
+            out[i][regions[i]] = src[j][regions[i]]
+    return out

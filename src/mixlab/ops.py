@@ -53,8 +53,10 @@ def mix_tensor(
     if params.lam.ndim == 2:
         out = _mix_kway(x, src, params)
     elif params.box is not None and _has_box_dims(x, params.box_shape):
-        out = _paste(x, src, params)
-    elif partner is None and inplace and not torch.compiler.is_compiling():
+        out = _paste(x, src, params, inplace=inplace)
+        if out is x:
+            return x
+    elif partner is None and inplace:
         return _fast.lerp_perm_inplace(x, params.lam, params.index)
     else:
         return _fast.lerp_gather(x, src, params.lam, params.index, out=x if inplace else None)
@@ -72,7 +74,12 @@ def _view_b(w: torch.Tensor, ndim: int) -> torch.Tensor:
     return w.view(w.shape[0], *([1] * (ndim - 1)))
 
 
-def _paste(x: torch.Tensor, src: torch.Tensor, params: MixParams) -> torch.Tensor:
+def _paste(x: torch.Tensor, src: torch.Tensor, params: MixParams, *, inplace: bool = False) -> torch.Tensor:
+    if x.device.type == "cpu" and not torch.compiler.is_compiling() and x.shape[0] > 0:
+        # CPU eager: slice copies of the boxes, no full-size mask or gather (box values are on the host).
+        out = _fast.paste_boxes_cpu(x, src, params.lam, params.index, params.box, params.linear, inplace=inplace)
+        if out is not None:
+            return out
     xp = src[params.index]  # (B, ...)
     mask = box_mask(params, x.ndim)  # (B, 1.., *S)
     if params.linear is None:
