@@ -1,0 +1,199 @@
+"""The run's report: comparison table, ``report.md`` and PNG plots (matplotlib, imported lazily).
+
+Plots: learning curves of every arm (mean across seeds, min-max band), a reliability diagram
+per arm (15 equal-width bins, pooled over seeds), the Beta(alpha, alpha) density that ``lam``
+is drawn from (``lam`` weights the ORIGINAL row), and a grid of mixed training samples with
+their soft labels drawn as bars.
+"""
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import torch
+
+from .store import atomic_write_bytes, atomic_write_text
+
+__all__ = ["format_table", "write_report", "mixed_samples_png", "save_figure"]
+
+_ROWS = (("test_acc", "test accuracy"), ("best_test_acc", "best epoch's test acc (optimistic)"),
+         ("test_nll", "test NLL"), ("test_ece", "test ECE (15 bins)"), ("train_loss", "train loss (own objective)"),
+         ("train_clean_acc", "train acc vs clean labels"), ("noisy_memorised", "noisy labels memorised"),
+         ("train_time_s", "training time (s)"))
+
+
+def _fmt(stat: dict | None, signed: bool = False) -> str:
+    if not stat or stat.get("mean") is None:
+        return "-"
+    m, s = stat["mean"], stat["std"]
+    sign = "+" if signed else ""
+    return f"{m:{sign}.4f} ± {s:.4f}" if stat["n"] > 1 else f"{m:{sign}.4f}"
+
+
+def format_table(summary: dict, markdown: bool = False) -> str:
+    """The comparison table (mean ± std across seeds), plain text or markdown."""
+    arms = summary["arms"]
+    diff = summary.get("difference")
+    head = ["metric"] + arms + ([f"{arms[1]} - {arms[0]}"] if diff else [])
+    rows = []
+    for key, label in _ROWS:
+        if key not in summary["aggregate"][arms[0]]:
+            continue
+        row = [label] + [_fmt(summary["aggregate"][a].get(key)) for a in arms]
+        if diff:
+            row.append(_fmt(diff.get(key), signed=True))
+        rows.append(row)
+    n = len(summary["seeds"])
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines) + f"\n\n{n} seed(s): {', '.join(map(str, summary['seeds']))}; mean ± std across seeds."
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
+                     + [f"({n} seed(s); mean ± std across seeds)"])
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path) -> None:
+    """Save a matplotlib figure as PNG atomically, then close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _curves(histories: dict, arms: list, path) -> None:
+    plt = _plt()
+    keys = [("test_acc", "test accuracy"), ("test_nll", "test NLL"), ("train_loss", "train loss")]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    for arm in arms:
+        runs = [h for (s, a), h in histories.items() if a == arm]
+        epochs = [r["epoch"] for r in runs[0]]
+        for ax, (k, title) in zip(axes, keys):
+            vals = torch.tensor([[r[k] for r in h] for h in runs], dtype=torch.float64)  # (seeds, epochs)
+            line = ax.plot(epochs, vals.mean(0).tolist(), marker="o", label=arm)[0]
+            if len(runs) > 1:
+                ax.fill_between(epochs, vals.min(0).values.tolist(), vals.max(0).values.tolist(),
+                                color=line.get_color(), alpha=0.2)
+            ax.set_title(title)
+            ax.set_xlabel("epoch")
+    axes[0].legend()
+    save_figure(fig, path)
+
+
+def _reliability(summary: dict, path) -> None:
+    plt = _plt()
+    arms = summary["arms"]
+    fig, axes = plt.subplots(1, len(arms), figsize=(4.2 * len(arms), 4), squeeze=False)
+    for ax, arm in zip(axes[0], arms):
+        bins = [r["ece_bins"] for r in summary["per_seed"][arm].values()]
+        count = [sum(b["count"][i] for b in bins) for i in range(len(bins[0]["count"]))]
+        conf = [sum(b["conf"][i] for b in bins) for i in range(len(count))]
+        corr = [sum(b["correct"][i] for b in bins) for i in range(len(count))]
+        nb = len(count)
+        centers = [(i + 0.5) / nb for i in range(nb)]
+        acc = [c / n if n else 0.0 for c, n in zip(corr, count)]
+        gap = [(f / n if n else 0.0) for f, n in zip(conf, count)]
+        ax.bar(centers, acc, width=1 / nb, edgecolor="black", label="accuracy")
+        ax.bar(centers, [g - a for g, a in zip(gap, acc)], bottom=acc, width=1 / nb, color="red", alpha=0.3,
+               label="gap to confidence")
+        ax.plot([0, 1], [0, 1], "k--", lw=1)
+        ece = summary["aggregate"][arm]["test_ece"]["mean"]
+        ax.set_title(f"{arm}: ECE {ece:.4f}")
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+        ax.legend(loc="upper left")
+    save_figure(fig, path)
+
+
+def _beta_density(alpha: float, path, keep_dominant: bool) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    if alpha > 0:
+        xs = [0.002 + i * 0.996 / 400 for i in range(401)]
+        logb = 2 * math.lgamma(alpha) - math.lgamma(2 * alpha)
+        ys = [math.exp((alpha - 1) * (math.log(x) + math.log(1 - x)) - logb) for x in xs]
+        if keep_dominant:  # max(lam, 1 - lam): the density folds onto [0.5, 1]
+            xs, ys = [x for x in xs if x >= 0.5], [2 * y for x, y in zip(xs, ys) if x >= 0.5]
+        ax.plot(xs, ys)
+        ax.set_ylim(0, min(max(ys) * 1.05, 10))
+    ax.set_title(f"lam ~ Beta({alpha:g}, {alpha:g})" + (", max(lam, 1-lam)" if keep_dominant else ""))
+    ax.set_xlabel("lam (weight of the original row)")
+    save_figure(fig, path)
+
+
+def mixed_samples_png(data, cfg, path, *, n: int = 9, seed: int = 0, mix: str | None = None) -> None:
+    """A grid of ``n`` mixed training images, each with its soft label as bars (the Keras/Pets previews)."""
+    from .train import build_mixer, make_batch
+
+    plt = _plt()
+    if data.kind != "image":
+        raise ValueError(f"preview needs an image dataset, got kind {data.kind!r}")
+    mix = mix or (cfg.mix if cfg.mix != "none" else "mixup")
+    g = torch.Generator(data.x_train.device).manual_seed(seed)
+    idx = torch.randperm(data.y_train.numel(), generator=torch.Generator().manual_seed(seed))[:max(n, 2)]
+    x, y = make_batch(data, idx, train=False)
+    x, target = build_mixer(cfg, mix, data.num_classes, g)(x, y)
+    soft = target.soft(data.num_classes).cpu()                                  # (B, C)
+    img = (x * data.std + data.mean).clamp(0, 1).cpu()                          # (B, C, H, W) in [0, 1]
+    cols = 3
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, 2 * cols, figsize=(4.4 * cols, 2.4 * rows), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1.1] * cols})
+    names = [str(c)[:12] for c in data.classes]
+    for i in range(rows * cols):
+        ai, ab = axes[i // cols][2 * (i % cols)], axes[i // cols][2 * (i % cols) + 1]
+        ai.axis("off")
+        if i >= n:
+            ab.axis("off")
+            continue
+        pic = img[i].permute(1, 2, 0).numpy()
+        ai.imshow(pic.squeeze(-1) if pic.shape[-1] == 1 else pic, cmap="gray" if pic.shape[-1] == 1 else None)
+        ab.barh(range(len(names)), soft[i].tolist(), color="tab:blue")
+        ab.set_yticks(range(len(names)), names, fontsize=6)
+        ab.set_xlim(0, 1)
+        ab.invert_yaxis()
+        ab.tick_params(axis="x", labelsize=6)
+    fig.suptitle(f"{mix}, alpha={cfg.alpha:g}, mode={cfg.mode}: soft labels (lam weights the original image)")
+    save_figure(fig, path)
+
+
+def write_report(out: Path, cfg, summary: dict, histories: dict, data) -> Path:
+    """Write plots and ``report.md`` into the run folder; returns the report's path."""
+    plots = out / "plots"
+    arms = summary["arms"]
+    _curves(histories, arms, plots / "curves.png")
+    _reliability(summary, plots / "reliability.png")
+    _beta_density(cfg.alpha, plots / "beta.png", cfg.keep_dominant)
+    figs = [("Learning curves (mean over seeds, band = min-max)", "curves.png"),
+            ("Reliability diagrams (final epoch, 15 bins, pooled over seeds)", "reliability.png"),
+            ("Distribution of lam", "beta.png")]
+    if data.kind == "image":
+        mixed_samples_png(data, cfg, plots / "mixed_samples.png", mix=arms[-1] if arms[-1] != "baseline" else None)
+        figs.append(("Mixed training samples and their soft labels", "mixed_samples.png"))
+    per_seed = ["| seed | " + " | ".join(f"{a} test acc" for a in arms) + " |", "|---|" + "---|" * len(arms)]
+    for s in summary["seeds"]:
+        per_seed.append(f"| {s} | " + " | ".join(f"{summary['per_seed'][a][str(s)]['test_acc']:.4f}" for a in arms) + " |")
+    text = [f"# mixlab {('compare' if len(arms) == 2 else 'train')}: {cfg.dataset}, model {cfg.model}", "",
+            f"Mix: `{cfg.mix}` alpha={cfg.alpha:g} mode={cfg.mode} p={cfg.p:g} keep_dominant={cfg.keep_dominant}; "
+            f"{cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr={cfg.lr:g} ({cfg.schedule}), "
+            f"loss {cfg.loss}, device {cfg.device}. Full configuration, versions and machine: `config.json`.", "",
+            "## Final figures", "", format_table(summary, markdown=True), "", "## Per seed", "", *per_seed, "",
+            "ECE: expected calibration error, 15 equal-width confidence bins. NLL: mean negative log-likelihood "
+            "of the true test label. Both arms of a seed start from the same initial weights "
+            "(`summary.json` → `init_sha256`) and see the same data order.", ""]
+    for title, name in figs:
+        text += [f"## {title}", "", f"![{title}](plots/{name})", ""]
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(text))
+    return path

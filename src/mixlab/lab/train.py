@@ -1,0 +1,301 @@
+"""The lab's ONE training loop: ``mix=None`` is the plain (ERM) baseline, otherwise a mixlab mixer.
+
+Batches are cut from uint8 tensors held in memory: index, convert to float, normalise with
+the dataset's mean/std, augment as tensor ops. All randomness comes from explicit generators
+(data order, augmentation, mixing) plus torch's global generator for dropout; every one of
+them is saved in the per-epoch checkpoint, so a resumed run ends bit-for-bit where an
+uninterrupted one does (on CPU).
+
+Convention: ``lam`` is the weight of the ORIGINAL row (``mixed = lam * x + (1 - lam) * x[index]``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+import mixlab
+from mixlab.losses import soft_bce_with_logits
+
+from . import metrics as M
+from .config import LabConfig
+from .store import gen_state, load_checkpoint, save_checkpoint, set_gen_state
+
+__all__ = ["LabData", "prepare_data", "epoch_batches", "make_batch", "build_mixer", "train_arm", "weights_sha256"]
+
+
+@dataclasses.dataclass
+class LabData:
+    """One seed's data on the training device. Images stay uint8 ``(N, C, H, W)``; tabular float32 ``(N, F)``."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    mean: torch.Tensor          # broadcastable to a float batch
+    std: torch.Tensor
+    kind: str
+    num_classes: int
+    classes: list
+    y_clean: Optional[torch.Tensor] = None
+    noisy_mask: Optional[torch.Tensor] = None
+
+    @property
+    def input_shape(self) -> tuple:
+        return tuple(self.x_train.shape[1:])
+
+
+def prepare_data(splits, cfg: LabConfig, device) -> LabData:
+    """Move a :class:`mixlab.data.DataSplits` to ``device`` with normalisation constants."""
+    device = torch.device(device)
+    x_train = torch.as_tensor(splits.x_train)
+    if splits.kind == "image":
+        C = x_train.shape[1]
+        if cfg.normalize == "unit" or splits.mean is None:
+            mean, std = torch.zeros(C), torch.ones(C)
+        else:
+            mean, std = torch.tensor(splits.mean, dtype=torch.float32), torch.tensor(splits.std, dtype=torch.float32)
+            if float(mean.max()) > 1.0:  # given in pixel units: bring to [0, 1]
+                mean, std = mean / 255.0, std / 255.0
+        mean, std = mean.view(1, C, 1, 1), std.view(1, C, 1, 1)
+    else:  # tabular rows arrive standardised with the training statistics
+        x_train = x_train.float()
+        mean, std = torch.zeros(1, x_train.shape[1]), torch.ones(1, x_train.shape[1])
+    as_dev = lambda t: None if t is None else torch.as_tensor(t).to(device)  # noqa: E731
+    return LabData(
+        x_train=x_train.to(device), y_train=as_dev(splits.y_train).long(),
+        x_test=as_dev(splits.x_test if splits.kind == "image" else splits.x_test.float()), y_test=as_dev(splits.y_test).long(),
+        mean=mean.to(device), std=std.to(device), kind=splits.kind, num_classes=int(splits.num_classes),
+        classes=list(splits.classes),
+        y_clean=None if splits.y_train_clean is None else as_dev(splits.y_train_clean).long(),
+        noisy_mask=None if splits.noisy_mask is None else as_dev(splits.noisy_mask).bool(),
+    )
+
+
+def epoch_batches(n: int, batch_size: int, epoch: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """The index batches of one epoch: a permutation from ``generator`` cut into ``batch_size`` pieces.
+
+    A trailing batch of one row is dropped (BatchNorm cannot train on it). ``epoch`` is part of
+    the signature so a distributed caller can shard by (epoch, rank); the order itself depends
+    only on the generator's state, which checkpoints save.
+    """
+    del epoch  # the generator's state already advances once per epoch
+    perm = torch.randperm(n, generator=generator)
+    return [b for b in perm.split(batch_size) if b.numel() > 1]
+
+
+def augment_mode(cfg: LabConfig, data: LabData) -> str:
+    """``auto``: crop (pad 4) + flip for 3-channel images of >= 32 px (CIFAR-like), nothing otherwise."""
+    if data.kind != "image":
+        return "none"
+    if cfg.augment == "auto":
+        c, h, _ = data.input_shape
+        return "crop-flip" if c == 3 and h >= 32 else "none"
+    return cfg.augment
+
+
+def _crop_flip(x: torch.Tensor, crop: bool, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    B, C, H, W = x.shape
+    dev = x.device
+    if crop:
+        padded = F.pad(x, (pad, pad, pad, pad))                                  # (B, C, H+2p, W+2p)
+        oy = torch.randint(0, 2 * pad + 1, (B,), generator=generator, device=dev)
+        ox = torch.randint(0, 2 * pad + 1, (B,), generator=generator, device=dev)
+        rows = (oy[:, None] + torch.arange(H, device=dev))[:, None, :, None]     # (B, 1, H, 1)
+        cols = (ox[:, None] + torch.arange(W, device=dev))[:, None, None, :]     # (B, 1, 1, W)
+        x = padded[torch.arange(B, device=dev)[:, None, None, None], torch.arange(C, device=dev)[None, :, None, None],
+                   rows, cols]                                                   # (B, C, H, W)
+    flip = torch.rand(B, generator=generator, device=dev) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def make_batch(data: LabData, idx: torch.Tensor, *, train: bool, augment: str = "none",
+               generator: Optional[torch.Generator] = None, split: str = "train"):
+    """Float, normalised batch ``(B, ...)`` and labels ``(B,)`` for row indices ``idx``."""
+    x_all, y_all = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
+    idx = idx.to(x_all.device)
+    x = x_all[idx].float()
+    if data.kind == "image":
+        x = (x / 255.0 - data.mean) / data.std                                  # (B, C, H, W)
+        if train and augment != "none":
+            x = _crop_flip(x, augment == "crop-flip", generator)
+    else:
+        x = (x - data.mean) / data.std                                          # (B, F)
+    return x, y_all[idx]
+
+
+def build_mixer(cfg: LabConfig, mix: str, num_classes: int, generator: torch.Generator):
+    """The mixlab transform for ``mix`` (``None`` for the baseline), drawing from ``generator``."""
+    if mix == "none":
+        return None
+    if mix == "mixup":
+        return mixlab.MixUp(cfg.alpha, mode=cfg.mode, keep_dominant=cfg.keep_dominant, p=cfg.p,
+                            generator=generator, num_classes=num_classes)
+    if mix == "cutmix":
+        return mixlab.CutMix(cfg.alpha, mode=cfg.mode, p=cfg.p, generator=generator, num_classes=num_classes)
+    return mixlab.MixUpOrCutMix(cfg.alpha, cfg.cutmix_alpha, switch_prob=cfg.switch_prob, prob=cfg.p, mode=cfg.mode,
+                                generator=generator, num_classes=num_classes)
+
+
+def _loss(cfg: LabConfig, logits, y, target, num_classes):
+    """Cross-entropy (mixed through ``MixedTarget.loss``) or BCE on soft one-hot rows (article 000)."""
+    if cfg.loss == "bce":
+        soft = F.one_hot(y, num_classes).float() if target is None else target.soft(num_classes)
+        return soft_bce_with_logits(logits, soft)
+    return F.cross_entropy(logits, y) if target is None else target.loss(F.cross_entropy, logits)
+
+
+def _lr_factor(schedule: str, total: int):
+    def factor(step: int) -> float:
+        t = min(step / max(total, 1), 1.0)
+        if schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * t))
+        if schedule == "onecycle":  # linear warm-up from lr/25 over 25% of the steps, then cosine to ~0
+            w = 0.25
+            return 0.04 + 0.96 * t / w if t < w else 0.5 * (1 + math.cos(math.pi * (t - w) / (1 - w)))
+        return 1.0
+    return factor
+
+
+def _optimizer(cfg: LabConfig, model, steps: int):
+    params = model.parameters()
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    elif cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(cfg.schedule, steps))
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's state (names and bytes): equal hashes mean identical weights."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+@torch.no_grad()
+def evaluate(model, cfg: LabConfig, data: LabData) -> dict:
+    """Test accuracy, NLL, ECE (and, with label noise, clean-label train accuracy and memorisation)."""
+    model.eval()
+    total = None
+    for idx in torch.arange(data.y_test.numel()).split(cfg.eval_batch_size):
+        x, y = make_batch(data, idx, train=False, split="test")
+        total = M.add_stats(total, M.batch_stats(M.probabilities(model(x), cfg.loss), y))
+    out = M.finalize(total)
+    if data.noisy_mask is not None and data.y_clean is not None and cfg.label_noise > 0:
+        mem = None
+        for idx in torch.arange(data.y_train.numel()).split(cfg.eval_batch_size):
+            x, y = make_batch(data, idx, train=False)
+            i = idx.to(y.device)
+            probs = M.probabilities(model(x), cfg.loss)
+            mem = M.add_stats(mem, M.memorisation(probs, y, data.y_clean[i], data.noisy_mask[i]))
+        out.update(M.finalize_memorisation(mem))
+    return out
+
+
+def _progress(iterable, desc: str, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm  # lazy: only when drawing bars
+
+    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _rng_states(gens: dict) -> dict:
+    states = {k: gen_state(g) for k, g in gens.items()}
+    states["torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _restore_rng(gens: dict, states: dict) -> None:
+    for k, g in gens.items():
+        set_gen_state(g, states[k])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: int, arm: str, mix: str,
+              ckpt_path: Path, main_process: bool = True,
+              on_epoch: Optional[Callable[[list], None]] = None) -> tuple[list[dict], str]:
+    """Train one arm from the model's current (initial) weights; resume from ``ckpt_path`` if it exists.
+
+    Both arms of a seed use the same data order (the shuffle generator is seeded by ``seed``
+    alone) and the same dropout stream start.
+
+    Returns:
+        ``(history, init_sha256)``: one dict of floats per epoch, and the hash of the weights the
+        arm started from.
+    """
+    device = torch.device(cfg.device)
+    model.to(device)
+    n = data.y_train.numel()
+    steps_per_epoch = len([b for b in torch.arange(n).split(cfg.batch_size) if b.numel() > 1])
+    opt, sched = _optimizer(cfg, model, steps_per_epoch * cfg.epochs)
+    gens = {"shuffle": torch.Generator().manual_seed(seed),
+            "augment": torch.Generator(device).manual_seed(seed + 1_000_003),
+            "mix": torch.Generator(device).manual_seed(seed + 2_000_003)}
+    torch.manual_seed(seed + 3_000_017)  # dropout and other global draws: same start for both arms
+    mixer = build_mixer(cfg, mix, data.num_classes, gens["mix"])
+    aug = augment_mode(cfg, data)
+    history, start, init_hash = [], 0, weights_sha256(model)
+    if ckpt_path.exists():
+        ck = load_checkpoint(ckpt_path)
+        history, start, init_hash = ck["history"], ck["epoch"], ck["init_sha256"]
+        if ck["done"] or start >= cfg.epochs:
+            return history, init_hash
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        _restore_rng(gens, ck["rng"])
+    bars = main_process and not cfg.quiet and sys.stderr.isatty()
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        seen = 0
+        batches = epoch_batches(n, cfg.batch_size, epoch, gens["shuffle"])
+        for idx in _progress(batches, f"seed {seed} {arm} {epoch + 1}/{cfg.epochs}", bars):
+            x, y = make_batch(data, idx, train=True, augment=aug, generator=gens["augment"])
+            target = None
+            if mixer is not None:
+                x, target = mixer(x, y)
+            loss = _loss(cfg, model(x), y, target, data.num_classes)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.detach().double() * idx.numel()
+            seen += idx.numel()
+        train_time = time.perf_counter() - t0
+        ev = evaluate(model, cfg, data)
+        record = {"seed": seed, "arm": arm, "epoch": epoch + 1, "train_loss": float(loss_sum) / max(seen, 1),
+                  "test_acc": ev["acc"], "test_nll": ev["nll"], "test_ece": ev["ece"],
+                  "lr": opt.param_groups[0]["lr"], "train_time_s": train_time,
+                  "epoch_time_s": time.perf_counter() - t0, "ece_bins": ev["bins"]}
+        for k in ("train_clean_acc", "noisy_memorised"):
+            if k in ev:
+                record[k] = ev[k]
+        history.append(record)
+        if main_process:
+            save_checkpoint(ckpt_path, {
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "rng": _rng_states(gens), "epoch": epoch + 1, "history": history, "init_sha256": init_hash,
+                "done": epoch + 1 == cfg.epochs, "seed": seed, "arm": arm,
+            })
+            if on_epoch is not None:
+                on_epoch(history)
+    return history, init_hash
