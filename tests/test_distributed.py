@@ -227,3 +227,81 @@ def test_two_ranks_collectives_and_global_pairing(tmp_path):
     # Partners really cross ranks: some rank-0 row mixes with a rank-1 row.
     p = mixlab.sample_params(len(y), alpha=0.4, mode="sample", generator=torch.Generator().manual_seed(5))
     assert (p.index[: SPLIT[0]] >= SPLIT[0]).any()
+
+
+def _model():
+    g = torch.Generator().manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(108, 16), torch.nn.Tanh(), torch.nn.Linear(16, 5))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return model
+
+
+def _train(model, batches, mixer, loss_of, steps=4):
+    """SGD on mixed batches; ``loss_of(per_sample)`` reduces the per-sample mixed losses."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    for step in range(steps):
+        x, y = batches(step)
+        mixed, target = mixer(x, y)
+        loss = loss_of(target.loss(F.cross_entropy, model(mixed), reduction="none"))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _batch_at(step, n=11):
+    x, y = _global_batch(n)
+    return x.roll(step, 0), y.roll(step, 0)  # a different global batch order each step
+
+
+def _ddp_worker(info, split):
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    rows = _local_rows(info.rank, split)
+    out = {}
+    for name, loss_of in (("ddp_mean", lambda per: D.ddp_mean(per)), ("plain_mean", lambda per: per.mean())):
+        model = DDP(_model())
+        mixer = D.GlobalMixUp(0.4, seed=9)
+        state = _train(model, lambda s: tuple(t[rows] for t in _batch_at(s, sum(split))), mixer, loss_of)
+        out[name] = {k.removeprefix("module."): v for k, v in state.items()}
+    return out
+
+
+@pytest.mark.parametrize("split", [[6, 5], [6, 6]])
+def test_ddp_training_matches_single_process_on_concatenated_batch(tmp_path, split):
+    r0, r1 = results(run_ranks(tmp_path, _ddp_worker, split=split))
+    ref = _train(_model(), lambda s: _batch_at(s, sum(split)),
+                 mixlab.MixUp(0.4, mode="sample", generator=torch.Generator().manual_seed(9)), lambda per: per.mean())
+    for key, want in ref.items():
+        # Both ranks end identical, and equal to one process training on the whole batch.
+        assert torch.equal(r0["ddp_mean"][key], r1["ddp_mean"][key]), key
+        torch.testing.assert_close(r0["ddp_mean"][key], want, rtol=1e-5, atol=1e-6)
+    # A plain local mean is right only for equal local batches: DDP averages ranks, not rows.
+    same = all(torch.allclose(r0["plain_mean"][k], ref[k], rtol=1e-5, atol=1e-6) for k in ref)
+    assert same == (split[0] == split[1])
+
+
+def _dead_or_stuck_worker(info, behaviour):
+    D.all_reduce_sum(torch.ones(1))  # everyone is up
+    if info.rank == 1:
+        if behaviour == "dies":
+            os._exit(3)
+        time.sleep(8)  # stuck: joins no collective while rank 0 waits, then leaves
+        os._exit(0)
+    start = time.monotonic()
+    try:
+        D.all_reduce_sum(torch.ones(1))
+        D.barrier()
+    except Exception as e:  # the point of the test: an error, not a hang
+        return {"raised": type(e).__name__ + ": " + str(e)[:300], "after_s": time.monotonic() - start}
+    return {"raised": "", "after_s": time.monotonic() - start}
+
+
+@pytest.mark.parametrize("behaviour", ["dies", "stuck"])
+def test_dead_or_stuck_rank_raises_instead_of_hanging(tmp_path, behaviour):
+    outcomes = run_ranks(tmp_path, _dead_or_stuck_worker, timeout_s=2.0, deadline_s=45.0, behaviour=behaviour)
+    r0 = results(outcomes[:1])[0]
+    assert r0["raised"], "rank 0 finished a collective that a missing rank never joined"
+    assert r0["after_s"] < 7, r0  # the stuck rank is still asleep: the 2 s timeout fired
