@@ -96,10 +96,8 @@ class _RowLerp:
 
 def _vector_lerp_gather(x: torch.Tensor, src: torch.Tensor, lam: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """One gather and one lerp over the whole batch (fusable by inductor)."""
-    if x.dtype == torch.uint8 or x.dtype not in _FLOAT_ROW_DTYPES:
-        acc = torch.float32 if x.dtype == torch.uint8 else x.dtype
-        res = torch.lerp(src[index].to(acc), x.to(acc), _view_b(lam.to(acc), x.ndim))
-        return cast_back(res, x)
+    if x.dtype not in (torch.float32, torch.float64):
+        return _fused_math(x, src, lam, index)  # reduced precision and uint8: computed in float32
     w = _view_b(lam.to(x.dtype), x.ndim)  # (B, 1, ...): lerp needs the weight in x's dtype
     partner = src.index_select(0, index)  # (B, ...): the only full-size temporary
     return torch.lerp(partner, x, w, out=partner).contiguous(memory_format=memory_format(x))
@@ -215,7 +213,8 @@ def compiled_lerp_gather(x: torch.Tensor, src: torch.Tensor, lam: torch.Tensor, 
 
 
 def _fused_math(x, src, lam, index):
-    acc = torch.float32 if x.dtype in (torch.uint8, torch.float16, torch.bfloat16) else x.dtype
+    """Gather and lerp in float32 (or wider) with ``lam`` at full precision, rounded once."""
+    acc = x.dtype if x.dtype in (torch.float32, torch.float64) or x.is_complex() else torch.float32
     res = torch.lerp(src[index].to(acc), x.to(acc), _view_b(lam.to(acc), x.ndim))
     return cast_back(res, x)
 
@@ -258,3 +257,46 @@ def paste_boxes_cpu(x, src, lam, index, box, linear, *, inplace: bool) -> torch.
             out[i].copy_(x[i])
             out[i][regions[i]] = src[j][regions[i]]
     return out
+
+
+def mixed_cross_entropy(criterion, logits: torch.Tensor, targets, weights: torch.Tensor) -> torch.Tensor | None:
+    """Per-sample mixed cross-entropy for integer targets with one ``log_softmax``.
+
+    ``sum_j weights[:, j] * ce(logits, targets[j])`` per sample, the same numbers as calling
+    the criterion once per target with ``reduction="none"`` (``weight``, ``label_smoothing``
+    and ``ignore_index`` respected: an ignored target contributes 0), but the softmax over
+    the classes is computed once and the targets are read with one gather, so no dense
+    ``(B, C)`` target is built.
+
+    Args:
+        criterion: ``nn.CrossEntropyLoss`` (exactly that class) or ``F.cross_entropy``.
+        logits: ``(B, C)`` float.
+        targets: the ``k`` int64 ``(B,)`` class-index tensors (original row first).
+        weights: ``(B, k)`` mixing weights, column 0 weighting the original row.
+
+    Returns:
+        ``(B,)`` mixed per-sample losses, or ``None`` when this route does not apply (another
+        criterion, logits not ``(B, C)``), so the caller takes the generic route.
+    """
+    import torch.nn.functional as F
+
+    if type(criterion) is torch.nn.CrossEntropyLoss:
+        weight, ignore, eps = criterion.weight, criterion.ignore_index, criterion.label_smoothing
+    elif criterion is F.cross_entropy:
+        weight, ignore, eps = None, -100, 0.0
+    else:
+        return None
+    if logits.ndim != 2 or not logits.is_floating_point():
+        return None
+    logp = F.log_softmax(logits, dim=1)  # (B, C)
+    t = torch.stack(tuple(targets), 1)  # (B, k)
+    keep = t != ignore
+    safe = t.masked_fill(~keep, 0)
+    per = -logp.gather(1, safe)  # (B, k): nll of each target
+    if weight is not None:
+        per = per * weight.to(per.dtype)[safe]
+    if eps:
+        full = logp if weight is None else logp * weight.to(logp.dtype)
+        per = per * (1 - eps) - full.sum(1, keepdim=True) * (eps / logits.shape[1])
+    per = per.masked_fill(~keep, 0)
+    return (per * weights.to(per.dtype)).sum(1)  # (B,)

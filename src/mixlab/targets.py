@@ -27,6 +27,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
+from . import _fast
 from .params import MixParams
 
 __all__ = ["MixedTarget"]
@@ -185,7 +186,9 @@ class MixedTarget:
             got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
             raise ValueError(f"logits must have batch size {self.params.batch_size} on dim 0, got {got}")
         mixed = None
-        for j, target in enumerate(self.targets):
+        if self.is_class_index:  # fast route: one log_softmax and one gather, no dense targets
+            mixed = _fast.mixed_cross_entropy(criterion, logits, self.targets, self.weights)
+        for j, target in enumerate(self.targets if mixed is None else ()):
             try:
                 per_sample = call(logits, target)
             except TypeError as e:

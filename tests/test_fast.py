@@ -1,0 +1,258 @@
+"""Every fast form of mixup gives the reference numbers: ``lam * x + (1 - lam) * x[index]``.
+
+The reference is computed in float64 and rounded once to the batch's dtype (uint8: to
+nearest, so a form may differ by one at an exact .5 tie). Speed is measured by
+``mixlab bench``, never asserted here.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import mixlab
+from mixlab import MixParams, _fast
+
+DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.uint8]
+# (B, C, H, W): rows of 3*8*8 = 192 elements take the vector form, 3*40*40 = 4800 the row loop.
+SHAPES = [(7, 3, 8, 8), (6, 3, 40, 40)]
+
+
+def make_batch(shape, dtype, gen, channels_last=False):
+    x = torch.rand(shape, generator=gen) * 255 if dtype == torch.uint8 else torch.randn(shape, generator=gen)
+    x = x.to(dtype)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def reference(x, src, lam, index):
+    xd, sd = x.double(), src.double()
+    w = lam.double().view(-1, *([1] * (x.ndim - 1)))
+    ref = w * xd + (1 - w) * sd[index]  # the paper's weighted sum (article 004)
+    if x.dtype == torch.uint8:
+        ref = ref.round().clamp(0, 255)
+    return ref.to(x.dtype)
+
+
+def assert_matches(out, ref):
+    if ref.dtype == torch.uint8:
+        diff = (out.int() - ref.int()).abs()
+        assert diff.max() <= 1 and (diff > 0).float().mean() < 0.01
+    else:
+        torch.testing.assert_close(out, ref)
+
+
+def draw(B, gen, pairing="permutation"):
+    lam = torch.rand(B, generator=gen)
+    if pairing == "flip":
+        return lam, torch.arange(B - 1, -1, -1)
+    return lam, torch.randperm(B, generator=gen)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_out_of_place_and_out_buffer(dtype, shape, channels_last, gen):
+    x = make_batch(shape, dtype, gen, channels_last)
+    before, version = x.clone(), x._version
+    lam, index = draw(shape[0], gen)
+    ref = reference(x, x, lam, index)
+    out = _fast.lerp_gather(x, x, lam, index)
+    assert_matches(out, ref)
+    assert out.dtype == dtype and out.is_contiguous(memory_format=_fast.memory_format(x))
+    buf = torch.empty_like(x)
+    assert _fast.lerp_gather(x, x, lam, index, out=buf) is buf
+    assert_matches(buf, ref)
+    assert x._version == version and torch.equal(x, before)  # caller's tensor untouched
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("pairing", ["permutation", "flip"])
+def test_in_place_forms(dtype, shape, pairing, gen):
+    x = make_batch(shape, dtype, gen, channels_last=shape[-1] == 40)
+    lam, index = draw(shape[0], gen, pairing)
+    ref = reference(x, x, lam, index)
+    y = x.clone(memory_format=_fast.memory_format(x))
+    ptr = y.data_ptr()
+    assert _fast.lerp_perm_inplace(y, lam, index) is y and y.data_ptr() == ptr
+    assert_matches(y, ref)
+    if pairing == "flip":
+        z = x.clone()
+        assert _fast.lerp_flip_inplace(z, lam) is z
+        assert_matches(z, ref)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_mix_dispatch_matches_reference(inplace, gen):
+    x = torch.randn(9, 3, 40, 40, generator=gen)
+    params = mixlab.sample_params(9, alpha=0.4, mode="sample", generator=gen)
+    ref = reference(x, x, params.lam, params.index)
+    y = x.clone() if inplace else x
+    out = mixlab.mix(y, params, inplace=inplace)
+    assert (out is y) == inplace
+    torch.testing.assert_close(out, ref)
+
+
+def test_two_stream_in_place_writes_only_x(gen):
+    x, partner = torch.randn(5, 3, 40, 40, generator=gen), torch.randn(5, 3, 40, 40, generator=gen)
+    lam, index = torch.rand(5, generator=gen), torch.arange(5)
+    ref = reference(x, partner, lam, index)
+    p_before = partner.clone()
+    out = _fast.lerp_gather(x, partner, lam, index, out=x)
+    assert out is x and torch.equal(partner, p_before)
+    torch.testing.assert_close(x, ref)
+
+
+@settings(derandomize=True, max_examples=12, deadline=None)
+@given(st.permutations(list(range(9))), st.lists(st.floats(0, 1, width=32), min_size=9, max_size=9),
+       st.sampled_from([torch.float32, torch.uint8]))
+def test_cycle_walk_any_permutation(perm, lams, dtype):
+    gen = torch.Generator().manual_seed(0)
+    x = make_batch((9, 4100), dtype, gen)  # 4100-element rows: the cycle walk on CPU
+    lam, index = torch.tensor(lams), torch.tensor(perm)
+    ref = reference(x, x, lam, index)
+    assert_matches(_fast.lerp_perm_inplace(x, lam, index), ref)
+
+
+def test_lam_one_and_fixed_points_leave_rows(gen):
+    x = torch.randn(6, 3, 40, 40, generator=gen)
+    index = torch.tensor([0, 2, 1, 3, 5, 4])
+    lam = torch.tensor([0.3, 1.0, 1.0, 0.5, 0.2, 0.9])
+    y = _fast.lerp_perm_inplace(x.clone(), lam, index)
+    for i in (0, 1, 2, 3):  # fixed points (0, 3) and lam = 1 rows (1, 2) are unchanged
+        assert torch.equal(y[i], x[i])
+    assert _fast.lerp_perm_inplace(torch.empty(0, 3), torch.empty(0), torch.empty(0, dtype=torch.long)).shape == (0, 3)
+
+
+def test_choose_form_uses_static_facts_only():
+    meta = torch.empty(128, 3, 224, 224, device="meta")  # no values at all
+    assert _fast.choose_form(meta) == "vector" and _fast.choose_form(meta, inplace=True) == "vector"
+    big, small = torch.empty(4, 3, 64, 64), torch.empty(4, 3, 8, 8)
+    assert _fast.choose_form(big) == "rows" and _fast.choose_form(big, inplace=True) == "cycles"
+    assert _fast.choose_form(small) == "vector" and _fast.choose_form(small, inplace=True) == "cycles"
+    assert _fast.choose_form(torch.empty(4, 5000, dtype=torch.int32)) == "vector"
+
+
+def test_compiled_form_matches_reference(gen):
+    pytest.importorskip("torch._inductor")
+    torch._dynamo.reset()
+    x = torch.randn(6, 3, 16, 16, generator=gen)
+    lam, index = draw(6, gen)
+    assert_matches(_fast.compiled_lerp_gather(x, x, lam, index), reference(x, x, lam, index))
+    torch._dynamo.reset()
+
+
+def _mask_reference(x, src, params):
+    mask = mixlab.ops.box_mask(params, x.ndim)
+    base = reference(x, src, torch.where(params.linear, params.lam, torch.ones_like(params.lam))
+                     if params.linear is not None else torch.ones_like(params.lam), params.index)
+    return torch.where(mask, src[params.index], base)
+
+
+@pytest.mark.parametrize("transform", [
+    lambda g: mixlab.CutMix(alpha=1.0, mode="batch", generator=g),
+    lambda g: mixlab.CutMix(alpha=1.0, mode="sample", generator=g),
+    lambda g: mixlab.MixUpOrCutMix(mode="sample", generator=g),
+])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_cutmix_box_copies_match_mask_route(transform, dtype, inplace, gen):
+    x = make_batch((8, 3, 20, 24), dtype, gen, channels_last=True)
+    params = transform(gen).sample(x)
+    ref = _mask_reference(x, x, params)
+    y = x.clone(memory_format=torch.channels_last) if inplace else x
+    out = mixlab.mix(y, params, inplace=inplace)
+    assert (out is y) == inplace and out.is_contiguous(memory_format=torch.channels_last)
+    assert_matches(out, ref)
+    if not inplace:
+        assert torch.equal(x, make_batch((8, 3, 20, 24), dtype, torch.Generator().manual_seed(1234), True))
+
+
+CE_CASES = [
+    lambda C: nn.CrossEntropyLoss(),
+    lambda C: nn.CrossEntropyLoss(reduction="sum", label_smoothing=0.1),
+    lambda C: nn.CrossEntropyLoss(weight=torch.linspace(0.5, 2.0, C), label_smoothing=0.2),
+    lambda C: nn.CrossEntropyLoss(weight=torch.linspace(0.5, 2.0, C), ignore_index=3),
+    lambda C: F.cross_entropy,
+]
+
+
+def _generic(target, criterion, logits):
+    """The generic route: one criterion call per target, as MixedTarget.loss does without the fast route."""
+    per = None
+    for j, t in enumerate(target.targets):
+        if isinstance(criterion, nn.Module):
+            one = F.cross_entropy(logits, t, weight=criterion.weight, ignore_index=criterion.ignore_index,
+                                  label_smoothing=criterion.label_smoothing, reduction="none")
+        else:
+            one = criterion(logits, t, reduction="none")
+        per = target.weights[:, j] * one if per is None else per + target.weights[:, j] * one
+    own = getattr(criterion, "reduction", "mean")
+    return per.sum() if own == "sum" else per.mean()
+
+
+@pytest.mark.parametrize("case", CE_CASES)
+@pytest.mark.parametrize("k", [2, 3])
+def test_fused_cross_entropy_equals_generic_route(case, k, gen):
+    B, C = 12, 7
+    criterion = case(C)
+    y = torch.randint(0, C, (B,), generator=gen)
+    y[0] = 3  # hits ignore_index=3 in one case
+    params = mixlab.sample_params(B, alpha=0.4, mode="sample", k=k, generator=gen)
+    target = mixlab.MixedTarget(y, params)
+    assert _fast.mixed_cross_entropy(criterion, torch.randn(B, C), target.targets, target.weights) is not None
+    logits = torch.randn(B, C, generator=gen, requires_grad=True)
+    fast = target.loss(criterion, logits)
+    (g_fast,) = torch.autograd.grad(fast, logits)
+    slow = _generic(target, criterion, logits)
+    (g_slow,) = torch.autograd.grad(slow, logits)
+    torch.testing.assert_close(fast, slow)
+    torch.testing.assert_close(g_fast, g_slow)
+    if k == 2 and not getattr(criterion, "ignore_index", -100) == 3:  # equals soft-label CE (affine in target)
+        eps = getattr(criterion, "label_smoothing", 0.0)
+        if getattr(criterion, "weight", None) is None:
+            soft = mixlab.losses.soft_cross_entropy(logits, target.soft(C, label_smoothing=eps),
+                                                    reduction=getattr(criterion, "reduction", "mean"))
+            torch.testing.assert_close(fast, soft)
+
+
+def test_fused_route_declines_other_losses_and_shapes():
+    t, w = (torch.tensor([0, 1]), torch.tensor([1, 0])), torch.full((2, 2), 0.5)
+    assert _fast.mixed_cross_entropy(nn.NLLLoss(), torch.randn(2, 3), t, w) is None
+    assert _fast.mixed_cross_entropy(nn.CrossEntropyLoss(), torch.randn(2, 3, 4), t, w) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_no_host_device_sync_on_gpu():
+    dev = torch.device("cuda")
+    g = torch.Generator(device=dev).manual_seed(0)
+    x = torch.rand(16, 3, 64, 64, device=dev)
+    xu = (x * 255).to(torch.uint8)
+    y = torch.randint(0, 10, (16,), device=dev)
+    logits = torch.randn(16, 10, device=dev, requires_grad=True)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for transform in (mixlab.MixUp(alpha=0.4, mode="sample", generator=g),
+                          mixlab.MixUp(alpha=0.4, mode="pair", generator=g, inplace=True),
+                          mixlab.CutMix(alpha=1.0, generator=g), mixlab.MixUpOrCutMix(mode="sample", generator=g)):
+            for batch in (x, xu):
+                mixed, target = transform(batch.clone(), y)
+                target.loss(nn.CrossEntropyLoss(label_smoothing=0.1), logits).backward()
+        p = mixlab.sample_params(16, alpha=0.4, mode="sample", generator=g, device=dev)
+        _fast.lerp_perm_inplace(x.clone(), p.lam, p.index)
+        _fast.lerp_flip_inplace(x.clone(), p.lam)
+        _fast.lerp_gather(x, x, p.lam, p.index, out=torch.empty_like(x))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def test_mixed_params_batch_of_one_and_zero():
+    for B in (0, 1):
+        x = torch.randn(B, 3, 40, 40)
+        p = MixParams(torch.ones(B), torch.arange(B))
+        torch.testing.assert_close(mixlab.mix(x, p), x)
+        torch.testing.assert_close(mixlab.mix(x.clone(), p, inplace=True), x)
