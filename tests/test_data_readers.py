@@ -1,0 +1,186 @@
+"""File readers on tiny files written here: IDX, CIFAR pickles (safe unpickler), image trees, csv, cache."""
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+
+from mixlab.data import load_dataset
+from mixlab.data._idx import read_idx, write_idx
+from mixlab.data._cifar import safe_load
+
+
+def _write_idx_set(folder, n_train=12, n_test=6, size=5, gz=True):
+    rng = np.random.default_rng(0)
+    ext = ".gz" if gz else ""
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, size, size), dtype=np.uint8),
+        "train-labels-idx1-ubyte": (np.arange(n_train) % 10).astype(np.uint8),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, size, size), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": (np.arange(n_test) % 10).astype(np.uint8),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem, a in arrays.items():
+        write_idx(folder / (stem + ext), a)
+    return arrays
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_round_trip(tmp_path, dtype, gz):
+    a = (np.arange(2 * 3 * 4) - 5).astype(dtype).reshape(2, 3, 4) if dtype != np.uint8 else \
+        np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    path = tmp_path / ("a.idx" + (".gz" if gz else ""))
+    write_idx(path, a)
+    b = read_idx(path)
+    assert b.dtype == a.dtype and b.shape == a.shape and np.array_equal(a, b)
+
+
+def test_idx_header_bytes_exact(tmp_path):
+    write_idx(tmp_path / "l", np.array([1, 2, 3], dtype=np.uint8))
+    assert (tmp_path / "l").read_bytes() == b"\x00\x00\x08\x01\x00\x00\x00\x03\x01\x02\x03"
+
+
+def test_idx_truncated_and_bad_magic(tmp_path):
+    write_idx(tmp_path / "x", np.zeros((4, 3, 3), np.uint8))
+    raw = (tmp_path / "x").read_bytes()
+    (tmp_path / "short").write_bytes(raw[:-5])
+    with pytest.raises(ValueError, match=r"short.*needs 36 data bytes, found 31 \(truncated\)"):
+        read_idx(tmp_path / "short")
+    (tmp_path / "long").write_bytes(raw + b"\x00")
+    with pytest.raises(ValueError, match="trailing bytes"):
+        read_idx(tmp_path / "long")
+    (tmp_path / "magic").write_bytes(b"\x01\x02" + raw[2:])
+    with pytest.raises(ValueError, match="magic.*bad magic number 0x0102"):
+        read_idx(tmp_path / "magic")
+    (tmp_path / "code").write_bytes(b"\x00\x00\x07" + raw[3:])
+    with pytest.raises(ValueError, match="bad magic number"):
+        read_idx(tmp_path / "code")
+    (tmp_path / "hdr").write_bytes(raw[:6])
+    with pytest.raises(ValueError, match="header says 3 dimensions"):
+        read_idx(tmp_path / "hdr")
+    gz = gzip.compress(raw)
+    (tmp_path / "cut.gz").write_bytes(gz[: len(gz) // 2])
+    with pytest.raises(ValueError, match=r"cut\.gz: corrupt or truncated gzip"):
+        read_idx(tmp_path / "cut.gz")
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_dataset_via_load_dataset(tmp_path, gz):
+    arrays = _write_idx_set(tmp_path / "mn", gz=gz)
+    d = load_dataset("mnist", data_dir=tmp_path / "mn", cache_dir=tmp_path / "cache")
+    assert d.x_train.shape == (12, 1, 5, 5) and d.x_test.shape == (6, 1, 5, 5) and d.num_classes == 10
+    assert np.array_equal(d.x_train[:, 0].numpy(), arrays["train-images-idx3-ubyte"])
+    assert np.array_equal(d.y_test.numpy(), arrays["t10k-labels-idx1-ubyte"])
+    again = load_dataset("mnist", data_dir=tmp_path / "mn", cache_dir=tmp_path / "cache")  # from the cache
+    assert torch.equal(again.x_train, d.x_train) and len(list((tmp_path / "cache").glob("*.pt"))) == 1
+
+
+def test_idx_corrupt_file_in_dataset_names_it(tmp_path):
+    _write_idx_set(tmp_path / "fm", gz=False)
+    path = tmp_path / "fm" / "t10k-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(ValueError, match="t10k-images-idx3-ubyte.*truncated"):
+        load_dataset("fashion-mnist", data_dir=tmp_path / "fm", cache_dir=False)
+
+
+def test_idx_label_count_mismatch(tmp_path):
+    _write_idx_set(tmp_path / "k", gz=False)
+    write_idx(tmp_path / "k" / "train-labels-idx1-ubyte", np.zeros(5, np.uint8))
+    with pytest.raises(ValueError, match="expected 12 labels"):
+        load_dataset("kmnist", data_dir=tmp_path / "k", cache_dir=False)
+
+
+@pytest.mark.parametrize("name", ["fashion-mnist", "mnist", "kmnist", "cifar10", "folder"])
+def test_wrong_data_dir_says_where_and_how(tmp_path, name):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(FileNotFoundError) as e:
+        load_dataset(name, data_dir=missing)
+    assert str(missing) in str(e.value) and "To get it" in str(e.value)
+    if name == "fashion-mnist":
+        assert "apt-get install dataset-fashion-mnist" in str(e.value)
+
+
+# ----- CIFAR pickles -------------------------------------------------------------------------
+
+def _write_cifar(folder, per_batch=4, protocol=2, bytes_keys=False):
+    folder.mkdir(parents=True, exist_ok=True)
+    made = {}
+    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
+        data = np.full((per_batch, 3072), i * 10, dtype=np.uint8)
+        data[:, 0] = np.arange(per_batch)  # first red pixel = row number
+        labels = [(i + j) % 10 for j in range(per_batch)]
+        d = {b"data": data, b"labels": labels} if bytes_keys else {"data": data, "labels": labels,
+                                                                     "batch_label": name}
+        (folder / name).write_bytes(pickle.dumps(d, protocol=protocol))
+        made[name] = (data, labels)
+    return made
+
+
+@pytest.mark.parametrize("protocol,bytes_keys,sub", [(2, False, False), (4, True, False), (5, False, True)])
+def test_cifar_pickles_train_from_data_batches_test_from_test_batch(tmp_path, protocol, bytes_keys, sub):
+    folder = tmp_path / "c" / "cifar-10-batches-py" if sub else tmp_path / "c"
+    made = _write_cifar(folder, protocol=protocol, bytes_keys=bytes_keys)
+    d = load_dataset("cifar10", data_dir=tmp_path / "c", cache_dir=tmp_path / "cache")
+    assert d.x_train.shape == (20, 3, 32, 32) and d.x_test.shape == (4, 3, 32, 32)
+    assert d.classes[0] == "airplane" and d.num_classes == 10
+    # train rows come from batches 1..5 in order (fill values 0, 10, .., 40), test from test_batch (50)
+    assert d.x_train[:, 1, 0, 0].tolist() == [v for i in range(5) for v in [i * 10] * 4]
+    assert d.x_test[:, 1, 0, 0].tolist() == [50] * 4 and d.x_test[:, 0, 0, 0].tolist() == [0, 1, 2, 3]
+    assert d.y_train.tolist() == [lab for k in range(1, 6) for lab in made[f"data_batch_{k}"][1]]
+    assert d.y_test.tolist() == made["test_batch"][1]
+    expected = np.concatenate([made[f"data_batch_{k}"][0] for k in range(1, 6)]).reshape(-1, 3, 32, 32)
+    assert np.array_equal(d.x_train.numpy(), expected)
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class _EvalEvil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (eval, (f"open({str(self.marker)!r}, 'w').close()",))
+
+
+@pytest.mark.parametrize("cls", [_Evil, _EvalEvil])
+def test_crafted_pickle_refused_without_running(tmp_path, cls):
+    marker = tmp_path / "pwned"
+    _write_cifar(tmp_path / "c")
+    evil = {"data": np.zeros((1, 3072), np.uint8), "labels": [0], "x": cls(marker)}
+    (tmp_path / "c" / "data_batch_3").write_bytes(pickle.dumps(evil, protocol=2))
+    with pytest.raises(pickle.UnpicklingError, match="data_batch_3.*refusing to load"):
+        load_dataset("cifar10", data_dir=tmp_path / "c", cache_dir=False)
+    assert not marker.exists()
+    # sanity: the same bytes do run code through plain pickle (so the test would catch a regression)
+    pickle.loads((tmp_path / "c" / "data_batch_3").read_bytes())
+    assert marker.exists()
+
+
+def test_cifar_malformed_batches(tmp_path):
+    _write_cifar(tmp_path / "c")
+    (tmp_path / "c" / "test_batch").write_bytes(pickle.dumps({"data": np.zeros((2, 10), np.uint8),
+                                                              "labels": [0, 1]}))
+    with pytest.raises(ValueError, match=r"test_batch: expected uint8 data \(n, 3072\)"):
+        load_dataset("cifar10", data_dir=tmp_path / "c", cache_dir=False)
+    (tmp_path / "c" / "test_batch").write_bytes(b"not a pickle at all")
+    with pytest.raises((ValueError, pickle.UnpicklingError), match="test_batch"):
+        load_dataset("cifar10", data_dir=tmp_path / "c", cache_dir=False)
+
+
+def test_safe_load_plain_types(tmp_path):
+    obj = {"a": [1, 2.5, "s", b"b", (1, 2)], "n": None, "t": True}
+    (tmp_path / "p").write_bytes(pickle.dumps(obj, protocol=2))
+    assert safe_load(tmp_path / "p") == obj
