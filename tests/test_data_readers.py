@@ -139,6 +139,18 @@ def test_cifar_pickles_train_from_data_batches_test_from_test_batch(tmp_path, pr
     assert np.array_equal(d.x_train.numpy(), expected)
 
 
+def test_cifar_pickles_inside_official_style_tarball(tmp_path):
+    made = _write_cifar(tmp_path / "src" / "cifar-10-batches-py")
+    (tmp_path / "src" / "cifar-10-batches-py" / "batches.meta").write_bytes(
+        pickle.dumps({"label_names": [f"c{i}" for i in range(10)], "num_vis": 3072}, protocol=2))
+    tar = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(tar, "w:gz") as tf:
+        tf.add(tmp_path / "src" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    d = load_dataset("cifar10", data_dir=tar, cache_dir=False)
+    assert d.classes == [f"c{i}" for i in range(10)] and d.x_train.shape == (20, 3, 32, 32)
+    assert d.y_test.tolist() == made["test_batch"][1] and d.x_test[:, 1, 0, 0].tolist() == [50] * 4
+
+
 class _Evil:
     def __init__(self, marker):
         self.marker = marker

@@ -9,13 +9,15 @@ would run whatever a crafted file asks for (``__reduce__`` can call ``os.system`
 pickles). Dicts, lists, strings and numbers need no ``find_class`` at all. Anything else
 raises ``pickle.UnpicklingError`` before any of the file's objects is called.
 
-Train comes from ``data_batch_1`` .. ``data_batch_5``, test from ``test_batch`` (article 000's
+Batches are read from a folder (or its ``cifar-10-batches-py/``) or straight from the official
+``cifar-10-python.tar.gz``. Train comes from ``data_batch_1`` .. ``data_batch_5``, test from ``test_batch`` (article 000's
 reader read ``test_batch`` for both and never filled its lists).
 """
 from __future__ import annotations
 
 import io
 import pickle
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ from ._cache import cached, source_signature
 __all__ = ["SafeUnpickler", "safe_load", "find_cifar_batches", "load_cifar_batches", "TRAIN_BATCHES"]
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+_NAMES = (*TRAIN_BATCHES, "test_batch")
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"),
@@ -48,10 +51,10 @@ class SafeUnpickler(pickle.Unpickler):
             "dicts, strings and numbers (the file may be crafted or not a CIFAR batch)")
 
 
-def safe_load(path: Path) -> object:
-    """Unpickle ``path`` with ``SafeUnpickler`` (``encoding='latin1'`` for the Python 2 files)."""
-    with open(path, "rb") as f:
-        data = f.read()
+def safe_load(path: Path, data: bytes | None = None) -> object:
+    """Unpickle ``path`` (or ``data`` read from it) with ``SafeUnpickler``, ``encoding='latin1'``."""
+    if data is None:
+        data = Path(path).read_bytes()
     try:
         return SafeUnpickler(io.BytesIO(data), encoding="latin1").load()
     except pickle.UnpicklingError as e:
@@ -68,9 +71,9 @@ def _get(d: dict, key: str):
     return None
 
 
-def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _read_batch(path: str, blob: bytes) -> tuple[np.ndarray, np.ndarray]:
     """One batch: images uint8 ``(n, 3, 32, 32)`` and labels int64 ``(n,)``, checked."""
-    d = safe_load(path)
+    d = safe_load(path, blob)
     if not isinstance(d, dict):
         raise ValueError(f"CIFAR file {path}: expected a dict with 'data' and 'labels', got {type(d).__name__}")
     data, labels = _get(d, "data"), _get(d, "labels")
@@ -85,16 +88,39 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def find_cifar_batches(location: Path) -> Path | None:
-    """The folder holding ``data_batch_1..5`` and ``test_batch`` (itself or ``cifar-10-batches-py``)."""
+    """Where the batches are: the folder holding ``data_batch_1..5`` and ``test_batch`` (itself or
+    its ``cifar-10-batches-py``), or a tarball whose first members are such batches
+    (the official ``cifar-10-python.tar.gz``); None otherwise."""
     for d in (location, location / "cifar-10-batches-py"):
-        if d.is_dir() and all((d / n).is_file() for n in (*TRAIN_BATCHES, "test_batch")):
+        if d.is_dir() and all((d / n).is_file() for n in _NAMES):
             return d
+    if location.is_file() and tarfile.is_tarfile(location):
+        with tarfile.open(location, "r|*") as tf:
+            for _, m in zip(range(20), tf):  # peek: the batches come first in the official archive
+                if m.isfile() and m.name.rsplit("/", 1)[-1] in _NAMES:
+                    return location
     return None
 
 
-def _class_names(folder: Path, default: list[str], num: int) -> list[str]:
-    meta = folder / "batches.meta"
-    names = _get(safe_load(meta), "label_names") if meta.is_file() else None
+def _read_sources(where: Path) -> dict[str, tuple[str, bytes]]:
+    """``{batch name: (display path, bytes)}`` for the six batches and ``batches.meta`` if present."""
+    wanted = (*_NAMES, "batches.meta")
+    if where.is_dir():
+        return {n: (str(where / n), (where / n).read_bytes()) for n in wanted if (where / n).is_file()}
+    found = {}
+    with tarfile.open(where, "r|*") as tf:
+        for m in tf:
+            base = m.name.rsplit("/", 1)[-1]
+            if m.isfile() and base in wanted and base not in found:
+                found[base] = (f"{where}:{m.name}", tf.extractfile(m).read())
+    missing = [n for n in _NAMES if n not in found]
+    if missing:
+        raise ValueError(f"CIFAR tarball {where}: missing members {missing}")
+    return found
+
+
+def _class_names(sources: dict, default: list[str], num: int) -> list[str]:
+    names = _get(safe_load(*sources["batches.meta"]), "label_names") if "batches.meta" in sources else None
     if isinstance(names, list) and len(names) >= num:
         return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
     return list(default)
@@ -102,22 +128,22 @@ def _class_names(folder: Path, default: list[str], num: int) -> list[str]:
 
 def load_cifar_batches(location: Path, *, cache_dir, default_classes: list[str]) -> dict:
     """Read the five training batches and the test batch into uint8 tensors (cached)."""
-    folder = find_cifar_batches(location)
-    files = [folder / n for n in (*TRAIN_BATCHES, "test_batch")]
-    meta = [folder / "batches.meta"] if (folder / "batches.meta").is_file() else []
+    where = find_cifar_batches(location)
+    files = [where / n for n in (*_NAMES, "batches.meta") if (where / n).is_file()] if where.is_dir() else [where]
 
     def build() -> dict:
-        parts = [_read_batch(p) for p in files]
+        sources = _read_sources(where)
+        parts = [_read_batch(*sources[n]) for n in _NAMES]
         y_all = np.concatenate([p[1] for p in parts])
-        classes = _class_names(folder, default_classes, int(y_all.max()) + 1)
+        classes = _class_names(sources, default_classes, int(y_all.max()) + 1)
         if y_all.min() < 0 or y_all.max() >= len(classes):
-            raise ValueError(f"CIFAR batches in {folder}: labels must be in 0..{len(classes) - 1}, "
+            raise ValueError(f"CIFAR batches in {where}: labels must be in 0..{len(classes) - 1}, "
                              f"got {y_all.min()}..{y_all.max()}")
         return {
             "x_train": torch.from_numpy(np.concatenate([p[0] for p in parts[:5]])),  # (50000, 3, 32, 32)
             "y_train": torch.from_numpy(np.concatenate([p[1] for p in parts[:5]])),
             "x_test": torch.from_numpy(np.ascontiguousarray(parts[5][0])),
             "y_test": torch.from_numpy(parts[5][1]),
-            "classes": classes, "source": str(folder.resolve()),
+            "classes": classes, "source": str(where.resolve()),
         }
-    return cached("cifar-pickle", {"files": source_signature(files + meta)}, build, cache_dir)
+    return cached("cifar-pickle", {"files": source_signature(files)}, build, cache_dir)

@@ -170,7 +170,7 @@ _SPECS: dict[str, _Spec] = {
     "cifar10": _Spec(
         "image", _cifar_locations,
         "pass data_dir = the folder of the python pickle batches (data_batch_1..5, test_batch, e.g. "
-        "cifar-10-batches-py/ from cifar-10-python.tar.gz), or an image tree / tarball laid out "
+        "cifar-10-batches-py/) or the official cifar-10-python.tar.gz itself, or an image tree / tarball laid out "
         "{train,test}/<class>/*.jpg such as ../shared/datasets/cifar10-jpg.tar.gz", _read_cifar),
     "folder": _Spec(
         "image", _given,
