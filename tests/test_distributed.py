@@ -178,10 +178,10 @@ def _local_rows(rank, n_rows=SPLIT):
 def _collectives_worker(info):
     x, y = _global_batch()
     rows = _local_rows(info.rank)
-    xl, yl = x[rows].clone().requires_grad_(), y[rows]
+    xl, yl = x[rows], y[rows]
     out = {"info": [info.rank, info.world_size, int(info.is_main), int(D.is_main())]}
     out["sizes"] = torch.tensor(D.gather_sizes(xl.shape[0]))
-    gathered = D.gather_batch({"x": xl, "y": yl})
+    gathered = D.gather_batch({"x": xl.clone().requires_grad_(), "y": yl})
     out["gathered_x"], out["gathered_y"] = gathered["x"], gathered["y"]
     out["grad_free"] = torch.tensor(not gathered["x"].requires_grad)
     red = D.all_reduce_sum({"n": torch.tensor(info.rank + 1), "v": torch.full((2,), 0.25 * info.rank)})
@@ -256,31 +256,38 @@ def _batch_at(step, n=11):
     return x.roll(step, 0), y.roll(step, 0)  # a different global batch order each step
 
 
-def _ddp_worker(info, split):
+SPLITS = ([6, 5], [6, 6])  # uneven (an epoch's last batch) and even local batches
+
+
+def _ddp_worker(info):
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    rows = _local_rows(info.rank, split)
     out = {}
-    for name, loss_of in (("ddp_mean", lambda per: D.ddp_mean(per)), ("plain_mean", lambda per: per.mean())):
-        model = DDP(_model())
-        mixer = D.GlobalMixUp(0.4, seed=9)
-        state = _train(model, lambda s: tuple(t[rows] for t in _batch_at(s, sum(split))), mixer, loss_of)
-        out[name] = {k.removeprefix("module."): v for k, v in state.items()}
+    for split in SPLITS:
+        rows = _local_rows(info.rank, split)
+        for name, loss_of in (("ddp_mean", lambda per: D.ddp_mean(per)), ("plain_mean", lambda per: per.mean())):
+            model = DDP(_model())
+            mixer = D.GlobalMixUp(0.4, seed=9)
+            state = _train(model, lambda s: tuple(t[rows] for t in _batch_at(s, sum(split))), mixer, loss_of)
+            out[f"{name}{split}"] = {k.removeprefix("module."): v for k, v in state.items()}
     return out
 
 
-@pytest.mark.parametrize("split", [[6, 5], [6, 6]])
-def test_ddp_training_matches_single_process_on_concatenated_batch(tmp_path, split):
-    r0, r1 = results(run_ranks(tmp_path, _ddp_worker, split=split))
-    ref = _train(_model(), lambda s: _batch_at(s, sum(split)),
-                 mixlab.MixUp(0.4, mode="sample", generator=torch.Generator().manual_seed(9)), lambda per: per.mean())
-    for key, want in ref.items():
-        # Both ranks end identical, and equal to one process training on the whole batch.
-        assert torch.equal(r0["ddp_mean"][key], r1["ddp_mean"][key]), key
-        torch.testing.assert_close(r0["ddp_mean"][key], want, rtol=1e-5, atol=1e-6)
-    # A plain local mean is right only for equal local batches: DDP averages ranks, not rows.
-    same = all(torch.allclose(r0["plain_mean"][k], ref[k], rtol=1e-5, atol=1e-6) for k in ref)
-    assert same == (split[0] == split[1])
+def test_ddp_training_matches_single_process_on_concatenated_batch(tmp_path):
+    r0, r1 = results(run_ranks(tmp_path, _ddp_worker))
+    for split in SPLITS:
+        ref = _train(_model(), lambda s: _batch_at(s, sum(split)),
+                     mixlab.MixUp(0.4, mode="sample", generator=torch.Generator().manual_seed(9)),
+                     lambda per: per.mean())
+        got = r0[f"ddp_mean{split}"]
+        for key, want in ref.items():
+            # Both ranks end identical, and equal to one process training on the whole batch.
+            assert torch.equal(got[key], r1[f"ddp_mean{split}"][key]), key
+            torch.testing.assert_close(got[key], want, rtol=1e-5, atol=1e-6)
+        # A plain local mean is right only for equal local batches: DDP averages ranks, not rows.
+        plain = r0[f"plain_mean{split}"]
+        same = all(torch.allclose(plain[k], ref[k], rtol=1e-5, atol=1e-6) for k in ref)
+        assert same == (split[0] == split[1]), split
 
 
 def _dead_or_stuck_worker(info, behaviour):
@@ -288,15 +295,14 @@ def _dead_or_stuck_worker(info, behaviour):
     if info.rank == 1:
         if behaviour == "dies":
             os._exit(3)
-        time.sleep(8)  # stuck: joins no collective while rank 0 waits, then leaves
+        time.sleep(6)  # stuck: joins no collective while rank 0 waits (2 s timeout), then leaves
         os._exit(0)
-    start = time.monotonic()
     try:
         D.all_reduce_sum(torch.ones(1))
         D.barrier()
     except Exception as e:  # the point of the test: an error, not a hang
-        return {"raised": type(e).__name__ + ": " + str(e)[:300], "after_s": time.monotonic() - start}
-    return {"raised": "", "after_s": time.monotonic() - start}
+        return {"raised": type(e).__name__ + ": " + str(e)[:300]}
+    return {"raised": ""}
 
 
 @pytest.mark.parametrize("behaviour", ["dies", "stuck"])
@@ -304,4 +310,5 @@ def test_dead_or_stuck_rank_raises_instead_of_hanging(tmp_path, behaviour):
     outcomes = run_ranks(tmp_path, _dead_or_stuck_worker, timeout_s=2.0, deadline_s=45.0, behaviour=behaviour)
     r0 = results(outcomes[:1])[0]
     assert r0["raised"], "rank 0 finished a collective that a missing rank never joined"
-    assert r0["after_s"] < 7, r0  # the stuck rank is still asleep: the 2 s timeout fired
+    if behaviour == "stuck":  # the collective's timeout fired, not the peer's late exit
+        assert "Timed out" in r0["raised"], r0
