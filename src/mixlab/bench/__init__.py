@@ -1,0 +1,222 @@
+"""``mixlab bench``: mixup's speed against the copy floor and against the field, in one process.
+
+For each input group (shape x dtype) and each target group (number of classes) the rows are
+warmed up, then timed interleaved for ``--runs`` rounds (median reported, at least 7 rounds
+outside ``--quick``). Each row prints its median time and its ratio to the group's floor:
+copying the batch into a preallocated tensor for inputs, plain cross-entropy (forward and
+backward) for targets. Peers missing from the environment are skipped with a note.
+
+Example::
+
+    mixlab bench --shapes 128x3x224x224 --dtypes float32 --json bench.json
+    python -m mixlab.bench --quick
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+
+import torch
+
+from .rows import input_rows, target_rows
+from .timing import format_group, group_json, header, run_group
+
+__all__ = ["main", "run"]
+
+DEFAULT_SHAPES = "256x3x32x32,128x3x224x224"
+DEFAULT_DTYPES = "float32,bfloat16,uint8"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "uint8": torch.uint8}
+QUICK = dict(shapes="16x3x32x32", dtypes="float32", classes="10", target_batch=16, runs=3, warmup=1)
+
+
+def _shape(text: str) -> tuple:
+    try:
+        dims = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        dims = ()
+    if len(dims) < 2 or any(d < 1 for d in dims):
+        raise argparse.ArgumentTypeError(f"a shape looks like 128x3x224x224 (batch first, all >= 1), got {text!r}")
+    return dims
+
+
+def _csv(kind, parse):
+    def f(text):
+        items = [t for t in text.split(",") if t]
+        if not items:
+            raise argparse.ArgumentTypeError(f"give at least one {kind}, got {text!r}")
+        return [parse(t) for t in items]
+    return f
+
+
+def _dtype(text: str) -> str:
+    if text not in DTYPES:
+        raise argparse.ArgumentTypeError(f"dtype must be one of {sorted(DTYPES)}, got {text!r}")
+    return text
+
+
+def _classes(text: str) -> int:
+    if not text.isdigit() or int(text) < 2:
+        raise argparse.ArgumentTypeError(f"classes must be integers >= 2, got {text!r}")
+    return int(text)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mixlab bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--shapes", type=_csv("shape", _shape), default=None, help=f"default {DEFAULT_SHAPES}")
+    p.add_argument("--dtypes", type=_csv("dtype", _dtype), default=None, help=f"default {DEFAULT_DTYPES}")
+    p.add_argument("--classes", type=_csv("class count", _classes), default=None, help="target side, default 10,1000")
+    p.add_argument("--target-batch", type=int, default=None, help="batch of the target side (default 256)")
+    p.add_argument("--runs", type=int, default=None, help="timed rounds per row (default 9, at least 7)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed calls per row first (default 2)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before timing")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile row (saves compile time)")
+    p.add_argument("--no-targets", action="store_true", help="skip the target-side groups")
+    p.add_argument("--quick", action="store_true", help="a fast smoke run: one tiny shape, float32, 3 rounds")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="PATH", default=None, help="also write the table as JSON")
+    return p
+
+
+def _settings(ns) -> dict:
+    q = QUICK if ns.quick else {}
+    s = {
+        "shapes": ns.shapes or _csv("shape", _shape)(q.get("shapes", DEFAULT_SHAPES)),
+        "dtypes": ns.dtypes or q.get("dtypes", DEFAULT_DTYPES).split(","),
+        "classes": ns.classes or [int(c) for c in q.get("classes", "10,1000").split(",")],
+        "target_batch": ns.target_batch or q.get("target_batch", 256),
+        "runs": ns.runs or q.get("runs", 9),
+        "warmup": ns.warmup if ns.warmup is not None else q.get("warmup", 2),
+        "compile": not (ns.no_compile or ns.quick),
+    }
+    if s["runs"] < (1 if ns.quick else 7):
+        raise ValueError(f"--runs must be >= 7 (the median of at least 7 rounds), got {s['runs']}")
+    if s["warmup"] < 0 or s["target_batch"] < 1:
+        raise ValueError(f"--warmup must be >= 0 and --target-batch >= 1, got {s['warmup']} and {s['target_batch']}")
+    return s
+
+
+def _make_batch(shape, dtype_name, device, gen):
+    x = torch.rand(shape, generator=gen, device=device)  # (B, ...) in [0, 1)
+    return (x * 255).to(torch.uint8) if dtype_name == "uint8" else x.to(DTYPES[dtype_name])
+
+
+def run(settings: dict, device: torch.device, seed: int = 0, out=None) -> dict:
+    """Run every group; print the tables to ``out`` (default stdout); return the JSON-able result."""
+    out = sys.stdout if out is None else out
+    torch.manual_seed(seed)
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)  # the PyPI mixup package and timm draw from numpy's global RNG
+    except ImportError:
+        pass
+    result = {"header": header(device), "settings": {k: v for k, v in settings.items()}, "groups": []}
+    result["settings"]["shapes"] = ["x".join(map(str, s)) for s in settings["shapes"]]
+    h = result["header"]
+    print(f"# mixlab bench\n# {h['date_utc']} UTC | {h['machine']} | CPU: {h['cpu']} ({h['cpu_count']} cores)\n"
+          f"# torch {h['torch']} | threads {h['threads']} | device {h['device']} | load avg {h['loadavg_start']}\n"
+          f"# {settings['warmup']} warm-up calls, then the median of {settings['runs']} interleaved rounds",
+          file=out)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    for shape in settings["shapes"]:
+        for dt in settings["dtypes"]:
+            x = _make_batch(shape, dt, device, gen)
+            y = torch.randint(0, 10, (shape[0],), generator=gen, device=device)
+            rows = input_rows(x, y, 10, compiled=settings["compile"], seed=seed)
+            run_group(rows, runs=settings["runs"], warmup=settings["warmup"], device=device)
+            title = f"inputs {'x'.join(map(str, shape))} {dt} (per-sample mixup, alpha 1)"
+            print(format_group(title, rows, "copy floor"), file=out, flush=True)
+            result["groups"].append(group_json("input", title, rows, "copy floor", shape=list(shape), dtype=dt))
+            del x, rows
+    if not settings.get("no_targets"):
+        for C in settings["classes"]:
+            rows = target_rows(settings["target_batch"], C, device=device, seed=seed)
+            run_group(rows, runs=settings["runs"], warmup=settings["warmup"], device=device)
+            title = f"targets B={settings['target_batch']} C={C} (loss forward + backward)"
+            print(format_group(title, rows, "plain CE"), file=out, flush=True)
+            result["groups"].append(group_json("target", title, rows, "plain CE", num_classes=C,
+                                               batch=settings["target_batch"]))
+    result["header"]["loadavg_end"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    result["goals"] = goals(result)
+    print(format_goals(result["goals"]), file=out)
+    return result
+
+
+def _median(result, kind, pred, name):
+    for g in result["groups"]:
+        if g["kind"] == kind and pred(g):
+            for r in g["rows"]:
+                if r["name"] == name and not r["skipped"]:
+                    return r["median_ms"]
+    return None
+
+
+def goals(result: dict) -> list:
+    """The issue's goals, checked on this run's numbers where the needed rows were measured."""
+    big = lambda g: g.get("shape") == [128, 3, 224, 224] and g.get("dtype") == "float32"  # noqa: E731
+    t = lambda name: _median(result, "input", big, name)  # noqa: E731
+    out = []
+
+    def goal(text, value, ok):
+        out.append({"goal": text, "value": value, "met": None if value is None else bool(ok(value))})
+
+    ip, oop, copy, clone = t("mixlab mix (in place)"), t("mixlab mix (out of place)"), t("copy floor"), t("x.clone()")
+    goal("128x3x224x224 f32 in place <= 1.2x copy floor", ip / copy if ip and copy else None, lambda v: v <= 1.2)
+    goal("128x3x224x224 f32 out of place <= 1.2x x.clone()", oop / clone if oop and clone else None, lambda v: v <= 1.2)
+    peers = [r for g in result["groups"] if g["kind"] == "input" and big(g) for r in g["rows"]
+             if not r["skipped"] and not r["name"].startswith(("mixlab", "copy", "x.clone", "paper", "fastai"))]
+    for kind, ours in (("MixUp", "mixlab MixUp call"), ("CutMix", "mixlab CutMix call")):
+        same = [r for r in peers if ("Cut" in r["name"]) == (kind == "CutMix")]
+        for suffix, need in ((" (in place)", 5.0), ("", 1.6)):
+            mine = t(ours + suffix)
+            worst = min((r["median_ms"] / mine for r in same), default=None) if mine else None
+            goal(f"{kind} call{suffix or ' (out of place)'} >= {need}x faster than every {kind} peer", worst,
+                 lambda v, need=need: v >= need)
+    ce = _median(result, "target", lambda g: g.get("num_classes") == 1000, "mixlab .loss (int targets)")
+    plain = _median(result, "target", lambda g: g.get("num_classes") == 1000, "plain CE")
+    goal("mixed CE, int targets, 1000 classes <= 1.2x plain CE", ce / plain if ce and plain else None,
+         lambda v: v <= 1.2)
+    return out
+
+
+def format_goals(items: list) -> str:
+    lines = ["\n## goals (this run)"]
+    for g in items:
+        v = "not measured in this run" if g["value"] is None else f"{g['value']:.2f}x: {'met' if g['met'] else 'MISSED'}"
+        lines.append(f"- {g['goal']}: {v}")
+    return "\n".join(lines)
+
+
+def _write_json(path: str, data: dict) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)  # never leaves a half-written table
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``mixlab bench``; returns the process exit code."""
+    p = parser()
+    ns = p.parse_args(argv)
+    try:
+        settings = _settings(ns)
+    except ValueError as e:
+        p.error(str(e))
+    settings["no_targets"] = ns.no_targets
+    device = torch.device(ns.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda was given but CUDA is not available")
+    if ns.threads is not None:
+        if ns.threads < 1:
+            p.error(f"--threads must be >= 1, got {ns.threads}")
+        torch.set_num_threads(ns.threads)
+    result = run(settings, device, seed=ns.seed)
+    if ns.json:
+        _write_json(ns.json, result)
+        print(f"\nwrote {ns.json}")
+    return 0

@@ -1,0 +1,155 @@
+"""The rows of ``mixlab bench``: floors, mixlab's forms, the textbook forms and the peers.
+
+Every factory returns the zero-argument callable to time, or raises :class:`Skip` with the
+reason. Rows that overwrite their input work on their own copy of the batch, so the other
+rows always see the original. Peers are imported lazily: a missing one is a skipped row.
+Convention for mixlab's rows: ``lam`` weights the original row.
+"""
+from __future__ import annotations
+
+import importlib
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import mixlab
+from mixlab import _fast
+
+from .timing import Skip, make_row
+
+
+def _peer(module: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise Skip(f"{module.split('.')[0]} is not installed ({e.name})") from None
+
+
+def _float_only(x, who):
+    if not x.is_floating_point():
+        raise Skip(f"{who} takes floating images only, got {x.dtype}")
+
+
+def input_rows(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, compiled: bool, seed: int) -> list:
+    """Rows for one ``(shape, dtype)`` group of the input side."""
+    B = x.shape[0]
+    g = torch.Generator(device=x.device).manual_seed(seed)
+    params = mixlab.sample_params(B, alpha=1.0, mode="sample", generator=g, device=x.device)
+    lam, index = params.lam, params.index
+    floor_dst = torch.empty_like(x)
+    out_buf = torch.empty_like(x)
+    work = x.clone()  # in-place rows mix this copy over and over (convex mixes stay in range)
+    lam_b = float(lam[0])  # the paper: one python-float lambda per batch
+
+    def rows_for(name, make, note=""):
+        return make_row(name, make, note)
+
+    def paper():
+        return lambda: lam_b * x + (1 - lam_b) * x[index]
+
+    def fastai_lerp():
+        _float_only(x, "torch.lerp")
+        w = lam.to(x.dtype).view(B, *([1] * (x.ndim - 1)))
+        return lambda: torch.lerp(x[index], x, w)
+
+    def ml_compiled():
+        if not compiled:
+            raise Skip("compile off (--no-compile or --quick)")
+        _fast.compiled_lerp_gather(x, x, lam, index)  # compile now, outside the timed rounds
+        return lambda: _fast.compiled_lerp_gather(x, x, lam, index)
+
+    ml_mixup = mixlab.MixUp(alpha=1.0, mode="sample", generator=g)
+    ml_mixup_ip = mixlab.MixUp(alpha=1.0, mode="sample", generator=g, inplace=True)
+    ml_cut = mixlab.CutMix(alpha=1.0, mode="batch", generator=g)
+    ml_cut_ip = mixlab.CutMix(alpha=1.0, mode="batch", generator=g, inplace=True)
+    rows = [
+        rows_for("copy floor", lambda: lambda: floor_dst.copy_(x), "dst.copy_(x) into a preallocated tensor"),
+        rows_for("x.clone()", lambda: lambda: x.clone()),
+        rows_for("mixlab mix (out of place)", lambda: lambda: mixlab.mix(x, params),
+                 f"per-sample lam, fixed params; form {_fast.choose_form(x)}"),
+        rows_for("mixlab mix (in place)", lambda: lambda: mixlab.mix(work, params, inplace=True),
+                 f"form {_fast.choose_form(x, inplace=True)}"),
+        rows_for("mixlab mix (out=)", lambda: lambda: _fast.lerp_gather(x, x, lam, index, out=out_buf),
+                 "reuses a buffer"),
+        rows_for("mixlab compiled", ml_compiled, "torch.compile: gather+lerp fused"),
+        rows_for("mixlab MixUp call", lambda: lambda: ml_mixup(x, y), "sampling + mix + target, per-sample lam"),
+        rows_for("mixlab MixUp call (in place)", lambda: lambda: ml_mixup_ip(work, y), "sampling + mix + target"),
+        rows_for("mixlab CutMix call", lambda: lambda: ml_cut(x, y), "batch mode: one box"),
+        rows_for("mixlab CutMix call (in place)", lambda: lambda: ml_cut_ip(work, y), "batch mode: one box"),
+        rows_for("paper weighted sum", paper, "article 004: lam*x + (1-lam)*x[idx]"
+                 + ("; uint8 promotes to float32" if x.dtype == torch.uint8 else "")),
+        rows_for("fastai lerp form", fastai_lerp, "torch.lerp(x[idx], x, lam)"),
+    ]
+    rows += peer_rows(x, y, num_classes, work)
+    return rows
+
+
+def peer_rows(x, y, num_classes, work) -> list:
+    """The peers' own calls, each as its library documents it (sampling included)."""
+    onehot = F.one_hot(y, num_classes).float()
+
+    def timm_mixup(mode):
+        def make():
+            m = _peer("timm.data").Mixup(mixup_alpha=1.0, cutmix_alpha=0.0, mode=mode, num_classes=num_classes,
+                                         label_smoothing=0.0)
+            if x.shape[0] % 2:
+                raise Skip("timm needs an even batch size")
+            return lambda: m(work, y)  # timm mixes the batch in place
+        return make
+
+    def tv(name):
+        def make():
+            cls = getattr(_peer("torchvision.transforms.v2"), name)
+            t = cls(num_classes=num_classes)
+            return lambda: t(x, y)
+        return make
+
+    def kornia(name, **kw):
+        def make():
+            _float_only(x, "kornia")
+            t = getattr(_peer("kornia.augmentation"), name)(p=1.0, data_keys=["input", "class"], **kw)
+            return lambda: t(x, y)
+        return make
+
+    def pypi_mixup(name):
+        def make():
+            t = getattr(_peer("mixup.methods"), name)(alpha=1.0)
+            return lambda: t(x, onehot)
+        return make
+
+    u8 = "; uint8: lam is cast to uint8 (0), wrong numbers" if x.dtype == torch.uint8 else ""
+    return [
+        make_row("timm Mixup (batch)", timm_mixup("batch"), "in place, flip pairs"),
+        make_row("timm Mixup (elem)", timm_mixup("elem"), "in place, python loop over rows"),
+        make_row("torchvision v2 MixUp", tv("MixUp"), "roll(1) pairs"),
+        make_row("torchvision v2 CutMix", tv("CutMix"), "roll(1) pairs"),
+        make_row("kornia RandomMixUpV2", kornia("RandomMixUpV2")),
+        make_row("kornia RandomCutMixV2", kornia("RandomCutMixV2", use_correct_lambda=True)),
+        make_row("mixup VanillaMixUp", pypi_mixup("VanillaMixUp"), "PyPI `mixup`" + u8),
+        make_row("mixup CutMix", pypi_mixup("CutMix"), "PyPI `mixup`"),
+    ]
+
+
+def target_rows(batch: int, num_classes: int, *, device, seed: int) -> list:
+    """Rows for the target side: forward + backward of the loss w.r.t. the logits."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    logits = torch.randn(batch, num_classes, generator=g, device=device, requires_grad=True)
+    y = torch.randint(0, num_classes, (batch,), generator=g, device=device)
+    params = mixlab.sample_params(batch, alpha=1.0, mode="sample", generator=g, device=device)
+    target = mixlab.MixedTarget(y, params)
+    ce = nn.CrossEntropyLoss()
+    lam, y_b = params.lam, y[params.index]
+
+    def grad(loss_fn):
+        return lambda: torch.autograd.grad(loss_fn(), logits)
+
+    return [
+        make_row("plain CE", lambda: grad(lambda: ce(logits, y)), "F.cross_entropy, int targets"),
+        make_row("mixlab .loss (int targets)", lambda: grad(lambda: target.loss(ce, logits)),
+                 "one log_softmax, one gather"),
+        make_row("paper mixup_criterion", lambda: grad(lambda: (lam * F.cross_entropy(logits, y, reduction="none")
+                 + (1 - lam) * F.cross_entropy(logits, y_b, reduction="none")).mean()), "two CE calls"),
+        make_row("dense soft targets", lambda: grad(lambda: mixlab.losses.soft_cross_entropy(
+            logits, target.soft(num_classes))), "build (B, C) rows, then soft CE"),
+    ]
