@@ -10,6 +10,8 @@ import tarfile
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mixlab.data import load_dataset
 from mixlab.data._idx import read_idx, write_idx
@@ -40,6 +42,18 @@ def test_idx_round_trip(tmp_path, dtype, gz):
     write_idx(path, a)
     b = read_idx(path)
     assert b.dtype == a.dtype and b.shape == a.shape and np.array_equal(a, b)
+
+
+@settings(derandomize=True, max_examples=25, deadline=None)
+@given(shape=st.lists(st.integers(0, 5), min_size=1, max_size=4),
+       dtype=st.sampled_from(["u1", "i1", "i2", "i4", "f4", "f8"]), seed=st.integers(0, 1000))
+def test_idx_round_trip_property(tmp_path_factory, shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    a = (rng.standard_normal(shape) * 100).astype(dtype)
+    path = tmp_path_factory.mktemp("idx") / "a.gz"
+    write_idx(path, a)
+    b = read_idx(path)
+    assert b.shape == a.shape and b.dtype == a.dtype and np.array_equal(a, b)
 
 
 def test_idx_header_bytes_exact(tmp_path):
@@ -80,6 +94,23 @@ def test_idx_dataset_via_load_dataset(tmp_path, gz):
     assert np.array_equal(d.y_test.numpy(), arrays["t10k-labels-idx1-ubyte"])
     again = load_dataset("mnist", data_dir=tmp_path / "mn", cache_dir=tmp_path / "cache")  # from the cache
     assert torch.equal(again.x_train, d.x_train) and len(list((tmp_path / "cache").glob("*.pt"))) == 1
+
+
+def test_cache_invalidated_by_source_change_and_corrupt_entry_rebuilt(tmp_path, monkeypatch):
+    arrays = _write_idx_set(tmp_path / "mn")
+    monkeypatch.setenv("MIXLAB_CACHE", str(tmp_path / "envcache"))
+    d = load_dataset("mnist", data_dir=tmp_path / "mn")  # default cache dir from $MIXLAB_CACHE
+    (entry,) = (tmp_path / "envcache").glob("*.pt")
+    entry.write_bytes(b"garbage")  # a corrupt entry is ignored and rewritten
+    assert torch.equal(load_dataset("mnist", data_dir=tmp_path / "mn").x_train, d.x_train)
+    assert entry.read_bytes() != b"garbage"
+    new = arrays["train-images-idx3-ubyte"] ^ 0xFF
+    path = tmp_path / "mn" / "train-images-idx3-ubyte.gz"
+    before = path.stat().st_mtime_ns
+    write_idx(path, new)  # new content and a later mtime: a new cache key
+    os.utime(path, ns=(before + 10**9, before + 10**9))
+    d2 = load_dataset("mnist", data_dir=tmp_path / "mn")
+    assert np.array_equal(d2.x_train[:, 0].numpy(), new)
 
 
 def test_idx_corrupt_file_in_dataset_names_it(tmp_path):
