@@ -150,7 +150,7 @@ def test_csv_label_column_by_name_and_suffix(tmp_path):
 
 
 def test_csv_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no file at"):
+    with pytest.raises(FileNotFoundError, match=r"looked in: .*none\.csv\. To get it"):
         load_dataset("csv", data_dir=tmp_path / "none.csv")
     with pytest.raises(FileNotFoundError, match="To get it"):
         load_dataset("csv")

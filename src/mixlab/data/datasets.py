@@ -153,14 +153,23 @@ def _read_csv(location: Path, *, label_column, **_) -> dict:
 
 
 def _given(data_dir) -> list[Path]:
-    return [split_csv_spec(data_dir, None)[0].expanduser()] if data_dir is not None else []
+    return [Path(data_dir).expanduser()] if data_dir is not None else []
 
 
+def _csv_given(data_dir) -> list[Path]:
+    return _given(split_csv_spec(data_dir, None)[0]) if data_dir is not None else []
+
+
+def _read_sklearn(name: str):
+    return lambda location, **_: load_sklearn(name)
+
+
+_SK_HOW = "bundled with scikit-learn: pip install scikit-learn"
 _IDX_HOW = ("put the four standard IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
             "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz; .gz or uncompressed) in one folder "
             "and pass it as data_dir (CLI: --data-dir)")
 _SPECS: dict[str, _Spec] = {
-    "digits": _Spec("image", lambda d: [], "bundled with scikit-learn: pip install scikit-learn", None),
+    "digits": _Spec("image", lambda d: [], _SK_HOW, _read_sklearn("digits")),
     "fashion-mnist": _Spec(
         "image", _idx_dirs("/usr/share/datasets/fashion-mnist", "FashionMNIST"),
         "on Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist (installs them in "
@@ -177,10 +186,9 @@ _SPECS: dict[str, _Spec] = {
         "pass data_dir = a {train,test}/<class>/ image tree or its .tar(.gz), a <class>/ tree, or one "
         "flat folder of images with label_regex (e.g. r'^(.+)_\\d+\\.jpg$') to take labels from file names",
         _read_folder),
-    "csv": _Spec("tabular", _given, "pass data_dir = 'path/to/file.csv' (or 'file.csv::label_column'), "
+    "csv": _Spec("tabular", _csv_given, "pass data_dir = 'path/to/file.csv' (or 'file.csv::label_column'), "
                  "a CSV with a header row, numeric features and one label column", _read_csv),
-    **{n: _Spec("tabular", lambda d: [], "bundled with scikit-learn: pip install scikit-learn", None)
-       for n in ("wine", "breast-cancer", "iris")},
+    **{n: _Spec("tabular", lambda d: [], _SK_HOW, _read_sklearn(n)) for n in ("wine", "breast-cancer", "iris")},
 }
 _PRESENT = {"fashion-mnist": _idx_present, "mnist": _idx_present, "kmnist": _idx_present,
             "cifar10": _cifar_present, "folder": Path.exists, "csv": Path.is_file}
@@ -230,12 +238,9 @@ def list_datasets(data_dir=None) -> list[dict]:
 
 
 def _read(name, data_dir, cache_dir, label_regex, label_column) -> dict:
-    if name in SKLEARN_SETS:
-        return load_sklearn(name)
     if name == "csv" and data_dir is not None:
-        path, label_column = split_csv_spec(data_dir, label_column)
-        return load_csv(path.expanduser(), label_column)
-    location = _locate(name, data_dir)
+        label_column = split_csv_spec(data_dir, label_column)[1]
+    location = None if name in SKLEARN_SETS else _locate(name, data_dir)
     return _SPECS[name].read(location, cache_dir=cache_dir, label_regex=label_regex, label_column=label_column)
 
 
@@ -268,8 +273,10 @@ def load_dataset(
 
     Args:
         name: one of ``DATASETS``.
-        data_dir: where to read it (see ``list_datasets()`` for the defaults). For ``csv`` the
-            file, optionally ``"file.csv::label_column"``.
+        data_dir: where to read it (see ``list_datasets()`` for the defaults). When given, only
+            this place is searched (a wrong folder is an error, never a silent fallback). For
+            ``csv`` the file, optionally ``"file.csv::label_column"``. Ignored by the bundled
+            scikit-learn sets (digits, wine, breast-cancer, iris).
         classes: keep only these class ids, relabelled ``0..len(classes)-1`` in the given order
             (``[3, 7]`` makes 3 -> 0 and 7 -> 1, as fastai's MNIST_SAMPLE).
         label_noise: fraction in [0, 1] of training labels to corrupt: exactly
