@@ -14,7 +14,7 @@ from tensor values on an accelerator, so no form syncs the host with the device:
 - ``"rows"`` (CPU eager, rows of at least :data:`ROW_LOOP_MIN_NUMEL` elements): a Python loop
   of per-row ``lerp(out=...)`` that reads each source row once and writes each output row once,
   with no full-size temporary. Reading ``lam`` and ``index`` with ``.tolist()`` is free on CPU.
-- ``"cycles"`` (CPU eager, in place): the permutation is walked cycle by cycle with one spare
+- ``"cycles"`` (CPU eager, in place, the same row sizes): the permutation is walked cycle by cycle with one spare
   row, so the batch is overwritten without a full-size temporary; 2-cycles (``flip`` pairs)
   are the pair mode, where each pair is read and written once.
 - ``"vector"`` (accelerators, small rows, compiling): one gather and one ``lerp``; under
@@ -33,7 +33,7 @@ __all__ = [
 # Rows at least this large (elements) take the per-row CPU loop; below it the Python overhead
 # per row (a few microseconds) outweighs the saved full-size temporary. Measured with
 # `python benchmarks/row_threshold.py` on the project's 2-core CPU (see docs/BENCHMARKS.md).
-ROW_LOOP_MIN_NUMEL = 1 << 12
+ROW_LOOP_MIN_NUMEL = 1 << 11
 _FLOAT_ROW_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
@@ -70,7 +70,7 @@ def choose_form(x: torch.Tensor, *, inplace: bool = False) -> str:
     eager_cpu = x.device.type == "cpu" and not torch.compiler.is_compiling()
     big_rows = x.ndim > 1 and x.shape[0] > 0 and x[0].numel() >= ROW_LOOP_MIN_NUMEL
     row_dtype = x.dtype in _FLOAT_ROW_DTYPES or x.dtype == torch.uint8
-    if not (eager_cpu and row_dtype and (big_rows or inplace)):
+    if not (eager_cpu and row_dtype and big_rows):
         return "vector"
     return "cycles" if inplace else "rows"
 
