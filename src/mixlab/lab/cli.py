@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -152,9 +153,14 @@ def _run(parser, ns) -> int:
             raise ValueError(f"--model must be one of {sorted(MODELS)}, got {cfg.model!r}")
     except ValueError as e:
         parser.error(str(e))
-    log = (lambda s: None) if cfg.quiet else (lambda s: print(s, flush=True))
+    from mixlab import distributed
+
+    info = distributed.init_from_env(timeout_s=_dist_timeout())  # single-process info without torchrun
+    if info.device.type == "cuda":
+        cfg.device = str(info.device)  # one GPU per rank (nccl)
+    log = (lambda s: None) if cfg.quiet or not info.is_main else (lambda s: print(s, flush=True))
     try:
-        summary = run_lab(cfg, arms, resume=ns.resume, log=log)
+        summary = run_lab(cfg, arms, resume=ns.resume, main_process=info.is_main, log=log)
     except KeyboardInterrupt:
         print(f"\ninterrupted; every finished epoch is checkpointed. Continue with:\n"
               f"  mixlab {ns.command} --out {cfg.out} --resume", file=sys.stderr)
@@ -162,11 +168,23 @@ def _run(parser, ns) -> int:
     except FileNotFoundError as e:
         print(f"mixlab: {e}", file=sys.stderr)
         return 1
+    distributed.shutdown()
+    if not info.is_main:
+        return 0
     from .report import format_table
 
     print(format_table(summary))
     print(f"report: {Path(cfg.out) / 'report.md'}")
     return 0
+
+
+def _dist_timeout() -> float:
+    """Seconds a rank waits for the others under torchrun (``MIXLAB_DIST_TIMEOUT``, default 600)."""
+    text = os.environ.get("MIXLAB_DIST_TIMEOUT", "600")
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"MIXLAB_DIST_TIMEOUT must be a number of seconds, got {text!r}") from None
 
 
 def _preview(parser, ns) -> int:

@@ -103,10 +103,9 @@ def _reliability(summary: dict, path) -> None:
         nb = len(count)
         centers = [(i + 0.5) / nb for i in range(nb)]
         acc = [c / n if n else 0.0 for c, n in zip(corr, count)]
-        gap = [(f / n if n else 0.0) for f, n in zip(conf, count)]
-        ax.bar(centers, acc, width=1 / nb, edgecolor="black", label="accuracy")
-        ax.bar(centers, [g - a for g, a in zip(gap, acc)], bottom=acc, width=1 / nb, color="red", alpha=0.3,
-               label="gap to confidence")
+        mean_conf = [f / n if n else 0.0 for f, n in zip(conf, count)]
+        ax.bar(centers, acc, width=1 / nb, edgecolor="black", alpha=0.8, label="accuracy")
+        ax.bar(centers, mean_conf, width=1 / nb, fill=False, edgecolor="red", lw=1.2, label="mean confidence")
         ax.plot([0, 1], [0, 1], "k--", lw=1)
         ece = summary["aggregate"][arm]["test_ece"]["mean"]
         ax.set_title(f"{arm}: ECE {ece:.4f}")

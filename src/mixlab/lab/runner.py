@@ -18,6 +18,8 @@ from typing import Callable
 
 import torch
 
+from mixlab.distributed import barrier
+
 from .config import LabConfig
 from .models import build_model, default_model
 from .store import atomic_write_json, atomic_write_text, load_checkpoint, provenance, save_checkpoint
@@ -71,13 +73,18 @@ def _write_metrics(out: Path, histories: dict) -> None:
     atomic_write_text(out / "metrics.jsonl", "".join(line + "\n" for line in lines))
 
 
-def _initial_weights(cfg: LabConfig, seed: int, input_shape, num_classes, path: Path) -> dict:
-    """The seed's initial weights: made once (global generator seeded by ``seed``), saved, reused by every arm."""
+def _initial_weights(cfg: LabConfig, seed: int, input_shape, num_classes, path: Path,
+                     main_process: bool = True) -> dict:
+    """The seed's initial weights: made once (global generator seeded by ``seed``), saved, reused by every arm.
+
+    Every rank of a torchrun job makes the same weights from the seed; only the main process saves them.
+    """
     if path.exists():
         return load_checkpoint(path)["model"]
     torch.manual_seed(seed)
     state = build_model(cfg.model, input_shape, num_classes).state_dict()
-    save_checkpoint(path, {"model": state, "seed": seed, "model_name": cfg.model})
+    if main_process:
+        save_checkpoint(path, {"model": state, "seed": seed, "model_name": cfg.model})
     return state
 
 
@@ -124,6 +131,7 @@ def run_lab(cfg: LabConfig, arms: list[tuple[str, str]], *, resume: bool = False
         torch.set_num_threads(cfg.threads)
     if main_process:
         _prepare_folder(out, resume)
+    barrier()  # under torchrun: no rank looks for checkpoints before rank 0 has cleared old ones
     info = provenance()
     histories: dict = {}
     inits: dict = {}
@@ -137,7 +145,7 @@ def run_lab(cfg: LabConfig, arms: list[tuple[str, str]], *, resume: bool = False
                                                      "data": _data_info(splits), **info})
         data = prepare_data(splits, cfg, cfg.device)
         init = _initial_weights(cfg, seed, data.input_shape, data.num_classes,
-                                out / "checkpoints" / f"seed{seed}_init.pt")
+                                out / "checkpoints" / f"seed{seed}_init.pt", main_process)
         for arm, mix in arms:
             model = build_model(cfg.model, data.input_shape, data.num_classes)
             model.load_state_dict(init)

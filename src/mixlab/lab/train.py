@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 import mixlab
+from mixlab import distributed as dist
 from mixlab.losses import soft_bce_with_logits
 
 from . import metrics as M
@@ -79,15 +80,21 @@ def prepare_data(splits, cfg: LabConfig, device) -> LabData:
     )
 
 
-def epoch_batches(n: int, batch_size: int, epoch: int, generator: torch.Generator) -> list[torch.Tensor]:
+def epoch_batches(n: int, batch_size: int, epoch: int, generator: torch.Generator, *, rank: int = 0,
+                  world_size: int = 1) -> list[torch.Tensor]:
     """The index batches of one epoch: a permutation from ``generator`` cut into ``batch_size`` pieces.
 
     A trailing batch of one row is dropped (BatchNorm cannot train on it). ``epoch`` is part of
     the signature so a distributed caller can shard by (epoch, rank); the order itself depends
-    only on the generator's state, which checkpoints save.
+    only on the generator's state, which checkpoints save. Under torchrun every rank draws the
+    same permutation (the shuffle generator is seeded alike) and keeps its
+    ``DistributedSampler``-style share (:func:`mixlab.distributed.shard`); ``batch_size`` is
+    then per rank.
     """
     del epoch  # the generator's state already advances once per epoch
     perm = torch.randperm(n, generator=generator)
+    if world_size > 1:
+        perm = dist.shard(perm, rank, world_size)
     return [b for b in perm.split(batch_size) if b.numel() > 1]
 
 
@@ -189,10 +196,14 @@ def evaluate(model, cfg: LabConfig, data: LabData) -> dict:
     """Test accuracy, NLL, ECE (and, with label noise, clean-label train accuracy and memorisation)."""
     model.eval()
     total = None
-    for idx in torch.arange(data.y_test.numel()).split(cfg.eval_batch_size):
+    info = dist.get_info()
+    n_test = data.y_test.numel()
+    split_eval = info.distributed and n_test >= info.world_size  # each rank a share; sums reduced
+    rows = torch.arange(info.rank, n_test, info.world_size) if split_eval else torch.arange(n_test)
+    for idx in rows.split(cfg.eval_batch_size):
         x, y = make_batch(data, idx, train=False, split="test")
         total = M.add_stats(total, M.batch_stats(M.probabilities(model(x), cfg.loss), y))
-    out = M.finalize(total)
+    out = M.finalize(dist.all_reduce_sum(total) if split_eval else total)
     if data.noisy_mask is not None and data.y_clean is not None and cfg.label_noise > 0:
         mem = None
         for idx in torch.arange(data.y_train.numel()).split(cfg.eval_batch_size):
@@ -242,44 +253,60 @@ def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: in
     """
     device = torch.device(cfg.device)
     model.to(device)
+    info = dist.get_info()  # under torchrun: shard the data, per-rank streams, DDP gradients
+    net = model
+    if info.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     n = data.y_train.numel()
-    steps_per_epoch = len([b for b in torch.arange(n).split(cfg.batch_size) if b.numel() > 1])
+    n_local = math.ceil(n / info.world_size)
+    steps_per_epoch = len([b for b in torch.arange(n_local).split(cfg.batch_size) if b.numel() > 1])
     opt, sched = _optimizer(cfg, model, steps_per_epoch * cfg.epochs)
+    # The shuffle is shared by all ranks; augmentation, mixing and dropout draw per rank
+    # (rank 0 keeps the single-process seeds, see mixlab.distributed.rank_seed).
     gens = {"shuffle": torch.Generator().manual_seed(seed),
-            "augment": torch.Generator(device).manual_seed(seed + 1_000_003),
-            "mix": torch.Generator(device).manual_seed(seed + 2_000_003)}
-    torch.manual_seed(seed + 3_000_017)  # dropout and other global draws: same start for both arms
+            "augment": dist.rank_generator(seed + 1_000_003, info.rank, device),
+            "mix": dist.rank_generator(seed + 2_000_003, info.rank, device)}
+    torch.manual_seed(dist.rank_seed(seed + 3_000_017, info.rank))  # dropout etc.: same start for both arms
     mixer = build_mixer(cfg, mix, data.num_classes, gens["mix"])
     aug = augment_mode(cfg, data)
     history, start, init_hash = [], 0, weights_sha256(model)
     if ckpt_path.exists():
         ck = load_checkpoint(ckpt_path)
+        if ck.get("world_size", 1) != info.world_size:
+            raise ValueError(f"{ckpt_path} was written by a run of {ck.get('world_size', 1)} process(es); resume it "
+                             f"with the same number of processes, not {info.world_size}")
         history, start, init_hash = ck["history"], ck["epoch"], ck["init_sha256"]
         if ck["done"] or start >= cfg.epochs:
             return history, init_hash
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
-        _restore_rng(gens, ck["rng"])
+        _restore_rng(gens, ck["rng_ranks"][info.rank] if info.distributed else ck["rng"])
     bars = main_process and not cfg.quiet and sys.stderr.isatty()
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         seen = 0
-        batches = epoch_batches(n, cfg.batch_size, epoch, gens["shuffle"])
+        batches = epoch_batches(n, cfg.batch_size, epoch, gens["shuffle"], rank=info.rank,
+                                world_size=info.world_size)
         for idx in _progress(batches, f"seed {seed} {arm} {epoch + 1}/{cfg.epochs}", bars):
             x, y = make_batch(data, idx, train=True, augment=aug, generator=gens["augment"])
             target = None
             if mixer is not None:
                 x, target = mixer(x, y)
-            loss = _loss(cfg, model(x), y, target, data.num_classes)
+            loss = _loss(cfg, net(x), y, target, data.num_classes)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             loss_sum += loss.detach().double() * idx.numel()
             seen += idx.numel()
+        if info.distributed:  # one BatchNorm state on every rank; the loss summed over all ranks' rows
+            dist.sync_buffers(model)
+            loss_sum, seen = (t.item() for t in dist.all_reduce_sum((loss_sum, torch.tensor(seen))))
         train_time = time.perf_counter() - t0
         ev = evaluate(model, cfg, data)
         record = {"seed": seed, "arm": arm, "epoch": epoch + 1, "train_loss": float(loss_sum) / max(seen, 1),
@@ -289,12 +316,20 @@ def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: in
         for k in ("train_clean_acc", "noisy_memorised"):
             if k in ev:
                 record[k] = ev[k]
+        rng = _rng_states(gens)
+        extra = {}
+        if info.distributed:  # every rank's streams go into rank 0's checkpoint; weights must agree
+            extra = {"world_size": info.world_size, "rng_ranks": dist.all_gather_object(rng)}
+            record["weights_sha256_ranks"] = dist.all_gather_object(weights_sha256(model))
+            if len(set(record["weights_sha256_ranks"])) != 1:
+                raise RuntimeError(f"ranks hold different weights after epoch {epoch + 1}: "
+                                   f"{record['weights_sha256_ranks']}")
         history.append(record)
         if main_process:
             save_checkpoint(ckpt_path, {
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "rng": _rng_states(gens), "epoch": epoch + 1, "history": history, "init_sha256": init_hash,
-                "done": epoch + 1 == cfg.epochs, "seed": seed, "arm": arm,
+                "rng": rng, "epoch": epoch + 1, "history": history, "init_sha256": init_hash,
+                "done": epoch + 1 == cfg.epochs, "seed": seed, "arm": arm, **extra,
             })
             if on_epoch is not None:
                 on_epoch(history)

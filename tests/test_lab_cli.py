@@ -1,0 +1,191 @@
+"""End-to-end tests of ``mixlab compare/train/preview/datasets`` on small real data (digits, a Fashion-MNIST slice)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mixlab.lab import runner
+from mixlab.lab.cli import main
+from mixlab.lab.store import load_checkpoint
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+TINY = ["--dataset", "digits", "--epochs", "2", "--batch-size", "64", "--quiet", "--seeds", "0"]
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _strip_times(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if not k.endswith("time_s")} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lab") / "run"
+    assert main(["compare", *TINY, "--out", str(out)]) == 0
+    return out
+
+
+def test_run_folder_schema(digits_run):
+    cfg = json.loads((digits_run / "config.json").read_text())
+    assert {"config", "arms", "data", "versions", "git_commit", "machine"} <= set(cfg)
+    assert cfg["arms"] == ["baseline", "mixup"]
+    assert cfg["config"]["model"] == "fast-cnn" and cfg["config"]["dataset"] == "digits"
+    assert cfg["versions"]["torch"] == torch.__version__
+    assert {"cpu", "cores", "torch_threads"} <= set(cfg["machine"])
+    assert cfg["data"]["num_classes"] == 10 and cfg["data"]["input_shape"] == [1, 8, 8]
+
+    rows = _lines(digits_run / "metrics.jsonl")
+    assert [(r["arm"], r["epoch"]) for r in rows] == [("baseline", 1), ("baseline", 2), ("mixup", 1), ("mixup", 2)]
+    for r in rows:
+        assert {"seed", "arm", "epoch", "train_loss", "test_acc", "test_nll", "test_ece", "lr"} <= set(r)
+        assert 0 <= r["test_ece"] <= 1 and r["test_nll"] > 0
+
+    summary = json.loads((digits_run / "summary.json").read_text())
+    assert {"arms", "seeds", "per_seed", "aggregate", "difference", "init_sha256"} <= set(summary)
+    for arm in ("baseline", "mixup"):
+        final = summary["per_seed"][arm]["0"]
+        assert final["test_acc"] > 0.5, f"{arm} is not well above chance (0.1): {final['test_acc']}"
+        assert summary["aggregate"][arm]["test_acc"]["mean"] == pytest.approx(final["test_acc"])
+    diff = summary["difference"]["test_acc"]["mean"]
+    assert diff == pytest.approx(summary["per_seed"]["mixup"]["0"]["test_acc"]
+                                 - summary["per_seed"]["baseline"]["0"]["test_acc"])
+    report = (digits_run / "report.md").read_text()
+    for png in ("curves.png", "reliability.png", "beta.png", "mixed_samples.png"):
+        assert f"plots/{png}" in report
+        assert (digits_run / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(digits_run.rglob("*.tmp")), "a temporary file was left behind"
+
+
+def test_both_arms_start_from_identical_weights(digits_run):
+    summary = json.loads((digits_run / "summary.json").read_text())
+    hashes = summary["init_sha256"]
+    assert hashes["baseline"]["0"] == hashes["mixup"]["0"]
+    init = load_checkpoint(digits_run / "checkpoints" / "seed0_init.pt")["model"]
+    base = load_checkpoint(digits_run / "checkpoints" / "seed0_baseline.pt")
+    mixed = load_checkpoint(digits_run / "checkpoints" / "seed0_mixup.pt")
+    assert base["init_sha256"] == mixed["init_sha256"]
+    assert base["done"] and mixed["done"]
+    # the arms trained differently from the same start
+    assert any(not torch.equal(base["model"][k], mixed["model"][k]) for k in init if init[k].is_floating_point())
+
+
+def test_resume_equals_uninterrupted(digits_run, tmp_path, monkeypatch):
+    out = tmp_path / "interrupted"
+    calls = {"n": 0}
+    real_write = runner._write_metrics
+
+    def interrupt_on_third_epoch(path, histories):
+        real_write(path, histories)
+        calls["n"] += 1
+        if calls["n"] == 3:  # baseline finished, mixup after its first epoch
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_write_metrics", interrupt_on_third_epoch)
+    assert main(["compare", *TINY, "--out", str(out)]) == 130
+    ck = load_checkpoint(out / "checkpoints" / "seed0_mixup.pt")
+    assert ck["epoch"] == 1 and not ck["done"]
+    monkeypatch.setattr(runner, "_write_metrics", real_write)
+    assert main(["compare", "--out", str(out), "--resume", "--quiet"]) == 0
+
+    assert _strip_times(_lines(out / "metrics.jsonl")) == _strip_times(_lines(digits_run / "metrics.jsonl"))
+    for arm in ("baseline", "mixup"):
+        a = load_checkpoint(out / "checkpoints" / f"seed0_{arm}.pt")["model"]
+        b = load_checkpoint(digits_run / "checkpoints" / f"seed0_{arm}.pt")["model"]
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), f"{arm}: resumed weights differ from uninterrupted ones"
+
+
+def test_resume_refuses_changed_options(digits_run, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["compare", "--out", str(digits_run), "--resume", "--alpha", "0.5"])
+    assert e.value.code == 2
+    assert "--alpha" in capsys.readouterr().err
+
+
+def test_train_with_classes_and_label_noise(tmp_path):
+    out = tmp_path / "noisy"
+    args = ["train", "--mix", "mixup", "--dataset", "digits", "--classes", "3,7", "--label-noise", "0.25",
+            "--epochs", "1", "--quiet", "--out", str(out)]
+    assert main(args) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["arms"] == ["mixup"]
+    assert cfg["config"]["classes"] == [3, 7] and cfg["config"]["label_noise"] == 0.25
+    data = cfg["data"]
+    assert data["num_classes"] == 2
+    assert data["num_noisy"] == round(0.25 * data["num_train"])
+    # digits has ~180 images per class; a 2-class 80/20 split keeps ~290 for training
+    assert 250 <= data["num_train"] <= 320
+    (row,) = _lines(out / "metrics.jsonl")
+    assert 0 <= row["noisy_memorised"] <= 1 and 0 <= row["train_clean_acc"] <= 1
+
+
+def test_train_baseline_only(tmp_path):
+    out = tmp_path / "erm"
+    assert main(["train", "--mix", "none", "--dataset", "digits", "--epochs", "1", "--quiet", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["arms"] == ["baseline"] and "difference" not in summary
+
+
+def test_preview_writes_png(tmp_path, capsys):
+    png = tmp_path / "mixed.png"
+    assert main(["preview", "--dataset", "digits", "--alpha", "0.4", "--mode", "sample", "--n", "6",
+                 "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert str(png) in capsys.readouterr().out
+
+
+def test_datasets_lists_every_name(capsys):
+    assert main(["datasets"]) == 0
+    text = capsys.readouterr().out
+    for name in ("digits", "fashion-mnist", "mnist", "cifar10", "wine", "breast-cancer"):
+        assert name in text
+    assert main(["datasets", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["name"]: r["present"] for r in rows}["digits"] is True
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["compare", "--alpha", "-1"], "--alpha"),
+    (["compare", "--seeds", "a,b"], "--seeds"),
+    (["compare", "--model", "nope"], "--model"),
+    (["compare", "--epochs", "0"], "--epochs"),
+    (["compare", "--mix", "cutmix", "--mode", "pair"], "--mode"),
+    (["compare", "--optimizer", "lion"], "--optimizer"),
+])
+def test_bad_cli_input_names_the_option(argv, option, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv + ["--quiet"])
+    assert e.value.code == 2
+    assert option in capsys.readouterr().err
+
+
+def test_missing_bench_module_gives_clear_message(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "mixlab.bench", None)  # makes `from mixlab import bench` fail
+    assert main(["bench"]) == 1
+    assert "mixlab.bench" in capsys.readouterr().err
+
+
+def test_python_m_mixlab_help():
+    res = subprocess.run([sys.executable, "-m", "mixlab", "--help"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0
+    for cmd in ("compare", "train", "preview", "datasets", "bench"):
+        assert cmd in res.stdout
+
+
+@pytest.mark.skipif(not (FMNIST / "train-images-idx3-ubyte.gz").is_file(), reason="Fashion-MNIST not installed")
+def test_fashion_mnist_slice(tmp_path):
+    out = tmp_path / "fmnist"
+    assert main(["compare", "--dataset", "fashion-mnist", "--train-size", "3000", "--epochs", "2",
+                 "--batch-size", "64", "--quiet", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["data"]["num_train"] == 3000 and cfg["data"]["input_shape"] == [1, 28, 28]
+    for arm in ("baseline", "mixup"):
+        assert summary["per_seed"][arm]["0"]["test_acc"] > 0.6  # chance is 0.1
