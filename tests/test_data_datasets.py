@@ -67,7 +67,14 @@ def test_classes_relabel_exact():
     assert torch.equal(d.y_test, (full.y_test[keep_t] == 3).long())
 
 
-@pytest.mark.parametrize("bad", [[10], [-1], [3, 3], [], "37", [1.5]])
+def test_classes_accepts_tuple_numpy_and_tensor():
+    import numpy as np
+    ref = load_dataset("digits", classes=[3, 7]).y_train
+    for ids in ((3, 7), np.array([3, 7]), torch.tensor([3, 7])):
+        assert torch.equal(load_dataset("digits", classes=ids).y_train, ref)
+
+
+@pytest.mark.parametrize("bad", [[10], [-1], [3, 3], [], "37", [1.5], 3])
 def test_classes_bad_values(bad):
     with pytest.raises(ValueError, match="classes"):
         load_dataset("digits", classes=bad)

@@ -66,15 +66,16 @@ def select_classes(x, y, classes: Sequence[int], names: list[str]):
     Returns ``(x, y, names)`` with ``names`` reordered to match the new labels.
     """
     n = len(names)
-    if isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence) or len(classes) == 0:
+    given = classes.tolist() if hasattr(classes, "tolist") else classes  # numpy / torch ids too
+    if isinstance(given, (str, bytes)) or not isinstance(given, Sequence) or len(given) == 0:
         raise ValueError(f"classes must be a non-empty sequence of class ids in 0..{n - 1}, got {classes!r}")
     ids = []
-    for c in classes:
+    for c in given:
         if isinstance(c, bool) or not isinstance(c, numbers.Integral) or not 0 <= c < n:
             raise ValueError(f"classes: each id must be an integer in 0..{n - 1} ({n} classes), got {c!r}")
         ids.append(int(c))
     if len(set(ids)) != len(ids):
-        raise ValueError(f"classes must not repeat an id, got {list(classes)}")
+        raise ValueError(f"classes must not repeat an id, got {list(given)}")
     lookup = torch.full((n,), -1, dtype=torch.int64)
     lookup[torch.tensor(ids)] = torch.arange(len(ids))
     new = lookup[y]
@@ -95,6 +96,8 @@ def subset_train(x, y, train_size, *, generator: torch.Generator):
 
 def corrupt_labels(y: torch.Tensor, label_noise: float, num_classes: int, *, generator: torch.Generator):
     """Symmetric label noise: exactly ``round(label_noise * N)`` labels replaced by a different class.
+
+    (``round`` is Python's: halves go to the even integer, so 0.5 * 5 rows gives 2.)
 
     The rows to corrupt are a uniform random subset of that size; each chosen label ``c`` is
     replaced by a class drawn uniformly from the ``num_classes - 1`` classes other than ``c``.
