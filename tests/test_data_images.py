@@ -35,6 +35,7 @@ def _tree(root, top="pics", splits=("train", "test"), classes=("cat", "dog", "an
 
 def test_image_tarball_read(tmp_path):
     tree = _tree(tmp_path / "src")
+    _png(tree / "cover.png", 0)  # a stray image beside the split folders is ignored
     tar = tmp_path / "pics.tar.gz"
     with tarfile.open(tar, "w:gz") as tf:
         tf.add(tree, arcname="pics")
@@ -54,6 +55,8 @@ def test_image_tarball_read(tmp_path):
 
 def test_cifar10_from_image_tree_folder_with_valid_split(tmp_path):
     root = _tree(tmp_path, top="c10", splits=("train", "valid"), classes=("airplane", "truck"), n=2)
+    _png(root / "preview.png", 0)  # stray files outside the split folders are ignored
+    _png(root / "models" / "x" / "y.png", 0)
     d = load_dataset("cifar10", data_dir=root, cache_dir=False)
     assert d.classes == ["airplane", "truck"] and len(d.x_train) == 4 and len(d.x_test) == 4
 

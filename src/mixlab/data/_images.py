@@ -78,8 +78,9 @@ def _read_sources(location: Path) -> tuple[list[tuple[str, ...]], list[bytes]]:
 
 
 def _strip_top(parts: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
-    """Drop enclosing folders shared by every file (never a split name, never below depth 2)."""
-    while all(len(p) > 2 for p in parts) and len({p[0] for p in parts}) == 1 and parts[0][0] != "train":
+    """Drop enclosing folders shared by every file (never a split name, never a lone class folder)."""
+    while (len({p[0] for p in parts}) == 1 and parts[0][0] not in ("train", *_TEST_NAMES)
+           and all(len(p) > 1 for p in parts) and any(len(p) > 2 for p in parts)):
         parts = [p[1:] for p in parts]
     return parts
 
@@ -104,7 +105,8 @@ def _labels(location: Path, parts, label_regex: str | None):
     test = next((t for t in _TEST_NAMES if t in tops), None)
     if "train" in tops and test is not None:
         keep = [len(p) == 3 and p[0] in ("train", test) for p in parts]
-        return ["train" if p[0] == "train" else "test" for p in parts], [p[1] for p in parts], keep
+        names = [p[1] if k else "" for p, k in zip(parts, keep)]
+        return ["train" if p[0] == "train" else "test" for p in parts], names, keep
     if all(len(p) == 2 for p in parts):
         return None, [p[0] for p in parts], [True] * len(parts)
     example = "/".join(next(p for p in parts if len(p) != 2))
