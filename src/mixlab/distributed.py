@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import math
 import os
 import zlib
 
@@ -33,8 +34,8 @@ from .params import MixParams
 from .targets import MixedTarget
 
 __all__ = [
-    "DistInfo", "init_from_env", "get_info", "rank_generator", "all_reduce_sum", "is_main", "barrier",
-    "broadcast_object", "gather_sizes", "gather_batch", "ddp_mean", "local_params", "GlobalMixer",
+    "DistInfo", "init_from_env", "get_info", "shutdown", "rank_seed", "rank_generator", "shard", "all_reduce_sum",
+    "is_main", "barrier", "broadcast_object", "all_gather_object", "sync_buffers", "gather_sizes", "gather_batch", "ddp_mean", "local_params", "GlobalMixer",
     "GlobalMixUp",
 ]
 
@@ -139,16 +140,12 @@ def barrier() -> None:
         dist.barrier()
 
 
-def rank_generator(seed: int, rank: int | None = None, device="cpu") -> torch.Generator:
-    """A generator seeded from the run seed and the rank, so ranks draw different streams.
+def rank_seed(seed: int, rank: int | None = None) -> int:
+    """The seed of ``rank``'s streams: ``seed`` itself on rank 0, else one derived from ``(seed, rank)``.
 
-    Rank 0 gets ``seed`` itself, so a one-process run repeats a run made without torchrun;
-    rank ``r > 0`` gets a seed derived from ``(seed, r)`` with numpy's ``SeedSequence``.
-
-    Args:
-        seed: the run seed, an int >= 0.
-        rank: the rank; defaults to this process's rank (0 without a process group).
-        device: where the generator draws.
+    Rank 0 keeping ``seed`` makes a one-process run repeat a run made without torchrun; other
+    ranks get numpy ``SeedSequence([seed, rank])`` (63 bits), so each rank draws differently
+    and a run repeats exactly.
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
@@ -156,8 +153,55 @@ def rank_generator(seed: int, rank: int | None = None, device="cpu") -> torch.Ge
         rank = get_info().rank
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
         raise ValueError(f"rank must be an int >= 0, got {rank!r}")
-    derived = seed if rank == 0 else int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0] >> 1)
-    return torch.Generator(device=device).manual_seed(derived)
+    return seed if rank == 0 else int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def rank_generator(seed: int, rank: int | None = None, device="cpu") -> torch.Generator:
+    """A generator on ``device`` seeded with :func:`rank_seed` (rank defaults to this process's)."""
+    return torch.Generator(device=device).manual_seed(rank_seed(seed, rank))
+
+
+def shard(indices: torch.Tensor, rank: int | None = None, world_size: int | None = None) -> torch.Tensor:
+    """This rank's share of an index order, as ``DistributedSampler`` cuts it.
+
+    The order is padded by repeating its first entries up to a multiple of ``world_size``,
+    then rank ``r`` takes entries ``r, r + world_size, ...``; every rank gets the same number
+    of rows (so equal batches, and a plain local mean loss is the global mean under DDP).
+    Pass the same ``indices`` on every rank (a permutation from a generator seeded alike,
+    advanced once per epoch: the equivalent of ``set_epoch``).
+    """
+    info = get_info()
+    rank = info.rank if rank is None else rank
+    world_size = info.world_size if world_size is None else world_size
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+    n = indices.shape[0]
+    pad = (-n) % world_size
+    if pad and n:
+        indices = torch.cat([indices, indices[:pad].repeat(math.ceil(pad / n))[:pad]])
+    return indices[rank::world_size]
+
+
+def all_gather_object(obj) -> list:
+    """Every rank's picklable ``obj``, in rank order (``[obj]`` alone). Pickled: job-made values only."""
+    if not _running():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def sync_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy ``src``'s buffers (BatchNorm running statistics) to every rank, so all ranks hold one state."""
+    if _running():
+        for b in module.buffers():
+            dist.broadcast(b.data, src=src)
+
+
+def shutdown() -> None:
+    """Leave the process group, if one is running."""
+    if _running():
+        dist.destroy_process_group()
 
 
 def _collective_device() -> torch.device:
