@@ -53,6 +53,17 @@ def test_image_tarball_read(tmp_path):
     assert torch.equal(cached.x_train, d.x_train) and len(list((tmp_path / "cache").glob("*.pt"))) == 1
 
 
+def test_truncated_tarball_clear_error(tmp_path):
+    tree = _tree(tmp_path / "src", n=20)
+    tar = tmp_path / "pics.tar.gz"
+    with tarfile.open(tar, "w:gz") as tf:
+        tf.add(tree, arcname="pics")
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(tar.read_bytes()[: tar.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"tarball .*cut\.tar\.gz: corrupt or truncated"):
+        load_dataset("folder", data_dir=cut, cache_dir=False)
+
+
 def test_cifar10_from_image_tree_folder_with_valid_split(tmp_path):
     root = _tree(tmp_path, top="c10", splits=("train", "valid"), classes=("airplane", "truck"), n=2)
     _png(root / "preview.png", 0)  # stray files outside the split folders are ignored

@@ -181,6 +181,19 @@ def test_cifar_pickles_inside_official_style_tarball(tmp_path):
     assert d.y_test.tolist() == made["test_batch"][1] and d.x_test[:, 1, 0, 0].tolist() == [50] * 4
 
 
+def test_cifar_truncated_tarball(tmp_path):
+    _write_cifar(tmp_path / "src" / "cifar-10-batches-py", per_batch=200)
+    tar = tmp_path / "full.tar.gz"
+    with tarfile.open(tar, "w:gz") as tf:
+        tf.add(tmp_path / "src" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    cut = tmp_path / "cifar-10-python.tar.gz"
+    cut.write_bytes(tar.read_bytes()[: tar.stat().st_size * 2 // 3])
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        load_dataset("cifar10", data_dir=cut, cache_dir=False)
+    from mixlab.data import list_datasets
+    assert {r["name"]: r for r in list_datasets(cut)}["cifar10"]["present"] is True  # found, unreadable
+
+
 class _Evil:
     def __init__(self, marker):
         self.marker = marker

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import pickle
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -95,10 +96,13 @@ def find_cifar_batches(location: Path) -> Path | None:
         if d.is_dir() and all((d / n).is_file() for n in _NAMES):
             return d
     if location.is_file() and tarfile.is_tarfile(location):
-        with tarfile.open(location, "r|*") as tf:
-            for _, m in zip(range(20), tf):  # peek: the batches come first in the official archive
-                if m.isfile() and m.name.rsplit("/", 1)[-1] in _NAMES:
-                    return location
+        try:
+            with tarfile.open(location, "r|*") as tf:
+                for _, m in zip(range(20), tf):  # peek: the batches come first in the official archive
+                    if m.isfile() and m.name.rsplit("/", 1)[-1] in _NAMES:
+                        return location
+        except (tarfile.TarError, EOFError, OSError, zlib.error):
+            return None  # not readable as CIFAR batches; the image-tree reader reports the error
     return None
 
 
@@ -108,11 +112,14 @@ def _read_sources(where: Path) -> dict[str, tuple[str, bytes]]:
     if where.is_dir():
         return {n: (str(where / n), (where / n).read_bytes()) for n in wanted if (where / n).is_file()}
     found = {}
-    with tarfile.open(where, "r|*") as tf:
-        for m in tf:
-            base = m.name.rsplit("/", 1)[-1]
-            if m.isfile() and base in wanted and base not in found:
-                found[base] = (f"{where}:{m.name}", tf.extractfile(m).read())
+    try:
+        with tarfile.open(where, "r|*") as tf:
+            for m in tf:
+                base = m.name.rsplit("/", 1)[-1]
+                if m.isfile() and base in wanted and base not in found:
+                    found[base] = (f"{where}:{m.name}", tf.extractfile(m).read())
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        raise ValueError(f"CIFAR tarball {where}: corrupt or truncated ({type(e).__name__}: {e})") from None
     missing = [n for n in _NAMES if n not in found]
     if missing:
         raise ValueError(f"CIFAR tarball {where}: missing members {missing}")

@@ -22,6 +22,7 @@ import io
 import os
 import re
 import tarfile
+import zlib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -65,11 +66,14 @@ def _read_sources(location: Path) -> tuple[list[tuple[str, ...]], list[bytes]]:
                 parts.append(p.relative_to(location).parts)
                 blobs.append(p.read_bytes())
     else:
-        with tarfile.open(location, "r|*") as tf:  # streaming: one sequential pass over the archive
-            for m in tf:
-                if m.isfile() and _is_image(m.name):
-                    parts.append(tuple(q for q in m.name.split("/") if q not in ("", ".")))
-                    blobs.append(tf.extractfile(m).read())
+        try:
+            with tarfile.open(location, "r|*") as tf:  # streaming: one sequential pass over the archive
+                for m in tf:
+                    if m.isfile() and _is_image(m.name):
+                        parts.append(tuple(q for q in m.name.split("/") if q not in ("", ".")))
+                        blobs.append(tf.extractfile(m).read())
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+            raise ValueError(f"tarball {location}: corrupt or truncated ({type(e).__name__}: {e})") from None
         order = sorted(range(len(parts)), key=parts.__getitem__)
         parts, blobs = [parts[i] for i in order], [blobs[i] for i in order]
     if not parts:
