@@ -17,7 +17,10 @@ from tensor values on an accelerator, so no form syncs the host with the device:
 - ``"cycles"`` (CPU eager, in place, the same row sizes): the permutation is walked cycle by cycle with one spare
   row, so the batch is overwritten without a full-size temporary; 2-cycles (``flip`` pairs)
   are the pair mode, where each pair is read and written once.
-- ``"vector"`` (accelerators, small rows, compiling): one gather and one ``lerp``; under
+- ``"chunks"`` (CPU eager, smaller rows, out of place): the vector form below on groups of
+  rows of about :data:`CHUNK_NUMEL` elements, so temporaries stay small and every op is big
+  enough to be worth a parallel region.
+- ``"vector"`` (accelerators, small batches, compiling): one gather and one ``lerp``; under
   ``torch.compile`` inductor fuses them into a single pass. :func:`compiled_lerp_gather`
   compiles that form explicitly.
 """
@@ -26,14 +29,18 @@ from __future__ import annotations
 import torch
 
 __all__ = [
-    "ROW_LOOP_MIN_NUMEL", "memory_format", "cast_back", "choose_form", "lerp_gather",
+    "ROW_LOOP_MIN_NUMEL", "CHUNK_NUMEL", "memory_format", "cast_back", "choose_form", "lerp_gather",
     "lerp_perm_inplace", "lerp_flip_inplace", "compiled_lerp_gather", "paste_boxes_cpu",
 ]
 
-# Rows at least this large (elements) take the per-row CPU loop; below it the Python overhead
-# per row (a few microseconds) outweighs the saved full-size temporary. Measured with
-# `python benchmarks/row_threshold.py` on the project's 2-core CPU (see docs/BENCHMARKS.md).
-ROW_LOOP_MIN_NUMEL = 1 << 11
+# Rows at least this large (elements) take the per-row CPU loop / cycle walk: each row op is
+# then big enough for torch's intra-op parallelism (its grain is 32768 elements), so a row op
+# costs one parallel region. Smaller rows are processed in chunks of about CHUNK_NUMEL
+# elements (a handful of rows per op): with tiny per-row ops the cost is the thread hand-off
+# of every op, which on a loaded machine reaches milliseconds. See docs/BENCHMARKS.md and
+# `python benchmarks/row_threshold.py`.
+ROW_LOOP_MIN_NUMEL = 1 << 15
+CHUNK_NUMEL = 1 << 16
 _FLOAT_ROW_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
@@ -58,7 +65,7 @@ def _view_b(w: torch.Tensor, ndim: int) -> torch.Tensor:
 
 
 def choose_form(x: torch.Tensor, *, inplace: bool = False) -> str:
-    """Pick ``"rows"``, ``"cycles"`` or ``"vector"`` from static facts about ``x`` only.
+    """Pick ``"rows"``, ``"cycles"``, ``"chunks"`` or ``"vector"`` from static facts about ``x`` only.
 
     Args:
         x: the batch ``(B, ...)``; only its device, dtype and shape are looked at.
@@ -70,9 +77,12 @@ def choose_form(x: torch.Tensor, *, inplace: bool = False) -> str:
     eager_cpu = x.device.type == "cpu" and not torch.compiler.is_compiling()
     big_rows = x.ndim > 1 and x.shape[0] > 0 and x[0].numel() >= ROW_LOOP_MIN_NUMEL
     row_dtype = x.dtype in _FLOAT_ROW_DTYPES or x.dtype == torch.uint8
-    if not (eager_cpu and row_dtype and big_rows):
+    if not (eager_cpu and row_dtype):
         return "vector"
-    return "cycles" if inplace else "rows"
+    if big_rows:
+        return "cycles" if inplace else "rows"
+    many = x.ndim > 1 and x.numel() > CHUNK_NUMEL
+    return "chunks" if many and not inplace else "vector"
 
 
 class _RowLerp:
@@ -94,13 +104,25 @@ class _RowLerp:
         out.copy_(self.a.round_())  # lerp of values in [0, 255] stays in [0, 255]: no clamp needed
 
 
-def _vector_lerp_gather(x: torch.Tensor, src: torch.Tensor, lam: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """One gather and one lerp over the whole batch (fusable by inductor)."""
+def _vector_lerp_gather(x, src, lam, index, out=None) -> torch.Tensor:
+    """One gather and one lerp over the whole batch (fusable by inductor), into ``out`` if given."""
     if x.dtype not in (torch.float32, torch.float64):
-        return _fused_math(x, src, lam, index)  # reduced precision and uint8: computed in float32
+        res = _fused_math(x, src, lam, index)  # reduced precision and uint8: computed in float32
+        return res if out is None else out.copy_(res)
     w = _view_b(lam.to(x.dtype), x.ndim)  # (B, 1, ...): lerp needs the weight in x's dtype
-    partner = src.index_select(0, index)  # (B, ...): the only full-size temporary
+    partner = src.index_select(0, index)  # (B, ...): the only temporary
+    if out is not None:
+        return torch.lerp(partner, x, w, out=out)
     return torch.lerp(partner, x, w, out=partner).contiguous(memory_format=memory_format(x))
+
+
+def _chunked_lerp_gather(x, src, lam, index, out) -> torch.Tensor:
+    """The vector form on groups of rows of about ``CHUNK_NUMEL`` elements (small temporaries)."""
+    step = max(1, CHUNK_NUMEL // max(1, x[0].numel()))
+    for i0 in range(0, x.shape[0], step):
+        sl = slice(i0, i0 + step)
+        _vector_lerp_gather(x[sl], src, lam[sl], index[sl], out=out[sl])
+    return out
 
 
 def lerp_gather(
@@ -123,15 +145,17 @@ def lerp_gather(
     """
     if out is x and src is x:
         return lerp_perm_inplace(x, lam, index)
-    if choose_form(x) == "rows":
+    form = choose_form(x)
+    if form == "chunks":
+        return _chunked_lerp_gather(x, src, lam, index, torch.empty_like(x) if out is None else out)
+    if form == "rows":
         dst = torch.empty_like(x) if out is None else out  # empty_like keeps channels_last
         kernel = _RowLerp(x[0])
         xs, ss, ds = x.unbind(0), src.unbind(0), dst.unbind(0)
         for i, (j, w) in enumerate(zip(index.tolist(), lam.tolist())):  # CPU tensors: no device sync
             kernel(ss[j], xs[i], w, ds[i])
         return dst
-    res = _vector_lerp_gather(x, src, lam, index)
-    return res if out is None else out.copy_(res)
+    return _vector_lerp_gather(x, src, lam, index, out=out)
 
 
 def lerp_perm_inplace(x: torch.Tensor, lam: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -145,7 +169,7 @@ def lerp_perm_inplace(x: torch.Tensor, lam: torch.Tensor, index: torch.Tensor) -
         ``x``, overwritten with ``lam * x + (1 - lam) * x[index]``.
     """
     if choose_form(x, inplace=True) != "cycles" or x.shape[0] == 0:
-        return x.copy_(_vector_lerp_gather(x, x, lam, index))
+        return _vector_lerp_gather(x, x, lam, index, out=x)  # partner rows gathered before x is written
     idx, lams = index.tolist(), lam.tolist()
     rows = x.unbind(0)
     kernel = _RowLerp(rows[0])
