@@ -163,6 +163,14 @@ def test_csv_label_column_by_name_and_suffix(tmp_path):
         load_dataset("csv", data_dir=f"{path}::y", label_column="a")
 
 
+def test_csv_semicolon_and_tab(tmp_path):
+    for sep in (";", "\t"):
+        text = sep.join(["a", "b", "label"]) + "\n" + "".join(
+            sep.join([f"{i}.5", str(-i), "yes" if i % 2 else "no"]) + "\n" for i in range(10))
+        d = load_dataset("csv", data_dir=_csv(tmp_path / "s.csv", text), test_fraction=0.2)
+        assert d.input_shape == (2,) and d.classes == ["no", "yes"] and len(d.y_test) == 2
+
+
 def test_csv_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"looked in: .*none\.csv\. To get it"):
         load_dataset("csv", data_dir=tmp_path / "none.csv")

@@ -77,7 +77,8 @@ def load_csv(path: Path, label_column: str | None) -> dict:
     """A CSV file with a header row; every column but the label column must be numeric.
 
     Args:
-        path: the ``.csv`` file (comma-separated; ``csv.Sniffer`` picks ``;`` or tab if used).
+        path: the ``.csv`` file, UTF-8; the delimiter is whichever of ``,`` ``;`` or tab occurs
+            most in the header line.
         label_column: header name of the label column; None takes the last column.
 
     Returns:
@@ -87,14 +88,12 @@ def load_csv(path: Path, label_column: str | None) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"dataset 'csv': no file at {path}. Pass data_dir='path/to/file.csv' "
                                 "(optionally 'file.csv::label_column'), a CSV with a header row.")
-    with open(path, newline="", encoding="utf-8") as f:
-        sample = f.read(8192)
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        first = f.readline()
         f.seek(0)
-        try:
-            dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
-        except csv.Error:
-            dialect = csv.excel
-        rows = [r for r in csv.reader(f, dialect) if r and any(cell.strip() for cell in r)]
+        # the header's most frequent of , ; tab is the delimiter (',' when none occurs)
+        delimiter = max(",;\t", key=lambda d: (first.count(d), d == ","))
+        rows = [r for r in csv.reader(f, delimiter=delimiter) if r and any(cell.strip() for cell in r)]
     if len(rows) < 2:
         raise ValueError(f"CSV {path}: expected a header row and at least one data row, got {len(rows)} rows")
     header = [h.strip() for h in rows[0]]
