@@ -1,0 +1,216 @@
+"""Keras 3: MixUp and CutMix on ``(images, labels)`` batches with ``keras.ops`` (every backend).
+
+Usage, the Keras article's way (two shuffled copies of the data zipped, under TensorFlow)::
+
+    mixup = mixlab.keras.MixUp(alpha=0.2, seed=42)
+    train_ds = tf.data.Dataset.zip((ds_one, ds_two)).map(mixup)    # ((x1, y1), (x2, y2)) -> (x, y)
+    train_ds = ds_one.map(mixup)                                    # (x, y): mixed with a shuffle of itself
+
+and on the torch and JAX backends, around a ``keras.utils.PyDataset``::
+
+    model.fit(mixlab.keras.MixedPyDataset(train_batches, mixup), epochs=10)
+
+Lambda: ``Gamma(alpha) / (Gamma(alpha) + Gamma(alpha))`` per sample, as the article draws it, in
+log space (``log Gamma(alpha + 1) + log(U) / alpha``) so small ``alpha`` never gives ``0 / 0``.
+Draws come from a ``keras.random.SeedGenerator``: a seeded mixer repeats its sequence.
+Labels: one-hot (or soft) float rows are mixed as they are; integer class indices are one-hot
+encoded first (pass ``num_classes``). The model then trains with ``categorical_crossentropy``.
+
+Convention: ``lam`` weights the first (original) batch: ``x = lam * x1 + (1 - lam) * x2``.
+
+Notes: only the torch backend is exercised by the tests here (TensorFlow is not installed on
+the project's machines); the code uses nothing but ``keras.ops`` and ``keras.random``.
+"""
+from __future__ import annotations
+
+try:
+    import keras
+    from keras import ops
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError("mixlab.keras needs Keras 3: pip install mixlab[keras]") from e
+
+__all__ = ["MixUp", "CutMix", "MixedPyDataset", "sample_lambda"]
+
+
+def _check_alpha(alpha) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+        raise ValueError(f"alpha must be a number > 0, got {alpha!r}")
+    return float(alpha)
+
+
+def _seed_generator(seed):
+    if isinstance(seed, keras.random.SeedGenerator):
+        return seed
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int, a keras.random.SeedGenerator or None, got {type(seed).__name__}")
+    return keras.random.SeedGenerator(seed)
+
+
+def _log_gamma(n, alpha, seed):
+    g = keras.random.gamma((n,), alpha + 1.0, seed=seed)  # shape >= 1: no underflow
+    u = keras.random.uniform((n,), seed=seed)  # [0, 1): 1 - u is in (0, 1]
+    return ops.log(g) + ops.log(1.0 - u) / alpha
+
+
+def sample_lambda(n, alpha: float, seed) -> "keras.KerasTensor":
+    """``n`` draws of Beta(alpha, alpha) as the Gamma ratio ``G1 / (G1 + G2)``, float32.
+
+    Args:
+        n: number of draws (may be a dynamic batch size).
+        alpha: concentration > 0.
+        seed: a ``keras.random.SeedGenerator`` (or an int, for one-off draws).
+    """
+    alpha = _check_alpha(alpha)
+    return ops.sigmoid(_log_gamma(n, alpha, seed) - _log_gamma(n, alpha, seed))
+
+
+class _KerasMixer:
+    def __init__(self, alpha, num_classes, seed):
+        self.alpha = _check_alpha(alpha)
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                        or num_classes < 1):
+            raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
+        self.num_classes = num_classes
+        self.seed_generator = _seed_generator(seed)
+
+    def _labels(self, labels):
+        labels = ops.convert_to_tensor(labels)
+        dtype = keras.backend.standardize_dtype(labels.dtype)
+        if "int" in dtype or dtype == "bool":
+            if self.num_classes is None:
+                raise ValueError(f"integer labels need num_classes to be one-hot encoded, got labels of dtype {dtype}")
+            if len(labels.shape) == 2 and labels.shape[-1] == 1:
+                labels = ops.squeeze(labels, -1)
+            return ops.one_hot(labels, self.num_classes)
+        return ops.cast(labels, "float32")
+
+    def __call__(self, first, second=None, *rest):
+        """``(images, labels)`` or ``((images1, labels1), (images2, labels2))`` -> ``(images, labels)``."""
+        if rest:
+            raise TypeError(f"call with (images, labels) or two (images, labels) batches, got {2 + len(rest)} arguments")
+        if isinstance(first, (tuple, list)) and isinstance(second, (tuple, list)):
+            (x1, y1), (x2, y2) = first, second
+            return self.mix(x1, y1, x2, y2)
+        if second is None:
+            raise TypeError("call with (images, labels) or two (images, labels) batches, got one argument")
+        x = ops.convert_to_tensor(first)
+        perm = keras.random.shuffle(ops.arange(ops.shape(x)[0]), seed=self.seed_generator)
+        y = self._labels(second)
+        return self.mix(x, y, ops.take(x, perm, axis=0), ops.take(y, perm, axis=0))
+
+    def mix(self, x1, y1, x2, y2):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _per_row(v, ndim):
+    return ops.reshape(v, (-1,) + (1,) * (ndim - 1))
+
+
+class MixUp(_KerasMixer):
+    """Mixup for Keras 3 batches: ``x = lam * x1 + (1 - lam) * x2`` and the same for labels.
+
+    Args:
+        alpha: Beta(alpha, alpha) concentration (the Keras article: 0.2).
+        num_classes: needed when labels are integer class indices.
+        seed: int or ``keras.random.SeedGenerator``.
+
+    Returns (when called): float32 images of the input's shape and float32 ``(B, C)`` labels.
+    """
+
+    def __init__(self, alpha: float = 0.2, *, num_classes: int | None = None, seed=None):
+        super().__init__(alpha, num_classes, seed)
+
+    def mix(self, x1, y1, x2, y2):
+        """Mix two aligned batches row by row (one ``lam`` per row)."""
+        x1, x2 = ops.cast(x1, "float32"), ops.cast(x2, "float32")
+        y1, y2 = self._labels(y1), self._labels(y2)
+        lam = sample_lambda(ops.shape(x1)[0], self.alpha, self.seed_generator)  # (B,)
+        x = x2 + _per_row(lam, len(x1.shape)) * (x1 - x2)
+        y = y2 + _per_row(lam, len(y1.shape)) * (y1 - y2)
+        return x, y
+
+
+class CutMix(_KerasMixer):
+    """CutMix for Keras 3 image batches: paste a box of ``x2`` into ``x1``; ``lam`` = kept area.
+
+    The box side is ``floor(S * sqrt(1 - lam))`` per spatial dimension, its centre uniform over
+    the image, clipped at the borders; labels use the exact kept fraction.
+
+    Args:
+        alpha: Beta concentration (the CutMix paper: 1.0).
+        num_classes: needed when labels are integer class indices.
+        seed: int or ``keras.random.SeedGenerator``.
+        data_format: ``"channels_last"`` ``(B, H, W, C)`` or ``"channels_first"``; default
+            ``keras.config.image_data_format()``.
+    """
+
+    def __init__(self, alpha: float = 1.0, *, num_classes: int | None = None, seed=None, data_format=None):
+        super().__init__(alpha, num_classes, seed)
+        data_format = data_format or keras.config.image_data_format()
+        if data_format not in ("channels_last", "channels_first"):
+            raise ValueError(f"data_format must be 'channels_last' or 'channels_first', got {data_format!r}")
+        self.data_format = data_format
+
+    def _axis_mask(self, n, size, lam_cut, seed):
+        """(B, size) bool: inside the box along one spatial axis; also returns the box length."""
+        cut = ops.floor(size * lam_cut)  # (B,)
+        centre = ops.minimum(ops.floor(keras.random.uniform((n,), seed=seed) * size), size - 1)
+        lo = ops.clip(centre - ops.floor(cut / 2), 0, size)
+        hi = ops.clip(centre - ops.floor(cut / 2) + cut, 0, size)
+        pos = ops.cast(ops.arange(size), "float32")[None, :]  # (1, size)
+        return ops.logical_and(pos >= lo[:, None], pos < hi[:, None]), hi - lo
+
+    def mix(self, x1, y1, x2, y2):
+        """Paste one box per row of ``x2`` into ``x1``; labels weighted by the exact areas."""
+        x1, x2 = ops.cast(x1, "float32"), ops.cast(x2, "float32")
+        y1, y2 = self._labels(y1), self._labels(y2)
+        if len(x1.shape) != 4:
+            raise ValueError(f"CutMix needs image batches of rank 4, got shape {tuple(x1.shape)}")
+        h_axis, w_axis = (1, 2) if self.data_format == "channels_last" else (2, 3)
+        H, W = int(x1.shape[h_axis]), int(x1.shape[w_axis])
+        n = ops.shape(x1)[0]
+        lam = sample_lambda(n, self.alpha, self.seed_generator)
+        ratio = ops.sqrt(1.0 - lam)
+        rows, h_len = self._axis_mask(n, H, ratio, self.seed_generator)
+        cols, w_len = self._axis_mask(n, W, ratio, self.seed_generator)
+        box = ops.logical_and(rows[:, :, None], cols[:, None, :])  # (B, H, W)
+        box = box[:, :, :, None] if self.data_format == "channels_last" else box[:, None, :, :]
+        x = ops.where(box, x2, x1)
+        lam_exact = 1.0 - h_len * w_len / float(H * W)  # (B,)
+        y = y2 + _per_row(lam_exact, len(y1.shape)) * (y1 - y2)
+        return x, y
+
+
+class MixedPyDataset(keras.utils.PyDataset):
+    """A ``keras.utils.PyDataset`` whose batches are mixed by a mixlab Keras mixer.
+
+    Args:
+        dataset: a ``PyDataset`` (or any sequence) of ``(images, labels)`` batches.
+        mixer: :class:`MixUp` or :class:`CutMix`.
+        partner: optional second dataset of the same length for two-stream mixing (the
+            article's two shuffled copies); otherwise each batch is mixed with a shuffle of itself.
+        **kwargs: ``workers``, ``use_multiprocessing``, ``max_queue_size`` for ``PyDataset``.
+            With several workers the order of draws, hence the mixing, is not reproducible.
+    """
+
+    def __init__(self, dataset, mixer, *, partner=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(mixer, _KerasMixer):
+            raise TypeError(f"mixer must be mixlab.keras.MixUp or CutMix, got {type(mixer).__name__}")
+        if partner is not None and len(partner) != len(dataset):
+            raise ValueError(f"partner must have as many batches as dataset ({len(dataset)}), got {len(partner)}")
+        self.dataset, self.mixer, self.partner = dataset, mixer, partner
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        first = tuple(self.dataset[index])[:2]
+        if self.partner is None:
+            return self.mixer(*first)
+        return self.mixer(first, tuple(self.partner[index])[:2])
+
+    def on_epoch_end(self):
+        for ds in (self.dataset, self.partner):
+            if ds is not None and hasattr(ds, "on_epoch_end"):
+                ds.on_epoch_end()
