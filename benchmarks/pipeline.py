@@ -9,8 +9,9 @@ labels, with mixup on about 1 image in 5 at alpha 0.2, as in the article.
   ``Normalize``) and, for every 5th index, transforms a random second image and mixes the two
   images and their one-hot labels (the article's code, with its bugs fixed).
 - mixlab: a ``Dataset`` that returns a whole uint8 batch for a list of indices (a
-  ``BatchSampler``); the batch is mixed in place in uint8 by ``mixlab.MixUp(alpha=0.2, p=0.2,
-  mode="sample")``, then converted and normalised in one pass; soft labels from the target.
+  ``BatchSampler``); the batch is mixed in place by ``mixlab.MixUp(alpha=0.2, p=0.2,
+  mode="sample", inplace=True)``, either in uint8 before converting and normalising, or in
+  float32 after; soft labels from the target.
 
 Images come from ``../shared/datasets/cifar10-jpg.tar.gz`` when present (the first
 ``--images`` training JPEGs), else random uint8 images (printed in the header).
@@ -112,7 +113,7 @@ def article_epoch(data, targets, batch, seed) -> int:
     return n
 
 
-def mixlab_epoch(data, targets, batch, seed) -> int:
+def mixlab_epoch(data, targets, batch, seed, *, mix_uint8: bool = True) -> int:
     g = torch.Generator().manual_seed(seed)
     sampler = BatchSampler(RandomSampler(range(len(data)), generator=g), batch_size=batch, drop_last=False)
     loader = DataLoader(BatchDataset(data, targets), batch_size=None, sampler=sampler)
@@ -121,8 +122,11 @@ def mixlab_epoch(data, targets, batch, seed) -> int:
     inv_std = 1 / (torch.tensor(STD).view(1, 3, 1, 1) * 255)
     n = 0
     for xb, yb in loader:
-        xb, target = mixup(xb, yb)  # uint8, mixed in place, rounded
-        images = (xb.float() - mean) * inv_std  # (B, 3, 32, 32) float32, normalised
+        if mix_uint8:
+            xb, target = mixup(xb, yb)  # uint8, mixed in place, rounded
+            images = (xb.float() - mean) * inv_std  # (B, 3, 32, 32) float32, normalised
+        else:
+            images, target = mixup((xb.float() - mean) * inv_std, yb)  # normalise, then mix in place
         labels = target.soft(10)  # (B, 10)
         assert labels.shape == (images.shape[0], 10)
         n += images.shape[0]
@@ -135,13 +139,17 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3, help="interleaved epochs per pipeline (median)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads first")
     ap.add_argument("--json", default=None)
     ns = ap.parse_args(argv)
+    if ns.threads:
+        torch.set_num_threads(ns.threads)
     data, targets, source = load_images(ns.images, ns.seed)
     chw = torch.from_numpy(data).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32) uint8, once
     ys = torch.from_numpy(targets)
     runs = {"article 000 (per-sample Dataset)": lambda: article_epoch(data, targets, ns.batch, ns.seed),
-            "mixlab (uint8 batch, in place)": lambda: mixlab_epoch(chw, ys, ns.batch, ns.seed)}
+            "mixlab (mixed in uint8)": lambda: mixlab_epoch(chw, ys, ns.batch, ns.seed),
+            "mixlab (normalised, mixed in f32)": lambda: mixlab_epoch(chw, ys, ns.batch, ns.seed, mix_uint8=False)}
     rates = {k: [] for k in runs}
     for _ in range(ns.repeats):
         for k, f in runs.items():

@@ -76,8 +76,11 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads first")
     ap.add_argument("--json", default=None)
     ns = ap.parse_args(argv)
+    if ns.threads:
+        torch.set_num_threads(ns.threads)
     steps = make_steps(ns.batch, ns.seed)
     for f in steps.values():
         for _ in range(ns.warmup):
