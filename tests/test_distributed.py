@@ -175,7 +175,7 @@ def _local_rows(rank, n_rows=SPLIT):
     return slice(start, start + n_rows[rank])
 
 
-def _collectives_worker(info):
+def _two_rank_worker(info):
     x, y = _global_batch()
     rows = _local_rows(info.rank)
     xl, yl = x[rows], y[rows]
@@ -200,11 +200,18 @@ def _collectives_worker(info):
     except ValueError as e:
         out["mismatch_refused"] = torch.tensor("differs between ranks" in str(e))
     D.barrier()
+    out["ddp"] = _ddp_part(info)
     return out
 
 
-def test_two_ranks_collectives_and_global_pairing(tmp_path):
-    r0, r1 = results(run_ranks(tmp_path, _collectives_worker))
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """One 2-process job runs the collectives, global-pairing and DDP-training checks."""
+    return results(run_ranks(tmp_path_factory.mktemp("two_ranks"), _two_rank_worker))
+
+
+def test_two_ranks_collectives_and_global_pairing(two_ranks):
+    r0, r1 = two_ranks
     x, y = _global_batch()
     assert r0["info"] == [0, 2, 1, 1] and r1["info"] == [1, 2, 0, 0]
     for r in (r0, r1):
@@ -259,7 +266,7 @@ def _batch_at(step, n=11):
 SPLITS = ([6, 5], [6, 6])  # uneven (an epoch's last batch) and even local batches
 
 
-def _ddp_worker(info):
+def _ddp_part(info):
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     out = {}
@@ -273,8 +280,8 @@ def _ddp_worker(info):
     return out
 
 
-def test_ddp_training_matches_single_process_on_concatenated_batch(tmp_path):
-    r0, r1 = results(run_ranks(tmp_path, _ddp_worker))
+def test_ddp_training_matches_single_process_on_concatenated_batch(two_ranks):
+    r0, r1 = (r["ddp"] for r in two_ranks)
     for split in SPLITS:
         ref = _train(_model(), lambda s: _batch_at(s, sum(split)),
                      mixlab.MixUp(0.4, mode="sample", generator=torch.Generator().manual_seed(9)),
@@ -295,7 +302,7 @@ def _dead_or_stuck_worker(info, behaviour):
     if info.rank == 1:
         if behaviour == "dies":
             os._exit(3)
-        time.sleep(6)  # stuck: joins no collective while rank 0 waits (2 s timeout), then leaves
+        time.sleep(7)  # stuck: joins no collective while rank 0 waits (3 s timeout), then leaves
         os._exit(0)
     try:
         D.all_reduce_sum(torch.ones(1))
@@ -307,7 +314,7 @@ def _dead_or_stuck_worker(info, behaviour):
 
 @pytest.mark.parametrize("behaviour", ["dies", "stuck"])
 def test_dead_or_stuck_rank_raises_instead_of_hanging(tmp_path, behaviour):
-    outcomes = run_ranks(tmp_path, _dead_or_stuck_worker, timeout_s=2.0, deadline_s=45.0, behaviour=behaviour)
+    outcomes = run_ranks(tmp_path, _dead_or_stuck_worker, timeout_s=3.0, deadline_s=45.0, behaviour=behaviour)
     r0 = results(outcomes[:1])[0]
     assert r0["raised"], "rank 0 finished a collective that a missing rank never joined"
     if behaviour == "stuck":  # the collective's timeout fired, not the peer's late exit
