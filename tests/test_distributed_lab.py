@@ -2,7 +2,7 @@
 
 The command these tests run (``python -m torch.distributed.run`` is ``torchrun``)::
 
-    torchrun --standalone --nproc_per_node=2 -m mixlab train --dataset digits --epochs 8 \
+    torchrun --standalone --nproc_per_node=2 -m mixlab train --dataset digits --epochs 6 \
         --threads 1 --quiet --out RUN
 
 Every launch has a deadline; a run that outlives it is killed and the test fails.
@@ -23,7 +23,7 @@ import pytest
 pytest.importorskip("sklearn")
 
 REPO = Path(__file__).resolve().parents[1]
-EPOCHS = 8
+EPOCHS = 6
 DEADLINE_S = 150.0
 
 

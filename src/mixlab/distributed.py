@@ -4,14 +4,9 @@ Launch with ``torchrun --nproc_per_node=N ...``; every helper is a no-op (single
 answers) when no process group is running, so the same code runs with and without torchrun.
 
 Helpers: :func:`init_from_env` (gloo on CPU, nccl on GPU, with a timeout so a dead or stuck
-rank raises instead of hanging), :func:`rank_generator`, :func:`all_reduce_sum`,
-:func:`is_main`, :func:`barrier`, :func:`broadcast_object`, :func:`gather_sizes`,
-:func:`gather_batch`, :func:`ddp_mean`.
-
-Global pairing: :class:`GlobalMixer` (and :func:`GlobalMixUp`) draws the parameters of a core
-transform for the concatenation of every rank's batch, with a generator that is identical on
-every rank, and mixes each rank's rows with partners from that global batch. With the same
-generator it gives exactly the rows that single-process mixing of the concatenated batch gives.
+rank raises instead of hanging), per-rank seeds, sharding, reductions, gathers, :func:`ddp_mean`.
+Global pairing: :class:`GlobalMixer` / :func:`GlobalMixUp` mix each rank's rows with partners
+drawn from every rank's batch, exactly as single-process mixing of the concatenated batch.
 
 Convention: ``lam`` weights the original row, ``mixed[i] = lam[i] * x[i] + (1 - lam[i]) *
 global_x[index[i]]``, where ``index`` points into the concatenated (global) batch.
@@ -34,9 +29,9 @@ from .params import MixParams
 from .targets import MixedTarget
 
 __all__ = [
-    "DistInfo", "init_from_env", "get_info", "shutdown", "rank_seed", "rank_generator", "shard", "all_reduce_sum",
-    "is_main", "barrier", "broadcast_object", "all_gather_object", "sync_buffers", "gather_sizes", "gather_batch", "ddp_mean", "local_params", "GlobalMixer",
-    "GlobalMixUp",
+    "DistInfo", "init_from_env", "get_info", "shutdown", "is_main", "barrier", "rank_seed", "rank_generator",
+    "shard", "all_reduce_sum", "broadcast_object", "all_gather_object", "sync_buffers", "gather_sizes",
+    "gather_batch", "ddp_mean", "local_params", "GlobalMixer", "GlobalMixUp",
 ]
 
 
@@ -66,6 +61,12 @@ class DistInfo:
 
 def _running() -> bool:
     return dist.is_available() and dist.is_initialized()
+
+
+def _check_index(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    return value
 
 
 def _env_int(name: str, default: int) -> int:
@@ -147,12 +148,8 @@ def rank_seed(seed: int, rank: int | None = None) -> int:
     ranks get numpy ``SeedSequence([seed, rank])`` (63 bits), so each rank draws differently
     and a run repeats exactly.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-    if rank is None:
-        rank = get_info().rank
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
-        raise ValueError(f"rank must be an int >= 0, got {rank!r}")
+    _check_index("seed", seed)
+    rank = get_info().rank if rank is None else _check_index("rank", rank)
     return seed if rank == 0 else int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0] >> 1)
 
 
@@ -262,8 +259,7 @@ def broadcast_object(obj, src: int = 0):
 
 def gather_sizes(batch_size: int) -> list[int]:
     """Every rank's local batch size, in rank order (``[batch_size]`` in a single process)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
-        raise ValueError(f"batch_size must be an int >= 0, got {batch_size!r}")
+    _check_index("batch_size", batch_size)
     if not _running():
         return [batch_size]
     mine = torch.tensor([batch_size], dtype=torch.int64, device=_collective_device())
@@ -393,13 +389,7 @@ class GlobalMixer:
 
     def _verify_generator(self) -> None:
         self._check = False
-        if not _running():
-            return
-        digest = torch.tensor([_generator_digest(self.transform.generator)], dtype=torch.int64,
-                              device=_collective_device())
-        out = [torch.empty_like(digest) for _ in range(dist.get_world_size())]
-        dist.all_gather(out, digest)
-        if len({int(t.item()) for t in out}) != 1:
+        if len(set(all_gather_object(_generator_digest(self.transform.generator)))) != 1:
             raise ValueError("GlobalMixer: the transform's generator differs between ranks; seed it identically "
                              "on every rank (e.g. torch.Generator().manual_seed(run_seed))")
 
@@ -447,18 +437,17 @@ def GlobalMixUp(alpha: float = 1.0, *, seed: int | None = None, generator: torch
 
     Args:
         alpha: Beta(alpha, alpha) concentration.
-        seed: seeds a fresh CPU generator, the same on every rank (or pass ``generator``).
+        seed: seeds a fresh generator on this rank's device, the same on every rank (or pass
+            ``generator``).
         generator: a generator seeded identically on every rank.
         mode: ``"sample"`` (default: one lambda per global row), ``"batch"`` or ``"pair"``.
         **kwargs: other :class:`~mixlab.MixUp` options (``keep_dominant``, ``p``, ``pairing``,
-            ``k``, ``num_classes``, ``label_smoothing``).
+            ``num_classes``, ``label_smoothing``); two-way mixing only.
     """
     from .transforms import MixUp
 
     if (seed is None) == (generator is None):
         raise ValueError("pass exactly one of seed= or generator= (identical on every rank)")
     if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-        generator = torch.Generator(device=get_info().device).manual_seed(seed)
+        generator = torch.Generator(device=get_info().device).manual_seed(_check_index("seed", seed))
     return GlobalMixer(MixUp(alpha, mode=mode, generator=generator, **kwargs))
