@@ -316,11 +316,12 @@ def mixed_cross_entropy(criterion, logits: torch.Tensor, targets, weights: torch
     t = torch.stack(tuple(targets), 1)  # (B, k)
     keep = t != ignore
     safe = t.masked_fill(~keep, 0)
-    per = -logp.gather(1, safe)  # (B, k): nll of each target
+    w = weights.to(logp.dtype).masked_fill(~keep, 0)  # (B, k): an ignored target weighs 0
     if weight is not None:
-        per = per * weight.to(per.dtype)[safe]
+        w = w * weight.to(logp.dtype)[safe]
+    mixed = -torch.linalg.vecdot(logp.gather(1, safe), w)  # (B,): sum_j w_j * nll_j, one gather
     if eps:
         full = logp if weight is None else logp * weight.to(logp.dtype)
-        per = per * (1 - eps) - full.sum(1, keepdim=True) * (eps / logits.shape[1])
-    per = per.masked_fill(~keep, 0)
-    return (per * weights.to(per.dtype)).sum(1)  # (B,)
+        smooth = -full.sum(1) * (eps / logits.shape[1])  # (B,): the smoothing term, target-independent
+        mixed = mixed * (1 - eps) + smooth * keep.to(logp.dtype).mul(weights.to(logp.dtype)).sum(1)
+    return mixed
