@@ -275,12 +275,16 @@ class MixupDataset(_EpochSchedule, torch.utils.data.Dataset):
         return len(self.dataset)
 
     def draw(self, index: int, epoch: int) -> tuple[bool, int, float]:
-        """The random choices for ``index`` at ``epoch``: ``(mixed, partner, lam)``."""
+        """The random choices for ``index`` at ``epoch``: ``(mixed, partner, lam)``.
+
+        The coin and the partner come from hashes of ``(seed, epoch, index)`` (cheap for the
+        unmixed majority); ``lam`` from a generator seeded the same way, only when mixing.
+        """
         alpha, p = self.at(epoch)
-        g = torch.Generator().manual_seed(mix_seed(self.seed, epoch, index))
-        if alpha == 0 or p == 0 or float(torch.rand((), generator=g)) >= p:
+        if alpha == 0 or p == 0 or mix_seed(self.seed, epoch, index, 0) / 2.0 ** 63 >= p:
             return False, index, 1.0
-        partner = int(torch.randint(len(self.dataset), (), generator=g))
+        partner = mix_seed(self.seed, epoch, index, 1) % len(self.dataset)
+        g = torch.Generator().manual_seed(mix_seed(self.seed, epoch, index, 2))
         lam = float(sample_beta(1, alpha, generator=g)[0])
         return True, partner, lam
 
