@@ -2,7 +2,7 @@
 
 The command these tests run (``python -m torch.distributed.run`` is ``torchrun``)::
 
-    torchrun --standalone --nproc_per_node=2 -m mixlab train --dataset digits --epochs 6 \
+    torchrun --standalone --nproc_per_node=2 -m mixlab train --dataset digits --epochs 6 --batch-size 32 \
         --threads 1 --quiet --out RUN
 
 Every launch has a deadline; a run that outlives it is killed and the test fails.
@@ -24,6 +24,7 @@ pytest.importorskip("sklearn")
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 6
+RUN_ARGS = ("--dataset", "digits", "--epochs", str(EPOCHS), "--batch-size", "32")
 DEADLINE_S = 150.0
 
 
@@ -81,7 +82,7 @@ def _rank_pid(launcher: int, rank: int) -> int | None:
 def full_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp") / "full"
     out.parent.mkdir(exist_ok=True)
-    code, stdout, stderr = _finish(_launch(out, "--dataset", "digits", "--epochs", str(EPOCHS)))
+    code, stdout, stderr = _finish(_launch(out, *RUN_ARGS))
     assert code == 0, stderr[-3000:]
     return out, stdout
 
@@ -110,7 +111,7 @@ def test_torchrun_train_finishes_with_identical_weights_on_both_ranks(full_run):
 
 def test_killed_rank_stops_the_run_and_resume_finishes_it_identically(tmp_path, full_run):
     out = tmp_path / "killed"
-    proc = _launch(out, "--dataset", "digits", "--epochs", str(EPOCHS))
+    proc = _launch(out, *RUN_ARGS)
     end = time.monotonic() + DEADLINE_S
     while len(_records(out)) < 1 and proc.poll() is None and time.monotonic() < end:
         time.sleep(0.05)
