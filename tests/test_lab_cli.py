@@ -158,6 +158,7 @@ def test_datasets_lists_every_name(capsys):
     (["compare", "--epochs", "0"], "--epochs"),
     (["compare", "--mix", "cutmix", "--mode", "pair"], "--mode"),
     (["compare", "--optimizer", "lion"], "--optimizer"),
+    (["compare", "--dataset", "nope"], "--dataset"),
 ])
 def test_bad_cli_input_names_the_option(argv, option, capsys):
     with pytest.raises(SystemExit) as e:
@@ -189,3 +190,30 @@ def test_fashion_mnist_slice(tmp_path):
     assert cfg["data"]["num_train"] == 3000 and cfg["data"]["input_shape"] == [1, 28, 28]
     for arm in ("baseline", "mixup"):
         assert summary["per_seed"][arm]["0"]["test_acc"] > 0.6  # chance is 0.1
+
+
+@pytest.mark.parametrize("preset, extra", [
+    ("fastai-mnist-sample", []),                     # simple_cnn, classes 3 vs 7, per-sample keep-dominant lam
+    ("article000", ["--model", "fast-cnn"]),         # sigmoid outputs + BCE on soft labels, 1 row in 5 mixed
+])
+def test_article_presets_run_on_digits(preset, extra, tmp_path):
+    out = tmp_path / preset
+    assert main(["compare", "--preset", preset, "--dataset", "digits", "--epochs", "1", "--quiet",
+                 "--seeds", "0", "--out", str(out), *extra]) == 0
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    assert cfg["preset"] == preset and cfg["epochs"] == 1
+    summary = json.loads((out / "summary.json").read_text())
+    for arm in summary["arms"]:
+        assert 0 <= summary["per_seed"][arm]["0"]["test_acc"] <= 1
+
+
+def test_tabular_compare_uses_the_mlp(tmp_path):
+    out = tmp_path / "wine"
+    assert main(["compare", "--dataset", "wine", "--epochs", "3", "--batch-size", "32", "--quiet",
+                 "--out", str(out)]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["config"]["model"] == "mlp" and cfg["data"]["kind"] == "tabular"
+    summary = json.loads((out / "summary.json").read_text())
+    for arm in ("baseline", "mixup"):
+        assert summary["per_seed"][arm]["0"]["test_acc"] > 0.6  # 3 classes: chance is about 0.4
+    assert "mixed_samples.png" not in (out / "report.md").read_text()

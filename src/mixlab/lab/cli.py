@@ -139,6 +139,13 @@ def _resumed_config(parser, ns, explicit: dict) -> LabConfig:
     return LabConfig(**cfg_dict).validate()
 
 
+def _check_dataset(name: str) -> None:
+    from mixlab.data.datasets import DATASETS
+
+    if name not in DATASETS:
+        raise ValueError(f"--dataset must be one of {', '.join(DATASETS)}, got {name!r}")
+
+
 def _run(parser, ns) -> int:
     from .runner import arms_for, run_lab
 
@@ -151,6 +158,7 @@ def _run(parser, ns) -> int:
 
         if cfg.model is not None and cfg.model not in MODELS:
             raise ValueError(f"--model must be one of {sorted(MODELS)}, got {cfg.model!r}")
+        _check_dataset(cfg.dataset)
     except ValueError as e:
         parser.error(str(e))
     from mixlab import distributed
@@ -194,6 +202,7 @@ def _preview(parser, ns) -> int:
 
     try:
         cfg = resolve_config({k: v for k, v in _explicit(ns).items() if k != "out"})
+        _check_dataset(cfg.dataset)
         if ns.n < 1:
             raise ValueError(f"--n must be >= 1, got {ns.n}")
     except ValueError as e:
@@ -239,6 +248,9 @@ def _bench(rest: list) -> int:
 
 def main(argv=None) -> int:
     """Entry point of the ``mixlab`` console script and ``python -m mixlab``; returns the exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["bench"]:  # argparse's REMAINDER drops leading options: hand every token to mixlab.bench
+        return _bench(args[1:])
     ns = build_parser().parse_args(argv)
     parser = ns._parser
     if ns.command in ("compare", "train"):
