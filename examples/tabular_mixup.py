@@ -49,8 +49,11 @@ def main(argv=None) -> dict:
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--alpha", type=float, default=0.4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--fast", action="store_true", help="a few epochs, for the test suite")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     epochs = 30 if args.fast else args.epochs
     train, test, num_classes = load(args.dataset, args.seed)
     features = train[0].shape[1]

@@ -80,8 +80,11 @@ def main(argv=None) -> dict:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--alpha", type=float, default=0.4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--fast", action="store_true", help="small data and few epochs, for the test suite")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     n_train, n_test, epochs = (800, 400, 3) if args.fast else (args.train, args.test, args.epochs)
     g = torch.Generator().manual_seed(args.seed)
     train, test = make_sentences(n_train, generator=g), make_sentences(n_test, generator=g)

@@ -240,8 +240,12 @@ class MixupDataset(_EpochSchedule, torch.utils.data.Dataset):
     same epoch gives the same sample in any worker and any run, and a new epoch gives new pairs.
 
     Slower than batch mixing: a mixed sample costs a second ``__getitem__`` (decoding, transforms)
-    and a per-sample generator; batch mixing (:class:`MixCollate`, :class:`mixlab.MixUp`) pairs
-    rows already loaded.
+    and a handful of small tensor operations; batch mixing (:class:`MixCollate`,
+    :class:`mixlab.MixUp`) pairs rows already loaded. Measured with
+    ``python examples/bench_sample_vs_batch_mixing.py --n 20000 --repeats 3`` (Fashion-MNIST
+    images, batch 128, main process, one thread; 2-core CPU shared with other jobs, torch
+    2.14.1): plain loading 36,580 samples/s, MixCollate 36,499, MixupDataset p=0.2 8,838,
+    p=1.0 1,868.
 
     Args:
         dataset: map-style dataset of ``(input, label)``; inputs are tensors (or nested
