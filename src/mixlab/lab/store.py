@@ -20,6 +20,10 @@ __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "save
            "load_checkpoint", "provenance", "gen_state", "set_gen_state"]
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder, then ``os.replace``)."""
     path = Path(path)
@@ -30,6 +34,7 @@ def atomic_write_bytes(path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file ordinary permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
