@@ -20,9 +20,19 @@ with warnings.catch_warnings():  # fastai's import calls torch.jit.script, depre
     from fastai.losses import CrossEntropyLossFlat
     from fastai.metrics import accuracy
 
-    from mixlab.fastai import CutMix, MixUp
+    import mixlab
+    from mixlab.fastai import CutMix, MixCallback, MixUp
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small models on a shared 2-core machine: one intra-op thread is faster and repeatable."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 
 def _digits():
@@ -54,7 +64,7 @@ class _Capture(Callback):
 
     def after_loss(self):
         if self.training:
-            mix_cb = next(cb for cb in self.learn.cbs if isinstance(cb, MixUp | CutMix))
+            mix_cb = next(cb for cb in self.learn.cbs if isinstance(cb, MixCallback))
             self.records.append((self.learn.pred.detach(), self.learn.yb[0], mix_cb._mixed_target,
                                  self.learn.loss.detach()))
 
@@ -127,3 +137,17 @@ def test_one_hot_targets_are_mixed_not_the_loss(tmp_path):
     assert yb.dtype == torch.float32
     torch.testing.assert_close(yb.sum(1), torch.ones(len(yb)))
     assert ((yb > 0) & (yb < 1)).any()
+
+
+def test_any_mixlab_transform_through_mix_callback(tmp_path):
+    x, y = _digits()
+    cap = _Capture()
+    both = mixlab.MixUpOrCutMix(0.4, 1.0, mode="sample", generator=torch.Generator().manual_seed(3))
+    learn = Learner(_dls(x, y, n_train=256), _model(), loss_func=nn.CrossEntropyLoss(), path=tmp_path,
+                    cbs=[MixCallback(both), cap])
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(1)
+    target = cap.records[0][2]
+    assert target.params.linear is not None and target.params.linear.any() and (~target.params.linear).any()
+    with pytest.raises(TypeError, match="mixlab transform"):
+        MixCallback(nn.Identity())
