@@ -101,3 +101,15 @@ def test_module_hook_runs_first_and_errors_are_clear(tmp_path):
     with pytest.raises(TypeError, match="mixlab transform"):
         from mixlab.lightning import MixCallback
         MixCallback(object())
+
+
+def test_wrapper_is_removed_when_fit_fails(tmp_path):
+    class Broken(_Net):
+        def training_step(self, batch, batch_idx):
+            raise RuntimeError("boom")
+
+    model = Broken()
+    train, val = _loaders()
+    with pytest.raises(RuntimeError, match="boom"):
+        _trainer(tmp_path, MixUp(0.4), epochs=1).fit(model, train, val)
+    assert "on_after_batch_transfer" not in model.__dict__
