@@ -227,12 +227,11 @@ def all_reduce_sum(values):
         return leaf
 
     tree_map_with_path(collect, values, "values")
-    if not leaves:
-        return values
-    flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in leaves])  # (total,)
-    if _running():
-        flat = flat.to(_collective_device())
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    if not _running() or not leaves:
+        return tree_map_with_path(lambda leaf, path: leaf.detach().clone(), values, "values")
+    dev = _collective_device()  # leaves may live on different devices (a CPU count beside a GPU sum)
+    flat = torch.cat([t.detach().reshape(-1).to(device=dev, dtype=torch.float64) for t in leaves])  # (total,)
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     pieces = iter(torch.split(flat, [t.numel() for t in leaves]))
 
     def restore(leaf, path):

@@ -258,7 +258,8 @@ def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: in
     if info.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        gpu = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else None
+        net = DistributedDataParallel(model, device_ids=gpu)
     n = data.y_train.numel()
     n_local = math.ceil(n / info.world_size)
     steps_per_epoch = len([b for b in torch.arange(n_local).split(cfg.batch_size) if b.numel() > 1])
