@@ -206,17 +206,11 @@ def _collective_device() -> torch.device:
 
 
 def all_reduce_sum(values):
-    """Sum a tensor, or every tensor of a nested dict / list / tuple, over all ranks.
+    """Sum a tensor, or every tensor of a nested dict / list / tuple (metric sums, counts), over ranks.
 
-    All leaves travel in one float64 all-reduce (exact for integer counts below 2**53) and
-    come back with their own dtype, shape and device. The input is not modified. In a single
-    process the values are returned as copies.
-
-    Args:
-        values: a tensor or a nested container of tensors (metric sums, counts).
-
-    Returns:
-        The same structure holding the sums over ranks.
+    All leaves travel in one float64 all-reduce (exact for integer counts below 2**53) and come
+    back in the same structure with their own dtype, shape and device; the input is not
+    modified (a single process gets copies).
     """
     leaves = []
 
@@ -284,16 +278,12 @@ def _gather_leaf(leaf: torch.Tensor, sizes: list[int], path: str) -> torch.Tenso
 
 
 def gather_batch(tree, sizes: list[int] | None = None):
-    """Concatenate every rank's batch in rank order, without gradient.
+    """Concatenate every rank's batch in rank order, detached (no gradient through the copy).
 
     Args:
         tree: a tensor or nested dict / list / tuple of tensors with the batch on dim 0
-            (inputs, labels). Ranks may hold different batch sizes.
+            (inputs, labels); ranks may hold different batch sizes.
         sizes: every rank's batch size, from :func:`gather_sizes` (asked for when omitted).
-
-    Returns:
-        The same structure with leaves of ``sum(sizes)`` rows, detached (no gradient flows
-        through the gathered copy); in a single process, the detached leaves themselves.
     """
     if not _running():
         return tree_map_with_path(lambda leaf, path: leaf.detach(), tree)
@@ -351,12 +341,10 @@ def _generator_digest(generator: torch.Generator) -> int:
 class GlobalMixer:
     """Mix each rank's rows with partners drawn from the global batch (``pairing="global"``).
 
-    Every call all-gathers the inputs and labels of all ranks (detached: no gradient flows
-    through the gathered copy), lets the wrapped transform draw :class:`~mixlab.MixParams`
-    for the whole global batch, and mixes this rank's rows with their slice of them. Because
-    the transform's generator is identical on every rank, all ranks draw the same global
-    parameters, so each global row has exactly one partner and lambda, and the union of the
-    ranks' outputs equals ``transform(concatenated_x, concatenated_y)`` in one process.
+    Every call all-gathers all ranks' inputs and labels (detached: no gradient flows through
+    the gathered copy), lets the transform draw :class:`~mixlab.MixParams` for the whole
+    global batch with a generator identical on every rank, and mixes this rank's rows with
+    their slice of them: the ranks' outputs together equal ``transform(cat_x, cat_y)``.
 
     Args:
         transform: a :class:`~mixlab.MixUp`, :class:`~mixlab.CutMix` or
