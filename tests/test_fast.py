@@ -17,8 +17,9 @@ import mixlab
 from mixlab import MixParams, _fast
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.uint8]
-# (B, C, H, W): a small batch takes the vector form, 40 CIFAR rows the chunked form, rows of
-# 3*110*110 = 36300 elements the row loop (out of place) and the cycle walk (in place).
+# (B, C, H, W): a small batch takes the vector form, 40 CIFAR rows the chunked form (with
+# CHUNK_NUMEL lowered by the test), rows of 3*110*110 = 36300 elements the row loop (out of
+# place) and the cycle walk (in place).
 SHAPES = [(7, 3, 8, 8), (40, 3, 32, 32), (3, 3, 110, 110)]
 
 
@@ -55,7 +56,8 @@ def draw(B, gen, pairing="permutation"):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_out_of_place_and_out_buffer(dtype, shape, channels_last, gen):
+def test_out_of_place_and_out_buffer(dtype, shape, channels_last, gen, monkeypatch):
+    monkeypatch.setattr(_fast, "CHUNK_NUMEL", 1 << 14)  # 5 rows of 3x32x32 per chunk
     x = make_batch(shape, dtype, gen, channels_last)
     before, version = x.clone(), x._version
     lam, index = draw(shape[0], gen)
@@ -131,7 +133,7 @@ def test_lam_one_and_fixed_points_leave_rows(gen):
 def test_choose_form_uses_static_facts_only():
     meta = torch.empty(128, 3, 224, 224, device="meta")  # no values at all
     assert _fast.choose_form(meta) == "vector" and _fast.choose_form(meta, inplace=True) == "vector"
-    big, mid, small = torch.empty(4, 3, 128, 128), torch.empty(64, 3, 32, 32), torch.empty(4, 3, 8, 8)
+    big, mid, small = torch.empty(4, 3, 128, 128), torch.empty(400, 3, 32, 32), torch.empty(4, 3, 8, 8)
     assert _fast.choose_form(big) == "rows" and _fast.choose_form(big, inplace=True) == "cycles"
     assert _fast.choose_form(mid) == "chunks" and _fast.choose_form(mid, inplace=True) == "vector"
     assert _fast.choose_form(small) == "vector" and _fast.choose_form(small, inplace=True) == "vector"

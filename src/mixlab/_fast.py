@@ -36,11 +36,11 @@ __all__ = [
 # Rows at least this large (elements) take the per-row CPU loop / cycle walk: each row op is
 # then big enough for torch's intra-op parallelism (its grain is 32768 elements), so a row op
 # costs one parallel region. Smaller rows are processed in chunks of about CHUNK_NUMEL
-# elements (a handful of rows per op): with tiny per-row ops the cost is the thread hand-off
-# of every op, which on a loaded machine reaches milliseconds. See docs/BENCHMARKS.md and
+# elements (many rows per op): with tiny per-row ops the cost is the thread hand-off of
+# every op, which on a loaded machine reaches milliseconds. See docs/BENCHMARKS.md and
 # `python benchmarks/row_threshold.py`.
 ROW_LOOP_MIN_NUMEL = 1 << 15
-CHUNK_NUMEL = 1 << 16
+CHUNK_NUMEL = 1 << 20
 _FLOAT_ROW_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
@@ -106,9 +106,14 @@ class _RowLerp:
 
 def _vector_lerp_gather(x, src, lam, index, out=None) -> torch.Tensor:
     """One gather and one lerp over the whole batch (fusable by inductor), into ``out`` if given."""
-    if x.dtype not in (torch.float32, torch.float64):
-        res = _fused_math(x, src, lam, index)  # reduced precision and uint8: computed in float32
-        return res if out is None else out.copy_(res)
+    if x.dtype not in (torch.float32, torch.float64):  # reduced precision and uint8: computed in float32
+        acc = x.dtype if x.is_complex() else torch.float32
+        xf = x.to(acc)
+        partner = xf.index_select(0, index) if src is x else src.index_select(0, index).to(acc)  # (B, ...)
+        torch.lerp(partner, xf, _view_b(lam.to(acc), x.ndim), out=partner)
+        if x.dtype == torch.uint8:
+            partner.round_()  # a lerp of values in [0, 255] stays there: the cast below is exact
+        return (torch.empty_like(x) if out is None else out).copy_(partner)
     w = _view_b(lam.to(x.dtype), x.ndim)  # (B, 1, ...): lerp needs the weight in x's dtype
     partner = src.index_select(0, index)  # (B, ...): the only temporary
     if out is not None:
