@@ -42,7 +42,7 @@ def test_quick_bench_writes_json_schema(tmp_path, capsys):
             "paper weighted sum", "fastai lerp form"} <= measured
     compiled = next(r for r in inputs["rows"] if r["name"] == "mixlab compiled")
     assert compiled["skipped"]  # --quick never compiles
-    assert all(set(g) == {"goal", "value", "met"} for g in data["goals"])
+    assert all(set(g) == {"goal", "value", "met", "value_min", "met_min"} for g in data["goals"])
     assert not list(tmp_path.glob("*.tmp*"))  # written atomically
 
 

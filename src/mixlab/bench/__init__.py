@@ -147,23 +147,35 @@ def run(settings: dict, device: torch.device, seed: int = 0, out=None) -> dict:
     return result
 
 
-def _median(result, kind, pred, name):
+def _stat(result, kind, pred, name, stat):
     for g in result["groups"]:
         if g["kind"] == kind and pred(g):
             for r in g["rows"]:
                 if r["name"] == name and not r["skipped"]:
-                    return r["median_ms"]
+                    return r[stat]
     return None
 
 
 def goals(result: dict) -> list:
-    """The issue's goals, checked on this run's numbers where the needed rows were measured."""
+    """The issue's goals, checked on this run's medians (``value``) and minimums (``value_min``).
+
+    On a loaded machine the minimum is the less disturbed figure; both are reported.
+    """
+    by_stat = {stat: _goals(result, stat) for stat in ("median_ms", "min_ms")}
+    out = []
+    for (text, v, ok), (_, v_min, _) in zip(by_stat["median_ms"], by_stat["min_ms"]):
+        out.append({"goal": text, "value": v, "met": None if v is None else bool(ok(v)),
+                    "value_min": v_min, "met_min": None if v_min is None else bool(ok(v_min))})
+    return out
+
+
+def _goals(result: dict, stat: str) -> list:
     big = lambda g: g.get("shape") == [128, 3, 224, 224] and g.get("dtype") == "float32"  # noqa: E731
-    t = lambda name: _median(result, "input", big, name)  # noqa: E731
+    t = lambda name: _stat(result, "input", big, name, stat)  # noqa: E731
     out = []
 
     def goal(text, value, ok):
-        out.append({"goal": text, "value": value, "met": None if value is None else bool(ok(value))})
+        out.append((text, value, ok))
 
     ip, oop, copy, clone = t("mixlab mix (in place)"), t("mixlab mix (out of place)"), t("copy floor"), t("x.clone()")
     goal("128x3x224x224 f32 in place <= 1.2x copy floor", ip / copy if ip and copy else None, lambda v: v <= 1.2)
@@ -174,21 +186,24 @@ def goals(result: dict) -> list:
         same = [r for r in peers if ("Cut" in r["name"]) == (kind == "CutMix")]
         for suffix, need in ((" (in place)", 5.0), ("", 1.6)):
             mine = t(ours + suffix)
-            worst = min((r["median_ms"] / mine for r in same), default=None) if mine else None
+            worst = min((r[stat] / mine for r in same), default=None) if mine else None
             goal(f"{kind} call{suffix or ' (out of place)'} >= {need}x faster than every {kind} peer", worst,
                  lambda v, need=need: v >= need)
-    ce = _median(result, "target", lambda g: g.get("num_classes") == 1000, "mixlab .loss (int targets)")
-    plain = _median(result, "target", lambda g: g.get("num_classes") == 1000, "plain CE")
+    ce = _stat(result, "target", lambda g: g.get("num_classes") == 1000, "mixlab .loss (int targets)", stat)
+    plain = _stat(result, "target", lambda g: g.get("num_classes") == 1000, "plain CE", stat)
     goal("mixed CE, int targets, 1000 classes <= 1.2x plain CE", ce / plain if ce and plain else None,
          lambda v: v <= 1.2)
     return out
 
 
 def format_goals(items: list) -> str:
-    lines = ["\n## goals (this run)"]
+    lines = ["\n## goals (this run: on medians / on minimums)"]
     for g in items:
-        v = "not measured in this run" if g["value"] is None else f"{g['value']:.2f}x: {'met' if g['met'] else 'MISSED'}"
-        lines.append(f"- {g['goal']}: {v}")
+        if g["value"] is None:
+            lines.append(f"- {g['goal']}: not measured in this run")
+            continue
+        lines.append(f"- {g['goal']}: {g['value']:.2f}x {'met' if g['met'] else 'MISSED'} / "
+                     f"{g['value_min']:.2f}x {'met' if g['met_min'] else 'MISSED'}")
     return "\n".join(lines)
 
 
