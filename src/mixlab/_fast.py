@@ -320,8 +320,8 @@ def mixed_cross_entropy(criterion, logits: torch.Tensor, targets, weights: torch
     logp = F.log_softmax(logits, dim=1)  # (B, C)
     t = torch.stack(tuple(targets), 1)  # (B, k)
     keep = t != ignore
-    safe = t.masked_fill(~keep, 0)
-    w = weights.to(logp.dtype).masked_fill(~keep, 0)  # (B, k): an ignored target weighs 0
+    safe = t.clamp(min=0) if ignore < 0 else t  # an ignored target's index only has to be valid
+    w = weights.to(logp.dtype) * keep  # (B, k): an ignored target weighs 0
     if weight is not None:
         w = w * weight.to(logp.dtype)[safe]
     mixed = -torch.linalg.vecdot(logp.gather(1, safe), w)  # (B,): sum_j w_j * nll_j, one gather
