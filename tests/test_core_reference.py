@@ -166,3 +166,17 @@ def test_two_way_mixup_transform_matches_its_params(gen):
     p = target.params
     torch.testing.assert_close(mixed, paper_mixup_data(x, p.lam, p.index))
     torch.testing.assert_close(target.y_b, y[p.index])
+
+
+def test_partner_batch_may_be_larger(gen):
+    # partners drawn from a larger batch (e.g. gathered from every rank): index points into it
+    x, y = torch.randn(3, 4, generator=gen), torch.tensor([0, 1, 2])
+    big_x, big_y = torch.randn(7, 4, generator=gen), torch.tensor([3, 4, 0, 1, 2, 3, 4])
+    params = MixParams(torch.tensor([0.2, 0.5, 0.9]), torch.tensor([6, 0, 3]))
+    lam = params.lam[:, None]
+    torch.testing.assert_close(mixlab.mix(x, params, partner=big_x), lam * x + (1 - lam) * big_x[params.index])
+    soft = MixedTarget(y, params, partner=big_y).soft(5)
+    expected = lam * F.one_hot(y, 5).float() + (1 - lam) * F.one_hot(big_y[params.index], 5).float()
+    torch.testing.assert_close(soft, expected)
+    with pytest.raises(ValueError, match="partner labels must have y's trailing shape"):
+        MixedTarget(y, params, partner=torch.rand(7, 2))

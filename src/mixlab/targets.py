@@ -55,7 +55,9 @@ class MixedTarget:
             labels ``(B, C)``; multi-hot labels ``(B, C)``; or regression values ``(B, ...)``.
             Float labels of any shape are mixed linearly with the same weights.
         params: the parameters that mixed the inputs.
-        partner: labels of the partner batch in two-stream mixing (default: ``y`` itself).
+        partner: labels of the partner batch (default: ``y`` itself): a second stream, or the
+            batch gathered from every rank; ``params.index`` points into it, so its batch size
+            may differ from ``y``'s.
         num_classes: default for :meth:`soft` with integer labels.
         label_smoothing: default for :meth:`soft`.
 
@@ -69,19 +71,22 @@ class MixedTarget:
         self.num_classes = _check_num_classes(num_classes)
         self.label_smoothing = _check_smoothing(label_smoothing)
         self.y = self._check_labels(y, "y")
-        src = self.y if partner is None else self._check_labels(partner, "partner")
+        src = self.y if partner is None else self._check_labels(partner, "partner", any_batch=True)
+        if partner is not None and src.shape[1:] != self.y.shape[1:]:
+            raise ValueError(f"partner labels must have y's trailing shape {tuple(self.y.shape[1:])}, "
+                             f"got {tuple(src.shape[1:])}")
         if partner is not None and (src.dtype.is_floating_point != self.y.dtype.is_floating_point):
             raise TypeError("partner labels must be of the same kind (integer or float) as y")
         self.weights, idx = params.kway()  # (B, k), (B, k)
         self.targets = (self.y,) + tuple(src[idx[:, j]] for j in range(1, idx.shape[1]))
 
-    def _check_labels(self, y, name):
+    def _check_labels(self, y, name, any_batch=False):
         if not isinstance(y, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor of labels, got {type(y).__name__}")
         if y.ndim == 0:
             raise ValueError(f"{name} is a 0-dim tensor; labels need a leading batch dimension")
         B = self.params.batch_size
-        if y.shape[0] != B:
+        if y.shape[0] != B and not any_batch:  # a partner batch may be larger (e.g. gathered from all ranks)
             raise ValueError(f"{name} has batch size {y.shape[0]}, but the params were drawn for batch size {B}")
         if y.dtype == torch.bool:
             raise TypeError(f"{name} has dtype torch.bool; pass class indices (int64) or multi-hot as float")
