@@ -180,3 +180,35 @@ def test_partner_batch_may_be_larger(gen):
     torch.testing.assert_close(soft, expected)
     with pytest.raises(ValueError, match="partner labels must have y's trailing shape"):
         MixedTarget(y, params, partner=torch.rand(7, 2))
+
+
+@pytest.mark.parametrize("make", [
+    lambda g: mixlab.MixUp(alpha=0.4, mode="sample", generator=g),
+    lambda g: mixlab.MixUp(alpha=0.4, k=3, generator=g),
+    lambda g: mixlab.CutMix(mode="sample", generator=g),
+    lambda g: mixlab.MixUpOrCutMix(mode="sample", generator=g),
+])
+@pytest.mark.parametrize("rows", [(3, 4, 4), (3, 80, 80)])  # small rows and rows that take the row loop
+def test_mix_is_differentiable(make, rows, gen):
+    # hidden states and learned inputs require grad: mixing must pass gradients to both partners
+    x = torch.randn(5, *rows, generator=gen, requires_grad=True)
+    mixed, target = make(gen)(x, torch.arange(5))
+    p = target.params
+    expected = mixlab.mix(x.detach(), p)
+    torch.testing.assert_close(mixed.detach(), expected)
+    (grad,) = torch.autograd.grad(mixed.sum(), x)
+    # d(sum mixed)/dx[r] = total weight row r carries across all outputs
+    w, idx = p.kway()
+    if p.box is None:
+        total = torch.zeros(5).index_add_(0, idx.flatten(), w.flatten())
+        torch.testing.assert_close(grad.flatten(1).mean(1), total)
+    else:
+        torch.testing.assert_close(grad.sum(), torch.tensor(float(mixed.numel())))
+    base = torch.randn(5, *rows, generator=gen, requires_grad=True)
+    h = base * 1.0  # a non-leaf, mixed in place
+    expected_h = mixlab.mix(h.detach().clone(), p)
+    out = mixlab.mix(h, p, inplace=True)
+    assert out is h
+    torch.testing.assert_close(out.detach(), expected_h)
+    (grad_base,) = torch.autograd.grad(out.sum(), base)
+    torch.testing.assert_close(grad_base, grad)

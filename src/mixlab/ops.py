@@ -50,6 +50,10 @@ def mix_tensor(
 ) -> torch.Tensor:
     """Mix one tensor along dim 0. See :func:`mix`; ``x`` must be a mixable tensor."""
     src = x if partner is None else partner
+    if torch.is_grad_enabled() and (x.requires_grad or src.requires_grad):
+        # Autograd: the out= kernels are not differentiable; one traced expression is.
+        out = _differentiable(x, src, params)
+        return x.copy_(out) if inplace else out
     if params.lam.ndim == 2:
         out = _mix_kway(x, src, params)
     elif params.box is not None and _has_box_dims(x, params.box_shape):
@@ -74,8 +78,18 @@ def _view_b(w: torch.Tensor, ndim: int) -> torch.Tensor:
     return w.view(w.shape[0], *([1] * (ndim - 1)))
 
 
-def _paste(x: torch.Tensor, src: torch.Tensor, params: MixParams, *, inplace: bool = False) -> torch.Tensor:
-    if x.device.type == "cpu" and not torch.compiler.is_compiling() and x.shape[0] > 0:
+def _differentiable(x: torch.Tensor, src: torch.Tensor, params: MixParams) -> torch.Tensor:
+    """The same numbers as the fast forms, built from differentiable ops only."""
+    if params.lam.ndim == 2:
+        return _mix_kway(x, src, params)
+    if params.box is not None and _has_box_dims(x, params.box_shape):
+        return _paste(x, src, params, differentiable=True)
+    return _fast._fused_math(x, src, params.lam, params.index)
+
+
+def _paste(x: torch.Tensor, src: torch.Tensor, params: MixParams, *, inplace: bool = False,
+           differentiable: bool = False) -> torch.Tensor:
+    if x.device.type == "cpu" and not torch.compiler.is_compiling() and x.shape[0] > 0 and not differentiable:
         # CPU eager: slice copies of the boxes, no full-size mask or gather (box values are on the host).
         out = _fast.paste_boxes_cpu(x, src, params.lam, params.index, params.box, params.linear, inplace=inplace)
         if out is not None:
@@ -86,7 +100,7 @@ def _paste(x: torch.Tensor, src: torch.Tensor, params: MixParams, *, inplace: bo
         out = torch.where(mask, xp, x)
     else:
         blend = torch.where(params.linear, params.lam, torch.ones_like(params.lam))
-        base = _fast.lerp_gather(x, src, blend, params.index)
+        base = (_fast._fused_math if differentiable else _fast.lerp_gather)(x, src, blend, params.index)
         out = torch.where(mask, xp, base)
     return out.contiguous(memory_format=_fast.memory_format(x))
 
