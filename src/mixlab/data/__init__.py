@@ -14,6 +14,7 @@ _LAZY = {
     "DataSplits": "datasets",
     "load_dataset": "datasets",
     "list_datasets": "datasets",
+    "DATASETS": "datasets",
 }
 
 __all__ = sorted(_LAZY)
