@@ -10,20 +10,15 @@ import torch
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 def _load(name):
     spec = importlib.util.spec_from_file_location(f"mixlab_example_{name}", EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models on a shared 2-core machine: one intra-op thread is faster and repeatable."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_tabular_wine():

@@ -23,15 +23,7 @@ with warnings.catch_warnings():  # fastai's import calls torch.jit.script, depre
     import mixlab
     from mixlab.fastai import CutMix, MixCallback, MixUp
 
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models on a shared 2-core machine: one intra-op thread is faster and repeatable."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"), pytest.mark.usefixtures("one_thread")]
 
 
 

@@ -119,17 +119,6 @@ def _article_model():
     ])
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine keras' small convolutions run faster so."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_article_protocol_same_initial_weights_both_arms_learn(one_thread):
     x, y, xt, yt = _data()
     keras.utils.set_random_seed(0)

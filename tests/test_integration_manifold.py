@@ -9,15 +9,10 @@ import mixlab
 from mixlab.manifold import ManifoldMixup, combine_masks
 from mixlab.params import MixParams
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small models on a shared 2-core machine: one intra-op thread is faster and repeatable."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 def _cnn():
     torch.manual_seed(0)

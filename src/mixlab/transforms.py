@@ -53,6 +53,15 @@ class _Mixer:
     def sample(self, x) -> MixParams:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _set_box_options(self, mode, pairing, correct_lam, box_dims) -> None:
+        """Options shared by the transforms that cut boxes (CutMix, MixUpOrCutMix)."""
+        self.mode = check_mode(mode)
+        if self.mode == "pair":
+            raise ValueError(f"{type(self).__name__} supports mode 'batch' or 'sample', got 'pair'")
+        self.pairing = check_pairing(pairing)
+        self.correct_lam = bool(correct_lam)
+        self.box_dims = box_dims
+
     def __call__(self, x, y=None):
         """Mix a batch. Returns ``(mixed_x, MixedTarget)``, or ``mixed_x`` alone when ``y`` is None."""
         params = self.sample(x)
@@ -161,12 +170,7 @@ class CutMix(_Mixer):
                          inplace=inplace)
         self.alpha = check_alpha(_alias(alpha, cutmix_alpha, "alpha", "cutmix_alpha", 1.0))
         self.p = check_probability(_alias(p, prob, "p", "prob", 1.0))
-        self.mode = check_mode(mode)
-        if self.mode == "pair":
-            raise ValueError("CutMix supports mode 'batch' or 'sample', got 'pair'")
-        self.pairing = check_pairing(pairing)
-        self.correct_lam = bool(correct_lam)
-        self.box_dims = box_dims
+        self._set_box_options(mode, pairing, correct_lam, box_dims)
 
     def sample(self, x) -> MixParams:
         B, device, leaf = _batch_info(x)
@@ -203,12 +207,7 @@ class MixUpOrCutMix(_Mixer):
         self.cutmix_alpha = check_alpha(cutmix_alpha, "cutmix_alpha")
         self.switch_prob = check_probability(switch_prob, "switch_prob")
         self.prob = check_probability(prob, "prob")
-        self.mode = check_mode(mode)
-        if self.mode == "pair":
-            raise ValueError("MixUpOrCutMix supports mode 'batch' or 'sample', got 'pair'")
-        self.pairing = check_pairing(pairing)
-        self.correct_lam = bool(correct_lam)
-        self.box_dims = box_dims
+        self._set_box_options(mode, pairing, correct_lam, box_dims)
 
     def sample(self, x) -> MixParams:
         B, device, leaf = _batch_info(x)
