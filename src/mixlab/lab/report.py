@@ -87,6 +87,7 @@ def _curves(histories: dict, arms: list, path) -> None:
                                 color=line.get_color(), alpha=0.2)
             ax.set_title(title)
             ax.set_xlabel("epoch")
+            ax.xaxis.get_major_locator().set_params(integer=True)
     axes[0].legend()
     save_figure(fig, path)
 
