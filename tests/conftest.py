@@ -1,8 +1,7 @@
-"""Shared test set-up: a device option, deterministic hypothesis, the shared/ folder."""
+"""Shared test set-up: deterministic hypothesis, seeded generators, one-thread fixture."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,32 +15,10 @@ settings.register_profile(
 )
 settings.load_profile("mixlab")
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-
-
-def pytest_addoption(parser):
-    parser.addoption("--device", default="cpu", help="device for the core tests, e.g. cuda")
-
-
 @pytest.fixture
-def device(request) -> torch.device:
-    d = torch.device(request.config.getoption("--device"))
-    if d.type == "cuda" and not torch.cuda.is_available():
-        pytest.skip("CUDA not available")
-    return d
-
-
-@pytest.fixture
-def gen(device) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(1234)
-
-
-@pytest.fixture
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip("../shared is absent")
-    return SHARED
+def gen() -> torch.Generator:
+    """A seeded CPU generator (the core tests build their inputs on the CPU)."""
+    return torch.Generator().manual_seed(1234)
 
 
 @pytest.fixture
