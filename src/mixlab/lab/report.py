@@ -148,8 +148,8 @@ def mixed_samples_png(data, cfg, path, *, n: int = 9, seed: int = 0, mix: str | 
     img = (x * data.std + data.mean).clamp(0, 1).cpu()                          # (B, C, H, W) in [0, 1]
     cols = 3
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, 2 * cols, figsize=(4.4 * cols, 2.4 * rows), squeeze=False,
-                             gridspec_kw={"width_ratios": [1, 1.1] * cols})
+    fig, axes = plt.subplots(rows, 2 * cols, figsize=(5.6 * cols, 2.4 * rows), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1.1] * cols, "wspace": 0.6})
     names = [str(c)[:12] for c in data.classes]
     for i in range(rows * cols):
         ai, ab = axes[i // cols][2 * (i % cols)], axes[i // cols][2 * (i % cols) + 1]
@@ -161,6 +161,7 @@ def mixed_samples_png(data, cfg, path, *, n: int = 9, seed: int = 0, mix: str | 
         ai.imshow(pic.squeeze(-1) if pic.shape[-1] == 1 else pic, cmap="gray" if pic.shape[-1] == 1 else None)
         ab.barh(range(len(names)), soft[i].tolist(), color="tab:blue")
         ab.set_yticks(range(len(names)), names, fontsize=6)
+        ab.yaxis.tick_right()  # class names beside the bars, clear of the image on the left
         ab.set_xlim(0, 1)
         ab.invert_yaxis()
         ab.tick_params(axis="x", labelsize=6)
