@@ -1,6 +1,7 @@
 """The one small training loop the examples share (each example supplies its loss step)."""
 from __future__ import annotations
 
+import argparse
 from typing import Callable
 
 import torch
@@ -58,3 +59,22 @@ def print_results(title: str, results: dict) -> None:
     print(title)
     for name, r in results.items():
         print(f"  {name:<10} test accuracy {r['test_accuracy']:.4f}   final train loss {r['final_train_loss']:.4f}")
+
+
+def example_parser(doc: str, *, epochs: int, alpha: float) -> argparse.ArgumentParser:
+    """The options every example takes; an example adds its own before :func:`parse`."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--alpha", type=float, default=alpha)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--fast", action="store_true", help="small data and few epochs, for the test suite")
+    return p
+
+
+def parse(p: argparse.ArgumentParser, argv) -> argparse.Namespace:
+    """Parse ``argv`` and apply ``--threads``."""
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args

@@ -12,7 +12,6 @@ time steps kept, so the target weights the classes by how much of each signal is
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mixlab  # noqa: E402
-from _loop import compare, print_results  # noqa: E402
+from _loop import compare, example_parser, parse, print_results  # noqa: E402
 
 CLASSES = ("sine", "square", "sawtooth", "chirp")
 
@@ -58,17 +57,10 @@ def make_model() -> nn.Module:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = example_parser(__doc__, epochs=15, alpha=1.0)
     p.add_argument("--train", type=int, default=4000)
     p.add_argument("--test", type=int, default=1000)
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--alpha", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--fast", action="store_true", help="small data and few epochs, for the test suite")
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse(p, argv)
     n_train, n_test, epochs = (600, 300, 4) if args.fast else (args.train, args.test, args.epochs)
     g = torch.Generator().manual_seed(args.seed)
     train, test = make_signals(n_train, generator=g), make_signals(n_test, generator=g)

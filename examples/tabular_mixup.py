@@ -9,7 +9,6 @@ mixed through :class:`mixlab.MixedTarget`.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mixlab  # noqa: E402
-from _loop import compare, print_results  # noqa: E402
+from _loop import compare, example_parser, parse, print_results  # noqa: E402
 
 LOADERS = {"wine": "load_wine", "breast-cancer": "load_breast_cancer"}
 
@@ -44,16 +43,9 @@ def load(name: str, seed: int = 0):
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = example_parser(__doc__, epochs=200, alpha=0.4)
     p.add_argument("--dataset", choices=sorted(LOADERS), default="wine")
-    p.add_argument("--epochs", type=int, default=200)
-    p.add_argument("--alpha", type=float, default=0.4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--fast", action="store_true", help="a few epochs, for the test suite")
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse(p, argv)
     epochs = 30 if args.fast else args.epochs
     train, test, num_classes = load(args.dataset, args.seed)
     features = train[0].shape[1]

@@ -16,7 +16,6 @@ says which kind occurs more often (ties never generated). Token 0 is padding.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mixlab  # noqa: E402
-from _loop import compare, print_results  # noqa: E402
+from _loop import compare, example_parser, parse, print_results  # noqa: E402
 
 VOCAB, MAX_LEN = 200, 24
 POSITIVE, NEGATIVE = range(1, 11), range(11, 21)
@@ -74,17 +73,10 @@ class TextClassifier(nn.Module):
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = example_parser(__doc__, epochs=10, alpha=0.4)
     p.add_argument("--train", type=int, default=3000)
     p.add_argument("--test", type=int, default=1000)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--alpha", type=float, default=0.4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--fast", action="store_true", help="small data and few epochs, for the test suite")
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse(p, argv)
     n_train, n_test, epochs = (800, 400, 3) if args.fast else (args.train, args.test, args.epochs)
     g = torch.Generator().manual_seed(args.seed)
     train, test = make_sentences(n_train, generator=g), make_sentences(n_test, generator=g)
