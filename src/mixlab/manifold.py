@@ -88,21 +88,14 @@ def _resolve_layer(model: nn.Module, layer):
 
 
 def _mix_hidden(t, params: MixParams, path: str):
-    """Mix one hidden-state leaf, differentiably; non-floating leaves (indices, masks) pass through.
-
-    Hidden states require grad, so this is the out-of-place ``lerp`` (the core's fast kernels
-    write into preallocated buffers, which autograd does not allow); leaves that do not need
-    grad go through :func:`mixlab.mix`.
-    """
+    """Mix one hidden-state leaf with :func:`mixlab.mix` (differentiable when the state requires
+    grad); non-floating leaves (indices, masks) pass through."""
     if not isinstance(t, torch.Tensor) or not t.is_floating_point():
         return t
-    if not (t.requires_grad and torch.is_grad_enabled()):
-        return mix(t, params)
     if t.ndim == 0 or t.shape[0] != params.batch_size:
         raise ValueError(f"hidden state {path} has shape {tuple(t.shape)}; ManifoldMixup needs the batch "
                          f"(size {params.batch_size}) on dim 0 of the chosen layer's output")
-    w = params.lam.to(device=t.device, dtype=t.dtype).view(-1, *([1] * (t.ndim - 1)))  # (B, 1, ...)
-    return torch.lerp(t.index_select(0, params.index.to(t.device)), t, w)  # lam * t + (1 - lam) * t[index]
+    return mix(t, params)
 
 
 class ManifoldMixup:

@@ -74,10 +74,6 @@ def _has_box_dims(x: torch.Tensor, box_shape) -> bool:
     return x.ndim >= D + 1 and tuple(x.shape[-D:]) == tuple(box_shape)
 
 
-def _view_b(w: torch.Tensor, ndim: int) -> torch.Tensor:
-    return w.view(w.shape[0], *([1] * (ndim - 1)))
-
-
 def _differentiable(x: torch.Tensor, src: torch.Tensor, params: MixParams) -> torch.Tensor:
     """The same numbers as the fast forms, built from differentiable ops only."""
     if params.lam.ndim == 2:
@@ -108,9 +104,9 @@ def _paste(x: torch.Tensor, src: torch.Tensor, params: MixParams, *, inplace: bo
 def _mix_kway(x: torch.Tensor, src: torch.Tensor, params: MixParams) -> torch.Tensor:
     w, idx = params.lam, params.index  # (B, k), (B, k)
     acc_dtype = torch.float32 if x.dtype in (torch.uint8, torch.float16, torch.bfloat16) else x.dtype
-    out = _view_b(w[:, 0].to(acc_dtype), x.ndim) * x.to(acc_dtype)
+    out = _fast._view_b(w[:, 0].to(acc_dtype), x.ndim) * x.to(acc_dtype)
     for j in range(1, w.shape[1]):
-        out = out + _view_b(w[:, j].to(acc_dtype), x.ndim) * src[idx[:, j]].to(acc_dtype)
+        out = out + _fast._view_b(w[:, j].to(acc_dtype), x.ndim) * src[idx[:, j]].to(acc_dtype)
     return _fast.cast_back(out, x)
 
 

@@ -256,8 +256,3 @@ def _per_sample(criterion):
     if callable(criterion):
         return (lambda i, t: criterion(i, t, reduction="none")), "mean"
     raise TypeError(f"criterion must be a loss module or function, got {type(criterion).__name__}")
-
-
-def one_hot(y: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """float32 one-hot rows for integer labels."""
-    return F.one_hot(y, num_classes).float()
