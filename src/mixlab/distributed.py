@@ -361,9 +361,9 @@ class GlobalMixer:
             same and raise ``ValueError`` if not (one small collective, once).
 
     Returns (when called with ``x, y``):
-        ``(mixed_x, MixedTarget)`` for the local rows. The target holds the partners' labels
-        as ``partner`` with ``params.index == arange(B)`` (as :func:`mixlab.mix_pair`);
-        :meth:`sample` gives the parameters with ``index`` into the global batch.
+        ``(mixed_x, MixedTarget)`` for the local rows. The target holds the gathered labels
+        as ``partner``, and its ``params.index`` points into the global batch (as
+        :meth:`sample` returns it).
 
     Convention: ``mixed[i] = lam[i] * x[i] + (1 - lam[i]) * global_x[index[i]]``.
     """
@@ -407,16 +407,11 @@ class GlobalMixer:
             raise TypeError("x must be a tensor or nested batch of tensors with a leading batch dimension")
         sizes = gather_sizes(leaf.shape[0])
         params, global_x = self.sample(x, sizes)
-        # Pick each row's partner out of the global batch; then it is two-stream mixing row i
-        # with partner row i, as mixlab.mix_pair does (index = arange into the partner batch).
-        pick = lambda t, path: t[params.index]  # noqa: E731
-        pair = MixParams(params.lam, torch.arange(leaf.shape[0], device=params.index.device), params.box,
-                         params.box_shape, params.linear)
-        mixed = mix(x, pair, partner=tree_map_with_path(pick, global_x))
+        # The gathered batch is the partner batch; params.index points into it.
+        mixed = mix(x, params, partner=global_x)
         if y is None:
             return mixed
-        partner_y = gather_batch(y, sizes)[params.index]
-        target = MixedTarget(y, pair, partner=partner_y, num_classes=self.transform.num_classes,
+        target = MixedTarget(y, params, partner=gather_batch(y, sizes), num_classes=self.transform.num_classes,
                              label_smoothing=self.transform.label_smoothing)
         return mixed, target
 
