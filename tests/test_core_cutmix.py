@@ -24,16 +24,18 @@ def test_lam_is_the_exact_kept_fraction(shape, mode, gen):
     for _ in range(5):
         out, target = cut(x, torch.arange(B))
         p = target.params
-        assert p.box.shape == (B, len(shape) - 1, 2) and p.box_shape == shape[1:]
+        box = p.region.box
+        assert box.shape == (B, len(shape) - 1, 2) and p.region.shape == shape[1:]
         own = (out == x).flatten(1).float().mean(1)
         moved = p.index != torch.arange(B)
         torch.testing.assert_close(own[moved], p.lam[moved])  # exact fraction of the original kept
         from_partner = (out == p.index.float().view(B, *[1] * len(shape))).flatten(1).float().mean(1)
         torch.testing.assert_close(from_partner[moved], 1 - p.lam[moved])
-        vol = (p.box[..., 1] - p.box[..., 0]).prod(1).float()
+        vol = (box[..., 1] - box[..., 0]).prod(1).float()
         torch.testing.assert_close(p.lam, 1 - vol / torch.tensor(shape[1:]).prod().float())
+        torch.testing.assert_close(p.lam, p.region.kept())
         if mode == "batch":
-            assert bool((p.box == p.box[:1]).all())
+            assert bool((box == box[:1]).all())
 
 
 def test_loss_routes_agree_for_cutmix(gen):
@@ -47,7 +49,8 @@ def test_every_box_position_is_reachable():
     # T = 7, lam 0.5: the unclipped cut is floor(3.5) = 3 long; centres 0..6 give 7 distinct clipped boxes
     T, n = 7, 4000
     lam = torch.full((n,), 0.5)
-    box, lam_c = mixlab.sample_box(lam, (T,), generator=torch.Generator().manual_seed(0))
+    region, lam_c = mixlab.sample_box(lam, (T,), generator=torch.Generator().manual_seed(0))
+    box = region.box
     seen = {tuple(b) for b in box[:, 0].tolist()}
     expected = {(max(c - 1, 0), min(c + 2, T)) for c in range(T)}
     assert seen == expected
@@ -55,7 +58,8 @@ def test_every_box_position_is_reachable():
 
 
 def test_box_lam_extremes():
-    box, lam = mixlab.sample_box(torch.tensor([0.0, 1.0]), (6, 4), generator=torch.Generator().manual_seed(1))
+    region, lam = mixlab.sample_box(torch.tensor([0.0, 1.0]), (6, 4), generator=torch.Generator().manual_seed(1))
+    box = region.box
     # lam 0: a full-size box centred anywhere, clipped; lam is corrected to the clipped area
     vol = (box[0, :, 1] - box[0, :, 0]).prod().item()
     assert (box[0, :, 1] - box[0, :, 0]).tolist() != [0, 0] and lam[0].item() == pytest.approx(1 - vol / 24)
@@ -67,7 +71,7 @@ def test_correct_lam_false_keeps_drawn_value(gen):
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     _, t_exact = mixlab.CutMix(mode="sample", generator=g1)(x, torch.arange(6))
     _, t_drawn = mixlab.CutMix(mode="sample", correct_lam=False, generator=g2)(x, torch.arange(6))
-    assert torch.equal(t_exact.params.box, t_drawn.params.box)
+    assert torch.equal(t_exact.params.region.box, t_drawn.params.region.box)
     expected = mixlab.sample_params(6, alpha=1.0, mode="sample", generator=torch.Generator().manual_seed(3)).lam
     torch.testing.assert_close(t_drawn.lam, expected)
 
@@ -78,12 +82,12 @@ def test_mixup_or_cutmix_rows(gen):
     both = mixlab.MixUpOrCutMix(mixup_alpha=1.0, cutmix_alpha=1.0, switch_prob=0.5, mode="sample", generator=gen)
     out, target = both(x, torch.arange(B))
     p = target.params
-    linear = p.linear
+    linear = p.region.linear
     assert 10 < int(linear.sum()) < 54  # both kinds of row in one batch
     lam4 = p.lam.view(B, 1, 1, 1)
     expected_linear = lam4 * x + (1 - lam4) * x[p.index]
     torch.testing.assert_close(out[linear], expected_linear[linear])
-    assert bool(((p.box[linear][..., 1] - p.box[linear][..., 0]).prod(1) == 0).all())
+    assert bool(((p.region.box[linear][..., 1] - p.region.box[linear][..., 0]).prod(1) == 0).all())
     cut = ~linear & (p.index != torch.arange(B))
     torch.testing.assert_close((out == x).flatten(1).float().mean(1)[cut], p.lam[cut])
 
@@ -93,8 +97,9 @@ def test_mixup_or_cutmix_batch_mode_picks_one_kind(gen):
     kinds = set()
     for _ in range(20):
         p = both.sample(torch.rand(8, 3, 8, 8))
-        assert bool((p.linear == p.linear[0]).all())
-        kinds.add(bool(p.linear[0]))
+        linear = p.region.linear
+        assert bool((linear == linear[0]).all())
+        kinds.add(bool(linear[0]))
     assert kinds == {True, False}
 
 

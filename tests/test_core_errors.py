@@ -29,8 +29,12 @@ def test_sample_params_errors(kwargs, exc, pattern):
 def test_transform_errors():
     with pytest.raises(ValueError, match="alpha must be a finite number >= 0, got -0.5"):
         mixlab.MixUp(alpha=-0.5)
-    with pytest.raises(ValueError, match="either alpha or mixup_alpha"):
+    with pytest.raises(TypeError, match="mixup_alpha"):  # one spelling per option: timm's names live in its adapter
         mixlab.MixUp(alpha=0.2, mixup_alpha=0.2)
+    with pytest.raises(ValueError, match="pairing='flip'"):  # pair mode is not switched to flip behind your back
+        mixlab.MixUp(alpha=0.2, mode="pair")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        mixlab.MixUp(alpha=0.2, mode="elem")
     with pytest.raises(ValueError, match=r"switch_prob must be in \[0, 1\]"):
         mixlab.MixUpOrCutMix(switch_prob=2)
     with pytest.raises(ValueError, match="label_smoothing"):
@@ -58,7 +62,7 @@ def test_mix_errors():
 def test_params_errors():
     with pytest.raises(TypeError, match="index must be an int64 tensor"):
         MixParams(torch.ones(3), torch.arange(3, dtype=torch.int32))
-    with pytest.raises(ValueError, match=r"shape \(B,\) or \(B, k\)"):
+    with pytest.raises(ValueError, match=r"must both have shape \(B,\)"):
         MixParams(torch.ones(3), torch.arange(4))
 
 
@@ -70,8 +74,6 @@ def test_target_errors():
         MixedTarget(torch.tensor([0, -1, 1, 2]), p).soft(3)
     with pytest.raises(ValueError, match="num_classes is required"):
         MixedTarget(torch.tensor([0, 1, 1, 2]), p).soft()
-    with pytest.raises(ValueError, match=r"integer y must be class indices of shape \(B,\), got shape \(4, 3\)"):
-        MixedTarget(torch.zeros(4, 3, dtype=torch.long), p)
     with pytest.raises(TypeError, match="torch.bool"):
         MixedTarget(torch.zeros(4, 3, dtype=torch.bool), p)
     with pytest.raises(ValueError, match="y has batch size 5"):

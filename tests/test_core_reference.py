@@ -84,8 +84,14 @@ def test_weighted_and_smoothed_ce_routes_agree(gen):
     logits = torch.randn(12, 6, generator=gen)
     _, target = _random_target(gen)
     w = torch.rand(6, generator=gen) + 0.5
-    crit = nn.CrossEntropyLoss(weight=w)
-    torch.testing.assert_close(target.loss(crit, logits), F.cross_entropy(logits, target.soft(6), weight=w))
+    for reduction in ("sum", "none"):  # per element the routes agree exactly
+        crit = nn.CrossEntropyLoss(weight=w, reduction=reduction)
+        torch.testing.assert_close(target.loss(crit, logits), F.cross_entropy(logits, target.soft(6), weight=w,
+                                                                              reduction=reduction))
+    # "mean" divides by the mixed class weight (torch's class-index convention), not by B
+    mixed_weight = (target.weights * w[torch.stack(target.targets, 1)]).sum()
+    torch.testing.assert_close(target.loss(nn.CrossEntropyLoss(weight=w), logits),
+                               F.cross_entropy(logits, target.soft(6), weight=w, reduction="sum") / mixed_weight)
     smooth = nn.CrossEntropyLoss(label_smoothing=0.1)
     torch.testing.assert_close(target.loss(smooth, logits), soft_cross_entropy(logits, target.soft(6, label_smoothing=0.1)))
 
@@ -135,15 +141,16 @@ def test_mixed_loss_adapter(gen):
 def test_kway_mix_and_targets(gen):
     B, k, C = 10, 3, 4
     params = mixlab.sample_params(B, alpha=0.7, mode="sample", k=k, generator=gen)
-    assert params.lam.shape == (B, k) and params.index.shape == (B, k)
+    assert params.weights.shape == (B, k) and params.index.shape == (B, k)
+    assert params.lam.shape == (B,) and torch.equal(params.lam, params.weights[:, 0])
     torch.testing.assert_close(params.index[:, 0], torch.arange(B))
     x = torch.randn(B, 3, 5, generator=gen)
-    expected = sum(params.lam[:, j, None, None] * x[params.index[:, j]] for j in range(k))
+    expected = sum(params.weights[:, j, None, None] * x[params.index[:, j]] for j in range(k))
     torch.testing.assert_close(mixlab.mix(x, params), expected)
     y = torch.randint(0, C, (B,), generator=gen)
     target = MixedTarget(y, params)
     onehot = F.one_hot(y, C).float()
-    expected_soft = sum(params.lam[:, j, None] * onehot[params.index[:, j]] for j in range(k))
+    expected_soft = sum(params.weights[:, j, None] * onehot[params.index[:, j]] for j in range(k))
     torch.testing.assert_close(target.soft(C), expected_soft)
     logits = torch.randn(B, C, generator=gen)
     torch.testing.assert_close(target.loss(nn.CrossEntropyLoss(), logits), soft_cross_entropy(logits, expected_soft))
@@ -199,7 +206,7 @@ def test_mix_is_differentiable(make, rows, gen):
     (grad,) = torch.autograd.grad(mixed.sum(), x)
     # d(sum mixed)/dx[r] = total weight row r carries across all outputs
     w, idx = p.kway()
-    if p.box is None:
+    if p.region is None:
         total = torch.zeros(5).index_add_(0, idx.flatten(), w.flatten())
         torch.testing.assert_close(grad.flatten(1).mean(1), total)
     else:

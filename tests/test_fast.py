@@ -150,9 +150,10 @@ def test_compiled_form_matches_reference(gen):
 
 
 def _mask_reference(x, src, params):
-    mask = mixlab.ops.box_mask(params, x.ndim)
-    base = reference(x, src, torch.where(params.linear, params.lam, torch.ones_like(params.lam))
-                     if params.linear is not None else torch.ones_like(params.lam), params.index)
+    region = params.region
+    mask = region.mask(x.ndim)
+    base = reference(x, src, torch.where(region.linear, params.lam, torch.ones_like(params.lam))
+                     if region.linear is not None else torch.ones_like(params.lam), params.index)
     return torch.where(mask, src[params.index], base)
 
 
@@ -186,16 +187,20 @@ CE_CASES = [
 
 def _generic(target, criterion, logits):
     """The generic route: one criterion call per target, as MixedTarget.loss does without the fast route."""
-    per = None
+    per, norm = None, 0.0
+    weight, ignore = getattr(criterion, "weight", None), getattr(criterion, "ignore_index", -100)
     for j, t in enumerate(target.targets):
         if isinstance(criterion, nn.Module):
-            one = F.cross_entropy(logits, t, weight=criterion.weight, ignore_index=criterion.ignore_index,
+            one = F.cross_entropy(logits, t, weight=weight, ignore_index=ignore,
                                   label_smoothing=criterion.label_smoothing, reduction="none")
         else:
             one = criterion(logits, t, reduction="none")
         per = target.weights[:, j] * one if per is None else per + target.weights[:, j] * one
+        cw = torch.ones(logits.shape[1]) if weight is None else weight
+        norm = norm + (target.weights[:, j] * cw[t.clamp(min=0)] * (t != ignore)).sum()
     own = getattr(criterion, "reduction", "mean")
-    return per.sum() if own == "sum" else per.mean()
+    # "mean": torch's class-index convention, divided by the mixed (class-)weight
+    return per.sum() if own == "sum" else per.sum() / norm
 
 
 @pytest.mark.parametrize("case", CE_CASES)
@@ -207,7 +212,6 @@ def test_fused_cross_entropy_equals_generic_route(case, k, gen):
     y[0] = 3  # hits ignore_index=3 in one case
     params = mixlab.sample_params(B, alpha=0.4, mode="sample", k=k, generator=gen)
     target = mixlab.MixedTarget(y, params)
-    assert _fast.mixed_cross_entropy(criterion, torch.randn(B, C), target.targets, target.weights) is not None
     logits = torch.randn(B, C, generator=gen, requires_grad=True)
     fast = target.loss(criterion, logits)
     (g_fast,) = torch.autograd.grad(fast, logits)
@@ -223,10 +227,20 @@ def test_fused_cross_entropy_equals_generic_route(case, k, gen):
             torch.testing.assert_close(fast, soft)
 
 
-def test_fused_route_declines_other_losses_and_shapes():
-    t, w = (torch.tensor([0, 1]), torch.tensor([1, 0])), torch.full((2, 2), 0.5)
-    assert _fast.mixed_cross_entropy(nn.NLLLoss(), torch.randn(2, 3), t, w) is None
-    assert _fast.mixed_cross_entropy(nn.CrossEntropyLoss(), torch.randn(2, 3, 4), t, w) is None
+@pytest.mark.parametrize("criterion", [nn.NLLLoss(), nn.NLLLoss(weight=torch.linspace(0.5, 2.0, 5), ignore_index=1),
+                                       F.nll_loss])
+def test_fused_nll_equals_per_target_nll(criterion, gen):
+    B, C = 9, 5
+    y = torch.randint(0, C, (B,), generator=gen)
+    target = mixlab.MixedTarget(y, mixlab.sample_params(B, alpha=1.0, mode="sample", generator=gen))
+    logp = torch.randn(B, C, generator=gen).log_softmax(1).requires_grad_()
+    fast = target.loss(criterion, logp, reduction="sum")
+    w = getattr(criterion, "weight", None)
+    ig = getattr(criterion, "ignore_index", -100)
+    slow = sum((target.weights[:, j] * F.nll_loss(logp, t, weight=w, ignore_index=ig, reduction="none")).sum()
+               for j, t in enumerate(target.targets))
+    torch.testing.assert_close(fast, slow)
+    torch.testing.assert_close(torch.autograd.grad(fast, logp)[0], torch.autograd.grad(slow, logp)[0])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -241,7 +255,7 @@ def test_no_host_device_sync_on_gpu():
     torch.cuda.set_sync_debug_mode("error")
     try:
         for transform in (mixlab.MixUp(alpha=0.4, mode="sample", generator=g),
-                          mixlab.MixUp(alpha=0.4, mode="pair", generator=g, inplace=True),
+                          mixlab.MixUp(alpha=0.4, mode="pair", pairing="flip", generator=g, inplace=True),
                           mixlab.CutMix(alpha=1.0, generator=g), mixlab.MixUpOrCutMix(mode="sample", generator=g)):
             for batch in (x, xu):
                 mixed, target = transform(batch.clone(), y)

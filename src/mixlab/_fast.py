@@ -29,8 +29,8 @@ from __future__ import annotations
 import torch
 
 __all__ = [
-    "ROW_LOOP_MIN_NUMEL", "CHUNK_NUMEL", "memory_format", "cast_back", "choose_form", "lerp_gather",
-    "lerp_perm_inplace", "lerp_flip_inplace", "compiled_lerp_gather", "paste_boxes_cpu",
+    "lerp", "paste", "ROW_LOOP_MIN_NUMEL", "CHUNK_NUMEL", "memory_format", "cast_back", "choose_form",
+    "lerp_gather", "lerp_perm_inplace", "lerp_flip_inplace", "compiled_lerp_gather",
 ]
 
 # Rows at least this large (elements) take the per-row CPU loop / cycle walk: each row op is
@@ -128,6 +128,20 @@ def _chunked_lerp_gather(x, src, lam, index, out) -> torch.Tensor:
         sl = slice(i0, i0 + step)
         _vector_lerp_gather(x[sl], src, lam[sl], index[sl], out=out[sl])
     return out
+
+
+def lerp(x: torch.Tensor, src: torch.Tensor, lam: torch.Tensor, index: torch.Tensor, *,
+         out: torch.Tensor | None = None, fast: bool = True) -> torch.Tensor:
+    """The lerp door: ``lam * x + (1 - lam) * src[index]`` row by row, into ``out`` when given.
+
+    ``fast=False`` gives the same numbers from differentiable ops only (the ``out=`` kernels
+    are not differentiable); otherwise the form is chosen by :func:`choose_form`, and
+    ``out is x is src`` walks the permutation in place.
+    """
+    if not fast:
+        res = _fused_math(x, src, lam, index)
+        return res if out is None else out.copy_(res)
+    return lerp_gather(x, src, lam, index, out=out)
 
 
 def lerp_gather(
@@ -248,8 +262,8 @@ def _fused_math(x, src, lam, index):
     return cast_back(res, x)
 
 
-def paste_boxes_cpu(x, src, lam, index, box, linear, *, inplace: bool) -> torch.Tensor | None:
-    """CutMix on CPU by slice copies, without a full-size mask or a full-size gather.
+def paste(x, src, lam, index, box, linear, *, inplace: bool) -> torch.Tensor | None:
+    """The paste door: CutMix boxes on CPU by slice copies, without a full-size mask or a full-size gather.
 
     Reads ``box``/``linear``/``index`` values (CPU only). Rows with ``linear`` set are blended
     with ``lam`` instead. The box covers the last ``D`` dims of ``x``.
@@ -286,47 +300,3 @@ def paste_boxes_cpu(x, src, lam, index, box, linear, *, inplace: bool) -> torch.
             out[i].copy_(x[i])
             out[i][regions[i]] = src[j][regions[i]]
     return out
-
-
-def mixed_cross_entropy(criterion, logits: torch.Tensor, targets, weights: torch.Tensor) -> torch.Tensor | None:
-    """Per-sample mixed cross-entropy for integer targets with one ``log_softmax``.
-
-    ``sum_j weights[:, j] * ce(logits, targets[j])`` per sample, the same numbers as calling
-    the criterion once per target with ``reduction="none"`` (``weight``, ``label_smoothing``
-    and ``ignore_index`` respected: an ignored target contributes 0), but the softmax over
-    the classes is computed once and the targets are read with one gather, so no dense
-    ``(B, C)`` target is built.
-
-    Args:
-        criterion: ``nn.CrossEntropyLoss`` (exactly that class) or ``F.cross_entropy``.
-        logits: ``(B, C)`` float.
-        targets: the ``k`` int64 ``(B,)`` class-index tensors (original row first).
-        weights: ``(B, k)`` mixing weights, column 0 weighting the original row.
-
-    Returns:
-        ``(B,)`` mixed per-sample losses, or ``None`` when this route does not apply (another
-        criterion, logits not ``(B, C)``), so the caller takes the generic route.
-    """
-    import torch.nn.functional as F
-
-    if type(criterion) is torch.nn.CrossEntropyLoss:
-        weight, ignore, eps = criterion.weight, criterion.ignore_index, criterion.label_smoothing
-    elif criterion is F.cross_entropy:
-        weight, ignore, eps = None, -100, 0.0
-    else:
-        return None
-    if logits.ndim != 2 or not logits.is_floating_point():
-        return None
-    logp = F.log_softmax(logits, dim=1)  # (B, C)
-    t = torch.stack(tuple(targets), 1)  # (B, k)
-    keep = t != ignore
-    safe = t.clamp(min=0) if ignore < 0 else t  # an ignored target's index only has to be valid
-    w = weights.to(logp.dtype) * keep  # (B, k): an ignored target weighs 0
-    if weight is not None:
-        w = w * weight.to(logp.dtype)[safe]
-    mixed = -torch.linalg.vecdot(logp.gather(1, safe), w)  # (B,): sum_j w_j * nll_j, one gather
-    if eps:
-        full = logp if weight is None else logp * weight.to(logp.dtype)
-        smooth = -full.sum(1) * (eps / logits.shape[1])  # (B,): the smoothing term, target-independent
-        mixed = mixed * (1 - eps) + smooth * keep.to(logp.dtype).mul(weights.to(logp.dtype)).sum(1)
-    return mixed

@@ -325,19 +325,12 @@ def ddp_mean(per_sample_loss: torch.Tensor, sizes: list[int] | None = None) -> t
 
 
 def local_params(params: MixParams, offset: int, batch_size: int) -> MixParams:
-    """Rows ``offset .. offset + batch_size`` of parameters drawn for a global batch.
+    """Rows ``offset .. offset + batch_size`` of parameters drawn for a global batch (:meth:`MixParams.rows`).
 
-    ``index`` keeps pointing into the global batch (pass it as ``partner``); for k-way
-    parameters column 0 (the original row) is renumbered to the local ``arange``.
+    ``index`` keeps pointing into the global batch (pass it as ``partner``); the region, if any,
+    is sliced by the region itself, so every region type shards without code here.
     """
-    if offset < 0 or offset + batch_size > params.batch_size:
-        raise ValueError(f"rows [{offset}, {offset + batch_size}) are outside params of batch size {params.batch_size}")
-    sl = slice(offset, offset + batch_size)
-    cut = lambda t: None if t is None else t[sl].contiguous()  # noqa: E731
-    index = cut(params.index)
-    if index.ndim == 2:
-        index[:, 0] = torch.arange(batch_size, device=index.device)
-    return MixParams(cut(params.lam), index, cut(params.box), params.box_shape, cut(params.linear))
+    return params.rows(offset, offset + batch_size)
 
 
 def _generator_digest(generator: torch.Generator) -> int:

@@ -31,11 +31,11 @@ import torch
 from torch import nn
 
 from ._tree import tree_map_with_path
-from .ops import _is_mixable, mix
+from . import _validate as V
+from .ops import _blendable, mix
 from .params import MixParams, check_mode, sample_params
 from .pairing import check_pairing
-from .sampling import check_alpha, check_probability
-from .targets import MixedTarget, _check_num_classes, _check_smoothing
+from .targets import MixedTarget
 from .transforms import _batch_info
 
 __all__ = ["ManifoldMixup", "combine_masks"]
@@ -134,24 +134,23 @@ class ManifoldMixup:
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         if isinstance(layers, (str, nn.Module)) or not isinstance(layers, Sequence) or len(layers) == 0:
             raise ValueError(f"layers must be a non-empty list of modules or names, got {layers!r}")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        V.generator(generator)
         if mask_convention not in MASK_CONVENTIONS:
             raise ValueError(f"mask_convention must be one of {MASK_CONVENTIONS}, got {mask_convention!r}")
         if mask_kwarg is not None and not isinstance(mask_kwarg, str):
             raise TypeError(f"mask_kwarg must be a keyword name (str) or None, got {type(mask_kwarg).__name__}")
         self.model = model
         self.layers = [_resolve_layer(model, layer) for layer in layers]
-        self.alpha = check_alpha(alpha)
+        self.alpha = V.alpha(alpha)
         self.mode = check_mode(mode)
         self.keep_dominant = bool(keep_dominant)
-        self.p = check_probability(p)
+        self.p = V.probability(p)
         self.pairing = check_pairing(pairing)
         self.mask_kwarg = mask_kwarg
         self.mask_convention = mask_convention
         self.generator = generator
-        self.num_classes = _check_num_classes(num_classes)
-        self.label_smoothing = _check_smoothing(label_smoothing)
+        self.num_classes = V.num_classes(num_classes)
+        self.label_smoothing = V.smoothing(label_smoothing)
         self.last_layer = None  # the layer mixed in the latest call (for logging)
 
     def sample(self, x) -> tuple[int, MixParams]:
@@ -208,7 +207,7 @@ class ManifoldMixup:
     @staticmethod
     def _mix_input(x, params):
         kinds = []
-        tree_map_with_path(lambda t, path: kinds.append(isinstance(t, torch.Tensor) and _is_mixable(t)), x)
+        tree_map_with_path(lambda t, path: kinds.append(isinstance(t, torch.Tensor) and _blendable(t)), x)
         if not any(kinds):
             raise ValueError("layer 'input' was chosen but the input has no floating tensor to mix "
                              "(token ids cannot be mixed: list the embedding layer instead)")

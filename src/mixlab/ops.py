@@ -1,21 +1,52 @@
 """Pure mixing of tensors and nested batches with given :class:`~mixlab.MixParams` (no RNG).
 
+:func:`mix` is "lerp, or apply the region", leaf by leaf, by the leaf's *role*:
+
+- ``"mix"``: floating, complex and ``uint8`` leaves (inputs). Blended with ``lam``, or combined
+  by ``params.region`` where the region covers the leaf's trailing dims.
+- ``"paste"``: integer and bool maps that must follow a region exactly (segmentation masks):
+  the default for integer / bool leaves whose trailing dims the region covers, and for
+  ``torchvision.tv_tensors.Mask``. Pasting keeps values exact; they cannot be blended, so a
+  ``"paste"`` leaf without a binary region covering it is an error that says what to do.
+- ``"keep"``: returned as they are: other integer and bool leaves (class labels, ids).
+
+``torchvision.tv_tensors.BoundingBoxes`` are refused (detection boxes need their own rule);
+``roles=`` overrides any default, by top-level key or full path.
+
 Convention: ``mixed = lam * x + (1 - lam) * partner[index]`` where ``partner`` is ``x`` itself
 unless a second batch is given (the two-stream form of the Keras article).
 """
 from __future__ import annotations
 
+import sys
+from collections.abc import Mapping
+
 import torch
 
 from . import _fast
+from . import _validate as V
 from ._tree import tree_map_with_path
 from .params import MixParams
 
-__all__ = ["mix", "mix_tensor", "box_mask"]
+__all__ = ["mix", "mix_tensor", "ROLES"]
+
+ROLES = ("mix", "paste", "keep")
 
 
-def _is_mixable(t: torch.Tensor) -> bool:
+def _blendable(t: torch.Tensor) -> bool:
     return t.is_floating_point() or t.is_complex() or t.dtype == torch.uint8
+
+
+def _tv_kind(leaf):
+    """``"mask"`` / ``"boxes"`` for torchvision's tv_tensors markers (torchvision never imported here)."""
+    tv = sys.modules.get("torchvision.tv_tensors")
+    if tv is None:
+        return None
+    if isinstance(leaf, tv.BoundingBoxes):
+        return "boxes"
+    if isinstance(leaf, tv.Mask):
+        return "mask"
+    return None
 
 
 def _check_leaf(leaf, path: str, batch_size: int) -> None:
@@ -30,79 +61,109 @@ def _check_leaf(leaf, path: str, batch_size: int) -> None:
         )
 
 
-def box_mask(params: MixParams, ndim: int) -> torch.Tensor:
-    """Boolean mask of the pasted region, broadcastable to a ``ndim``-d leaf: ``(B, 1.., *S)``."""
-    box, shape = params.box, params.box_shape
-    B, D = box.shape[0], len(shape)
-    mask = None
-    for d, size in enumerate(shape):
-        ar = torch.arange(size, device=box.device)
-        m = (ar >= box[:, d, 0:1]) & (ar < box[:, d, 1:2])  # (B, S_d)
-        view = [B] + [1] * (ndim - 1)
-        view[ndim - D + d] = size
-        m = m.view(view)
-        mask = m if mask is None else mask & m
-    return mask
+def _role_table(roles) -> dict:
+    """``roles`` keyed by full leaf path (``"batch['mask']"``) or by top-level key / position."""
+    if roles is None:
+        return {}
+    if not isinstance(roles, Mapping):
+        raise TypeError(f"roles must be a mapping from a key or leaf path to one of {ROLES}, got {V.describe(roles)}")
+    table = {}
+    for key, role in roles.items():
+        V.choice(role, f"roles[{key!r}]", ROLES)
+        path = key if isinstance(key, str) and key.startswith("batch") else f"batch[{key!r}]"
+        table[path] = role
+    return table
 
 
-def mix_tensor(
-    x: torch.Tensor, params: MixParams, *, partner: torch.Tensor | None = None, inplace: bool = False
-) -> torch.Tensor:
-    """Mix one tensor along dim 0. See :func:`mix`; ``x`` must be a mixable tensor."""
-    src = x if partner is None else partner
-    if torch.is_grad_enabled() and (x.requires_grad or src.requires_grad):
-        # Autograd: the out= kernels are not differentiable; one traced expression is.
-        out = _differentiable(x, src, params)
-        return x.copy_(out) if inplace else out
-    if params.lam.ndim == 2:
-        out = _mix_kway(x, src, params)
-    elif params.box is not None and _has_box_dims(x, params.box_shape):
-        out = _paste(x, src, params, inplace=inplace)
-        if out is x:
-            return x
-    elif partner is None and inplace:
-        return _fast.lerp_perm_inplace(x, params.lam, params.index)
+def _lookup(table: dict, path: str):
+    """The role of the longest table path that is ``path`` or contains it."""
+    best = None
+    for p in table:
+        if path == p or path.startswith(p + "[") or path.startswith(p + "."):
+            if best is None or len(p) > len(best):
+                best = p
+    return best
+
+
+def _leaf_role(leaf: torch.Tensor, path: str, table: dict, params: MixParams, used: set) -> str:
+    key = _lookup(table, path)
+    kind = _tv_kind(leaf)
+    if key is not None:
+        used.add(key)
+        role = table[key]
+    elif kind == "boxes":
+        raise TypeError(
+            f"batch leaf {path} is a tv_tensors.BoundingBoxes: detection boxes are not lerped or pasted "
+            f"by this transform (they need a box-aware rule); pass roles={{{path!r}: 'keep'}} to leave them "
+            "as they are")
+    elif kind == "mask":
+        role = "paste"
+    elif _blendable(leaf):
+        role = "mix"
+    elif params.region is not None and params.region.covers(leaf) and params.weights is None:
+        role = "paste"
     else:
-        return _fast.lerp_gather(x, src, params.lam, params.index, out=x if inplace else None)
-    if inplace:
+        role = "keep"
+    if role == "mix" and not _blendable(leaf):
+        raise TypeError(f"roles: batch leaf {path} has dtype {leaf.dtype}, which cannot be blended; "
+                        "use 'paste' (follow a region exactly) or 'keep'")
+    if role == "paste":
+        _check_pasteable(leaf, path, params)
+    return role
+
+
+def _check_pasteable(leaf: torch.Tensor, path: str, params: MixParams) -> None:
+    region = params.region
+    what = f"batch leaf {path} ({V.describe(leaf)}) is a map to paste (an integer mask, a tv_tensors.Mask " \
+           "or roles='paste')"
+    fix = ("pass it as the target instead (MixedTarget(mask, params) weighs its two sources per row or per "
+           "position), or mix with a region method such as CutMix, which pastes it")
+    if region is None:
+        raise ValueError(f"{what}, but these params blend whole rows (MixUp): class ids have no convex "
+                         f"combination; {fix}")
+    if not region.covers(leaf):
+        raise ValueError(f"{what}, but its trailing dims {tuple(leaf.shape[1:])} are not the region's "
+                         f"{tuple(region.shape)}; resize it to the input's size, or pass it as the target")
+    if not region.pasteable:
+        raise ValueError(f"{what}, but the region blends some rows or positions ({type(region).__name__} with "
+                         f"blended rows or soft weights), which integer values cannot follow; {fix}")
+
+
+def _check_index(params: MixParams, n: int, what: str) -> None:
+    """Partner indices must lie in ``[0, n)``: checked on CPU (free), on the device elsewhere (no sync)."""
+    idx = params.index
+    if idx.numel() == 0 or torch.compiler.is_compiling():
+        return
+    if idx.device.type == "cpu":
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= n:
+            raise IndexError(f"params.index holds partner rows in [{lo}, {hi}], but {what} has {n} rows; "
+                             f"pass a partner batch of at least {hi + 1} rows, or params drawn for this batch")
+    else:
+        torch._assert_async(((idx >= 0) & (idx < n)).all(), f"params.index must lie in [0, {n}) ({what})")
+
+
+def mix_tensor(x: torch.Tensor, params: MixParams, *, partner: torch.Tensor | None = None,
+               inplace: bool = False) -> torch.Tensor:
+    """Mix one tensor along dim 0: the region where it covers ``x``, else a lerp. See :func:`mix`."""
+    src = x if partner is None else partner
+    fast = not (torch.is_grad_enabled() and (x.requires_grad or src.requires_grad))  # out= kernels: no autograd
+    region = params.region
+    if params.weights is not None:
+        out = _mix_kway(x, src, params)
+    elif region is not None and region.covers(x):
+        out = region.apply(x, src, params.lam, params.index, fast=fast, inplace=inplace and fast)
+    elif inplace and fast:
+        return _fast.lerp(x, src, params.lam, params.index, out=x)  # in place without a full-size temporary
+    else:
+        out = _fast.lerp(x, src, params.lam, params.index, fast=fast)
+    if inplace and out is not x:
         return x.copy_(out)
     return out
 
 
-def _has_box_dims(x: torch.Tensor, box_shape) -> bool:
-    D = len(box_shape)
-    return x.ndim >= D + 1 and tuple(x.shape[-D:]) == tuple(box_shape)
-
-
-def _differentiable(x: torch.Tensor, src: torch.Tensor, params: MixParams) -> torch.Tensor:
-    """The same numbers as the fast forms, built from differentiable ops only."""
-    if params.lam.ndim == 2:
-        return _mix_kway(x, src, params)
-    if params.box is not None and _has_box_dims(x, params.box_shape):
-        return _paste(x, src, params, differentiable=True)
-    return _fast._fused_math(x, src, params.lam, params.index)
-
-
-def _paste(x: torch.Tensor, src: torch.Tensor, params: MixParams, *, inplace: bool = False,
-           differentiable: bool = False) -> torch.Tensor:
-    if x.device.type == "cpu" and not torch.compiler.is_compiling() and x.shape[0] > 0 and not differentiable:
-        # CPU eager: slice copies of the boxes, no full-size mask or gather (box values are on the host).
-        out = _fast.paste_boxes_cpu(x, src, params.lam, params.index, params.box, params.linear, inplace=inplace)
-        if out is not None:
-            return out
-    xp = src[params.index]  # (B, ...)
-    mask = box_mask(params, x.ndim)  # (B, 1.., *S)
-    if params.linear is None:
-        out = torch.where(mask, xp, x)
-    else:
-        blend = torch.where(params.linear, params.lam, torch.ones_like(params.lam))
-        base = (_fast._fused_math if differentiable else _fast.lerp_gather)(x, src, blend, params.index)
-        out = torch.where(mask, xp, base)
-    return out.contiguous(memory_format=_fast.memory_format(x))
-
-
 def _mix_kway(x: torch.Tensor, src: torch.Tensor, params: MixParams) -> torch.Tensor:
-    w, idx = params.lam, params.index  # (B, k), (B, k)
+    w, idx = params.weights, params.index  # (B, k), (B, k)
     acc_dtype = torch.float32 if x.dtype in (torch.uint8, torch.float16, torch.bfloat16) else x.dtype
     out = _fast._view_b(w[:, 0].to(acc_dtype), x.ndim) * x.to(acc_dtype)
     for j in range(1, w.shape[1]):
@@ -110,24 +171,46 @@ def _mix_kway(x: torch.Tensor, src: torch.Tensor, params: MixParams) -> torch.Te
     return _fast.cast_back(out, x)
 
 
-def mix(batch, params: MixParams, *, partner=None, inplace: bool = False):
+def _no_mixable_leaf(leaves) -> TypeError:
+    shown = ", ".join(f"{path} is {V.describe(leaf)}" for path, leaf in leaves[:4])
+    return TypeError(
+        f"mix: the batch has no leaf that can be mixed ({shown}): integer leaves such as token ids and "
+        "labels are left as they are, and mixing the labels alone would train on a wrong signal. Pass float "
+        "inputs (images as float or uint8), or mix the embeddings of token ids with "
+        "mixlab.ManifoldMixup(model, layers=['<embedding layer>'])")
+
+
+def _wrap_like(out: torch.Tensor, leaf: torch.Tensor) -> torch.Tensor:
+    """Keep a tv_tensors marker (Image, Mask, ...) on the mixed leaf."""
+    if type(leaf) is torch.Tensor or type(out) is type(leaf) or "torchvision.tv_tensors" not in sys.modules:
+        return out
+    return sys.modules["torchvision.tv_tensors"].wrap(out, like=leaf)
+
+
+def mix(batch, params: MixParams, *, partner=None, inplace: bool = False, roles=None):
     """Mix a tensor, or every mixable leaf of a nested batch, with the given parameters.
 
     Args:
         batch: a tensor with the batch on dim 0, or a nested ``dict`` / ``list`` / ``tuple`` /
-            namedtuple of them. Floating (and complex) leaves are mixed; ``uint8`` leaves
-            (images) are mixed in float32 and rounded back; other integer and bool leaves
-            (labels, indices, masks) are returned as they are.
-        params: from :func:`mixlab.sample_params` or a transform. With a CutMix box, leaves
-            whose last ``D`` dims equal ``params.box_shape`` get the box pasted; other floating
-            leaves are blended linearly with the (area-corrected) ``lam``.
-        partner: optional second batch of the same structure (two-stream mixing): the partner
-            row ``i`` is ``partner[index[i]]`` instead of ``batch[index[i]]``.
-        inplace: write the result into the caller's tensors (mixable leaves only).
+            namedtuple of them. Each leaf is mixed by its role (see the module docstring):
+            floating and complex leaves are blended (``uint8`` images in float32, rounded
+            back); under a region, leaves whose trailing dims it covers are combined position by
+            position, integer maps included (pasted exactly); other integer and bool leaves
+            (labels, ids) are returned as they are.
+        params: from :func:`mixlab.sample_params` or a transform's ``.sample(x)``.
+        partner: optional second batch of the same structure (two-stream mixing, or the batch
+            gathered from every rank): row ``i``'s partner is ``partner[index[i]]``.
+        inplace: write the result into the caller's tensors (mixed leaves only).
+        roles: optional ``{key or path: "mix" | "paste" | "keep"}`` overriding the defaults,
+            e.g. ``{"mask": "paste"}`` or ``{"batch['aux']['ids']": "keep"}``.
 
     Returns:
         The batch's structure with mixed leaves; each keeps its shape, dtype, device and
         memory format (channels_last included).
+
+    Raises:
+        TypeError: when no leaf can be mixed (an int64 batch of token ids): the labels would be
+            mixed while the inputs were not.
 
     Convention: ``mixed[i] = lam[i] * batch[i] + (1 - lam[i]) * batch[index[i]]``.
 
@@ -141,21 +224,40 @@ def mix(batch, params: MixParams, *, partner=None, inplace: bool = False):
     if not isinstance(params, MixParams):
         raise TypeError(f"params must be a MixParams, got {type(params).__name__}")
     B = params.batch_size
+    table, used, plan, leaves = _role_table(roles), set(), {}, []
+
+    def classify(leaf, path):
+        _check_leaf(leaf, path, B)
+        leaves.append((path, leaf))
+        plan[path] = _leaf_role(leaf, path, table, params, used)
+        return leaf
+
+    tree_map_with_path(classify, batch)
+    unknown = sorted(set(table) - used)
+    if unknown:
+        raise ValueError(f"roles names {unknown}, which match no leaf of the batch; its leaves are "
+                         f"{[path for path, _ in leaves]}")
+    if not any(role != "keep" for role in plan.values()):
+        raise _no_mixable_leaf(leaves)
     partners = {}
     if partner is not None:
         tree_map_with_path(lambda leaf, path: partners.__setitem__(path, leaf), partner)
+    first = next(p for p, r in plan.items() if r != "keep")
+    n = partners[first].shape[0] if isinstance(partners.get(first), torch.Tensor) and partners[first].ndim else B
+    _check_index(params, n, "the partner batch" if partner is not None else "the batch")
 
     def fn(leaf, path):
-        _check_leaf(leaf, path, B)
-        if not _is_mixable(leaf):
+        if plan[path] == "keep":
             return leaf
         other = None
         if partner is not None:
             if path not in partners:
                 raise ValueError(f"partner has no leaf at {path}; it must have the structure of batch")
             other = partners[path]
-            if not isinstance(other, torch.Tensor) or other.shape[1:] != leaf.shape[1:]:
+            if not isinstance(other, torch.Tensor) or other.shape[1:] != leaf.shape[1:] or other.ndim == 0:
                 raise ValueError(f"partner leaf {path} must be a tensor of shape (*, {tuple(leaf.shape[1:])})")
-        return mix_tensor(leaf, params, partner=other, inplace=inplace)
+            if other.shape[0] != n:
+                raise ValueError(f"partner leaf {path} has {other.shape[0]} rows, other partner leaves {n}")
+        return _wrap_like(mix_tensor(leaf, params, partner=other, inplace=inplace), leaf)
 
     return tree_map_with_path(fn, batch)

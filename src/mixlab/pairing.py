@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import torch
 
+from . import _validate as V
+from .sampling import rng
+
 __all__ = ["PAIRINGS", "partner_index"]
 
 PAIRINGS = ("permutation", "flip", "roll")
 
 
 def check_pairing(pairing) -> str:
-    if pairing not in PAIRINGS:
-        raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}")
-    return pairing
+    return V.choice(pairing, "pairing", PAIRINGS)
 
 
 def partner_index(
@@ -47,7 +48,7 @@ def partner_index(
     """
     check_pairing(pairing)
     if pairing == "permutation":
-        return torch.randperm(batch_size, generator=generator, device=device)
+        return torch.randperm(batch_size, device=device, **rng(generator))
     ar = torch.arange(batch_size, device=device)
     if pairing == "flip":
         return ar.flip(0)

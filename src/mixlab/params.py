@@ -9,62 +9,76 @@ any side tensors consistently.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Optional
 
 import torch
 
+from . import _validate as V
 from .pairing import check_pairing, partner_index
-from .sampling import check_alpha, check_probability, sample_beta, sample_dirichlet
+from .regions import Box, Region
+from .sampling import rng, sample_beta, sample_dirichlet
 
 __all__ = ["MixParams", "sample_params", "sample_box", "MODES"]
 
-MODES = ("batch", "sample", "elem", "pair")
+MODES = ("batch", "sample", "pair")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class MixParams:
-    """The random state of one mixing call.
+    """The random state of one mixing call: weights, partners, and an optional region.
 
     Attributes:
-        lam: float32 ``(B,)``: weight of the original row (1 = unmixed). For k-way mixing,
-            ``(B, k)`` weights whose column 0 weights the original row; rows sum to 1.
-        index: int64 ``(B,)``: partner row of each row. For k-way, ``(B, k)`` with
-            ``index[:, 0] == arange(B)``.
-        box: optional int64 ``(B, D, 2)``: CutMix region ``[lo, hi)`` in each of the last
-            ``D`` dimensions; inside it the partner is pasted, outside the original is kept,
-            and ``lam == 1 - box_volume / prod(box_shape)`` exactly.
-        box_shape: the ``D`` spatial sizes the boxes were drawn for (static Python ints).
-        linear: optional bool ``(B,)``: with a box, rows marked True are blended linearly with
-            ``lam`` instead of pasted (the MixUp rows of a MixUp-or-CutMix batch; their boxes
-            are empty).
+        lam: float32 ``(B,)``: weight of the original row (1 = unmixed). Under a region it is the
+            region's exact kept fraction (blended rows of a per-row MixUp-or-CutMix batch keep
+            their own draw). For k-way mixing it is ``weights[:, 0]``.
+        index: int64 ``(B,)``: partner row of each row (into the batch, or into a partner batch).
+            For k-way mixing ``(B, k)`` with ``index[:, 0] == arange(B)``.
+        region: optional :class:`mixlab.regions.Region` (a CutMix box, a binary or soft mask):
+            leaves whose trailing dims it covers are combined position by position; every other
+            floating leaf is blended with ``lam``.
+        weights: k-way mixing only: float32 ``(B, k)`` weights, column 0 the original row; rows
+            sum to 1. Build k-way parameters with :meth:`from_weights`.
     """
 
     lam: torch.Tensor
     index: torch.Tensor
-    box: Optional[torch.Tensor] = None
-    box_shape: Optional[tuple] = None
-    linear: Optional[torch.Tensor] = None
+    region: Optional[Region] = None
+    weights: Optional[torch.Tensor] = None
 
     def __post_init__(self):
-        lam, index = self.lam, self.index
+        lam, index, w = self.lam, self.index, self.weights
         if not isinstance(lam, torch.Tensor) or not lam.is_floating_point():
-            raise TypeError(f"MixParams.lam must be a floating tensor, got {_describe(lam)}")
+            raise TypeError(f"MixParams.lam must be a floating tensor, got {V.describe(lam)}")
         if not isinstance(index, torch.Tensor) or index.dtype != torch.int64:
-            raise TypeError(f"MixParams.index must be an int64 tensor, got {_describe(index)}")
-        if lam.ndim not in (1, 2) or lam.shape != index.shape:
-            raise ValueError(
-                f"MixParams.lam and index must both have shape (B,) or (B, k), got "
-                f"{tuple(lam.shape)} and {tuple(index.shape)}"
-            )
-        if self.box is not None:
-            if lam.ndim != 1:
-                raise ValueError("MixParams.box is only supported for two-way mixing (lam of shape (B,))")
-            if self.box_shape is None or self.box.shape != (lam.shape[0], len(self.box_shape), 2):
-                raise ValueError(
-                    f"MixParams.box must have shape (B, D, 2) with D = len(box_shape), got "
-                    f"{tuple(self.box.shape)} and box_shape={self.box_shape}"
-                )
+            raise TypeError(f"MixParams.index must be an int64 tensor, got {V.describe(index)}")
+        if lam.ndim != 1:
+            raise ValueError(f"MixParams.lam must have shape (B,), got {tuple(lam.shape)}; "
+                             "pass k-way weights (B, k) with MixParams.from_weights")
+        B = lam.shape[0]
+        if w is None:
+            if index.shape != (B,):
+                raise ValueError(f"MixParams.lam and index must both have shape (B,) (or (B, k) for k-way "
+                                 f"weights), got {tuple(lam.shape)} and {tuple(index.shape)}")
+        else:
+            if not isinstance(w, torch.Tensor) or not w.is_floating_point() or w.ndim != 2 \
+                    or w.shape != index.shape or w.shape[0] != B:
+                raise ValueError(f"MixParams.weights and index must both have shape (B, k) with B = {B}, got "
+                                 f"{V.describe(w)} and {tuple(index.shape)}")
+            if self.region is not None:
+                raise ValueError("MixParams.region is only supported for two-way mixing (no k-way weights)")
+        if self.region is not None:
+            if not isinstance(self.region, Region):
+                raise TypeError(f"MixParams.region must be a mixlab.regions.Region or None, got "
+                                f"{type(self.region).__name__}")
+            if self.region.batch_size != B:
+                raise ValueError(f"MixParams.region holds {self.region.batch_size} rows, lam holds {B}")
+
+    @classmethod
+    def from_weights(cls, weights: torch.Tensor, index: torch.Tensor) -> "MixParams":
+        """k-way parameters: ``weights`` ``(B, k)`` (column 0 the original row) and ``index`` ``(B, k)``."""
+        if not isinstance(weights, torch.Tensor) or weights.ndim != 2:
+            raise ValueError(f"weights must be a (B, k) float tensor, got {V.describe(weights)}")
+        return cls(weights[:, 0], index, None, weights)
 
     @property
     def batch_size(self) -> int:
@@ -73,7 +87,7 @@ class MixParams:
     @property
     def k(self) -> int:
         """Number of rows mixed into each output row (2 for ordinary mixup)."""
-        return 2 if self.lam.ndim == 1 else self.lam.shape[1]
+        return 2 if self.weights is None else self.weights.shape[1]
 
     @property
     def device(self) -> torch.device:
@@ -81,36 +95,39 @@ class MixParams:
 
     def kway(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Weights ``(B, k)`` and indices ``(B, k)``; column 0 is the original row."""
-        if self.lam.ndim == 2:
-            return self.lam, self.index
+        if self.weights is not None:
+            return self.weights, self.index
         ar = torch.arange(self.batch_size, device=self.index.device)
         return torch.stack([self.lam, 1 - self.lam], 1), torch.stack([ar, self.index], 1)
 
+    def rows(self, start: int, stop: int) -> "MixParams":
+        """Rows ``start .. stop`` (sharding a global batch across ranks).
+
+        ``index`` keeps pointing into the full batch (pass that batch as ``partner``); for k-way
+        parameters column 0 (the row itself) is renumbered to the local ``arange``.
+        """
+        if not (0 <= start <= stop <= self.batch_size):
+            raise ValueError(f"rows [{start}, {stop}) are outside params of batch size {self.batch_size}")
+        sl = slice(start, stop)
+        index = self.index[sl].contiguous()
+        weights = None if self.weights is None else self.weights[sl].contiguous()
+        if weights is not None:
+            index[:, 0] = torch.arange(stop - start, device=index.device)
+        region = None if self.region is None else self.region.rows(sl)
+        return MixParams(self.lam[sl].contiguous(), index, region, weights)
+
     def to(self, device) -> "MixParams":
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return MixParams(move(self.lam), move(self.index), move(self.box), self.box_shape, move(self.linear))
+        return MixParams(self.lam.to(device), self.index.to(device),
+                         None if self.region is None else self.region.to(device),
+                         None if self.weights is None else self.weights.to(device))
 
 
-def _describe(v) -> str:
-    if isinstance(v, torch.Tensor):
-        return f"tensor of dtype {v.dtype} and shape {tuple(v.shape)}"
-    return f"{type(v).__name__}"
-
-
-def check_batch_size(batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
-        raise ValueError(f"batch_size must be an int >= 0, got {batch_size!r}")
-    return batch_size
-
-
-def check_mode(mode) -> str:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    return "sample" if mode == "elem" else mode
+def check_mode(mode, modes=MODES) -> str:
+    return V.choice(mode, "mode", modes)
 
 
 def _coin(n: int, p: float, generator, device) -> torch.Tensor:
-    return torch.rand(n, generator=generator, device=device) < p
+    return torch.rand(n, device=device, **rng(generator)) < p
 
 
 def sample_params(
@@ -130,9 +147,9 @@ def sample_params(
     Args:
         batch_size: B.
         alpha: Beta(alpha, alpha) concentration (Dirichlet for ``k > 2``); 0 means no mixing.
-        mode: ``"batch"``: one lambda for the whole batch (the paper); ``"sample"`` (alias
-            ``"elem"``): one per row (fastai); ``"pair"``: one per flip pair, shared by both
-            rows of the pair (timm's pair mode; needs ``pairing="flip"``).
+        mode: ``"batch"``: one lambda for the whole batch (the paper); ``"sample"``: one per
+            row (fastai); ``"pair"``: one per flip pair, shared by both rows of the pair (timm's
+            pair mode; needs ``pairing="flip"``, which must be passed: nothing is switched for you).
         keep_dominant: fastai's ``lam = max(lam, 1 - lam)``, so the original row dominates
             and two rows mixed with each other do not become duplicates. For k-way, the
             original row gets the largest weight.
@@ -146,17 +163,18 @@ def sample_params(
         device: where the parameters live (the batch's device).
 
     Returns:
-        MixParams with ``lam`` float32 ``(B,)`` (``(B, k)`` for k > 2) and int64 ``index``.
+        MixParams with ``lam`` float32 ``(B,)`` and int64 ``index`` ``(B,)``; for ``k > 2``
+        also ``weights`` ``(B, k)`` and ``index`` ``(B, k)``.
 
     Convention: ``lam`` weights the original row. No value is read back to the host.
     """
-    batch_size = check_batch_size(batch_size)
-    alpha = check_alpha(alpha)
-    p = check_probability(p)
+    batch_size = V.integer(batch_size, "batch_size", minimum=0)
+    alpha = V.alpha(alpha)
+    p = V.probability(p)
     mode = check_mode(mode)
     check_pairing(pairing)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
-        raise ValueError(f"k must be an int >= 2, got {k!r}")
+    k = V.integer(k, "k", minimum=2)
+    keep_dominant = bool(keep_dominant)
     if mode == "pair" and pairing != "flip":
         raise ValueError(f"mode='pair' pairs rows by flip; pass pairing='flip', got pairing={pairing!r}")
     if k > 2 and pairing == "flip":
@@ -189,7 +207,7 @@ def _sample_kway(B, alpha, mode, keep_dominant, p, pairing, k, generator, device
     if alpha == 0 or B <= 1 or p == 0:
         w = torch.zeros(B, k, device=device)
         w[:, 0] = 1
-        return MixParams(w, ar[:, None].expand(B, k).contiguous())
+        return MixParams.from_weights(w, ar[:, None].expand(B, k).contiguous())
     n = 1 if mode == "batch" else B
     w = sample_dirichlet(n, k, alpha, generator=generator, device=device)  # (n, k)
     if keep_dominant:
@@ -200,39 +218,37 @@ def _sample_kway(B, alpha, mode, keep_dominant, p, pairing, k, generator, device
         w = torch.where(_coin(n, p, generator, device)[:, None], w, unmixed)
     w = w.expand(B, k).contiguous()
     cols = [ar] + [partner_index(B, pairing, shift=j, generator=generator, device=device) for j in range(1, k)]
-    return MixParams(w, torch.stack(cols, 1))
+    return MixParams.from_weights(w, torch.stack(cols, 1))
 
 
-def sample_box(
-    lam: torch.Tensor, box_shape, *, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw one CutMix box per row for the given ``lam`` and correct ``lam`` to the exact area.
+def sample_box(lam: torch.Tensor, shape, *, generator: torch.Generator | None = None) -> tuple[Box, torch.Tensor]:
+    """Draw one CutMix box per row for the given ``lam``; return it and the exact kept fraction.
 
-    The box's side in each of the ``D`` dimensions is ``floor(S_d * (1 - lam) ** (1 / D))``;
-    its centre is uniform over every position ``0 .. S_d - 1`` (borders included); the box is
-    clipped to the tensor, and the returned ``lam`` is ``1 - box_volume / prod(S)`` exactly.
+    The box's side in each of the ``D`` dimensions is ``floor(S_d * (1 - lam) ** (1 / D))``
+    (the CutMix paper's ``sqrt(1 - lam)`` for images); its centre is uniform over every position
+    ``0 .. S_d - 1`` (borders included); the box is clipped to the tensor, and the returned
+    ``lam`` is ``1 - box_volume / prod(S)`` exactly (``Box.kept()``).
 
     Args:
         lam: float ``(B,)`` requested weights of the original rows.
-        box_shape: the ``D`` sizes of the mixed dimensions: ``(T,)``, ``(H, W)`` or ``(D, H, W)``.
+        shape: the ``D`` sizes of the mixed dimensions: ``(T,)``, ``(H, W)`` or ``(D, H, W)``.
         generator: random generator on ``lam``'s device.
 
     Returns:
-        ``box`` int64 ``(B, D, 2)`` holding ``[lo, hi)`` per dimension, and the corrected ``lam``.
+        A :class:`mixlab.regions.Box` (``box`` int64 ``(B, D, 2)``, ``[lo, hi)`` per dimension)
+        and the corrected ``lam`` ``(B,)``.
     """
-    box_shape = tuple(box_shape)
-    if not box_shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in box_shape):
-        raise ValueError(f"box_shape must be a non-empty tuple of positive ints, got {box_shape!r}")
-    B, D = lam.shape[0], len(box_shape)
-    sizes = torch.tensor(box_shape, device=lam.device, dtype=torch.float32)  # (D,)
+    shape = tuple(shape)
+    if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
+        raise ValueError(f"shape must be a non-empty tuple of positive ints, got {shape!r}")
+    B, D = lam.shape[0], len(shape)
+    sizes = torch.tensor(shape, device=lam.device, dtype=torch.float32)  # (D,)
     ratio = (1 - lam.float()).clamp(0, 1) ** (1.0 / D)  # (B,)
     cut = torch.floor(ratio[:, None] * sizes).long()  # (B, D)
-    centre = torch.floor(torch.rand(B, D, generator=generator, device=lam.device) * sizes).long()
+    centre = torch.floor(torch.rand(B, D, device=lam.device, **rng(generator)) * sizes).long()
     centre = torch.minimum(centre, sizes.long() - 1)
     lo = (centre - cut // 2).clamp(min=0)
     hi = torch.minimum(centre - cut // 2 + cut, sizes.long()).clamp(min=0)
     lo = torch.minimum(lo, hi)
-    box = torch.stack([lo, hi], dim=2)  # (B, D, 2)
-    volume = (hi - lo).prod(dim=1).to(torch.float64)
-    lam_exact = (1 - volume / math.prod(box_shape)).to(torch.float32)
-    return box, lam_exact
+    box = Box(torch.stack([lo, hi], dim=2), shape)  # (B, D, 2)
+    return box, box.kept()

@@ -11,40 +11,38 @@ log form is finite for every ``alpha > 0``.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
-__all__ = ["sample_beta", "sample_dirichlet", "check_alpha", "check_probability"]
+from . import _validate as V
+
+__all__ = ["sample_beta", "sample_dirichlet", "rng"]
 
 
-def check_alpha(alpha, name: str = "alpha") -> float:
-    """Validate a concentration parameter: a finite real number >= 0."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-        raise TypeError(f"{name} must be a real number >= 0, got {type(alpha).__name__} {alpha!r}")
-    alpha = float(alpha)
-    if not math.isfinite(alpha) or alpha < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {alpha}")
-    return alpha
+def rng(generator) -> dict:
+    """Keyword arguments for a torch random function: ``{"generator": g}``, or none for None.
+
+    ``torch.compile`` cannot trace ``torch.rand(n, generator=None)`` when ``n`` is symbolic (a
+    batch size that changed between calls); leaving the keyword out traces.
+    """
+    return {} if generator is None else {"generator": generator}
 
 
-def check_probability(p, name: str = "p") -> float:
-    """Validate a probability in [0, 1]."""
-    if isinstance(p, bool) or not isinstance(p, (int, float)):
-        raise TypeError(f"{name} must be a number in [0, 1], got {type(p).__name__} {p!r}")
-    p = float(p)
-    if not (0.0 <= p <= 1.0):
-        raise ValueError(f"{name} must be in [0, 1], got {p}")
-    return p
-
-
-def _log_gamma(shape: tuple[int, ...], alpha: float, generator, device) -> torch.Tensor:
-    """log of Gamma(alpha, 1) draws, float32, finite for every alpha > 0."""
+def _log_gamma_parts(shape: tuple[int, ...], alpha: float, generator, device):
+    """``log Gamma(alpha + 1)`` draws and ``log U`` draws; ``log Gamma(alpha) = first + second / alpha``."""
     conc = torch.full(shape, alpha + 1.0, dtype=torch.float32, device=device)
-    g = torch._standard_gamma(conc, generator=generator)  # Gamma(alpha + 1), shape >= 1: no underflow
+    g = torch._standard_gamma(conc, **rng(generator))  # Gamma(alpha + 1), shape >= 1: no underflow
     # U in (0, 1]: 1 - rand keeps log(U) finite.
-    u = 1.0 - torch.rand(shape, generator=generator, device=device, dtype=torch.float32)
-    return torch.log(g) + torch.log(u) / alpha
+    u = 1.0 - torch.rand(shape, device=device, dtype=torch.float32, **rng(generator))
+    return torch.log(g), torch.log(u)
+
+
+def _over_alpha(du: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``du / alpha`` for a difference of log-uniforms, finite-or-infinite but never NaN.
+
+    As ``alpha -> 0`` the quotient tends to +-inf (the Beta becomes a fair coin on {0, 1}); a
+    zero difference stays 0 instead of the ``0 / 0`` an underflowed ``alpha`` would give.
+    """
+    return torch.where(du == 0, torch.zeros_like(du), du / alpha)
 
 
 def sample_beta(
@@ -59,21 +57,26 @@ def sample_beta(
 
     Args:
         n: number of draws.
-        alpha: first concentration, > 0.
+        alpha: first concentration, > 0 (any real scalar: Python, numpy or a 0-dim tensor).
         beta: second concentration, > 0; defaults to ``alpha``.
         generator: the random generator to draw from (on ``device``).
         device: where the draws are made and returned.
 
     Returns:
-        float32 tensor of shape ``(n,)`` with values in [0, 1].
+        float32 tensor of shape ``(n,)`` with values in [0, 1]; never NaN. For a concentration
+        so small that ``U ** (1 / alpha)`` underflows, draws are exactly 0 or 1 (the limit of
+        Beta(a, a) as ``a -> 0`` is a fair coin on {0, 1}).
     """
-    alpha = check_alpha(alpha)
-    beta = alpha if beta is None else check_alpha(beta, "beta")
-    if alpha == 0 or beta == 0:
-        raise ValueError(f"sample_beta needs alpha > 0 and beta > 0, got alpha={alpha}, beta={beta}")
-    la = _log_gamma((n,), alpha, generator, device)
-    lb = _log_gamma((n,), beta, generator, device)
-    return torch.sigmoid(la - lb)  # (n,) = Ga / (Ga + Gb)
+    alpha = V.real(alpha, "alpha", positive=True)
+    beta = alpha if beta is None else V.real(beta, "beta", positive=True)
+    ga, ua = _log_gamma_parts((n,), alpha, generator, device)
+    gb, ub = _log_gamma_parts((n,), beta, generator, device)
+    if alpha == beta:
+        d = (ga - gb) + _over_alpha(ua - ub, alpha)
+    else:  # log Ga - log Gb, each term finite or -inf; -inf - -inf cannot happen unless both underflow
+        la, lb = ga + ua / alpha, gb + ub / beta
+        d = torch.where((la == lb), torch.zeros_like(la), la - lb)
+    return torch.sigmoid(d)  # (n,) = Ga / (Ga + Gb)
 
 
 def sample_dirichlet(
@@ -82,10 +85,11 @@ def sample_dirichlet(
     """Draw ``n`` weight vectors from a symmetric Dirichlet(alpha) over ``k`` components.
 
     Returns:
-        float32 tensor of shape ``(n, k)``; rows are >= 0 and sum to 1.
+        float32 tensor of shape ``(n, k)``; rows are >= 0, sum to 1 and are never NaN (for a
+        vanishing ``alpha`` a row tends to a one-hot vector at a uniformly random component).
     """
-    alpha = check_alpha(alpha)
-    if alpha == 0:
-        raise ValueError("sample_dirichlet needs alpha > 0, got 0")
-    lg = _log_gamma((n, k), alpha, generator, device)  # (n, k)
-    return torch.softmax(lg, dim=1)
+    alpha = V.real(alpha, "alpha", positive=True)
+    k = V.integer(k, "k", minimum=1)
+    lg, lu = _log_gamma_parts((n, k), alpha, generator, device)  # (n, k) each
+    du = lu - lu.max(dim=1, keepdim=True).values  # <= 0; the largest is exactly 0
+    return torch.softmax(lg + _over_alpha(du, alpha), dim=1)

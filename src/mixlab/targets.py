@@ -5,20 +5,30 @@ Two routes give the training signal of a mixed batch:
 - ``.soft(num_classes)``: dense rows ``lam * onehot(y) + (1 - lam) * onehot(y[index])``, for a
   loss that takes probabilities (:func:`mixlab.losses.soft_cross_entropy`, BCE with logits).
 - ``.loss(criterion, logits)``: ``lam * criterion(logits, y) + (1 - lam) * criterion(logits,
-  y[index])`` per sample, then reduced as the criterion would (the paper's ``mixup_criterion``).
-  With integer labels this needs two gathers and no dense target, the fast route for many
-  classes.
+  y[index])`` per sample, then reduced (the paper's ``mixup_criterion``). With integer labels and
+  cross-entropy this is one fused kernel with no dense target, the fast route for many classes.
+
+Labels of every kind: class indices ``(B,)``; one-hot / soft / multi-hot float rows ``(B, C)``;
+dense class maps ``(B, *S)`` (segmentation, with ``ignore_index``) and float maps
+``(B, C, *S)``, where ``S`` are the input's trailing dims; regression values. Under a region
+(CutMix, a mask) dense maps follow the region position by position (a pasted position takes the
+partner's label); everything else is weighted per row with the exact kept fraction ``lam``.
 
 Which losses are exact under both routes: any loss that is *affine in the target*, which
 includes cross-entropy (with or without ``weight`` and ``label_smoothing``), soft-target
-cross-entropy, and BCE / BCE-with-logits (with or without ``pos_weight``). For losses that
-are not (MSE, L1, focal, ...) the routes differ: for MSE the loss route exceeds the soft
-route by the constant ``lam * (1 - lam) * (y_a - y_b) ** 2`` and has the same gradient.
+cross-entropy, and BCE / BCE-with-logits (with or without ``pos_weight``). For losses that are
+not (MSE, L1, focal, ...) the routes differ: for MSE the loss route exceeds the soft route by the
+constant ``lam * (1 - lam) * (y_a - y_b) ** 2`` and has the same gradient.
 
-Reduction: ``"mean"`` averages the mixed per-sample losses over the batch (over every element
-for element-wise losses such as BCE). For a weighted cross-entropy this is the soft-target
-convention (divide by B), which is what the soft route gives, not PyTorch's
-divide-by-summed-weights for class indices.
+Normalisation of ``"mean"``: with class indices and torch's cross-entropy / NLL, ``.loss``
+divides by the mixed weight ``sum_i sum_j w_ij * weight[t_ij] * (t_ij != ignore_index)``, the
+generalisation of torch's own class-index mean, so with nothing mixed it equals
+``criterion(logits, y)`` exactly and training and validation losses share a scale (without
+class weights and ignored labels the divisor is the number of elements). ``.soft()`` with
+``F.cross_entropy`` on probabilities divides by the number of elements instead (torch's
+convention for probability targets): the two routes agree for ``"sum"`` and ``"none"``
+always, and for ``"mean"`` when there are no class weights and no ignored labels. Other losses
+average their per-sample mixed losses over the batch.
 """
 from __future__ import annotations
 
@@ -27,49 +37,42 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from . import _fast
+from . import _validate as V
+from .losses import mixed_cross_entropy
+from .ops import _check_index
 from .params import MixParams
 
 __all__ = ["MixedTarget"]
 
-
-def _check_smoothing(eps) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0.0 <= float(eps) < 1.0):
-        raise ValueError(f"label_smoothing must be a number in [0, 1), got {eps!r}")
-    return float(eps)
-
-
-def _check_num_classes(num_classes):
-    if num_classes is None:
-        return None
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    return num_classes
+_NATIVE_CE = (torch.nn.CrossEntropyLoss, torch.nn.NLLLoss)
 
 
 class MixedTarget:
     """Targets of a mixed batch: labels plus the :class:`MixParams` that mixed the inputs.
 
     Args:
-        y: the batch's labels, batch on dim 0: integer class labels ``(B,)``; one-hot or soft
-            labels ``(B, C)``; multi-hot labels ``(B, C)``; or regression values ``(B, ...)``.
-            Float labels of any shape are mixed linearly with the same weights.
+        y: the batch's labels, batch on dim 0: integer class labels ``(B,)``; integer class maps
+            ``(B, *S)``; one-hot, soft or multi-hot float labels ``(B, C)``; float maps
+            ``(B, C, *S)``; or regression values (float, any other shape).
         params: the parameters that mixed the inputs.
         partner: labels of the partner batch (default: ``y`` itself): a second stream, or the
-            batch gathered from every rank; ``params.index`` points into it, so its batch size
-            may differ from ``y``'s.
+            batch gathered from every rank; ``params.index`` points into it.
         num_classes: default for :meth:`soft` with integer labels.
-        label_smoothing: default for :meth:`soft`.
+        label_smoothing: smoothing for both routes (:meth:`soft` and :meth:`loss`).
+        ignore_index: a label value that carries no target (segmentation's 255): in
+            :meth:`soft` it contributes nothing; :meth:`loss` uses the criterion's own.
 
     Convention: ``lam`` weights the original row: ``soft = lam * y + (1 - lam) * y[index]``.
     """
 
-    def __init__(self, y, params: MixParams, *, partner=None, num_classes=None, label_smoothing: float = 0.0):
+    def __init__(self, y, params: MixParams, *, partner=None, num_classes=None, label_smoothing: float = 0.0,
+                 ignore_index: int | None = None):
         if not isinstance(params, MixParams):
             raise TypeError(f"params must be a MixParams, got {type(params).__name__}")
         self.params = params
-        self.num_classes = _check_num_classes(num_classes)
-        self.label_smoothing = _check_smoothing(label_smoothing)
+        self.num_classes = V.num_classes(num_classes)
+        self.label_smoothing = V.smoothing(label_smoothing)
+        self.ignore_index = None if ignore_index is None else V.integer(ignore_index, "ignore_index")
         self.y = self._check_labels(y, "y")
         src = self.y if partner is None else self._check_labels(partner, "partner", any_batch=True)
         if partner is not None and src.shape[1:] != self.y.shape[1:]:
@@ -77,8 +80,10 @@ class MixedTarget:
                              f"got {tuple(src.shape[1:])}")
         if partner is not None and (src.dtype.is_floating_point != self.y.dtype.is_floating_point):
             raise TypeError("partner labels must be of the same kind (integer or float) as y")
+        _check_index(params, src.shape[0], "the partner labels" if partner is not None else "y")
         self.weights, idx = params.kway()  # (B, k), (B, k)
         self.targets = (self.y,) + tuple(src[idx[:, j]] for j in range(1, idx.shape[1]))
+        self._position = self._position_weight()  # partner weight (B, *S) for dense maps under a region
 
     def _check_labels(self, y, name, any_batch=False):
         if not isinstance(y, torch.Tensor):
@@ -90,17 +95,41 @@ class MixedTarget:
             raise ValueError(f"{name} has batch size {y.shape[0]}, but the params were drawn for batch size {B}")
         if y.dtype == torch.bool:
             raise TypeError(f"{name} has dtype torch.bool; pass class indices (int64) or multi-hot as float")
-        if not y.dtype.is_floating_point and y.ndim != 1:
+        if y.is_complex():
+            raise TypeError(f"{name} has dtype {y.dtype}; labels must be integer or real float")
+        if y.dtype.is_floating_point and y.ndim == 1 and self.num_classes is not None:
             raise ValueError(
-                f"integer {name} must be class indices of shape (B,), got shape {tuple(y.shape)}; "
-                "pass one-hot or multi-hot labels as a float tensor"
-            )
+                f"{name} holds float labels of shape {tuple(y.shape)}, which are taken as regression values, but "
+                f"num_classes={self.num_classes} was given: pass class indices as an integer tensor "
+                f"({name}.long()) or one-hot rows of shape (B, {self.num_classes})")
         return y
+
+    def _position_weight(self):
+        """The partner's weight per position ``(B, *S)`` when the labels are dense maps the region covers."""
+        region = self.params.region
+        if region is None or self.y.ndim < 2:
+            return None
+        D = len(region.shape)
+        if self.is_class_index:
+            if region.covers(self.y):
+                return region.weight(self.params.lam, self.y.ndim)[(slice(None),) + (0,) * (self.y.ndim - 1 - D)]
+            raise ValueError(
+                f"y is an integer class map of shape {tuple(self.y.shape)}, but the inputs were mixed by a region "
+                f"over {tuple(region.shape)}: its trailing dims must be the region's, so each position takes the "
+                "label of the row it came from; resize the map to the input's size")
+        if self.y.ndim >= D + 2 and tuple(self.y.shape[-D:]) == tuple(region.shape):  # (B, C, *S)
+            return region.weight(self.params.lam, D + 1)
+        return None
 
     # Convenience views for two-way mixing (the paper's y_a, y_b, lam).
     @property
     def is_class_index(self) -> bool:
         return not self.y.dtype.is_floating_point
+
+    @property
+    def is_dense(self) -> bool:
+        """True for class maps ``(B, *S)`` and float maps weighted per position."""
+        return (self.is_class_index and self.y.ndim > 1) or self._position is not None
 
     @property
     def lam(self) -> torch.Tensor:
@@ -119,14 +148,28 @@ class MixedTarget:
     def __len__(self) -> int:
         return self.params.batch_size
 
-    def _check_range(self, num_classes: int) -> None:
-        y = self.y if len(self.targets) == 1 else torch.stack(self.targets)
+    def _term_weights(self, ndim: int) -> list:
+        """Each target's weight, broadcastable to a per-element tensor of ``ndim`` dims ``(B, .., *S)``."""
+        B = self.params.batch_size
+        if self._position is not None:
+            pw = self._position  # (B, *S)
+            pw = pw.view((B,) + (1,) * (ndim - pw.ndim) + tuple(pw.shape[1:]))
+            return [1 - pw, pw]
+        view = (B,) + (1,) * (ndim - 1)
+        return [self.weights[:, j].view(view) for j in range(self.weights.shape[1])]
+
+    def _check_range(self, num_classes: int, ignore) -> None:
+        y = torch.stack([t.long() for t in self.targets])
+        if ignore is not None:
+            y = y[y != ignore] if y.device.type == "cpu" and not torch.compiler.is_compiling() else \
+                torch.where(y == ignore, torch.zeros_like(y), y)
         if y.numel() == 0:
             return
         if y.device.type == "cpu" and not torch.compiler.is_compiling():
             lo, hi = int(y.min()), int(y.max())
             if lo < 0 or hi >= num_classes:
-                raise ValueError(f"class labels must lie in [0, {num_classes}), got values in [{lo}, {hi}]")
+                skip = "" if ignore is None else f" (or ignore_index={ignore})"
+                raise ValueError(f"class labels must lie in [0, {num_classes}){skip}, got values in [{lo}, {hi}]")
         else:  # checked on the device, without a host sync
             torch._assert_async(((y >= 0) & (y < num_classes)).all(), f"class labels must lie in [0, {num_classes})")
 
@@ -135,76 +178,130 @@ class MixedTarget:
 
         Args:
             num_classes: C, needed for integer labels (defaults to the constructor's); for
-                float labels it is checked against their last dimension.
-            label_smoothing: eps: rows become ``(1 - eps) * row + eps / C`` (smoothing then
-                mixing equals mixing then smoothing).
+                float labels it is checked against their class dimension.
+            label_smoothing: eps (defaults to the constructor's): rows become
+                ``(1 - eps) * row + eps / C`` (smoothing then mixing equals mixing then smoothing).
 
         Returns:
-            ``(B, C)`` rows (summing to 1 for class labels), or the float labels' shape.
+            ``(B, C)`` rows (summing to 1 for class labels) or ``(B, C, *S)`` for class maps,
+            with the classes on dim 1 (what ``F.cross_entropy`` takes); float labels keep their
+            shape. Positions whose label is ``ignore_index`` in both sources are all zero.
         """
-        num_classes = _check_num_classes(num_classes) or self.num_classes
-        eps = self.label_smoothing if label_smoothing is None else _check_smoothing(label_smoothing)
-        B = self.params.batch_size
+        num_classes = V.num_classes(num_classes) or self.num_classes
+        eps = self.label_smoothing if label_smoothing is None else V.smoothing(label_smoothing)
         if self.is_class_index:
             if num_classes is None:
                 raise ValueError("num_classes is required to make soft targets from integer class labels")
-            self._check_range(num_classes)
-            idx = torch.stack(self.targets, 1)  # (B, k)
-            out = torch.zeros(B, num_classes, device=self.y.device, dtype=torch.float32)
-            out.scatter_add_(1, idx, self.weights.to(device=out.device, dtype=torch.float32))
-        else:
-            if num_classes is not None and self.y.shape[-1] != num_classes:
-                raise ValueError(f"num_classes={num_classes} does not match float labels of shape {tuple(self.y.shape)}")
-            shape = (B,) + (1,) * (self.y.ndim - 1)
-            w = self.weights.to(torch.float32)
-            out = w[:, 0].view(shape) * self.targets[0].float()
-            for j in range(1, len(self.targets)):
-                out = out + w[:, j].view(shape) * self.targets[j].float()
+            ignore = self.ignore_index
+            self._check_range(num_classes, ignore)
+            shape = (self.y.shape[0], num_classes) + tuple(self.y.shape[1:])
+            out = torch.zeros(shape, device=self.y.device, dtype=torch.float32)
+            for t, w in zip(self.targets, self._term_weights(self.y.ndim)):
+                t = t.long()
+                w = w.to(device=out.device, dtype=torch.float32).expand(t.shape)
+                if ignore is not None:
+                    keep = t != ignore
+                    t, w = torch.where(keep, t, torch.zeros_like(t)), w * keep
+                out.scatter_add_(1, t.unsqueeze(1), w.unsqueeze(1))
+            if eps:  # scaled by each row's total so rows of ignored positions stay zero
+                out = out * (1 - eps) + out.sum(1, keepdim=True) * (eps / num_classes)
+            return out
+        if self.y.ndim < 2 and eps:
+            raise ValueError(f"label_smoothing={eps} needs class labels, but y holds float values of shape "
+                             f"{tuple(self.y.shape)} (regression)")
+        if num_classes is not None and (self.y.ndim < 2 or self.y.shape[1] != num_classes):
+            raise ValueError(f"num_classes={num_classes} does not match float labels of shape {tuple(self.y.shape)} "
+                             "(classes on dim 1)")
+        out = None
+        for t, w in zip(self.targets, self._term_weights(self.y.ndim)):
+            term = w.to(torch.float32) * t.float()
+            out = term if out is None else out + term
         if eps:
-            out = out * (1 - eps) + eps / out.shape[-1]
+            out = out * (1 - eps) + eps / out.shape[1]
         return out
 
+    def _smoothing_for(self, criterion) -> float:
+        own = getattr(criterion, "label_smoothing", 0.0) if isinstance(criterion, torch.nn.Module) else 0.0
+        eps = self.label_smoothing
+        if own and eps and own != eps:
+            raise ValueError(f"label_smoothing is set twice with different values: {own} on the criterion and {eps} "
+                             "on the mixer/target; set it in one place")
+        return own or eps
+
     def loss(self, criterion, logits: torch.Tensor, *, reduction: str | None = None) -> torch.Tensor:
-        """The mixed loss: ``sum_j w_j * criterion(logits, target_j)`` per sample, then reduced.
+        """The mixed loss: ``sum_j w_j * criterion(logits, target_j)`` per element, then reduced.
 
         Args:
             criterion: an ``nn.Module`` loss with a ``reduction`` attribute (for example
                 ``nn.CrossEntropyLoss()``; it is copied, never modified) or a function that
                 accepts ``reduction="none"`` (for example ``F.cross_entropy``).
-            logits: the model's output on the mixed batch, ``(B, ...)``.
+            logits: the model's output on the mixed batch, ``(B, C)`` or ``(B, C, *S)``.
             reduction: ``"mean"``, ``"sum"`` or ``"none"``; defaults to the criterion's own
-                (``"mean"`` for functions).
+                (``"mean"`` for functions). See the module docstring for how ``"mean"`` normalises.
 
         Returns:
-            The reduced loss, or ``(B,)`` per-sample mixed losses for ``"none"``.
+            The reduced loss; for ``"none"``, per-sample mixed losses ``(B,)`` (``(B, *S)`` for
+            class maps, as the criterion itself returns).
         """
         if self.is_class_index and isinstance(criterion, _FLOAT_TARGET_LOSSES):
             raise TypeError(
                 f"{type(criterion).__name__} needs float targets, but y holds integer class labels; "
                 "pass one-hot / multi-hot float labels to MixedTarget, or use .soft(num_classes) as the target"
             )
-        call, own = _per_sample(criterion)
+        own = getattr(criterion, "reduction", "mean") if isinstance(criterion, torch.nn.Module) else "mean"
         reduction = own if reduction is None else reduction
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
         if not isinstance(logits, torch.Tensor) or logits.ndim == 0 or logits.shape[0] != self.params.batch_size:
             got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
             raise ValueError(f"logits must have batch size {self.params.batch_size} on dim 0, got {got}")
+        eps = self._smoothing_for(criterion)
+        fused = _fused_settings(criterion)
+        if self.is_class_index and fused is not None:
+            return self._fused_loss(logits, fused, eps, reduction)
+        if self.is_class_index and eps:
+            raise ValueError(f"label_smoothing={eps} cannot be applied to {_name(criterion)} with integer labels; "
+                             "use nn.CrossEntropyLoss / nn.NLLLoss, or .soft(num_classes) with a soft-target loss")
+        return self._generic_loss(criterion, logits, eps, reduction)
+
+    def _fused_loss(self, logits, settings, eps, reduction):
+        class_weight, ignore, log_probs = settings
+        if logits.ndim != self.y.ndim + 1 or tuple(logits.shape[2:]) != tuple(self.y.shape[1:]):
+            expected = "(B, C" + "".join(f", {n}" for n in self.y.shape[1:]) + ")"
+            raise ValueError(f"logits must have shape {expected} for class labels of shape {tuple(self.y.shape)}, "
+                             f"got {tuple(logits.shape)}")
+        if not logits.is_floating_point():
+            raise TypeError(f"logits must be floating point, got {logits.dtype}")
+        self._check_range(logits.shape[1], ignore)
+        weights = self._term_weights(self.y.ndim)
+        loss, norm = mixed_cross_entropy(logits, self.targets, weights, class_weight=class_weight,
+                                         ignore_index=ignore, label_smoothing=eps, log_probs=log_probs)
+        if reduction == "none":
+            return loss
+        if reduction == "sum":
+            return loss.sum()
+        return loss.sum() / norm.sum()
+
+    def _generic_loss(self, criterion, logits, eps, reduction):
+        call = _per_element(criterion, eps)
         mixed = None
-        if self.is_class_index:  # fast route: one log_softmax and one gather, no dense targets
-            mixed = _fast.mixed_cross_entropy(criterion, logits, self.targets, self.weights)
-        for j, target in enumerate(self.targets if mixed is None else ()):
+        for target, w in zip(self.targets, self._term_weights(logits.ndim)):
+            if eps and not isinstance(criterion, torch.nn.CrossEntropyLoss) and criterion is not F.cross_entropy:
+                target = target.float() * (1 - eps) + eps / target.shape[1]  # affine in the target: exact
             try:
-                per_sample = call(logits, target)
+                per = call(logits, target)
             except TypeError as e:
                 raise TypeError(
                     "criterion must return per-sample losses when asked for reduction='none' "
                     f"(a loss module with a .reduction attribute, or a function taking reduction=): {e}"
                 ) from e
-            if per_sample.ndim > 1:  # element-wise losses (BCE): reduce each sample like the criterion
-                flat = per_sample.reshape(per_sample.shape[0], -1)
-                per_sample = flat.sum(1) if reduction == "sum" else flat.mean(1)
-            term = self.weights[:, j].to(per_sample.dtype) * per_sample
+            w = w.to(per.dtype)
+            if w.ndim > per.ndim:  # a per-element loss without a class dim (CE over maps): drop it
+                w = w.squeeze(1) if self._position is not None else w.reshape(w.shape[: per.ndim])
+            term = w * per
+            if term.ndim > 1:  # element-wise losses (BCE): reduce each sample like the criterion
+                flat = term.reshape(term.shape[0], -1)
+                term = flat.sum(1) if reduction == "sum" else flat.mean(1)
             mixed = term if mixed is None else mixed + term
         if reduction == "none":
             return mixed
@@ -216,11 +313,12 @@ class MixedTarget:
         new.y = self.y.to(device)
         new.weights = self.weights.to(device)
         new.targets = tuple(t.to(device) for t in self.targets)
+        new._position = None if self._position is None else self._position.to(device)
         return new
 
     def __repr__(self) -> str:
-        kind = "class indices" if self.is_class_index else f"float labels {tuple(self.y.shape)}"
-        return f"MixedTarget(B={self.params.batch_size}, k={len(self.targets)}, {kind})"
+        kind = "class indices" if self.is_class_index else "float labels"
+        return f"MixedTarget(B={self.params.batch_size}, k={len(self.targets)}, {kind} {tuple(self.y.shape)})"
 
 
 _FLOAT_TARGET_LOSSES = (
@@ -229,30 +327,48 @@ _FLOAT_TARGET_LOSSES = (
 )
 
 
-def _per_sample(criterion):
-    """A callable giving unreduced losses for ``criterion``, and the criterion's own reduction.
+def _name(criterion) -> str:
+    return type(criterion).__name__ if isinstance(criterion, torch.nn.Module) else getattr(criterion, "__name__", "?")
+
+
+def _fused_settings(criterion):
+    """``(class_weight, ignore_index, log_probs)`` when the fused kernel computes ``criterion`` exactly."""
+    if type(criterion) is torch.nn.CrossEntropyLoss:
+        return criterion.weight, criterion.ignore_index, False
+    if type(criterion) is torch.nn.NLLLoss:
+        return criterion.weight, criterion.ignore_index, True
+    if criterion is F.cross_entropy:
+        return None, -100, False
+    if criterion is F.nll_loss:
+        return None, -100, True
+    return None
+
+
+def _per_element(criterion, eps: float):
+    """A callable giving unreduced losses for ``criterion`` (never modified).
 
     torch's built-in losses map to their functional form with the module's settings (no copy,
     traceable by ``torch.compile``); other loss modules with a ``reduction`` attribute are
     shallow-copied with ``reduction="none"``; functions are called with ``reduction="none"``.
-    The caller's criterion is never modified.
     """
     nn = torch.nn
     if isinstance(criterion, nn.CrossEntropyLoss):
         m = criterion
-        return (lambda i, t: F.cross_entropy(i, t, weight=m.weight, ignore_index=m.ignore_index,
-                                             label_smoothing=m.label_smoothing, reduction="none")), m.reduction
+        return lambda i, t: F.cross_entropy(i, t, weight=m.weight, ignore_index=m.ignore_index,
+                                            label_smoothing=eps, reduction="none")
+    if criterion is F.cross_entropy:
+        return lambda i, t: F.cross_entropy(i, t, label_smoothing=eps, reduction="none")
     if isinstance(criterion, nn.BCEWithLogitsLoss):
         m = criterion
-        return (lambda i, t: F.binary_cross_entropy_with_logits(i, t, weight=m.weight, pos_weight=m.pos_weight,
-                                                                reduction="none")), m.reduction
+        return lambda i, t: F.binary_cross_entropy_with_logits(i, t, weight=m.weight, pos_weight=m.pos_weight,
+                                                               reduction="none")
     if isinstance(criterion, nn.NLLLoss):
         m = criterion
-        return (lambda i, t: F.nll_loss(i, t, weight=m.weight, ignore_index=m.ignore_index, reduction="none")), m.reduction
+        return lambda i, t: F.nll_loss(i, t, weight=m.weight, ignore_index=m.ignore_index, reduction="none")
     if isinstance(criterion, nn.Module) and hasattr(criterion, "reduction"):
         per = copy.copy(criterion)
         per.reduction = "none"
-        return per, criterion.reduction
+        return per
     if callable(criterion):
-        return (lambda i, t: criterion(i, t, reduction="none")), "mean"
+        return lambda i, t: criterion(i, t, reduction="none")
     raise TypeError(f"criterion must be a loss module or function, got {type(criterion).__name__}")

@@ -26,8 +26,9 @@ import torch
 from .._tree import tree_map_with_path
 from ..ops import mix
 from ..params import MixParams
-from ..sampling import check_alpha, check_probability, sample_beta
-from ..targets import MixedTarget, _check_num_classes
+from .. import _validate as V
+from ..sampling import sample_beta
+from ..targets import MixedTarget
 from ..transforms import CutMix, MixUp
 
 __all__ = ["MixCollate", "MixupDataset", "SharedEpoch", "Linear", "mix_seed"]
@@ -102,8 +103,8 @@ class _EpochSchedule:
     """alpha and p as pure functions of the epoch, and the shared epoch itself."""
 
     def __init__(self, alpha, p, stop_epoch):
-        self.alpha = _check_schedule(alpha, "alpha", check_alpha)
-        self.p = _check_schedule(p, "p", check_probability)
+        self.alpha = _check_schedule(alpha, "alpha", V.alpha)
+        self.p = _check_schedule(p, "p", V.probability)
         self.stop_epoch = _check_stop(stop_epoch)
         self._epoch = SharedEpoch()
 
@@ -119,7 +120,7 @@ class _EpochSchedule:
         """``(alpha, p)`` in force at ``epoch`` (``(0, 0)`` from ``stop_epoch`` on)."""
         if self.stop_epoch is not None and epoch >= self.stop_epoch:
             return 0.0, 0.0
-        return _resolve(self.alpha, epoch, check_alpha, "alpha"), _resolve(self.p, epoch, check_probability, "p")
+        return _resolve(self.alpha, epoch, V.alpha, "alpha"), _resolve(self.p, epoch, V.probability, "p")
 
 
 class MixCollate(_EpochSchedule):
@@ -166,14 +167,13 @@ class MixCollate(_EpochSchedule):
             raise TypeError(f"base_collate must be callable or None, got {type(base_collate).__name__}")
         if kind not in ("mixup", "cutmix"):
             raise ValueError(f"kind must be 'mixup' or 'cutmix', got {kind!r}")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        V.generator(generator)
         if soft and num_classes is None:
             raise ValueError("soft=True needs num_classes to build dense labels")
         self.base_collate = base_collate
         self.kind, self.mode, self.keep_dominant, self.pairing = kind, mode, bool(keep_dominant), pairing
         self.seed, self.generator, self.soft = seed, generator, bool(soft)
-        self.num_classes = _check_num_classes(num_classes)
+        self.num_classes = V.num_classes(num_classes)
         self.label_smoothing = label_smoothing
         self._make(1.0, 1.0, None)  # validate mode / pairing / smoothing now, not in a worker
         self._stream = None  # (key, generator) of this process: restarted when the epoch changes
@@ -268,7 +268,7 @@ class MixupDataset(_EpochSchedule, torch.utils.data.Dataset):
         if len(dataset) == 0:
             raise ValueError("dataset is empty")
         self.dataset = dataset
-        self.num_classes = _check_num_classes(num_classes)
+        self.num_classes = V.num_classes(num_classes)
         if self.num_classes is None:
             raise ValueError("num_classes is required")
         if isinstance(seed, bool) or not isinstance(seed, int):

@@ -89,7 +89,7 @@ class LabConfig:
 
         for name, choices in (("mix", MIXES), ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
                               ("loss", LOSSES), ("augment", AUGMENTS), ("normalize", NORMALIZES),
-                              ("mode", ("batch", "sample", "elem", "pair"))):
+                              ("mode", ("batch", "sample", "pair"))):
             need(getattr(self, name) in choices, name, f"one of {choices}", getattr(self, name))
         for name in ("epochs", "batch_size", "eval_batch_size"):
             v = getattr(self, name)

@@ -144,10 +144,11 @@ def build_mixer(cfg: LabConfig, mix: str, num_classes: int, generator: torch.Gen
         return None
     if mix == "mixup":
         return mixlab.MixUp(cfg.alpha, mode=cfg.mode, keep_dominant=cfg.keep_dominant, p=cfg.p,
+                            pairing="flip" if cfg.mode == "pair" else "permutation",  # pair mode pairs by flip
                             generator=generator, num_classes=num_classes)
     if mix == "cutmix":
         return mixlab.CutMix(cfg.alpha, mode=cfg.mode, p=cfg.p, generator=generator, num_classes=num_classes)
-    return mixlab.MixUpOrCutMix(cfg.alpha, cfg.cutmix_alpha, switch_prob=cfg.switch_prob, prob=cfg.p, mode=cfg.mode,
+    return mixlab.MixUpOrCutMix(cfg.alpha, cfg.cutmix_alpha, switch_prob=cfg.switch_prob, p=cfg.p, mode=cfg.mode,
                                 generator=generator, num_classes=num_classes)
 
 
