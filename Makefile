@@ -45,7 +45,7 @@ demo: setup-lab fashion-mnist
 	else echo "mixlab: Fashion-MNIST not found in $(FMNIST_DIR); running the demo on scikit-learn's digits instead"; ds=digits; fi; \
 	$(VENV)/bin/mixlab compare --dataset $$ds --preset demo --out runs/demo $(DEMO_ARGS)
 
-test: setup-dev
+test: setup-dev fashion-mnist
 	KERAS_BACKEND=torch $(PY) -m pytest
 
 bench: setup-dev

@@ -111,7 +111,7 @@ def test_batch_size_one_and_cutmix(tmp_path):
     with learn.no_bar(), learn.no_logging():
         learn.fit(1)
     target = cap.records[0][2]
-    box = target.params.box[0]  # (2, 2): rows and columns of the pasted region
+    box = target.params.region.box[0]  # (2, 2): rows and columns of the pasted region
     area = ((box[:, 1] - box[:, 0]).prod() / 64).item()
     torch.testing.assert_close(target.lam, torch.full_like(target.lam, 1 - area))
 
@@ -140,6 +140,7 @@ def test_any_mixlab_transform_through_mix_callback(tmp_path):
     with learn.no_bar(), learn.no_logging():
         learn.fit(1)
     target = cap.records[0][2]
-    assert target.params.linear is not None and target.params.linear.any() and (~target.params.linear).any()
+    linear = target.params.region.linear
+    assert linear is not None and linear.any() and (~linear).any()
     with pytest.raises(TypeError, match="mixlab transform"):
         MixCallback(nn.Identity())
