@@ -137,7 +137,7 @@ def _check_index(params: MixParams, n: int, what: str) -> None:
     if idx.device.type == "cpu":
         lo, hi = int(idx.min()), int(idx.max())
         if lo < 0 or hi >= n:
-            raise IndexError(f"params.index holds partner rows in [{lo}, {hi}], but {what} has {n} rows; "
+            raise IndexError(f"params.index holds partner rows in [{lo}, {hi}], but {what} holds {n} rows; "
                              f"pass a partner batch of at least {hi + 1} rows, or params drawn for this batch")
     else:
         torch._assert_async(((idx >= 0) & (idx < n)).all(), f"params.index must lie in [0, {n}) ({what})")
