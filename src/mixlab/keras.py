@@ -1,6 +1,6 @@
 """Keras 3: MixUp and CutMix on ``(images, labels)`` batches with ``keras.ops`` (every backend).
 
-Usage, the Keras article's way (two shuffled copies of the data zipped, under TensorFlow)::
+Usage, keras.io's mixup example's way (two shuffled copies of the data zipped, under TensorFlow)::
 
     mixup = mixlab.keras.MixUp(alpha=0.2, seed=42)
     train_ds = tf.data.Dataset.zip((ds_one, ds_two)).map(mixup)    # ((x1, y1), (x2, y2)) -> (x, y)
@@ -10,7 +10,7 @@ and on the torch and JAX backends, around a ``keras.utils.PyDataset``::
 
     model.fit(mixlab.keras.MixedPyDataset(train_batches, mixup), epochs=10)
 
-Lambda: ``Gamma(alpha) / (Gamma(alpha) + Gamma(alpha))`` per sample, as the article draws it, in
+Lambda: ``Gamma(alpha) / (Gamma(alpha) + Gamma(alpha))`` per sample, as keras.io's mixup example draws it, in
 log space (``log Gamma(alpha + 1) + log(U) / alpha``) so small ``alpha`` never gives ``0 / 0``.
 Draws come from a ``keras.random.SeedGenerator``: a seeded mixer repeats its sequence.
 Labels: one-hot (or soft) float rows are mixed as they are; integer class indices are one-hot
@@ -110,7 +110,7 @@ class MixUp(_KerasMixer):
     """Mixup for Keras 3 batches: ``x = lam * x1 + (1 - lam) * x2`` and the same for labels.
 
     Args:
-        alpha: Beta(alpha, alpha) concentration (the Keras article: 0.2).
+        alpha: Beta(alpha, alpha) concentration (keras.io's mixup example: 0.2).
         num_classes: needed when labels are integer class indices.
         seed: int or ``keras.random.SeedGenerator``.
 
@@ -188,7 +188,7 @@ class MixedPyDataset(keras.utils.PyDataset):
         dataset: a ``PyDataset`` (or any sequence) of ``(images, labels)`` batches.
         mixer: :class:`MixUp` or :class:`CutMix`.
         partner: optional second dataset of the same length for two-stream mixing (the
-            article's two shuffled copies); otherwise each batch is mixed with a shuffle of itself.
+            example's two shuffled copies); otherwise each batch is mixed with a shuffle of itself.
         **kwargs: ``workers``, ``use_multiprocessing``, ``max_queue_size`` for ``PyDataset``.
             With several workers the order of draws, hence the mixing, is not reproducible.
     """

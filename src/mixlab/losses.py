@@ -50,8 +50,8 @@ def soft_bce_with_logits(
 ) -> torch.Tensor:
     """Binary cross-entropy with logits against soft targets in [0, 1] (multi-label mixup).
 
-    Numerically stable (no sigmoid then log, unlike article 000's hand-written BCE, which
-    needs an ``eps``); ``"mean"`` averages over every element.
+    Numerically stable (no sigmoid then log, unlike a hand-written
+    ``-(t * log(sigmoid(z)) + (1 - t) * log(1 - sigmoid(z)))``, which needs an ``eps``); ``"mean"`` averages over every element.
     """
     _check_pair(logits, target_probs)
     return F.binary_cross_entropy_with_logits(

@@ -14,7 +14,8 @@
 ``roles=`` overrides any default, by top-level key or full path.
 
 Convention: ``mixed = lam * x + (1 - lam) * partner[index]`` where ``partner`` is ``x`` itself
-unless a second batch is given (the two-stream form of the Keras article).
+unless a second batch is given (two-stream mixing: two shuffled loaders zipped, as in keras.io's
+mixup example).
 """
 from __future__ import annotations
 

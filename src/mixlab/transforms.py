@@ -110,7 +110,7 @@ class MixUp(_Mixer):
 
     Args:
         alpha: Beta concentration; 0 disables mixing. Default 1.0 (the paper's CIFAR setting,
-            timm, torchvision); fastai uses 0.4, the Keras article 0.2.
+            timm, torchvision); fastai's MixUp uses 0.4, keras.io's mixup example 0.2.
         mode: ``"batch"`` (one lambda per batch, the paper), ``"sample"`` (one per row, fastai)
             or ``"pair"`` (one per flip pair, timm; needs ``pairing="flip"``).
         keep_dominant: fastai's ``lam = max(lam, 1 - lam)``.
@@ -281,11 +281,11 @@ class MixUpOrCutMix(_Mixer):
 
 def mix_pair(x1, y1, x2, y2, *, alpha: float = 0.2, mode: str = "sample", keep_dominant: bool = False,
              p: float = 1.0, generator=None, num_classes=None, label_smoothing: float = 0.0):
-    """Two-stream mixup (the Keras article): row ``i`` of one batch with row ``i`` of another.
+    """Two-stream mixup (keras.io's mixup example): row ``i`` of one batch with row ``i`` of another.
 
     ``mixed = lam * x1 + (1 - lam) * x2`` and the target mixes ``y1`` with ``y2`` likewise;
     the two batches usually come from two independently shuffled loaders over the same data.
-    ``lam`` is one per row by default, as in the article.
+    ``lam`` is one per row by default, as in that example.
 
     Returns:
         ``(mixed_x, MixedTarget)``; the target's ``params.index`` is ``arange(B)`` into ``x2``.

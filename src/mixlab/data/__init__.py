@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 
 _LAZY = {
-    # batch mixing in DataLoader workers and article 000's sample-level mixing (mixing.py)
+    # batch mixing in DataLoader workers and sample-level mixing in the dataset (mixing.py)
     "MixCollate": "mixing",
     "MixupDataset": "mixing",
     # dataset readers for the lab (datasets.py)

@@ -10,8 +10,8 @@ pickles). Dicts, lists, strings and numbers need no ``find_class`` at all. Anyth
 raises ``pickle.UnpicklingError`` before any of the file's objects is called.
 
 Batches are read from a folder (or its ``cifar-10-batches-py/``) or straight from the official
-``cifar-10-python.tar.gz``. Train comes from ``data_batch_1`` .. ``data_batch_5``, test from ``test_batch`` (article 000's
-reader read ``test_batch`` for both and never filled its lists).
+``cifar-10-python.tar.gz``. Train comes from ``data_batch_1`` .. ``data_batch_5``, test from ``test_batch``
+(a common tutorial bug reads ``test_batch`` for both splits).
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ Layouts understood (a single enclosing top folder, e.g. ``cifar10-jpg/``, is ski
   missing ``test``, as in fastai's MNIST_SAMPLE); other top-level folders are ignored.
 * ``<class>/<file>``: one folder per class, no split (the caller makes a seeded split).
 * any folder of images with ``label_regex``: the label is group 1 of the regex searched in
-  the file name (the whole match when it has no group), e.g. the Pets article's
+  the file name (the whole match when it has no group), e.g. the Oxford-IIIT Pets naming
   ``r"^(.+)_\\d+\\.jpg$"``; no split. Every image must match.
 
 Class names are the sorted distinct folder names (or regex labels), so labels follow

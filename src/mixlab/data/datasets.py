@@ -30,8 +30,7 @@ from ._tabular import SKLEARN_SETS, load_csv, load_sklearn, split_csv_spec
 
 __all__ = ["DataSplits", "load_dataset", "list_datasets", "DATASETS"]
 
-_REPO = Path(__file__).resolve().parents[3]
-SHARED_CIFAR = _REPO.parent / "shared" / "datasets" / "cifar10-jpg.tar.gz"
+CIFAR_ENV = "MIXLAB_CIFAR10"  # where CIFAR-10 is when --data-dir is not given (a folder or tarball)
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                    "Bag", "Ankle boot"]
@@ -123,10 +122,12 @@ def _idx_present(location: Path) -> bool:
 
 
 def _cifar_locations(data_dir) -> list[Path]:
-    if data_dir is not None:
-        d = Path(data_dir).expanduser()
-        return [d, d / "cifar-10-batches-py"]
-    return [SHARED_CIFAR]
+    if data_dir is None:
+        data_dir = os.environ.get(CIFAR_ENV) or None
+        if data_dir is None:
+            return []
+    d = Path(data_dir).expanduser()
+    return [d, d / "cifar-10-batches-py"]
 
 
 def _read_cifar(location: Path, *, cache_dir, **_) -> dict:
@@ -180,7 +181,7 @@ _SPECS: dict[str, _Spec] = {
         "image", _cifar_locations,
         "pass data_dir = the folder of the python pickle batches (data_batch_1..5, test_batch, e.g. "
         "cifar-10-batches-py/) or the official cifar-10-python.tar.gz itself, or an image tree / tarball laid out "
-        "{train,test}/<class>/*.jpg such as ../shared/datasets/cifar10-jpg.tar.gz", _read_cifar),
+        "{train,test}/<class>/*.jpg such as cifar10-jpg.tar.gz; or set $MIXLAB_CIFAR10 to one of these", _read_cifar),
     "folder": _Spec(
         "image", _given,
         "pass data_dir = a {train,test}/<class>/ image tree or its .tar(.gz), a <class>/ tree, or one "

@@ -2,7 +2,7 @@
 
 - :class:`MixCollate` mixes whole batches inside ``DataLoader`` workers (cheap on uint8
   images: the main process receives batches that are already mixed).
-- :class:`MixupDataset` is article 000's sample-level mixing (a fraction ``p`` of samples is
+- :class:`MixupDataset` is sample-level mixing inside ``Dataset.__getitem__`` (a fraction ``p`` of samples is
   mixed with a random partner in ``__getitem__``), done correctly. It loads two samples for each
   mixed one and mixes one pair at a time, so it is slower than batch mixing; prefer
   :class:`MixCollate` or :class:`mixlab.MixUp` unless you need per-sample partners from the
@@ -230,7 +230,7 @@ def _one_hot_row(label, num_classes: int) -> torch.Tensor:
 
 
 class MixupDataset(_EpochSchedule, torch.utils.data.Dataset):
-    """Article 000's sample-level mixup: each sample is mixed with probability ``p``.
+    """Sample-level mixup in ``__getitem__``: each sample is mixed with probability ``p``.
 
     ``__getitem__(i)`` loads sample ``i``; with probability ``p`` it draws a partner ``j``
     uniformly from the whole dataset and ``lam ~ Beta(alpha, alpha)``, and returns
@@ -251,8 +251,8 @@ class MixupDataset(_EpochSchedule, torch.utils.data.Dataset):
         dataset: map-style dataset of ``(input, label)``; inputs are tensors (or nested
             batches of tensors) of one shape; labels class indices or float rows.
         num_classes: C.
-        p: fraction of samples mixed (article 000: about 1 in 5), or ``epoch -> p``.
-        alpha: Beta concentration (article 000: 0.2), or ``epoch -> alpha``.
+        p: fraction of samples mixed (default about 1 in 5), or ``epoch -> p``.
+        alpha: Beta concentration (default 0.2), or ``epoch -> alpha``.
         stop_epoch: no mixing from this epoch on.
         seed: base seed of the per-sample draws.
 
