@@ -272,10 +272,17 @@ class MixedTarget:
                              f"got {tuple(logits.shape)}")
         if not logits.is_floating_point():
             raise TypeError(f"logits must be floating point, got {logits.dtype}")
-        self._check_range(logits.shape[1], ignore)
+        eager_cpu = logits.device.type == "cpu" and not torch.compiler.is_compiling()
+        if not eager_cpu:
+            self._check_range(logits.shape[1], ignore)  # an assert on the device: no host sync
         weights = self._term_weights(self.y.ndim)
-        loss, norm = mixed_cross_entropy(logits, self.targets, weights, class_weight=class_weight,
-                                         ignore_index=ignore, label_smoothing=eps, log_probs=log_probs)
+        try:
+            loss, norm = mixed_cross_entropy(logits, self.targets, weights, class_weight=class_weight,
+                                             ignore_index=ignore, label_smoothing=eps, log_probs=log_probs)
+        except (RuntimeError, IndexError):
+            if eager_cpu:  # the gather refused a label: say which (free when labels are fine)
+                self._check_range(logits.shape[1], ignore)
+            raise
         if reduction == "none":
             return loss
         if reduction == "sum":
