@@ -3,6 +3,11 @@
 The reference is computed in float64 and rounded once to the batch's dtype (uint8: to
 nearest, so a form may differ by one at an exact .5 tie). Speed is measured by
 ``mixlab bench``, never asserted here.
+
+Tests taking the ``device`` fixture run on the session's ``--device`` (conftest.py): inputs
+are built on the CPU from the seeded ``gen`` and moved, ``lam``/``index`` are drawn on the
+device (``dgen``). Off the CPU every batch takes the vector form (``choose_form``), so there
+the forms below all check that one form.
 """
 from __future__ import annotations
 
@@ -19,13 +24,13 @@ from mixlab import MixParams, _fast
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.uint8]
 # (B, C, H, W): a small batch takes the vector form, 40 CIFAR rows the chunked form (with
 # CHUNK_NUMEL lowered by the test), rows of 3*110*110 = 36300 elements the row loop (out of
-# place) and the cycle walk (in place).
+# place) and the cycle walk (in place). These forms are the CPU's; other devices use the vector form.
 SHAPES = [(7, 3, 8, 8), (40, 3, 32, 32), (3, 3, 110, 110)]
 
 
-def make_batch(shape, dtype, gen, channels_last=False):
+def make_batch(shape, dtype, gen, channels_last=False, device="cpu"):
     x = torch.rand(shape, generator=gen) * 255 if dtype == torch.uint8 else torch.randn(shape, generator=gen)
-    x = x.to(dtype)
+    x = x.to(dtype).to(device)  # drawn on the CPU: the same values on every device
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
@@ -47,20 +52,21 @@ def assert_matches(out, ref):
 
 
 def draw(B, gen, pairing="permutation"):
-    lam = torch.rand(B, generator=gen)
+    """``lam`` and ``index`` drawn on ``gen``'s device."""
+    lam = torch.rand(B, generator=gen, device=gen.device)
     if pairing == "flip":
-        return lam, torch.arange(B - 1, -1, -1)
-    return lam, torch.randperm(B, generator=gen)
+        return lam, torch.arange(B - 1, -1, -1, device=gen.device)
+    return lam, torch.randperm(B, generator=gen, device=gen.device)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_out_of_place_and_out_buffer(dtype, shape, channels_last, gen, monkeypatch):
+def test_out_of_place_and_out_buffer(dtype, shape, channels_last, gen, monkeypatch, device, dgen):
     monkeypatch.setattr(_fast, "CHUNK_NUMEL", 1 << 14)  # 5 rows of 3x32x32 per chunk
-    x = make_batch(shape, dtype, gen, channels_last)
+    x = make_batch(shape, dtype, gen, channels_last, device)
     before, version = x.clone(), x._version
-    lam, index = draw(shape[0], gen)
+    lam, index = draw(shape[0], dgen)
     ref = reference(x, x, lam, index)
     out = _fast.lerp_gather(x, x, lam, index)
     assert_matches(out, ref)
@@ -74,9 +80,9 @@ def test_out_of_place_and_out_buffer(dtype, shape, channels_last, gen, monkeypat
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("pairing", ["permutation", "flip"])
-def test_in_place_forms(dtype, shape, pairing, gen):
-    x = make_batch(shape, dtype, gen, channels_last=shape[-1] == 32)
-    lam, index = draw(shape[0], gen, pairing)
+def test_in_place_forms(dtype, shape, pairing, gen, device, dgen):
+    x = make_batch(shape, dtype, gen, channels_last=shape[-1] == 32, device=device)
+    lam, index = draw(shape[0], dgen, pairing)
     ref = reference(x, x, lam, index)
     y = x.clone(memory_format=_fast.memory_format(x))
     ptr = y.data_ptr()
@@ -89,9 +95,9 @@ def test_in_place_forms(dtype, shape, pairing, gen):
 
 
 @pytest.mark.parametrize("inplace", [False, True])
-def test_mix_dispatch_matches_reference(inplace, gen):
-    x = torch.randn(9, 3, 64, 64, generator=gen)
-    params = mixlab.sample_params(9, alpha=0.4, mode="sample", generator=gen)
+def test_mix_dispatch_matches_reference(inplace, gen, device, dgen):
+    x = torch.randn(9, 3, 64, 64, generator=gen).to(device)
+    params = mixlab.sample_params(9, alpha=0.4, mode="sample", generator=dgen, device=device)
     ref = reference(x, x, params.lam, params.index)
     y = x.clone() if inplace else x
     out = mixlab.mix(y, params, inplace=inplace)
@@ -99,9 +105,10 @@ def test_mix_dispatch_matches_reference(inplace, gen):
     torch.testing.assert_close(out, ref)
 
 
-def test_two_stream_in_place_writes_only_x(gen):
-    x, partner = torch.randn(5, 3, 40, 40, generator=gen), torch.randn(5, 3, 40, 40, generator=gen)
-    lam, index = torch.rand(5, generator=gen), torch.arange(5)
+def test_two_stream_in_place_writes_only_x(gen, device, dgen):
+    x = torch.randn(5, 3, 40, 40, generator=gen).to(device)
+    partner = torch.randn(5, 3, 40, 40, generator=gen).to(device)
+    lam, index = torch.rand(5, generator=dgen, device=device), torch.arange(5, device=device)
     ref = reference(x, partner, lam, index)
     p_before = partner.clone()
     out = _fast.lerp_gather(x, partner, lam, index, out=x)
@@ -113,6 +120,8 @@ def test_two_stream_in_place_writes_only_x(gen):
 @given(st.permutations(list(range(9))), st.lists(st.floats(0, 1, width=32), min_size=9, max_size=9),
        st.sampled_from([torch.float32, torch.uint8]))
 def test_cycle_walk_any_permutation(perm, lams, dtype):
+    # CPU only: the cycle walk is a CPU-only form (off the CPU in-place mixing is the vector
+    # form, which test_in_place_forms checks on the device)
     gen = torch.Generator().manual_seed(0)
     x = make_batch((9, 33000), dtype, gen)  # 33000-element rows: the cycle walk on CPU
     lam, index = torch.tensor(lams), torch.tensor(perm)
@@ -120,17 +129,20 @@ def test_cycle_walk_any_permutation(perm, lams, dtype):
     assert_matches(_fast.lerp_perm_inplace(x, lam, index), ref)
 
 
-def test_lam_one_and_fixed_points_leave_rows(gen):
-    x = torch.randn(6, 3, 110, 110, generator=gen)
-    index = torch.tensor([0, 2, 1, 3, 5, 4])
-    lam = torch.tensor([0.3, 1.0, 1.0, 0.5, 0.2, 0.9])
+def test_lam_one_and_fixed_points_leave_rows(gen, device):
+    x = torch.randn(6, 3, 110, 110, generator=gen).to(device)  # on the CPU: the cycle walk
+    index = torch.tensor([0, 2, 1, 3, 5, 4], device=device)
+    lam = torch.tensor([0.3, 1.0, 1.0, 0.5, 0.2, 0.9], device=device)
     y = _fast.lerp_perm_inplace(x.clone(), lam, index)
     for i in (0, 1, 2, 3):  # fixed points (0, 3) and lam = 1 rows (1, 2) are unchanged
         assert torch.equal(y[i], x[i])
-    assert _fast.lerp_perm_inplace(torch.empty(0, 3), torch.empty(0), torch.empty(0, dtype=torch.long)).shape == (0, 3)
+    empty = _fast.lerp_perm_inplace(torch.empty(0, 3, device=device), torch.empty(0, device=device),
+                                    torch.empty(0, dtype=torch.long, device=device))
+    assert empty.shape == (0, 3)
 
 
 def test_choose_form_uses_static_facts_only():
+    # CPU only (plus "meta"): it checks the CPU's form choice, which needs no device
     meta = torch.empty(128, 3, 224, 224, device="meta")  # no values at all
     assert _fast.choose_form(meta) == "vector" and _fast.choose_form(meta, inplace=True) == "vector"
     big, mid, small = torch.empty(4, 3, 128, 128), torch.empty(400, 3, 32, 32), torch.empty(4, 3, 8, 8)
@@ -140,11 +152,13 @@ def test_choose_form_uses_static_facts_only():
     assert _fast.choose_form(torch.empty(4, 5000, dtype=torch.int32)) == "vector"
 
 
-def test_compiled_form_matches_reference(gen):
+def test_compiled_form_matches_reference(gen, device, dgen):
     pytest.importorskip("torch._inductor")
+    if device.type == "cuda":
+        pytest.importorskip("triton")  # inductor's GPU backend
     torch._dynamo.reset()
-    x = torch.randn(6, 3, 16, 16, generator=gen)
-    lam, index = draw(6, gen)
+    x = torch.randn(6, 3, 16, 16, generator=gen).to(device)
+    lam, index = draw(6, dgen)
     assert_matches(_fast.compiled_lerp_gather(x, x, lam, index), reference(x, x, lam, index))
     torch._dynamo.reset()
 
@@ -164,24 +178,25 @@ def _mask_reference(x, src, params):
 ])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.uint8])
 @pytest.mark.parametrize("inplace", [False, True])
-def test_cutmix_box_copies_match_mask_route(transform, dtype, inplace, gen):
-    x = make_batch((8, 3, 20, 24), dtype, gen, channels_last=True)
-    params = transform(gen).sample(x)
+def test_cutmix_box_copies_match_mask_route(transform, dtype, inplace, gen, device, dgen):
+    # off the CPU Box.apply takes the mask route itself: then this checks it against the reference
+    x = make_batch((8, 3, 20, 24), dtype, gen, channels_last=True, device=device)
+    params = transform(dgen).sample(x)
     ref = _mask_reference(x, x, params)
     y = x.clone(memory_format=torch.channels_last) if inplace else x
     out = mixlab.mix(y, params, inplace=inplace)
     assert (out is y) == inplace and out.is_contiguous(memory_format=torch.channels_last)
     assert_matches(out, ref)
     if not inplace:
-        assert torch.equal(x, make_batch((8, 3, 20, 24), dtype, torch.Generator().manual_seed(1234), True))
+        assert torch.equal(x, make_batch((8, 3, 20, 24), dtype, torch.Generator().manual_seed(1234), True, device))
 
 
-CE_CASES = [
-    lambda C: nn.CrossEntropyLoss(),
-    lambda C: nn.CrossEntropyLoss(reduction="sum", label_smoothing=0.1),
-    lambda C: nn.CrossEntropyLoss(weight=torch.linspace(0.5, 2.0, C), label_smoothing=0.2),
-    lambda C: nn.CrossEntropyLoss(weight=torch.linspace(0.5, 2.0, C), ignore_index=3),
-    lambda C: F.cross_entropy,
+CE_CASES = [  # criterion for C classes on device d
+    lambda C, d: nn.CrossEntropyLoss(),
+    lambda C, d: nn.CrossEntropyLoss(reduction="sum", label_smoothing=0.1),
+    lambda C, d: nn.CrossEntropyLoss(weight=torch.linspace(0.5, 2.0, C, device=d), label_smoothing=0.2),
+    lambda C, d: nn.CrossEntropyLoss(weight=torch.linspace(0.5, 2.0, C, device=d), ignore_index=3),
+    lambda C, d: F.cross_entropy,
 ]
 
 
@@ -196,7 +211,7 @@ def _generic(target, criterion, logits):
         else:
             one = criterion(logits, t, reduction="none")
         per = target.weights[:, j] * one if per is None else per + target.weights[:, j] * one
-        cw = torch.ones(logits.shape[1]) if weight is None else weight
+        cw = torch.ones(logits.shape[1], device=logits.device) if weight is None else weight
         norm = norm + (target.weights[:, j] * cw[t.clamp(min=0)] * (t != ignore)).sum()
     own = getattr(criterion, "reduction", "mean")
     # "mean": torch's class-index convention, divided by the mixed (class-)weight
@@ -205,14 +220,14 @@ def _generic(target, criterion, logits):
 
 @pytest.mark.parametrize("case", CE_CASES)
 @pytest.mark.parametrize("k", [2, 3])
-def test_fused_cross_entropy_equals_generic_route(case, k, gen):
+def test_fused_cross_entropy_equals_generic_route(case, k, gen, device, dgen):
     B, C = 12, 7
-    criterion = case(C)
-    y = torch.randint(0, C, (B,), generator=gen)
+    criterion = case(C, device)
+    y = torch.randint(0, C, (B,), generator=gen).to(device)
     y[0] = 3  # hits ignore_index=3 in one case
-    params = mixlab.sample_params(B, alpha=0.4, mode="sample", k=k, generator=gen)
+    params = mixlab.sample_params(B, alpha=0.4, mode="sample", k=k, generator=dgen, device=device)
     target = mixlab.MixedTarget(y, params)
-    logits = torch.randn(B, C, generator=gen, requires_grad=True)
+    logits = torch.randn(B, C, generator=gen).to(device).requires_grad_()
     fast = target.loss(criterion, logits)
     (g_fast,) = torch.autograd.grad(fast, logits)
     slow = _generic(target, criterion, logits)
@@ -227,13 +242,15 @@ def test_fused_cross_entropy_equals_generic_route(case, k, gen):
             torch.testing.assert_close(fast, soft)
 
 
-@pytest.mark.parametrize("criterion", [nn.NLLLoss(), nn.NLLLoss(weight=torch.linspace(0.5, 2.0, 5), ignore_index=1),
-                                       F.nll_loss])
-def test_fused_nll_equals_per_target_nll(criterion, gen):
+@pytest.mark.parametrize("criterion", [  # built on the test's device
+    lambda d: nn.NLLLoss(), lambda d: nn.NLLLoss(weight=torch.linspace(0.5, 2.0, 5, device=d), ignore_index=1),
+    lambda d: F.nll_loss])
+def test_fused_nll_equals_per_target_nll(criterion, gen, device, dgen):
+    criterion = criterion(device)
     B, C = 9, 5
-    y = torch.randint(0, C, (B,), generator=gen)
-    target = mixlab.MixedTarget(y, mixlab.sample_params(B, alpha=1.0, mode="sample", generator=gen))
-    logp = torch.randn(B, C, generator=gen).log_softmax(1).requires_grad_()
+    y = torch.randint(0, C, (B,), generator=gen).to(device)
+    target = mixlab.MixedTarget(y, mixlab.sample_params(B, alpha=1.0, mode="sample", generator=dgen, device=device))
+    logp = torch.randn(B, C, generator=gen).to(device).log_softmax(1).requires_grad_()
     fast = target.loss(criterion, logp, reduction="sum")
     w = getattr(criterion, "weight", None)
     ig = getattr(criterion, "ignore_index", -100)
@@ -244,7 +261,7 @@ def test_fused_nll_equals_per_target_nll(criterion, gen):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_no_host_device_sync_on_gpu():
+def test_no_host_device_sync_on_gpu():  # CUDA only by design (whatever --device says): sync debug mode
     dev = torch.device("cuda")
     g = torch.Generator(device=dev).manual_seed(0)
     x = torch.rand(16, 3, 64, 64, device=dev)
@@ -268,9 +285,9 @@ def test_no_host_device_sync_on_gpu():
         torch.cuda.set_sync_debug_mode("default")
 
 
-def test_mixed_params_batch_of_one_and_zero():
+def test_mixed_params_batch_of_one_and_zero(device):
     for B in (0, 1):
-        x = torch.randn(B, 3, 40, 40)
-        p = MixParams(torch.ones(B), torch.arange(B))
+        x = torch.randn(B, 3, 40, 40).to(device)
+        p = MixParams(torch.ones(B, device=device), torch.arange(B, device=device))
         torch.testing.assert_close(mixlab.mix(x, p), x)
         torch.testing.assert_close(mixlab.mix(x.clone(), p, inplace=True), x)
