@@ -1,4 +1,5 @@
-"""mixlab.distributed: helpers, global pairing, and DDP training across 2 CPU processes (gloo).
+"""mixlab.distributed (gathers, global pairing) and mixlab.lab.distributed (process-group
+helpers), and DDP training across 2 CPU processes (gloo).
 
 The 2-process tests start each rank with the ``spawn`` start method and a free port, poll
 them with a deadline, and kill leftovers, so a broken collective fails the test instead of
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 
 import mixlab
 from mixlab import distributed as D
+from mixlab.lab import distributed as LD
 
 WORLD = 2
 DEADLINE_S = 90.0
@@ -41,7 +43,7 @@ def _entry(rank, world, port, out_dir, timeout_s, fn_name, kwargs):
     torch.set_num_threads(1)
     path = os.path.join(out_dir, f"rank{rank}.pt")
     try:
-        info = D.init_from_env(timeout_s=timeout_s)
+        info = LD.init_from_env(timeout_s=timeout_s)
         result = globals()[fn_name](info, **kwargs)
         torch.save({"ok": True, "result": result}, path + ".tmp")
     except Exception:  # reported to the parent through the result file
@@ -87,35 +89,35 @@ def results(outcomes) -> list:
 
 def test_helpers_are_single_process_noops(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    info = D.init_from_env(timeout_s=5)
+    info = LD.init_from_env(timeout_s=5)
     assert info == D.DistInfo(0, 1, 0, torch.device("cpu"), True) and not info.distributed
-    assert D.is_main() and D.get_info() == info
-    D.barrier()
-    assert D.broadcast_object({"a": 1}) == {"a": 1}
+    assert LD.is_main() and D.get_info() == info
+    LD.barrier()
+    assert LD.broadcast_object({"a": 1}) == {"a": 1}
     assert D.gather_sizes(5) == [5]
     x = torch.ones(3, requires_grad=True)
     g = D.gather_batch({"x": x, "y": torch.arange(3)})
     assert not g["x"].requires_grad and torch.equal(g["y"], torch.arange(3))
-    s = D.all_reduce_sum({"n": torch.tensor(4), "v": torch.tensor([0.5, 2.0])})
+    s = LD.all_reduce_sum({"n": torch.tensor(4), "v": torch.tensor([0.5, 2.0])})
     assert s["n"].dtype == torch.int64 and int(s["n"]) == 4 and torch.equal(s["v"], torch.tensor([0.5, 2.0]))
 
 
 def test_rank_generator_streams():
-    assert torch.equal(torch.rand(4, generator=D.rank_generator(11, 0)),
+    assert torch.equal(torch.rand(4, generator=LD.rank_generator(11, 0)),
                        torch.rand(4, generator=torch.Generator().manual_seed(11)))
-    a, b = (torch.rand(8, generator=D.rank_generator(11, r)) for r in (1, 2))
+    a, b = (torch.rand(8, generator=LD.rank_generator(11, r)) for r in (1, 2))
     assert not torch.equal(a, b)
-    assert torch.equal(a, torch.rand(8, generator=D.rank_generator(11, 1)))  # repeatable
-    assert not torch.equal(a, torch.rand(8, generator=D.rank_generator(12, 1)))
+    assert torch.equal(a, torch.rand(8, generator=LD.rank_generator(11, 1)))  # repeatable
+    assert not torch.equal(a, torch.rand(8, generator=LD.rank_generator(12, 1)))
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda: D.init_from_env(timeout_s=0), "timeout_s"),
-    (lambda: D.init_from_env(backend="mpi"), "backend"),
-    (lambda: D.rank_generator(-1, 0), "seed"),
-    (lambda: D.rank_generator(1, -2), "rank"),
+    (lambda: LD.init_from_env(timeout_s=0), "timeout_s"),
+    (lambda: LD.init_from_env(backend="mpi"), "backend"),
+    (lambda: LD.rank_generator(-1, 0), "seed"),
+    (lambda: LD.rank_generator(1, -2), "rank"),
     (lambda: D.gather_sizes(-1), "batch_size"),
-    (lambda: D.ddp_mean(torch.ones(2, 2)), "per_sample_loss"),
+    (lambda: LD.ddp_mean(torch.ones(2, 2)), "per_sample_loss"),
     (lambda: D.GlobalMixUp(0.4), "seed= or generator="),
     (lambda: D.GlobalMixer(mixlab.MixUp(0.4)), "generator"),
     (lambda: D.GlobalMixer(mixlab.MixUp(0.4, k=3, generator=torch.Generator())), "k=3"),
@@ -129,13 +131,13 @@ def test_errors_name_the_argument(call, match):
 
 def test_all_reduce_sum_rejects_non_tensors():
     with pytest.raises(TypeError, match="tensors"):
-        D.all_reduce_sum({"n": 3})
+        LD.all_reduce_sum({"n": 3})
 
 
 def test_init_from_env_bad_world_size(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "two")
     with pytest.raises(ValueError, match="WORLD_SIZE"):
-        D.init_from_env()
+        LD.init_from_env()
 
 
 def test_local_params_slices_rows_and_keeps_global_index():
@@ -159,8 +161,8 @@ def test_global_mixer_single_process_equals_core_transform():
 
 def test_ddp_mean_single_process_is_mean():
     v = torch.tensor([1.0, 2.0, 6.0])
-    assert torch.allclose(D.ddp_mean(v), v.mean())
-    assert torch.allclose(D.ddp_mean(v, [3, 5]), v.sum() * 2 / 8)
+    assert torch.allclose(LD.ddp_mean(v), v.mean())
+    assert torch.allclose(LD.ddp_mean(v, [3, 5]), v.sum() * 2 / 8)
 
 
 # --------------------------------------------------------------------------- two processes
@@ -183,15 +185,15 @@ def _two_rank_worker(info):
     x, y = _global_batch()
     rows = _local_rows(info.rank)
     xl, yl = x[rows], y[rows]
-    out = {"info": [info.rank, info.world_size, int(info.is_main), int(D.is_main())]}
+    out = {"info": [info.rank, info.world_size, int(info.is_main), int(LD.is_main())]}
     out["sizes"] = torch.tensor(D.gather_sizes(xl.shape[0]))
     gathered = D.gather_batch({"x": xl.clone().requires_grad_(), "y": yl})
     out["gathered_x"], out["gathered_y"] = gathered["x"], gathered["y"]
     out["grad_free"] = torch.tensor(not gathered["x"].requires_grad)
-    red = D.all_reduce_sum({"n": torch.tensor(info.rank + 1), "v": torch.full((2,), 0.25 * info.rank)})
+    red = LD.all_reduce_sum({"n": torch.tensor(info.rank + 1), "v": torch.full((2,), 0.25 * info.rank)})
     out["sum_n"], out["sum_v"] = red["n"], red["v"]
-    out["bcast"] = torch.tensor(D.broadcast_object({"step": 7 + info.rank})["step"])
-    out["rank_draw"] = torch.rand(3, generator=D.rank_generator(2))
+    out["bcast"] = torch.tensor(LD.broadcast_object({"step": 7 + info.rank})["step"])
+    out["rank_draw"] = torch.rand(3, generator=LD.rank_generator(2))
     for name, make in (("mixup", lambda g: mixlab.MixUp(0.4, mode="sample", generator=g)),
                        ("cutmix", lambda g: mixlab.CutMix(1.0, mode="sample", generator=g)),
                        ("both", lambda g: mixlab.MixUpOrCutMix(mode="sample", generator=g, label_smoothing=0.1))):
@@ -203,7 +205,7 @@ def _two_rank_worker(info):
         out["mismatch_refused"] = torch.tensor(False)
     except ValueError as e:
         out["mismatch_refused"] = torch.tensor("differs between ranks" in str(e))
-    D.barrier()
+    LD.barrier()
     out["ddp"] = _ddp_part(info)
     return out
 
@@ -276,7 +278,7 @@ def _ddp_part(info):
     out = {}
     for split in SPLITS:
         rows = _local_rows(info.rank, split)
-        for name, loss_of in (("ddp_mean", lambda per: D.ddp_mean(per)), ("plain_mean", lambda per: per.mean())):
+        for name, loss_of in (("ddp_mean", lambda per: LD.ddp_mean(per)), ("plain_mean", lambda per: per.mean())):
             model = DDP(_model())
             mixer = D.GlobalMixUp(0.4, seed=9)
             state = _train(model, lambda s: tuple(t[rows] for t in _batch_at(s, sum(split))), mixer, loss_of)
@@ -302,13 +304,13 @@ def test_ddp_training_matches_single_process_on_concatenated_batch(two_ranks):
 
 
 def _stuck_worker(info):
-    D.all_reduce_sum(torch.ones(1))  # everyone is up
+    LD.all_reduce_sum(torch.ones(1))  # everyone is up
     if info.rank == 1:
         time.sleep(5)  # stuck: joins no collective while rank 0 waits (3 s timeout), then dies
         os._exit(0)
     try:
-        D.all_reduce_sum(torch.ones(1))
-        D.barrier()
+        LD.all_reduce_sum(torch.ones(1))
+        LD.barrier()
     except Exception as e:  # the point of the test: an error, not a hang
         return {"raised": type(e).__name__ + ": " + str(e)[:300]}
     return {"raised": ""}
@@ -329,7 +331,7 @@ def test_stuck_rank_makes_the_others_raise_after_the_timeout(tmp_path):
 @given(n=st.integers(0, 40), world=st.integers(1, 5))
 def test_shard_is_distributed_sampler_like(n, world):
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(n))
-    shards = [D.shard(perm, r, world) for r in range(world)]
+    shards = [LD.shard(perm, r, world) for r in range(world)]
     per_rank = -(-n // world)  # ceil
     assert all(len(s) == per_rank for s in shards)  # equal batches on every rank
     if n:
@@ -338,7 +340,7 @@ def test_shard_is_distributed_sampler_like(n, world):
         assert torch.equal(padded[:n], perm)
         assert torch.equal(padded[n:], perm.repeat(world)[: len(padded) - n])
     with pytest.raises(ValueError, match="rank"):
-        D.shard(perm, world, world)
+        LD.shard(perm, world, world)
 
 
 @settings(derandomize=True, max_examples=30)
@@ -348,6 +350,6 @@ def test_ddp_mean_gives_every_global_row_weight_one_over_n(sizes):
     grads = []
     for b in sizes:
         per = torch.ones(b, requires_grad=True)
-        D.ddp_mean(per, sizes).backward()
+        LD.ddp_mean(per, sizes).backward()
         grads.append(per.grad / len(sizes))
     assert torch.allclose(torch.cat(grads), torch.full((sum(sizes),), 1 / sum(sizes)))

@@ -15,7 +15,19 @@ import torch
 
 from . import _validate as V
 
-__all__ = ["sample_beta", "sample_dirichlet", "rng"]
+__all__ = ["sample_beta", "sample_dirichlet", "rng", "mix_seed"]
+
+_MASK64 = (1 << 63) - 1
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (SplitMix64 steps), stable across processes and runs."""
+    h = 0x9E3779B97F4A7C15
+    for part in parts:
+        h = (h ^ (int(part) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        h = (h ^ (h >> 27)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & _MASK64
 
 
 def rng(generator) -> dict:

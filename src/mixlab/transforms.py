@@ -16,7 +16,6 @@ differ, and a run with a seeded loader repeats exactly.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from . import _validate as V
@@ -25,7 +24,7 @@ from .ops import _blendable, mix
 from .params import MixParams, check_mode, sample_box, sample_params
 from .pairing import check_pairing, partner_index
 from .regions import Box
-from .sampling import rng, sample_beta
+from .sampling import mix_seed, rng, sample_beta
 from .targets import MixedTarget
 
 __all__ = ["MixUp", "CutMix", "MixUpOrCutMix", "mix_pair"]
@@ -61,8 +60,8 @@ def worker_generator(generator, cache: dict):
         return generator
     key = (info.id, info.seed)
     if cache.get("key") != key:
-        seed = np.random.SeedSequence([generator.initial_seed(), info.seed % (1 << 64)]).generate_state(1, np.uint64)
-        cache["gen"] = torch.Generator(device=generator.device).manual_seed(int(seed[0] >> np.uint64(1)))
+        seed = mix_seed(generator.initial_seed(), info.seed)
+        cache["gen"] = torch.Generator(device=generator.device).manual_seed(seed)
         cache["key"] = key
     return cache["gen"]
 

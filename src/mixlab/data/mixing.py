@@ -27,24 +27,13 @@ from .._tree import tree_map_with_path
 from ..ops import mix
 from ..params import MixParams
 from .. import _validate as V
-from ..sampling import sample_beta
+from ..sampling import mix_seed, sample_beta
 from ..targets import MixedTarget
 from ..transforms import CutMix, MixUp
 
 __all__ = ["MixCollate", "MixupDataset", "SharedEpoch", "Linear", "mix_seed"]
 
 Schedule = Union[float, Callable[[int], float]]
-_MASK64 = (1 << 63) - 1
-
-
-def mix_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (SplitMix64 steps), stable across processes and runs."""
-    h = 0x9E3779B97F4A7C15
-    for part in parts:
-        h = (h ^ (int(part) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        h = (h ^ (h >> 27)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
-        h ^= h >> 31
-    return h & _MASK64
 
 
 class SharedEpoch:

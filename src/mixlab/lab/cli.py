@@ -161,7 +161,7 @@ def _run(parser, ns) -> int:
         _check_dataset(cfg.dataset)
     except ValueError as e:
         parser.error(str(e))
-    from mixlab import distributed
+    from . import distributed
 
     info = distributed.init_from_env(timeout_s=_dist_timeout())  # single-process info without torchrun
     if info.device.type == "cuda":

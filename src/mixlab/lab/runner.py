@@ -18,9 +18,8 @@ from typing import Callable
 
 import torch
 
-from mixlab.distributed import barrier
-
 from .config import LabConfig
+from .distributed import barrier
 from .models import build_model, default_model
 from .store import atomic_write_json, atomic_write_text, load_checkpoint, provenance, save_checkpoint
 from .train import prepare_data, train_arm

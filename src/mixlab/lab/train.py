@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 
 import mixlab
-from mixlab import distributed as dist
+from mixlab.distributed import get_info
 from mixlab.losses import soft_bce_with_logits
 
+from . import distributed as dist
 from . import metrics as M
 from .config import LabConfig
 from .store import gen_state, load_checkpoint, save_checkpoint, set_gen_state
@@ -88,7 +89,7 @@ def epoch_batches(n: int, batch_size: int, epoch: int, generator: torch.Generato
     the signature so a distributed caller can shard by (epoch, rank); the order itself depends
     only on the generator's state, which checkpoints save. Under torchrun every rank draws the
     same permutation (the shuffle generator is seeded alike) and keeps its
-    ``DistributedSampler``-style share (:func:`mixlab.distributed.shard`); ``batch_size`` is
+    ``DistributedSampler``-style share (:func:`mixlab.lab.distributed.shard`); ``batch_size`` is
     then per rank.
     """
     del epoch  # the generator's state already advances once per epoch
@@ -197,7 +198,7 @@ def evaluate(model, cfg: LabConfig, data: LabData) -> dict:
     """Test accuracy, NLL, ECE (and, with label noise, clean-label train accuracy and memorisation)."""
     model.eval()
     total = None
-    info = dist.get_info()
+    info = get_info()
     n_test = data.y_test.numel()
     split_eval = info.distributed and n_test >= info.world_size  # each rank a share; sums reduced
     rows = torch.arange(info.rank, n_test, info.world_size) if split_eval else torch.arange(n_test)
@@ -254,7 +255,7 @@ def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: in
     """
     device = torch.device(cfg.device)
     model.to(device)
-    info = dist.get_info()  # under torchrun: shard the data, per-rank streams, DDP gradients
+    info = get_info()  # under torchrun: shard the data, per-rank streams, DDP gradients
     net = model
     if info.distributed:
         from torch.nn.parallel import DistributedDataParallel
@@ -266,7 +267,7 @@ def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: in
     steps_per_epoch = len([b for b in torch.arange(n_local).split(cfg.batch_size) if b.numel() > 1])
     opt, sched = _optimizer(cfg, model, steps_per_epoch * cfg.epochs)
     # The shuffle is shared by all ranks; augmentation, mixing and dropout draw per rank
-    # (rank 0 keeps the single-process seeds, see mixlab.distributed.rank_seed).
+    # (rank 0 keeps the single-process seeds, see mixlab.lab.distributed.rank_seed).
     gens = {"shuffle": torch.Generator().manual_seed(seed),
             "augment": dist.rank_generator(seed + 1_000_003, info.rank, device),
             "mix": dist.rank_generator(seed + 2_000_003, info.rank, device)}
