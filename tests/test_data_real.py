@@ -39,7 +39,7 @@ def test_fashion_mnist_options_on_real_data(tmp_path):
     assert int(d.noisy_mask.sum()) == 400 and torch.equal(d.y_train[d.noisy_mask], 1 - d.y_train_clean[d.noisy_mask])
 
 
-def test_cifar_tarball_slice():
+def test_cifar_tarball_slice(monkeypatch):
     """Reads the real tarball's member list and decodes a few images of each split (fast)."""
     if not CIFAR_TGZ.is_file():
         pytest.skip("../shared/datasets/cifar10-jpg.tar.gz absent")
@@ -56,5 +56,8 @@ def test_cifar_tarball_slice():
     assert classes == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     x = decode_images(blobs, names)
     assert x.shape == (20, 3, 32, 32) and x.dtype == torch.uint8 and 0 < x.float().mean() < 255
+    monkeypatch.delenv("MIXLAB_CIFAR10", raising=False)
+    assert not {r["name"]: r for r in list_datasets()}["cifar10"]["present"]  # no development path built in
+    monkeypatch.setenv("MIXLAB_CIFAR10", str(CIFAR_TGZ))
     row = {r["name"]: r for r in list_datasets()}["cifar10"]
     assert row["present"] and row["location"] == str(CIFAR_TGZ)
