@@ -63,47 +63,85 @@ def _class_view(w: torch.Tensor, ndim: int) -> torch.Tensor:
     return w.view((1, -1) + (1,) * (ndim - 2))
 
 
-def mixed_cross_entropy(logits: torch.Tensor, targets, weights, *, class_weight=None, ignore_index: int = -100,
-                        label_smoothing: float = 0.0, log_probs: bool = False):
-    """Per-element mixed cross-entropy over class indices, and its normaliser.
+class _WeightedNLL(torch.autograd.Function):
+    """``sum(coef * log_softmax(z, 1).gather(1, t))`` with a backward of one exp and one scatter.
 
-    ``sum_j w_j * ce(logits, t_j)`` per element, the same numbers as calling
-    ``F.cross_entropy(..., weight=class_weight, ignore_index=..., label_smoothing=...,
-    reduction="none")`` once per target and weighting, but with one ``log_softmax`` and one
-    gather (no dense target is built). Computed in float32 under autocast (float64 for float64).
+    ``d/dz = scatter(coef) - softmax(z) * sum_k(coef)``: computed as ``exp(logp)`` scaled in place
+    plus a scatter of the coefficients, which skips the zero fill and the separate log_softmax
+    backward of autograd's chain (and its small nodes). ``python benchmarks/mixed_ce_backward.py``
+    compares the forms.
+    """
+
+    @staticmethod
+    def forward(ctx, z, safe, coef):
+        logp = torch.log_softmax(z, dim=1)  # (B, C, *S)
+        ctx.save_for_backward(logp, safe, coef)
+        return torch.dot(coef.reshape(-1), logp.gather(1, safe).reshape(-1))
+
+    @staticmethod
+    def backward(ctx, grad):
+        logp, safe, coef = ctx.saved_tensors
+        dz = torch.exp(logp).mul_(coef.sum(1, keepdim=True) * -grad)
+        return dz.scatter_add_(1, safe, coef * grad), None, None
+
+
+def mixed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, *, class_weight=None,
+                        ignore_index: int | None = -100, label_smoothing: float = 0.0, log_probs: bool = False,
+                        reduction: str = "none") -> torch.Tensor:
+    """Mixed cross-entropy over class indices: ``sum_j w_j * ce(logits, t_j)`` per element, reduced.
+
+    The same numbers and gradients as calling ``F.cross_entropy(..., weight=class_weight,
+    ignore_index=..., label_smoothing=..., reduction="none")`` once per target and weighting, but
+    with one ``log_softmax`` and one gather (no dense target is built), and few enough small ops
+    that it costs about what plain cross-entropy costs (``mixlab bench``, target rows).
+    Computed in float32 under autocast (float64 for float64 logits).
 
     Args:
         logits: ``(B, C)`` or ``(B, C, *S)`` (log-probabilities with ``log_probs=True``: NLL).
-        targets: the ``k`` integer class tensors ``(B,)`` or ``(B, *S)`` (original row first).
-        weights: ``k`` weights broadcastable to a target (``(B, 1..)`` per row or ``(B, *S)``
-            per position); each target's share of the element.
+        targets: int64 ``(B, k)`` or ``(B, k, *S)``: the ``k`` class labels of each element,
+            the original row's first.
+        weights: ``(B, k)`` per row or ``(B, k, *S)`` per position: each label's share.
         class_weight: optional ``(C,)`` class weights (``CrossEntropyLoss(weight=...)``).
-        ignore_index: targets equal to it contribute nothing.
+        ignore_index: labels equal to it contribute nothing; ``None`` when the caller knows no
+            label equals it (skips the masking).
         label_smoothing: eps of ``CrossEntropyLoss(label_smoothing=...)``.
-
-    Returns:
-        ``(loss, norm)``, both ``(B, *S)``: the mixed per-element loss, and the mixed weight
-        ``sum_j w_j * class_weight[t_j] * (t_j != ignore_index)`` that torch's class-index
-        ``"mean"`` divides by (``loss.sum() / norm.sum()`` equals ``F.cross_entropy(logits, y)``
-        when nothing is mixed).
+        reduction: ``"none"`` (per element ``(B, *S)``), ``"sum"``, or ``"mean"``: divided by
+            the mixed label weight ``sum_ij w_ij * class_weight[t_ij] * (t_ij != ignore_index)``,
+            torch's class-index convention, so it equals ``F.cross_entropy(logits, y)`` when
+            nothing is mixed.
     """
-    t = torch.stack([x.long() for x in targets], 1)  # (B, k, *S)
-    keep = t != ignore_index
-    safe = torch.where(keep, t, torch.zeros_like(t))  # an ignored target's index only has to be valid
-    acc = torch.float64 if logits.dtype == torch.float64 else torch.float32  # float32 under autocast, as torch's CE
-    w = torch.stack([x.to(acc).expand(targets[0].shape) for x in weights], 1)  # (B, k, *S)
-    share = w * keep
+    if reduction not in ("none", "sum", "mean"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    if weights.ndim < targets.ndim:  # per-row weights over per-position labels
+        weights = weights.view(tuple(weights.shape) + (1,) * (targets.ndim - weights.ndim))
+    share = weights.to(acc)
+    if ignore_index is None:
+        safe = targets
+        share = share.expand(targets.shape)
+    else:
+        keep = targets != ignore_index
+        safe = targets * keep  # an ignored label's index only has to be valid; other bad labels stay bad
+        share = share * keep  # (B, k, *S)
     coef = share if class_weight is None else share * class_weight.to(acc)[safe]
     z = logits.to(acc)
+    eps = float(label_smoothing)
+    scale = coef.sum() if reduction == "mean" else None
+    if reduction != "none" and not eps and not log_probs:  # the common case: one node, a lean backward
+        return _WeightedNLL.apply(z, safe, (coef / -scale if scale is not None else -coef).contiguous())
     logp = z if log_probs else F.log_softmax(z, dim=1)  # (B, C, *S)
-    # autograd's backward of this (gather -> zeros + scatter, then log_softmax's fused backward) is the
-    # same work as plain cross-entropy's; a hand-written Function measured slower here
-    loss = -(coef * logp.gather(1, safe)).sum(1)  # (B, *S)
-    if label_smoothing:
+    picked = logp.gather(1, safe)  # (B, k, *S)
+    if reduction == "none":
+        loss = -(coef * picked).sum(1)  # (B, *S)
+    else:  # one dot: a single small node in the backward
+        loss = torch.dot((coef / -scale if scale is not None else -coef).reshape(-1), picked.reshape(-1))
+    if eps:
         full = logp if class_weight is None else logp * _class_view(class_weight.to(acc), logp.ndim)
-        smooth = share.sum(1)  # (B, *S): the smoothing term's weight (0 where every source is ignored)
-        loss = loss * (1 - label_smoothing) - full.sum(1) * smooth * (label_smoothing / logits.shape[1])
-    return loss, coef.sum(1)
+        smooth = full.sum(1) * share.sum(1)  # (B, *S): the smoothing term (0 where every label is ignored)
+        if reduction != "none":
+            smooth = smooth.sum() if scale is None else smooth.sum() / scale
+        loss = loss * (1 - eps) - smooth * (eps / logits.shape[1])
+    return loss
 
 
 class MixedLoss(nn.Module):

@@ -82,8 +82,18 @@ class MixedTarget:
             raise TypeError("partner labels must be of the same kind (integer or float) as y")
         _check_index(params, src.shape[0], "the partner labels" if partner is not None else "y")
         self.weights, idx = params.kway()  # (B, k), (B, k)
-        self.targets = (self.y,) + tuple(src[idx[:, j]] for j in range(1, idx.shape[1]))
+        if self.is_class_index and partner is None:  # one gather, in the fused loss's layout (B, k, *S)
+            self._stacked = src[idx]  # column 0 is y itself (idx[:, 0] == arange(B))
+            self.targets = tuple(self._stacked.unbind(1))
+        else:
+            self._stacked = None
+            self.targets = (self.y,) + tuple(src[idx[:, j]] for j in range(1, idx.shape[1]))
         self._position = self._position_weight()  # partner weight (B, *S) for dense maps under a region
+        # On CPU, knowing that no label is negative lets the fused loss skip masking ignore_index=-100
+        # (a free host read here; elsewhere the loss masks, which needs no sync).
+        self._nonneg = False
+        if self.is_class_index and src.device.type == "cpu" and not torch.compiler.is_compiling() and src.numel():
+            self._nonneg = int(src.min()) >= 0 and (partner is None or int(self.y.min()) >= 0)
 
     def _check_labels(self, y, name, any_batch=False):
         if not isinstance(y, torch.Tensor):
@@ -275,19 +285,21 @@ class MixedTarget:
         eager_cpu = logits.device.type == "cpu" and not torch.compiler.is_compiling()
         if not eager_cpu:
             self._check_range(logits.shape[1], ignore)  # an assert on the device: no host sync
-        weights = self._term_weights(self.y.ndim)
+        t = torch.stack(self.targets, 1) if self._stacked is None else self._stacked  # (B, k, *S)
+        if t.dtype != torch.int64:
+            t = t.long()
+        if self._position is None:
+            w = self.weights  # (B, k): per-row shares
+        else:
+            w = torch.stack(self._term_weights(self.y.ndim), 1)  # (B, 2, *S): per-position shares
         try:
-            loss, norm = mixed_cross_entropy(logits, self.targets, weights, class_weight=class_weight,
-                                             ignore_index=ignore, label_smoothing=eps, log_probs=log_probs)
+            skip = ignore < 0 and self._nonneg  # no label can equal a negative ignore_index
+            return mixed_cross_entropy(logits, t, w, class_weight=class_weight, ignore_index=None if skip else ignore,
+                                       label_smoothing=eps, log_probs=log_probs, reduction=reduction)
         except (RuntimeError, IndexError):
             if eager_cpu:  # the gather refused a label: say which (free when labels are fine)
                 self._check_range(logits.shape[1], ignore)
             raise
-        if reduction == "none":
-            return loss
-        if reduction == "sum":
-            return loss.sum()
-        return loss.sum() / norm.sum()
 
     def _generic_loss(self, criterion, logits, eps, reduction):
         call = _per_element(criterion, eps)
@@ -319,7 +331,10 @@ class MixedTarget:
         new.params = self.params.to(device)
         new.y = self.y.to(device)
         new.weights = self.weights.to(device)
-        new.targets = tuple(t.to(device) for t in self.targets)
+        new._stacked = None if self._stacked is None else self._stacked.to(device)
+        new._nonneg = self._nonneg and torch.device(device).type == "cpu"
+        new.targets = tuple(t.to(device) for t in self.targets) if new._stacked is None else \
+            tuple(new._stacked.unbind(1))
         new._position = None if self._position is None else self._position.to(device)
         return new
 
