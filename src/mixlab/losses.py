@@ -115,10 +115,11 @@ def mixed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: to
     acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
     if weights.ndim < targets.ndim:  # per-row weights over per-position labels
         weights = weights.view(tuple(weights.shape) + (1,) * (targets.ndim - weights.ndim))
-    share = weights.to(acc)
+    share = weights if weights.dtype == acc else weights.to(acc)
     if ignore_index is None:
         safe = targets
-        share = share.expand(targets.shape)
+        if share.shape != targets.shape:
+            share = share.expand(targets.shape)
     else:
         keep = targets != ignore_index
         safe = targets * keep  # an ignored label's index only has to be valid; other bad labels stay bad
@@ -126,9 +127,15 @@ def mixed_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: to
     coef = share if class_weight is None else share * class_weight.to(acc)[safe]
     z = logits.to(acc)
     eps = float(label_smoothing)
-    scale = coef.sum() if reduction == "mean" else None
     if reduction != "none" and not eps and not log_probs:  # the common case: one node, a lean backward
-        return _WeightedNLL.apply(z, safe, (coef / -scale if scale is not None else -coef).contiguous())
+        if reduction == "sum":
+            coefn = -coef
+        elif ignore_index is None and class_weight is None:  # every element's shares sum to 1
+            coefn = coef * (-1.0 / max(1, safe[:, 0].numel()))
+        else:
+            coefn = coef / -coef.sum()
+        return _WeightedNLL.apply(z, safe, coefn.contiguous())
+    scale = coef.sum() if reduction == "mean" else None
     logp = z if log_probs else F.log_softmax(z, dim=1)  # (B, C, *S)
     picked = logp.gather(1, safe)  # (B, k, *S)
     if reduction == "none":
