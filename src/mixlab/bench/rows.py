@@ -77,7 +77,7 @@ def input_rows(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, compiled: 
         rows_for("mixlab MixUp call (in place)", lambda: lambda: ml_mixup_ip(work, y), "sampling + mix + target"),
         rows_for("mixlab CutMix call", lambda: lambda: ml_cut(x, y), "batch mode: one box"),
         rows_for("mixlab CutMix call (in place)", lambda: lambda: ml_cut_ip(work, y), "batch mode: one box"),
-        rows_for("paper weighted sum", paper, "article 004: lam*x + (1-lam)*x[idx]"
+        rows_for("paper weighted sum", paper, "the paper's mixup_data: lam*x + (1-lam)*x[idx]"
                  + ("; uint8 promotes to float32" if x.dtype == torch.uint8 else "")),
         rows_for("fastai lerp form", fastai_lerp, "torch.lerp(x[idx], x, lam)"),
     ]
