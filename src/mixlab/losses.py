@@ -166,8 +166,8 @@ class MixedLoss(nn.Module):
         self.criterion = criterion
 
     def forward(self, logits: torch.Tensor, target) -> torch.Tensor:
-        from .targets import MixedTarget  # targets imports this module for the fused kernel
-
-        if isinstance(target, MixedTarget):
-            return target.loss(self.criterion, logits)
-        return self.criterion(logits, target)
+        if isinstance(target, torch.Tensor):  # plain labels (validation)
+            return self.criterion(logits, target)
+        if not callable(getattr(target, "loss", None)):
+            raise TypeError(f"target must be a tensor of labels or a mixlab.MixedTarget, got {type(target).__name__}")
+        return target.loss(self.criterion, logits)  # a MixedTarget (no import: targets builds on this module)
