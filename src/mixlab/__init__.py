@@ -3,7 +3,7 @@
 Convention everywhere: ``lam`` is the weight of the original row,
 ``mixed = lam * x + (1 - lam) * x[index]``.
 """
-from . import losses
+from . import losses, regions
 from .ops import mix
 from .pairing import partner_index
 from .params import MixParams, sample_box, sample_params
@@ -24,5 +24,5 @@ def __getattr__(name):
 
 __all__ = [
     "MixParams", "sample_params", "sample_box", "sample_beta", "sample_dirichlet", "partner_index",
-    "mix", "mix_pair", "MixedTarget", "MixUp", "CutMix", "MixUpOrCutMix", "ManifoldMixup", "losses",
+    "mix", "mix_pair", "MixedTarget", "MixUp", "CutMix", "MixUpOrCutMix", "ManifoldMixup", "losses", "regions",
 ]
