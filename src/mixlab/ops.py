@@ -173,6 +173,8 @@ def _mix_kway(x: torch.Tensor, src: torch.Tensor, params: MixParams) -> torch.Te
 
 
 def _no_mixable_leaf(leaves) -> TypeError:
+    if not leaves:
+        return TypeError("mix: the batch holds no tensors (an empty container); pass a tensor or a nested batch of them")
     shown = ", ".join(f"{path} is {V.describe(leaf)}" for path, leaf in leaves[:4])
     return TypeError(
         f"mix: the batch has no leaf that can be mixed ({shown}): integer leaves such as token ids and "
