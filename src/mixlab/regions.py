@@ -76,6 +76,11 @@ class Region:
         """The partner's float32 weight at every position, ``(B, 1.., *shape)`` (dense targets use it)."""
         return self.mask(ndim).to(torch.float32)
 
+    def partner(self, src: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The partner rows as they are placed under the region: ``src[index]`` unless the region
+        moves content (ResizeMix resizes the whole partner into its box). Dense targets use it too."""
+        return src.index_select(0, index)
+
     def apply(self, x: torch.Tensor, src: torch.Tensor, lam: torch.Tensor, index: torch.Tensor, *,
               fast: bool = True, inplace: bool = False) -> torch.Tensor:
         """Combine ``x`` with its partners ``src[index]`` under the region.
@@ -91,7 +96,7 @@ class Region:
         Returns:
             The combined leaf, with ``x``'s dtype and memory format.
         """
-        xp = src.index_select(0, index)  # (B, ...)
+        xp = self.partner(src, index)  # (B, ...)
         if self.binary:
             out = torch.where(self.mask(x.ndim), xp, x)
         else:

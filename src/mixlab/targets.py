@@ -41,6 +41,7 @@ from . import _validate as V
 from .losses import mixed_cross_entropy
 from .ops import _check_index
 from .params import MixParams
+from .regions import Region
 
 __all__ = ["MixedTarget"]
 
@@ -89,6 +90,12 @@ class MixedTarget:
             self._stacked = None
             self.targets = (self.y,) + tuple(src[idx[:, j]] for j in range(1, idx.shape[1]))
         self._position = self._position_weight()  # partner weight (B, *S) for dense maps under a region
+        region = params.region
+        if self._position is not None and type(region).partner is not Region.partner:
+            # the region moves the partner's content (ResizeMix): dense labels follow the same move
+            moved = region.partner(src, idx[:, 1])
+            self._stacked = None
+            self.targets = (self.y, moved)
         # On CPU, knowing that no label is negative lets the fused loss skip masking ignore_index=-100
         # (a free host read here; elsewhere the loss masks, which needs no sync).
         self._nonneg = False

@@ -1,0 +1,253 @@
+"""Mask-based mixing methods on the region step: FMix and ResizeMix.
+
+Each is a transform like :class:`mixlab.MixUp`: ``t(x, y) -> (mixed, MixedTarget)``,
+``t.sample(x) -> MixParams`` (so integer maps and dense targets follow the same region), with
+``MixedTarget.params.lam`` the exact share of the original row in every row, on the batch's
+device, and no host sync.
+
+- :class:`FMix` (Harris et al. 2020, "FMix: Enhancing Mixed Sample Data Augmentation";
+  official code ecs-vlc/FMix): a :class:`~mixlab.regions.Mask` from low-pass filtered Fourier
+  noise, binarised by keeping exactly the top ``lam`` fraction of positions (``ceil`` or ``floor``
+  of ``lam * N`` with even odds, as the official ``binarise_mask``), with optional soft edges.
+- :class:`ResizeMix` (Qin et al. 2020, "ResizeMix: Mixing Data with Preserved Object
+  Information and True Labels"; OpenMixup's ``resizemix``): the whole partner, resized, pasted
+  into a box of side ``tau * S`` with ``tau ~ U(scale)``; ``lam = 1 - box area``. The region
+  (:class:`ResizedBox`) moves the partner's content, so segmentation maps and dense targets are
+  resized the same way (nearest neighbour, values exact).
+
+Convention: ``lam`` weights the original row; a region marks the partner's positions.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+
+from . import _validate as V
+from ._fast import memory_format
+from .params import MixParams, sample_params
+from .pairing import partner_index
+from .regions import Box, Mask
+from .sampling import rng
+from .transforms import _batch_info, _Mixer, _region_shape
+
+__all__ = ["FMix", "ResizeMix", "ResizedBox", "fourier_noise", "binarise"]
+
+INTERPOLATIONS = ("nearest", "bilinear")
+
+
+def fourier_noise(n: int, shape: tuple, decay_power: float, *, generator=None, device=None) -> torch.Tensor:
+    """``n`` low-frequency noise images over ``shape`` (1-D, 2-D or 3-D), as FMix draws them.
+
+    A complex Gaussian spectrum scaled by ``1 / max(f, 1 / max(shape)) ** decay_power`` (``f`` the
+    frequency magnitude), taken back with an inverse real FFT: the official
+    ``make_low_freq_image`` without its min-max rescale (only the ranking of values matters).
+
+    Returns:
+        float32 ``(n, *shape)``.
+    """
+    D = len(shape)
+    axes = [torch.fft.fftfreq(s, device=device) for s in shape[:-1]] + [torch.fft.rfftfreq(shape[-1], device=device)]
+    grids = torch.meshgrid(*axes, indexing="ij")
+    freqs = torch.sqrt(sum(g * g for g in grids))  # (*F)
+    scale = 1.0 / freqs.clamp(min=1.0 / max(shape)) ** decay_power
+    if n == 0:  # an empty batch (the FFT backends refuse empty transforms)
+        return torch.zeros((0,) + tuple(shape), device=device)
+    re = torch.randn((n,) + tuple(freqs.shape), device=device, **rng(generator)) * scale
+    im = torch.randn((n,) + tuple(freqs.shape), device=device, **rng(generator)) * scale
+    return torch.fft.irfftn(torch.complex(re, im), s=tuple(shape), dim=tuple(range(1, D + 1)))
+
+
+def binarise(noise: torch.Tensor, num: torch.Tensor, max_soft: float = 0.0, lam: torch.Tensor | None = None
+             ) -> torch.Tensor:
+    """The partner's share at each position: the ``num`` highest noise values keep the original.
+
+    Args:
+        noise: ``(n, *shape)``.
+        num: int64 ``(n,)``: positions kept from the original row (``lam * N`` rounded).
+        max_soft: soft edge: positions ranked in ``[num - soft, num + soft)`` get weights falling
+            linearly from 1 to 0 (official ``binarise_mask``; ``soft = N * min(max_soft, lam,
+            1 - lam)`` with ``lam`` the drawn weight, default ``num / N``), so the kept share stays
+            ``num / N`` exactly.
+
+    Returns:
+        bool ``(n, *shape)`` (True = the partner) when ``max_soft == 0``, else the partner's float
+        weight.
+    """
+    n, N = noise.shape[0], math.prod(noise.shape[1:])
+    order = noise.reshape(n, N).argsort(dim=1, descending=True)  # positions by decreasing value
+    ar = torch.arange(N, device=noise.device).expand(n, N)
+    rank = torch.empty_like(order).scatter_(1, order, ar)  # rank of every position
+    if not max_soft:
+        return (rank >= num[:, None]).view(noise.shape)
+    lam = num.to(torch.float64) / N if lam is None else lam.to(torch.float64)
+    eff = torch.minimum(torch.full_like(lam, max_soft), torch.minimum(lam, 1 - lam))
+    soft = torch.floor(N * eff).long()  # (n,)
+    low, high = (num - soft)[:, None], (num + soft)[:, None]
+    span = (high - low - 1).clamp(min=1).to(torch.float64)
+    keep = torch.where(rank < low, 1.0, torch.where(rank >= high, 0.0, 1.0 - (rank - low) / span))
+    return (1 - keep).to(torch.float32).view(noise.shape)
+
+
+class FMix(_Mixer):
+    """FMix (Harris et al. 2020): mix with a binarised low-frequency Fourier mask.
+
+    Args:
+        alpha: Beta(alpha, alpha) for ``lam``; default 1.0 (the paper's).
+        decay_power: the spectrum's decay (the paper's ``delta``, default 3.0).
+        max_soft: soft edge width as a share of the positions (default 0: binary masks).
+        mode: ``"batch"`` (one mask and lam for the batch, as the official code) or ``"sample"``
+            (one per row).
+        box_dims: how many trailing dims the mask covers (default ``x.ndim - 2``: 1-D to 3-D).
+        Other arguments as :class:`mixlab.MixUp`.
+
+    Exact lam: ``num / N`` of the positions keep the original row, ``num`` the ceil or floor of
+    ``lam * N`` (even odds); ``MixedTarget.params.lam`` is that share.
+    """
+
+    def __init__(self, alpha=1.0, *, decay_power=3.0, max_soft=0.0, mode="batch", p=1.0, pairing="permutation",
+                 box_dims=None, generator=None, num_classes=None, label_smoothing=0.0, inplace=False, roles=None):
+        super().__init__(generator=generator, num_classes=num_classes, label_smoothing=label_smoothing,
+                         inplace=inplace, roles=roles)
+        self.alpha = V.alpha(alpha)
+        self.decay_power = V.real(decay_power, "decay_power", positive=True)
+        self.max_soft = V.real(max_soft, "max_soft", minimum=0.0, maximum=0.5)
+        self.p = V.probability(p)
+        self._set_box_options(mode, pairing, True, box_dims)
+
+    def sample(self, x) -> MixParams:
+        B, device, leaf = _batch_info(x)
+        shape = _region_shape(leaf, self.box_dims)
+        g = self._gen
+        base = sample_params(B, alpha=self.alpha, mode=self.mode, p=self.p, pairing=self.pairing,
+                             generator=g, device=device)
+        n = min(B, 1) if self.mode == "batch" else B
+        N = math.prod(shape)
+        lam = base.lam[:n].to(torch.float64) * N
+        up = torch.rand(n, device=device, **rng(g)) > 0.5  # the official coin between ceil and floor
+        num = torch.where(up, torch.ceil(lam), torch.floor(lam)).long()
+        noise = fourier_noise(n, shape, self.decay_power, generator=g, device=device)
+        values = binarise(noise, num, self.max_soft, lam=base.lam[:n])
+        if n != B:
+            values = values.expand((B,) + tuple(shape))
+        region = Mask(values)
+        return MixParams(region.kept(), base.index, region)
+
+    def __repr__(self):
+        return (f"FMix(alpha={self.alpha}, decay_power={self.decay_power}, max_soft={self.max_soft}, "
+                f"mode={self.mode!r}, p={self.p})")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ResizedBox(Box):
+    """A box into which the whole partner is resized (ResizeMix), over the last ``D`` dims.
+
+    ``partner`` returns full-size rows whose box holds the resized partner; ``apply`` pastes
+    them. Nearest neighbour (PyTorch's ``F.interpolate(mode="nearest")`` indices) keeps values
+    exact, so integer maps and dense labels follow; ``"bilinear"`` (2-D, float leaves only)
+    equals ``F.interpolate(mode="bilinear", align_corners=False)``.
+    """
+
+    interpolation: str = "nearest"
+
+    def partner(self, src, index):
+        xp = src.index_select(0, index)  # (B, ..., *S)
+        if self.interpolation == "bilinear" and xp.is_floating_point() and len(self.shape) == 2 and xp.ndim == 4:
+            return self._bilinear(xp)
+        D, ndim = len(self.shape), xp.ndim
+        lo = self.box[..., 0]  # (B, D)
+        size = (self.box[..., 1] - lo).clamp(min=1)
+        for d, S in enumerate(self.shape):
+            pos = torch.arange(S, device=xp.device)
+            i = (pos[None, :] - lo[:, d:d + 1]).clamp(min=0)  # (B, S): position inside the box
+            scale = S / size[:, d:d + 1].to(torch.float32)  # input / output size, as interpolate computes it
+            src_i = torch.floor(i.to(torch.float32) * scale).long().clamp(max=S - 1)
+            view = [xp.shape[0]] + [1] * (ndim - 1)
+            view[ndim - D + d] = S
+            xp = xp.gather(ndim - D + d, src_i.view(view).expand(xp.shape))
+        return xp
+
+    def _bilinear(self, xp):
+        B, _, H, W = xp.shape
+        lo = self.box[..., 0].to(torch.float32)
+        size = (self.box[..., 1] - self.box[..., 0]).clamp(min=1).to(torch.float32)
+        ys = (2 * (torch.arange(H, device=xp.device)[None] - lo[:, 0:1]) + 1) / size[:, 0:1] - 1  # (B, H)
+        xs = (2 * (torch.arange(W, device=xp.device)[None] - lo[:, 1:2]) + 1) / size[:, 1:2] - 1  # (B, W)
+        grid = torch.stack([xs[:, None, :].expand(B, H, W), ys[:, :, None].expand(B, H, W)], dim=-1)
+        return F.grid_sample(xp, grid.to(xp.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+
+    @property
+    def pasteable(self) -> bool:
+        return True  # integer leaves are resized by nearest neighbour: values stay exact
+
+    def rows(self, sl):
+        return ResizedBox(self.box[sl].contiguous(), self.shape, None, self.interpolation)
+
+    def to(self, device):
+        return ResizedBox(self.box.to(device), self.shape, None, self.interpolation)
+
+    def apply(self, x, src, lam, index, *, fast=True, inplace=False):
+        if self.interpolation == "bilinear" and not x.is_floating_point():
+            region = ResizedBox(self.box, self.shape, None, "nearest")  # labels and ids: nearest keeps them exact
+            return region.apply(x, src, lam, index, fast=fast, inplace=inplace)
+        out = torch.where(self.mask(x.ndim), self.partner(src, index).to(x.dtype), x)
+        return out.contiguous(memory_format=memory_format(x))
+
+
+class ResizeMix(_Mixer):
+    """ResizeMix (Qin et al. 2020): paste the whole partner, resized, into a box.
+
+    The box's side is ``floor(tau * S_d)`` in each covered dim with ``tau ~ U(scale)``, its
+    centre uniform, its ends ``centre -+ side // 2`` clipped to the tensor (OpenMixup's
+    ``rand_bbox_tao``); ``lam = 1 - box volume / prod(S)`` exactly.
+
+    Args:
+        scale: range of ``tau``, the box side as a share of the image side (default (0.1, 0.8),
+            the paper's).
+        interpolation: ``"nearest"`` (default, OpenMixup's; exact for any dtype) or
+            ``"bilinear"`` (2-D float leaves; integer leaves still use nearest).
+        mode: ``"batch"`` (one box for the batch, as the official code) or ``"sample"``.
+        Other arguments as :class:`mixlab.CutMix`.
+    """
+
+    def __init__(self, *, scale=(0.1, 0.8), interpolation="nearest", mode="batch", p=1.0, pairing="permutation",
+                 box_dims=None, generator=None, num_classes=None, label_smoothing=0.0, inplace=False, roles=None):
+        super().__init__(generator=generator, num_classes=num_classes, label_smoothing=label_smoothing,
+                         inplace=inplace, roles=roles)
+        if not isinstance(scale, (tuple, list)) or len(scale) != 2:
+            raise ValueError(f"scale must be a pair (low, high) with 0 <= low <= high <= 1, got {scale!r}")
+        low, high = (V.real(v, "scale", minimum=0.0, maximum=1.0) for v in scale)
+        if low > high:
+            raise ValueError(f"scale must be a pair (low, high) with 0 <= low <= high <= 1, got {scale!r}")
+        self.scale = (low, high)
+        self.interpolation = V.choice(interpolation, "interpolation", INTERPOLATIONS)
+        self.p = V.probability(p)
+        self._set_box_options(mode, pairing, True, box_dims)
+
+    def sample(self, x) -> MixParams:
+        B, device, leaf = _batch_info(x)
+        shape = _region_shape(leaf, self.box_dims)
+        g = self._gen
+        n = min(B, 1) if self.mode == "batch" else B
+        low, high = self.scale
+        tau = low + (high - low) * torch.rand(n, device=device, **rng(g))  # (n,)
+        if self.p < 1:
+            tau = torch.where(torch.rand(n, device=device, **rng(g)) < self.p, tau, torch.zeros_like(tau))
+        sizes = torch.tensor(shape, device=device, dtype=torch.float32)  # (D,)
+        cut = torch.floor(tau[:, None] * sizes).long()  # (n, D)
+        centre = torch.floor(torch.rand(n, len(shape), device=device, **rng(g)) * sizes).long()
+        centre = torch.minimum(centre, sizes.long() - 1)
+        lo = (centre - cut // 2).clamp(min=0)
+        hi = torch.minimum(centre + cut // 2, sizes.long())
+        hi = torch.where(cut > 0, hi, lo)  # tau * S below one pixel: no box
+        box = torch.stack([lo, torch.maximum(lo, hi)], dim=2)  # (n, D, 2)
+        if n != B:
+            box = box.expand(B, -1, -1).contiguous()
+        region = ResizedBox(box, shape, None, self.interpolation)
+        index = partner_index(B, self.pairing, generator=g, device=device)
+        return MixParams(region.kept(), index, region)
+
+    def __repr__(self):
+        return f"ResizeMix(scale={self.scale}, interpolation={self.interpolation!r}, mode={self.mode!r}, p={self.p})"

@@ -1,0 +1,177 @@
+"""FMix and ResizeMix: against ports of their official algorithms, exact lam, masks and labels follow."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from hypothesis import given, strategies as st
+
+import mixlab
+from mixlab import MixedTarget
+from mixlab.methods import ResizedBox, binarise, fourier_noise
+
+
+def rows_labelled(B, shape, dtype=torch.float32):
+    return torch.arange(B, dtype=dtype).view(B, *[1] * len(shape)).expand(B, *shape).clone()
+
+
+def official_binarise(mask, lam, in_shape, max_soft, up):
+    """ecs-vlc/FMix ``binarise_mask`` (numpy), with its ``random.random() > 0.5`` coin given as ``up``."""
+    idx = mask.reshape(-1).argsort()[::-1]
+    mask = mask.reshape(-1).copy()
+    num = math.ceil(lam * mask.size) if up else math.floor(lam * mask.size)
+    eff_soft = max_soft
+    if max_soft > lam or max_soft > (1 - lam):
+        eff_soft = min(lam, 1 - lam)
+    soft = int(mask.size * eff_soft)
+    num_low, num_high = num - soft, num + soft
+    mask[idx[:num_high]] = 1
+    mask[idx[num_low:]] = 0
+    mask[idx[num_low:num_high]] = np.linspace(1, 0, (num_high - num_low))
+    return mask.reshape((1, *in_shape))
+
+
+@pytest.mark.parametrize("shape", [(16,), (8, 12), (4, 5, 6)])
+@pytest.mark.parametrize("max_soft", [0.0, 0.1])
+@pytest.mark.parametrize("lam, up", [(0.3, True), (0.62, False), (0.95, True)])
+def test_binarise_matches_the_official_binarise_mask(shape, max_soft, lam, up):
+    noise = fourier_noise(1, shape, 3.0, generator=torch.Generator().manual_seed(0)).double()
+    N = math.prod(shape)
+    num = torch.tensor([math.ceil(lam * N) if up else math.floor(lam * N)])
+    ours = 1 - binarise(noise, num, max_soft, lam=torch.tensor([lam], dtype=torch.float64)).double()  # original's
+    ref = official_binarise(noise[0].numpy(), lam, shape, max_soft, up)
+    np.testing.assert_allclose(ours.numpy(), ref, atol=1e-6)
+    torch.testing.assert_close(ours.mean(), torch.tensor(num.item() / N, dtype=torch.float64))  # exact share
+
+
+def test_fourier_noise_is_low_frequency():
+    # the decay makes neighbouring positions correlated (the point of FMix's masks)
+    noise = fourier_noise(64, (32, 32), 3.0, generator=torch.Generator().manual_seed(1))
+    white = torch.randn(64, 32, 32, generator=torch.Generator().manual_seed(1))
+
+    def neighbour_corr(t):
+        a, b = t[:, :, :-1].flatten(), t[:, :, 1:].flatten()
+        return torch.corrcoef(torch.stack([a, b]))[0, 1]
+
+    assert neighbour_corr(noise) > 0.8 and abs(neighbour_corr(white)) < 0.1
+
+
+@pytest.mark.parametrize("mode", ["batch", "sample"])
+@pytest.mark.parametrize("max_soft", [0.0, 0.2])
+def test_fmix_lam_is_the_exact_share_and_masks_follow(mode, max_soft, gen):
+    B, H, W = 8, 12, 10
+    batch = {"image": rows_labelled(B, (3, H, W)), "mask": rows_labelled(B, (H, W), torch.int64)}
+    fmix = mixlab.FMix(alpha=1.0, max_soft=max_soft, mode=mode, generator=gen)
+    params = fmix.sample(batch)
+    values = params.region.values
+    keep = 1 - values.double() if max_soft else (~values).double()
+    torch.testing.assert_close(params.lam.double(), keep.flatten(1).mean(1), atol=1e-7, rtol=0)
+    if mode == "batch":
+        assert bool((values == values[:1]).all())
+    if max_soft:  # soft masks blend floats; integer maps cannot follow them
+        with pytest.raises(ValueError, match="soft weights"):
+            mixlab.mix(batch, params)
+        out = mixlab.mix(batch["image"], params)
+        w = values[:, None].float()
+        torch.testing.assert_close(out, (1 - w) * batch["image"] + w * batch["image"][params.index])
+        return
+    out = mixlab.mix(batch, params)
+    assert torch.equal(out["mask"], out["image"][:, 0].long())  # every pixel's label names its source row
+    moved = params.index != torch.arange(B)
+    own = (out["mask"] == torch.arange(B).view(B, 1, 1)).flatten(1).double().mean(1)
+    torch.testing.assert_close(own[moved], params.lam[moved].double(), atol=1e-7, rtol=0)
+
+
+def test_fmix_loss_routes_agree_and_alpha_zero_is_identity(gen):
+    x, y = torch.rand(6, 3, 8, 8, generator=gen), torch.randint(0, 4, (6,), generator=gen)
+    mixed, target = mixlab.FMix(mode="sample", generator=gen)(x, y)
+    logits = torch.randn(6, 4, generator=gen)
+    torch.testing.assert_close(target.loss(nn.CrossEntropyLoss(), logits),
+                               mixlab.losses.soft_cross_entropy(logits, target.soft(4)))
+    same, t0 = mixlab.FMix(alpha=0.0, generator=gen)(x, y)
+    assert torch.equal(same, x) and bool((t0.lam == 1).all())
+
+
+def official_resizemix(img, index, box, mode):
+    """OpenMixup's ``resizemix`` body for a given box (one box for the batch)."""
+    (y1, y2), (x1, x2) = box
+    out = img.clone()
+    out[:, :, y1:y2, x1:x2] = F.interpolate(img[index], (y2 - y1, x2 - x1), mode=mode,
+                                            **({} if mode == "nearest" else {"align_corners": False}))
+    return out, 1 - (x2 - x1) * (y2 - y1) / (img.shape[-1] * img.shape[-2])
+
+
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
+@pytest.mark.parametrize("mode", ["batch", "sample"])
+def test_resizemix_equals_the_official_resize_and_paste(interpolation, mode, gen):
+    B = 6
+    x = torch.rand(B, 3, 20, 24, generator=gen)
+    rm = mixlab.ResizeMix(mode=mode, interpolation=interpolation, generator=gen)
+    for _ in range(4):
+        out, target = rm(x, torch.arange(B))
+        p = target.params
+        for i in range(B):
+            box = p.region.box[i].tolist()
+            if box[0][1] == box[0][0] or box[1][1] == box[1][0]:
+                assert torch.equal(out[i], x[i])
+                continue
+            ref, lam = official_resizemix(x, p.index, box, interpolation)
+            torch.testing.assert_close(out[i], ref[i], atol=1e-5, rtol=1e-5)
+            assert p.lam[i].item() == pytest.approx(lam, abs=1e-7)
+
+
+@given(B=st.integers(0, 7), H=st.integers(2, 17), W=st.integers(2, 17), seed=st.integers(0, 999),
+       mode=st.sampled_from(["batch", "sample"]))
+def test_resizemix_labels_and_maps_follow_the_resized_partner(B, H, W, seed, mode):
+    g = torch.Generator().manual_seed(seed)
+    image = rows_labelled(B, (1, H, W)) * 1000 + torch.arange(H * W, dtype=torch.float32).view(H, W)
+    seg = image[:, 0].long()  # each pixel unique: row and position
+    rm = mixlab.ResizeMix(scale=(0.2, 1.0), mode=mode, generator=g)
+    params = rm.sample(image)
+    out = mixlab.mix({"image": image, "seg": seg}, params)
+    assert torch.equal(out["seg"], out["image"][:, 0].long())  # nearest: the map follows pixel for pixel
+    target = MixedTarget(seg, params)
+    assert torch.equal(torch.where(params.region.mask(3), target.targets[1], target.targets[0]), out["seg"])
+    box = params.region.box
+    area = (box[..., 1] - box[..., 0]).prod(1).double()
+    torch.testing.assert_close(params.lam.double(), 1 - area / (H * W), atol=1e-7, rtol=0)
+
+
+def test_resizemix_validation_and_region_rows(gen):
+    with pytest.raises(ValueError, match="scale must be a pair"):
+        mixlab.ResizeMix(scale=(0.8, 0.1))
+    with pytest.raises(ValueError, match="interpolation must be one of"):
+        mixlab.ResizeMix(interpolation="cubic")
+    p = mixlab.ResizeMix(mode="sample", generator=gen).sample(torch.rand(6, 3, 8, 8))
+    part = p.rows(2, 5)
+    assert isinstance(part.region, ResizedBox) and torch.equal(part.region.box, p.region.box[2:5])
+    x = torch.rand(6, 3, 8, 8, generator=gen)
+    torch.testing.assert_close(mixlab.mix(x[2:5], part, partner=x), mixlab.mix(x, p)[2:5])
+
+
+@pytest.mark.parametrize("make", [lambda g: mixlab.FMix(mode="sample", generator=g),
+                                  lambda g: mixlab.ResizeMix(mode="sample", generator=g)])
+def test_batch_of_one_and_zero(make, gen):
+    t = make(gen)
+    x1 = torch.rand(1, 3, 6, 6, generator=gen)
+    out, target = t(x1, torch.tensor([2]))
+    torch.testing.assert_close(out, x1)
+    out, target = t(torch.rand(0, 3, 6, 6), torch.zeros(0, dtype=torch.long))
+    assert out.shape == (0, 3, 6, 6) and target.soft(3).shape == (0, 3)
+
+
+@pytest.mark.parametrize("make", [lambda: mixlab.FMix(mode="sample"), lambda: mixlab.FMix(mode="batch", max_soft=0.1),
+                                  lambda: mixlab.ResizeMix(mode="sample"),
+                                  lambda: mixlab.ResizeMix(mode="batch", interpolation="bilinear")])
+def test_methods_compile_fullgraph_across_batch_sizes(make):
+    torch._dynamo.reset()
+    t = make()
+    compiled = torch.compile(lambda x, y: t(x, y)[0], fullgraph=True, backend="aot_eager")
+    for B in (4, 4, 3, 5):
+        x = torch.rand(B, 3, 8, 8)
+        assert compiled(x, torch.arange(B)).shape == x.shape
+    torch._dynamo.reset()
