@@ -175,3 +175,17 @@ def test_methods_compile_fullgraph_across_batch_sizes(make):
         x = torch.rand(B, 3, 8, 8)
         assert compiled(x, torch.arange(B)).shape == x.shape
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("mode", ["batch", "sample"])
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8, torch.int64])
+def test_resizemix_cpu_paste_equals_the_mask_route(mode, interpolation, dtype, gen):
+    x = (torch.rand(6, 3, 12, 9, generator=gen) * 200).to(dtype)
+    p = mixlab.ResizeMix(mode=mode, interpolation=interpolation, generator=gen).sample(x.float())
+    generic = p.region.apply(x, x, p.lam, p.index, fast=False)  # full-size gathers and a mask
+    fast = p.region.apply(x, x, p.lam, p.index, fast=True)      # CPU: resize into the box only
+    torch.testing.assert_close(fast, generic, atol=1e-5, rtol=1e-5)
+    y = x.clone()
+    assert mixlab.mix(y, p, inplace=True) is y
+    torch.testing.assert_close(y, generic, atol=1e-5, rtol=1e-5)

@@ -20,6 +20,7 @@ Convention: ``lam`` weights the original row; a region marks the partner's posit
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import torch
@@ -38,6 +39,15 @@ __all__ = ["FMix", "ResizeMix", "ResizedBox", "fourier_noise", "binarise"]
 INTERPOLATIONS = ("nearest", "bilinear")
 
 
+@functools.lru_cache(maxsize=32)
+def _spectrum_scale(shape: tuple, decay_power: float, device: torch.device) -> torch.Tensor:
+    """``1 / max(|f|, 1 / max(shape)) ** decay_power`` over the rfft frequency grid (static: cached)."""
+    axes = [torch.fft.fftfreq(s, device=device) for s in shape[:-1]] + [torch.fft.rfftfreq(shape[-1], device=device)]
+    grids = torch.meshgrid(*axes, indexing="ij")
+    freqs = torch.sqrt(sum(g * g for g in grids))  # (*F)
+    return 1.0 / freqs.clamp(min=1.0 / max(shape)) ** decay_power
+
+
 def fourier_noise(n: int, shape: tuple, decay_power: float, *, generator=None, device=None) -> torch.Tensor:
     """``n`` low-frequency noise images over ``shape`` (1-D, 2-D or 3-D), as FMix draws them.
 
@@ -49,14 +59,12 @@ def fourier_noise(n: int, shape: tuple, decay_power: float, *, generator=None, d
         float32 ``(n, *shape)``.
     """
     D = len(shape)
-    axes = [torch.fft.fftfreq(s, device=device) for s in shape[:-1]] + [torch.fft.rfftfreq(shape[-1], device=device)]
-    grids = torch.meshgrid(*axes, indexing="ij")
-    freqs = torch.sqrt(sum(g * g for g in grids))  # (*F)
-    scale = 1.0 / freqs.clamp(min=1.0 / max(shape)) ** decay_power
+    spectrum = _spectrum_scale.__wrapped__ if torch.compiler.is_compiling() else _spectrum_scale  # traced inline
+    scale = spectrum(tuple(shape), float(decay_power), torch.device(device or "cpu"))  # (*F)
     if n == 0:  # an empty batch (the FFT backends refuse empty transforms)
         return torch.zeros((0,) + tuple(shape), device=device)
-    re = torch.randn((n,) + tuple(freqs.shape), device=device, **rng(generator)) * scale
-    im = torch.randn((n,) + tuple(freqs.shape), device=device, **rng(generator)) * scale
+    re = torch.randn((n,) + tuple(scale.shape), device=device, **rng(generator)) * scale
+    im = torch.randn((n,) + tuple(scale.shape), device=device, **rng(generator)) * scale
     return torch.fft.irfftn(torch.complex(re, im), s=tuple(shape), dim=tuple(range(1, D + 1)))
 
 
@@ -130,10 +138,10 @@ class FMix(_Mixer):
         num = torch.where(up, torch.ceil(lam), torch.floor(lam)).long()
         noise = fourier_noise(n, shape, self.decay_power, generator=g, device=device)
         values = binarise(noise, num, self.max_soft, lam=base.lam[:n])
+        lam = Mask(values).kept() if n else torch.ones(0, device=device)  # exact share, from the n distinct masks
         if n != B:
-            values = values.expand((B,) + tuple(shape))
-        region = Mask(values)
-        return MixParams(region.kept(), base.index, region)
+            values, lam = values.expand((B,) + tuple(shape)), lam.expand(B)
+        return MixParams(lam.contiguous(), base.index, Mask(values))
 
     def __repr__(self):
         return (f"FMix(alpha={self.alpha}, decay_power={self.decay_power}, max_soft={self.max_soft}, "
@@ -178,6 +186,39 @@ class ResizedBox(Box):
         grid = torch.stack([xs[:, None, :].expand(B, H, W), ys[:, :, None].expand(B, H, W)], dim=-1)
         return F.grid_sample(xp, grid.to(xp.dtype), mode="bilinear", padding_mode="border", align_corners=False)
 
+    def _resized(self, rows: torch.Tensor, sizes: list) -> torch.Tensor:
+        """``rows`` ``(n, ..., *S)`` resized to ``sizes`` over the last D dims (as ``F.interpolate``)."""
+        D, ndim = len(self.shape), rows.ndim
+        if self.interpolation == "bilinear" and rows.is_floating_point() and D == 2 and ndim == 4:
+            return F.interpolate(rows, size=tuple(sizes), mode="bilinear", align_corners=False)
+        for d, (S, b) in enumerate(zip(self.shape, sizes)):  # nearest: select source lines, box-sized first
+            src_i = torch.floor(torch.arange(b, dtype=torch.float32) * (S / torch.tensor(b, dtype=torch.float32)))
+            rows = rows.index_select(ndim - D + d, src_i.long().clamp(max=S - 1))
+        return rows
+
+    def _paste_cpu(self, x, src, index, inplace):
+        """CPU eager: resize only into the box (host reads of the box are free on CPU), no full-size mask."""
+        out = x if inplace else x.clone(memory_format=memory_format(x))
+        boxes, idx = self.box.tolist(), index.tolist()
+        lead = (slice(None),) * (x.ndim - len(self.shape))
+        nearest = self.interpolation == "nearest" or not x.is_floating_point()
+        if all(b == boxes[0] for b in boxes):  # batch mode: one box, one resize
+            sizes = [hi - lo for lo, hi in boxes[0]]
+            if min(sizes) > 0:
+                rows = src if nearest else src.index_select(0, index)
+                patch = self._resized(rows, sizes)
+                patch = patch.index_select(0, index) if nearest else patch  # select rows after the shrink
+                out[lead + tuple(slice(lo, hi) for lo, hi in boxes[0])] = patch.to(x.dtype)
+            return out
+        patches = []
+        for i, (b, j) in enumerate(zip(boxes, idx)):  # patches first: in place, later rows may read written ones
+            sizes = [hi - lo for lo, hi in b]
+            if min(sizes) > 0:
+                patches.append((i, b, self._resized(src[j:j + 1], sizes)[0].to(x.dtype)))
+        for i, b, patch in patches:
+            out[i][lead[1:] + tuple(slice(lo, hi) for lo, hi in b)] = patch
+        return out
+
     @property
     def pasteable(self) -> bool:
         return True  # integer leaves are resized by nearest neighbour: values stay exact
@@ -192,6 +233,8 @@ class ResizedBox(Box):
         if self.interpolation == "bilinear" and not x.is_floating_point():
             region = ResizedBox(self.box, self.shape, None, "nearest")  # labels and ids: nearest keeps them exact
             return region.apply(x, src, lam, index, fast=fast, inplace=inplace)
+        if fast and x.device.type == "cpu" and not torch.compiler.is_compiling() and x.shape[0] > 0:
+            return self._paste_cpu(x, src, index, inplace)
         out = torch.where(self.mask(x.ndim), self.partner(src, index).to(x.dtype), x)
         return out.contiguous(memory_format=memory_format(x))
 

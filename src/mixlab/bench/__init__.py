@@ -21,7 +21,7 @@ import sys
 
 import torch
 
-from .rows import input_rows, target_rows
+from .rows import input_rows, method_rows, target_rows
 from .timing import format_group, group_json, header, run_group
 
 __all__ = ["main", "run"]
@@ -75,6 +75,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile row (saves compile time)")
     p.add_argument("--no-targets", action="store_true", help="skip the target-side groups")
+    p.add_argument("--no-methods", action="store_true", help="skip the mask-method group (FMix, ResizeMix)")
+    p.add_argument("--methods-shape", type=_shape, default=None, help="shape of the method group, default 64x3x64x64")
     p.add_argument("--quick", action="store_true", help="a fast smoke run: one tiny shape, float32, 3 rounds")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", default=None, help="also write the table as JSON")
@@ -141,6 +143,15 @@ def run(settings: dict, device: torch.device, seed: int = 0, out=None) -> dict:
             print(format_group(title, rows, "plain CE"), file=out, flush=True)
             result["groups"].append(group_json("target", title, rows, "plain CE", num_classes=C,
                                                batch=settings["target_batch"]))
+    if not settings.get("no_methods"):
+        shape = tuple(settings["methods_shape"])
+        x = _make_batch(shape, "float32", device, gen)
+        y = torch.randint(0, 10, (shape[0],), generator=gen, device=device)
+        rows = method_rows(x, y, 10, seed=seed)
+        run_group(rows, runs=settings["runs"], warmup=settings["warmup"], device=device)
+        title = f"methods {'x'.join(map(str, shape))} float32 (alpha 1)"
+        print(format_group(title, rows, "mixlab MixUp call (sample)"), file=out, flush=True)
+        result["groups"].append(group_json("method", title, rows, "mixlab MixUp call (sample)", shape=list(shape)))
     result["header"]["loadavg_end"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
     result["goals"] = goals(result)
     print(format_goals(result["goals"]), file=out)
@@ -189,6 +200,12 @@ def _goals(result: dict, stat: str) -> list:
             worst = min((r[stat] / mine for r in same), default=None) if mine else None
             goal(f"{kind} call{suffix or ' (out of place)'} >= {need}x faster than every {kind} peer", worst,
                  lambda v, need=need: v >= need)
+    for method in ("FMix", "ResizeMix"):
+        m = lambda g: g["kind"] == "method"  # noqa: E731
+        mine, theirs = (_stat(result, "method", m, f"mixlab {method} (batch)", stat),
+                        _stat(result, "method", m, f"mixup {method}", stat))
+        goal(f"{method} (batch) >= 1.5x faster than the PyPI mixup package's", theirs / mine if mine and theirs else None,
+             lambda v: v >= 1.5)
     ce = _stat(result, "target", lambda g: g.get("num_classes") == 1000, "mixlab .loss (int targets)", stat)
     plain = _stat(result, "target", lambda g: g.get("num_classes") == 1000, "plain CE", stat)
     goal("mixed CE, int targets, 1000 classes <= 1.2x plain CE", ce / plain if ce and plain else None,
@@ -223,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         p.error(str(e))
     settings["no_targets"] = ns.no_targets
+    settings["no_methods"] = ns.no_methods or ns.quick
+    settings["methods_shape"] = ns.methods_shape or (64, 3, 64, 64)
     device = torch.device(ns.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda was given but CUDA is not available")

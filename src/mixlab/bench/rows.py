@@ -153,3 +153,30 @@ def target_rows(batch: int, num_classes: int, *, device, seed: int) -> list:
         make_row("dense soft targets", lambda: grad(lambda: mixlab.losses.soft_cross_entropy(
             logits, target.soft(num_classes))), "build (B, C) rows, then soft CE"),
     ]
+
+
+def method_rows(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, seed: int) -> list:
+    """Rows for the mask methods (FMix, ResizeMix), mixlab's batch and per-row forms against the PyPI
+    ``mixup`` package's (one mask / box per batch, like mixlab's ``mode="batch"``), MixUp as the floor."""
+    g = torch.Generator(device=x.device).manual_seed(seed)
+    onehot = F.one_hot(y, num_classes).float()
+
+    def ours(cls, **kw):
+        t = cls(generator=g, **kw)
+        return lambda: lambda: t(x, y)
+
+    def pypi(name):
+        def make():
+            t = getattr(_peer("mixup.methods"), name)(alpha=1.0)
+            return lambda: t(x, onehot)
+        return make
+
+    return [
+        make_row("mixlab MixUp call (sample)", ours(mixlab.MixUp, alpha=1.0, mode="sample"), "the floor: a lerp"),
+        make_row("mixlab FMix (batch)", ours(mixlab.FMix, mode="batch"), "one mask per batch"),
+        make_row("mixlab FMix (sample)", ours(mixlab.FMix, mode="sample"), "one mask per row"),
+        make_row("mixlab ResizeMix (batch)", ours(mixlab.ResizeMix, mode="batch"), "one box per batch, nearest"),
+        make_row("mixlab ResizeMix (sample)", ours(mixlab.ResizeMix, mode="sample"), "one box per row, nearest"),
+        make_row("mixup FMix", pypi("FMix"), "PyPI `mixup`: one mask per batch"),
+        make_row("mixup ResizeMix", pypi("ResizeMix"), "PyPI `mixup`: one box per batch"),
+    ]
