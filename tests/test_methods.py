@@ -189,3 +189,52 @@ def test_resizemix_cpu_paste_equals_the_mask_route(mode, interpolation, dtype, g
     y = x.clone()
     assert mixlab.mix(y, p, inplace=True) is y
     torch.testing.assert_close(y, generic, atol=1e-5, rtol=1e-5)
+
+
+def _saliency_reference(img, size=64):
+    """Hou and Zhang's spectral residual in numpy, step by step as OpenCV's StaticSaliencySpectralResidual."""
+    grey = torch.nn.functional.interpolate(torch.as_tensor(img).float().mean(0)[None, None], size=(size, size),
+                                           mode="bilinear", align_corners=False)[0, 0].double().numpy()
+    spec = np.fft.fft2(grey)
+    log_amp = np.log(np.maximum(np.abs(spec), 1e-12))
+    padded = np.pad(log_amp, 1, mode="reflect")
+    avg = sum(padded[i:i + size, j:j + size] for i in range(3) for j in range(3)) / 9
+    mag = np.abs(np.fft.ifft2(np.exp(log_amp - avg) * np.exp(1j * np.angle(spec))))
+    k = np.exp(-((np.arange(5) - 2) ** 2) / (2 * 64.0))
+    k /= k.sum()
+    p = np.pad(mag, 2, mode="reflect")
+    rows = sum(k[j] * p[:, j:j + size] for j in range(5))
+    blurred = sum(k[i] * rows[i:i + size, :] for i in range(5))
+    return blurred ** 2
+
+
+def test_spectral_saliency_matches_a_numpy_port(gen):
+    x = torch.rand(3, 3, 64, 64, generator=gen)
+    ours = mixlab.methods.spectral_saliency(x)
+    for i in range(3):
+        np.testing.assert_allclose(ours[i].double().numpy(), _saliency_reference(x[i]), rtol=2e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["batch", "sample"])
+def test_saliencymix_box_is_centred_on_the_partners_peak(mode, gen):
+    B, H, W = 6, 32, 40
+    x = torch.rand(B, 3, H, W, generator=gen)
+    mixed, target = mixlab.SaliencyMix(mode=mode, generator=gen)(x, torch.arange(B))
+    p = target.params
+    sal = mixlab.methods.spectral_saliency(x[p.index])
+    box = p.region.box
+    for i in range(B):
+        src = 0 if mode == "batch" else i  # batch mode: the first partner's saliency, as the official code
+        peak = sal[src].argmax().item()
+        cy, cx = divmod(peak, W)
+        for (lo, hi), c, S in zip(box[i].tolist(), (cy, cx), (H, W)):
+            if hi == lo:
+                continue  # a box under one pixel: nothing pasted
+            assert lo <= c <= hi  # the peak lies in the box
+            if 0 < lo and hi < S:  # unclipped: the box is centred on the peak, side 2 * (cut // 2)
+                assert lo + hi == 2 * c
+    vol = (box[..., 1] - box[..., 0]).prod(1).double()
+    torch.testing.assert_close(p.lam.double(), 1 - vol / (H * W), atol=1e-7, rtol=0)
+    own = (mixed == x).flatten(1).double().mean(1)
+    moved = p.index != torch.arange(B)
+    torch.testing.assert_close(own[moved], p.lam[moved].double(), atol=1e-7, rtol=0)

@@ -9,6 +9,11 @@ device, and no host sync.
   official code ecs-vlc/FMix): a :class:`~mixlab.regions.Mask` from low-pass filtered Fourier
   noise, binarised by keeping exactly the top ``lam`` fraction of positions (``ceil`` or ``floor``
   of ``lam * N`` with even odds, as the official ``binarise_mask``), with optional soft edges.
+- :class:`SaliencyMix` (Uddin et al. 2021, "SaliencyMix: A Saliency Guided Data Augmentation
+  Strategy for Better Regularization"; official code afm-shahab-uddin/SaliencyMix): a CutMix box
+  of side ``sqrt(1 - lam)`` centred on the peak of the partner's saliency map, here the
+  spectral-residual saliency (Hou and Zhang 2007, OpenCV's ``StaticSaliencySpectralResidual``)
+  computed in torch for the whole batch at once, on the device.
 - :class:`ResizeMix` (Qin et al. 2020, "ResizeMix: Mixing Data with Preserved Object
   Information and True Labels"; OpenMixup's ``resizemix``): the whole partner, resized, pasted
   into a box of side ``tau * S`` with ``tau ~ U(scale)``; ``lam = 1 - box area``. The region
@@ -34,7 +39,7 @@ from .regions import Box, Mask
 from .sampling import rng
 from .transforms import _batch_info, _Mixer, _region_shape
 
-__all__ = ["FMix", "ResizeMix", "ResizedBox", "fourier_noise", "binarise"]
+__all__ = ["FMix", "ResizeMix", "SaliencyMix", "ResizedBox", "fourier_noise", "binarise", "spectral_saliency"]
 
 INTERPOLATIONS = ("nearest", "bilinear")
 
@@ -294,3 +299,82 @@ class ResizeMix(_Mixer):
 
     def __repr__(self):
         return f"ResizeMix(scale={self.scale}, interpolation={self.interpolation!r}, mode={self.mode!r}, p={self.p})"
+
+
+def spectral_saliency(x: torch.Tensor, size: int = 64) -> torch.Tensor:
+    """Spectral-residual saliency (Hou and Zhang 2007) of a batch of images, as OpenCV computes it.
+
+    The grey image is resized to ``size x size``; the log amplitude spectrum minus its 3x3 box
+    average (the spectral residual) is recombined with the phase; the inverse transform's
+    magnitude is smoothed by a Gaussian (5x5, sigma 8), squared and resized back (the order of
+    OpenCV's ``computeSaliencyImpl``).
+
+    Args:
+        x: ``(B, C, H, W)`` images (any real dtype).
+
+    Returns:
+        float32 ``(B, H, W)`` saliency (larger = more salient).
+    """
+    B, _, H, W = x.shape
+    grey = x.float().mean(dim=1, keepdim=True)  # (B, 1, H, W)
+    small = F.interpolate(grey, size=(size, size), mode="bilinear", align_corners=False)
+    spec = torch.fft.fft2(small[:, 0])  # (B, s, s)
+    log_amp = torch.log(spec.abs().clamp(min=1e-12))
+    avg = F.avg_pool2d(F.pad(log_amp[:, None], (1, 1, 1, 1), mode="reflect"), 3, stride=1)[:, 0]
+    residual = torch.polar(torch.exp(log_amp - avg), torch.angle(spec))
+    mag = torch.fft.ifft2(residual).abs()  # (B, s, s)
+    k = torch.arange(5, dtype=torch.float32, device=x.device) - 2
+    g = torch.exp(-(k ** 2) / (2 * 8.0 ** 2))
+    g = g / g.sum()
+    mag = F.pad(mag[:, None], (2, 2, 2, 2), mode="reflect")
+    mag = F.conv2d(F.conv2d(mag, g.view(1, 1, 1, 5)), g.view(1, 1, 5, 1))  # separable Gaussian, then squared
+    return F.interpolate(mag * mag, size=(H, W), mode="bilinear", align_corners=False)[:, 0]
+
+
+class SaliencyMix(_Mixer):
+    """SaliencyMix (Uddin et al. 2021): a CutMix box centred on the partner's saliency peak.
+
+    ``lam ~ Beta(alpha, alpha)``; the box side is ``int(S * sqrt(1 - lam))`` per dim, centred on
+    the argmax of the partner's spectral-residual saliency, ends clipped to the image (the
+    official ``saliency_bbox``); ``lam`` is then the exact kept area. The partner's content is
+    pasted at the same place (like CutMix), so masks and dense targets follow the box.
+
+    Args:
+        alpha: Beta concentration; default 1.0 (the paper's).
+        mode: ``"batch"`` (one box from the first partner's saliency, as the official code) or
+            ``"sample"`` (each row's box from its own partner).
+        Other arguments as :class:`mixlab.CutMix` (2-D images ``(B, C, H, W)`` only).
+    """
+
+    def __init__(self, alpha=1.0, *, mode="batch", p=1.0, pairing="permutation", generator=None,
+                 num_classes=None, label_smoothing=0.0, inplace=False, roles=None):
+        super().__init__(generator=generator, num_classes=num_classes, label_smoothing=label_smoothing,
+                         inplace=inplace, roles=roles)
+        self.alpha = V.alpha(alpha)
+        self.p = V.probability(p)
+        self._set_box_options(mode, pairing, True, None)
+
+    def sample(self, x) -> MixParams:
+        B, device, leaf = _batch_info(x)
+        if leaf.ndim != 4:
+            raise ValueError(f"SaliencyMix needs images shaped (B, C, H, W), got shape {tuple(leaf.shape)}")
+        shape = tuple(leaf.shape[-2:])
+        base = sample_params(B, alpha=self.alpha, mode=self.mode, p=self.p, pairing=self.pairing,
+                             generator=self._gen, device=device)
+        n = min(B, 1) if self.mode == "batch" else B
+        lam = base.lam[:n]
+        sal = spectral_saliency(leaf.index_select(0, base.index[:n]))  # (n, H, W): the partners' saliency
+        peak = sal.flatten(1).argmax(dim=1)  # (n,)
+        centre = torch.stack([peak // shape[1], peak % shape[1]], dim=1)  # (n, 2)
+        sizes = torch.tensor(shape, device=device)
+        cut = torch.floor(torch.sqrt(1 - lam.double())[:, None] * sizes).long()  # (n, 2)
+        lo = (centre - cut // 2).clamp(min=0)
+        hi = torch.minimum(centre + cut // 2, sizes)
+        box = torch.stack([lo, torch.maximum(lo, hi)], dim=2)  # (n, 2, 2)
+        if n != B:
+            box = box.expand(B, -1, -1).contiguous()
+        region = Box(box, shape)
+        return MixParams(region.kept(), base.index, region)
+
+    def __repr__(self):
+        return f"SaliencyMix(alpha={self.alpha}, mode={self.mode!r}, p={self.p})"
