@@ -75,7 +75,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile row (saves compile time)")
     p.add_argument("--no-targets", action="store_true", help="skip the target-side groups")
-    p.add_argument("--no-methods", action="store_true", help="skip the mask-method group (FMix, ResizeMix)")
+    p.add_argument("--no-methods", action="store_true", help="skip the mask-method group (FMix, ResizeMix, SaliencyMix)")
     p.add_argument("--methods-shape", type=_shape, default=None, help="shape of the method group, default 64x3x64x64")
     p.add_argument("--quick", action="store_true", help="a fast smoke run: one tiny shape, float32, 3 rounds")
     p.add_argument("--seed", type=int, default=0)
@@ -206,6 +206,11 @@ def _goals(result: dict, stat: str) -> list:
                         _stat(result, "method", m, f"mixup {method}", stat))
         goal(f"{method} (batch) >= 1.5x faster than the PyPI mixup package's", theirs / mine if mine and theirs else None,
              lambda v: v >= 1.5)
+    m = lambda g: g["kind"] == "method"  # noqa: E731
+    mine, theirs = (_stat(result, "method", m, "mixlab SaliencyMix (sample)", stat),
+                    _stat(result, "method", m, "mixup SaliencyMix", stat))
+    goal("SaliencyMix (per row) >= 3x faster than the PyPI mixup package's", theirs / mine if mine and theirs else None,
+         lambda v: v >= 3.0)
     ce = _stat(result, "target", lambda g: g.get("num_classes") == 1000, "mixlab .loss (int targets)", stat)
     plain = _stat(result, "target", lambda g: g.get("num_classes") == 1000, "plain CE", stat)
     goal("mixed CE, int targets, 1000 classes <= 1.2x plain CE", ce / plain if ce and plain else None,

@@ -156,7 +156,7 @@ def target_rows(batch: int, num_classes: int, *, device, seed: int) -> list:
 
 
 def method_rows(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, seed: int) -> list:
-    """Rows for the mask methods (FMix, ResizeMix), mixlab's batch and per-row forms against the PyPI
+    """Rows for the mask methods (FMix, ResizeMix, SaliencyMix), mixlab's batch and per-row forms against the PyPI
     ``mixup`` package's (one mask / box per batch, like mixlab's ``mode="batch"``), MixUp as the floor."""
     g = torch.Generator(device=x.device).manual_seed(seed)
     onehot = F.one_hot(y, num_classes).float()
@@ -177,6 +177,9 @@ def method_rows(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, seed: int
         make_row("mixlab FMix (sample)", ours(mixlab.FMix, mode="sample"), "one mask per row"),
         make_row("mixlab ResizeMix (batch)", ours(mixlab.ResizeMix, mode="batch"), "one box per batch, nearest"),
         make_row("mixlab ResizeMix (sample)", ours(mixlab.ResizeMix, mode="sample"), "one box per row, nearest"),
+        make_row("mixlab SaliencyMix (batch)", ours(mixlab.SaliencyMix, mode="batch"), "one box per batch"),
+        make_row("mixlab SaliencyMix (sample)", ours(mixlab.SaliencyMix, mode="sample"), "one box per row"),
         make_row("mixup FMix", pypi("FMix"), "PyPI `mixup`: one mask per batch"),
+        make_row("mixup SaliencyMix", pypi("SaliencyMix"), "PyPI `mixup`: heuristic saliency, per row"),
         make_row("mixup ResizeMix", pypi("ResizeMix"), "PyPI `mixup`: one box per batch"),
     ]
