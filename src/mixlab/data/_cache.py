@@ -1,11 +1,16 @@
 """On-disk cache of decoded datasets: plain tensors and lists in a ``.pt`` file.
 
 The cache key hashes the reader's name and version, the reader's options and, for every
-source file, its resolved path, size and modification time: editing, replacing or touching
-the source invalidates the entry. Files are written atomically (temporary file, then
-``os.replace``) and read with ``torch.load(weights_only=True)``, so a cache file can hold
-only tensors, lists, dicts, strings and numbers, never code. An unreadable or malformed
-entry is ignored and rebuilt; a cache folder that cannot be written is skipped.
+source file, its resolved path, size, modification time and a SHA-256 of its content: editing,
+replacing or touching the source invalidates the entry, and so does a file rewritten with the
+same size and modification time. Files up to ``FULL_HASH_BYTES`` (64 MiB: IDX files, CSV files,
+CIFAR batches, image files) are hashed whole; a larger file (e.g. an image tarball) is hashed
+over its first and last MiB only, so for those a rewrite that keeps the size, the modification
+time and both ends is not noticed (delete the cache entry, or pass ``cache_dir=False``).
+Files are written atomically (temporary file, then ``os.replace``) and read with
+``torch.load(weights_only=True)``, so a cache file can hold only tensors, lists, dicts,
+strings and numbers, never code. An unreadable or malformed entry is ignored and rebuilt; a
+cache folder that cannot be written is skipped.
 """
 from __future__ import annotations
 
@@ -18,10 +23,12 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["default_cache_dir", "cached", "source_signature"]
+__all__ = ["default_cache_dir", "cached", "source_signature", "content_hash"]
 
-_VERSION = 1
+_VERSION = 2  # 2: content hashes in the key; entries are validated when built (data/datasets.py)
 _REQUIRED = ("classes", "source")
+FULL_HASH_BYTES = 64 << 20  # files up to this size are hashed whole, larger ones at both ends
+_END_BYTES = 1 << 20
 
 
 def default_cache_dir() -> Path:
@@ -30,15 +37,31 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "mixlab"
 
 
+def content_hash(path: Path, size: int) -> str:
+    """SHA-256 of the file (``whole:``), or of its first and last MiB when it is larger than
+    ``FULL_HASH_BYTES`` (``ends:``; the size and mtime in the signature cover the middle only weakly)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        if size <= FULL_HASH_BYTES:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+            return "whole:" + h.hexdigest()
+        h.update(f.read(_END_BYTES))
+        f.seek(max(0, size - _END_BYTES))
+        h.update(f.read(_END_BYTES))
+    return "ends:" + h.hexdigest()
+
+
 def source_signature(paths) -> list[list]:
-    """``[resolved path, size, mtime_ns]`` for each source file or folder (folders: their files)."""
+    """``[resolved path, size, mtime_ns, content hash]`` for each source file or folder (folders:
+    their files); see ``content_hash`` for what is hashed."""
     sig = []
     for p in paths:
         p = Path(p).resolve()
         files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
         for q in files:
             st = q.stat()
-            sig.append([str(q), st.st_size, st.st_mtime_ns])
+            sig.append([str(q), st.st_size, st.st_mtime_ns, content_hash(q, st.st_size)])
     return sig
 
 

@@ -9,14 +9,34 @@ would run whatever a crafted file asks for (``__reduce__`` can call ``os.system`
 pickles). Dicts, lists, strings and numbers need no ``find_class`` at all. Anything else
 raises ``pickle.UnpicklingError`` before any of the file's objects is called.
 
+Even those few callables are handed out only in guarded form, because each can make far more
+data than the file holds: ``numpy.ndarray(shape, dtype, buffer, offset, strides)`` called
+directly gives a zero-strided view, so a few hundred bytes decode as 100,000 images (six such
+files: 600,000 images, 2.8 GB once concatenated); ``_reconstruct`` with a large shape allocates
+it; ``_codecs.encode`` with ``hex``/``base64``/... nests into an exponential blow-up. So
+``ndarray`` is only a type tag for ``_reconstruct`` (calling it is refused), ``_reconstruct``
+accepts only the ``(0,)`` shape numpy writes (``__setstate__`` then fills it from bytes that
+must match the shape exactly), ``dtype`` only plain numeric types, ``_codecs.encode`` only a
+``str`` to ``latin1``; ``__setstate__`` (BUILD) reaches only numpy arrays of raw bytes and
+plain dtypes (a crafted dtype state can flag ``uint8`` as holding Python objects), and a list
+is refused as soon as it grows past ``MAX_ROWS`` items (hence Python's own unpickler class,
+whose opcodes can be checked: about 0.1 s slower per 10,000-row batch, paid once before the
+cache). After loading, a batch's ``data`` must be a C-contiguous array (no
+views, no zero strides) of at most ``MAX_ROWS`` rows whose size does not exceed the bytes
+read, and its ``labels`` a list (or integer array) of at most ``MAX_ROWS`` Python ints.
+Files (and tar members) above ``_images.MAX_MEMBER_BYTES`` (64 MiB) are refused unread.
+
 Batches are read from a folder (or its ``cifar-10-batches-py/``) or straight from the official
 ``cifar-10-python.tar.gz``. Train comes from ``data_batch_1`` .. ``data_batch_5``, test from ``test_batch``
 (a common tutorial bug reads ``test_batch`` for both splits).
 """
 from __future__ import annotations
 
+import codecs
 import io
+import numbers
 import pickle
+import struct
 import tarfile
 import zlib
 from pathlib import Path
@@ -24,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import _images
 from ._cache import cached, source_signature
 
 __all__ = ["SafeUnpickler", "safe_load", "find_cifar_batches", "load_cifar_batches", "TRAIN_BATCHES"]
@@ -41,12 +62,117 @@ _ALLOWED = {
 }
 
 
-class SafeUnpickler(pickle.Unpickler):
-    """An unpickler that only reconstructs numpy arrays and plain built-in containers."""
+MAX_ROWS = 100_000  # rows per batch and list length; official batches hold 10,000
+_DTYPE_NAMES = {"b1", "u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f2", "f4", "f8", "bool", "uint8", "int8",
+                "int16", "uint16", "int32", "uint32", "int64", "uint64", "float16", "float32", "float64"}
+
+
+class _NdarrayTag:
+    """Stands for ``numpy.ndarray`` inside a pickle: a type tag for ``_reconstruct``, never called."""
+
+    def __call__(self, *args, **kwargs):
+        raise pickle.UnpicklingError(
+            "refusing to call numpy.ndarray directly (it can make an array view with zero strides, far "
+            "larger than the file; numpy's own pickles go through _reconstruct or _frombuffer)")
+
+
+_NDARRAY = _NdarrayTag()
+
+
+def _guard_reconstruct(real):
+    def _reconstruct(subtype, shape, dtype):
+        if subtype is not _NDARRAY or tuple(shape) != (0,):
+            raise pickle.UnpicklingError(
+                f"refusing numpy _reconstruct({'ndarray' if subtype is _NDARRAY else type(subtype).__name__}, "
+                f"shape {shape!r}): numpy pickles "
+                "write a plain ndarray of shape (0,) and fill it from the file's bytes")
+        return real(np.ndarray, (0,), dtype)
+    return _reconstruct
+
+
+def _guard_frombuffer(real):
+    def _frombuffer(buf, dtype, shape, order, axis_order=None):
+        if not isinstance(buf, (bytes, bytearray, pickle.PickleBuffer)) or not isinstance(dtype, np.dtype) \
+                or dtype.kind not in "biuf":
+            raise pickle.UnpicklingError("refusing numpy _frombuffer of anything but bytes of a numeric dtype")
+        return real(buf, dtype, shape, order, axis_order)
+    return _frombuffer
+
+
+def _dtype(name, align=False, copy=True):
+    if not isinstance(name, str) or name not in _DTYPE_NAMES:
+        raise pickle.UnpicklingError(f"refusing numpy dtype {name!r}: only plain integer, float and bool types")
+    return np.dtype(name, align, copy)
+
+
+def _encode(obj, encoding="utf-8", errors="strict"):
+    if not isinstance(obj, str) or encoding not in ("latin1", "latin-1", "latin_1"):
+        raise pickle.UnpicklingError(
+            f"refusing _codecs.encode({type(obj).__name__}, {encoding!r}): pickles write bytes as a str "
+            "encoded to latin1, nothing else")
+    return codecs.encode(obj, "latin1", errors)
+
+
+def _check_build(inst, state) -> None:
+    """BUILD (``__setstate__``) is admitted only for the arrays and dtypes numpy pickles make."""
+    if isinstance(inst, np.dtype):
+        if not isinstance(state, tuple) or not all(v is None or type(v) in (int, str) for v in state):
+            raise pickle.UnpicklingError("refusing a numpy dtype state with fields or sub-arrays: only plain "
+                                         "integer, float and bool types")
+    elif isinstance(inst, np.ndarray):
+        dtype = state[-3] if isinstance(state, tuple) and len(state) in (4, 5) else None
+        if not isinstance(dtype, np.dtype) or dtype.hasobject or dtype.kind not in "biuf" \
+                or not isinstance(state[-1], (bytes, bytearray, str)):
+            raise pickle.UnpicklingError("refusing a numpy array state that is not raw bytes of a plain integer, "
+                                         "float or bool type")
+    else:
+        raise pickle.UnpicklingError(f"refusing to set the state of a {type(inst).__name__}: a CIFAR batch needs "
+                                     "it only for numpy arrays and dtypes")
+
+
+class SafeUnpickler(pickle._Unpickler):  # the Python unpickler: its BUILD and APPEND(S) can be checked
+    """An unpickler that only reconstructs numpy arrays and plain built-in containers
+    (through the guarded callables described in the module notes). Lists longer than
+    ``MAX_ROWS`` are refused while they are read; ``__setstate__`` only reaches numpy arrays of
+    raw bytes and plain dtypes (a crafted dtype state could flag ``uint8`` as holding objects)."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def load_build(self):
+        inst, state = self.stack[-2], self.stack[-1]
+        _check_build(inst, state)
+        pickle._Unpickler.load_build(self)
+        if isinstance(inst, np.dtype) and (inst.flags != 0 or inst.names is not None or inst.subdtype is not None
+                                           or inst.kind not in "biuf"):
+            raise pickle.UnpicklingError(f"refusing numpy dtype state {state!r}: only plain integer, float and "
+                                         "bool types")
+    dispatch[pickle.BUILD[0]] = load_build
+
+    def _check_list(self):
+        top = self.stack[-1]
+        if isinstance(top, list) and len(top) > MAX_ROWS:
+            raise pickle.UnpicklingError(f"a list of more than {MAX_ROWS} items (a CIFAR batch holds 10000 rows)")
+
+    def load_append(self):
+        pickle._Unpickler.load_append(self)
+        self._check_list()
+    dispatch[pickle.APPEND[0]] = load_append
+
+    def load_appends(self):
+        pickle._Unpickler.load_appends(self)
+        self._check_list()
+    dispatch[pickle.APPENDS[0]] = load_appends
 
     def find_class(self, module: str, name: str):
         if (module, name) in _ALLOWED:
-            return super().find_class(module, name)
+            if name == "ndarray":
+                return _NDARRAY
+            if name == "dtype":
+                return _dtype
+            if name == "encode":
+                return _encode
+            real = super().find_class(module, name)
+            return _guard_reconstruct(real) if name == "_reconstruct" else _guard_frombuffer(real)
         raise pickle.UnpicklingError(
             f"refusing to load {module}.{name}: a CIFAR batch holds only numpy arrays, lists, "
             "dicts, strings and numbers (the file may be crafted or not a CIFAR batch)")
@@ -60,7 +186,8 @@ def safe_load(path: Path, data: bytes | None = None) -> object:
         return SafeUnpickler(io.BytesIO(data), encoding="latin1").load()
     except pickle.UnpicklingError as e:
         raise pickle.UnpicklingError(f"CIFAR file {path}: {e}") from None
-    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
+    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, MemoryError,
+            OverflowError, RecursionError, SystemError, struct.error) as e:
         raise ValueError(f"CIFAR file {path}: not a readable pickle ({type(e).__name__}: {e})") from None
 
 
@@ -72,6 +199,30 @@ def _get(d: dict, key: str):
     return None
 
 
+def _int_labels(path: str, labels) -> np.ndarray:
+    """The ``labels`` entry as int64: a list of Python ints or an integer numpy array, nothing else."""
+    if isinstance(labels, np.ndarray):
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise TypeError(f"CIFAR file {path}: labels must be integers, got a {labels.dtype} array of "
+                            f"shape {labels.shape}")
+        if len(labels) > MAX_ROWS:
+            raise ValueError(f"CIFAR file {path}: {len(labels)} labels, more than the {MAX_ROWS} a batch may hold")
+        return labels.astype(np.int64)
+    if not isinstance(labels, list):
+        raise TypeError(f"CIFAR file {path}: labels must be a list of integers, got {type(labels).__name__}")
+    if len(labels) > MAX_ROWS:
+        raise ValueError(f"CIFAR file {path}: {len(labels)} labels, more than the {MAX_ROWS} a batch may hold")
+    for i, v in enumerate(labels):
+        if type(v) is not int and (isinstance(v, bool) or not isinstance(v, numbers.Integral)):
+            raise TypeError(f"CIFAR file {path}: labels must be integers, got {type(v).__name__} {v!r} "
+                            f"at index {i}")
+    try:
+        return np.array(labels, dtype=np.int64)
+    except OverflowError:
+        raise ValueError(f"CIFAR file {path}: a label does not fit in int64 "
+                         f"(range {min(labels)}..{max(labels)})") from None
+
+
 def _read_batch(path: str, blob: bytes) -> tuple[np.ndarray, np.ndarray]:
     """One batch: images uint8 ``(n, 3, 32, 32)`` and labels int64 ``(n,)``, checked."""
     d = safe_load(path, blob)
@@ -81,7 +232,15 @@ def _read_batch(path: str, blob: bytes) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(data, np.ndarray) or labels is None:
         raise ValueError(f"CIFAR file {path}: expected keys 'data' (numpy array) and 'labels', "
                          f"found keys {sorted(map(str, d))}")
-    labels = np.asarray(labels, dtype=np.int64)
+    # a crafted pickle can describe an array larger than the file (a broadcast view); refuse before use
+    if not data.flags.c_contiguous or data.nbytes > len(blob):
+        raise ValueError(f"CIFAR file {path}: 'data' is not a plain array stored in the file (shape "
+                         f"{data.shape}, strides {data.strides}, {data.nbytes} bytes from a {len(blob)}-byte "
+                         "file); expected a C-contiguous uint8 array (n, 3072)")
+    if data.ndim >= 1 and len(data) > MAX_ROWS:
+        raise ValueError(f"CIFAR file {path}: {len(data)} rows, more than the {MAX_ROWS} a batch may hold "
+                         "(official batches hold 10000)")
+    labels = _int_labels(path, labels)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
         raise ValueError(f"CIFAR file {path}: expected uint8 data (n, 3072) and n labels, got data "
                          f"{data.dtype} {data.shape} and {len(labels)} labels")
@@ -110,13 +269,19 @@ def _read_sources(where: Path) -> dict[str, tuple[str, bytes]]:
     """``{batch name: (display path, bytes)}`` for the six batches and ``batches.meta`` if present."""
     wanted = (*_NAMES, "batches.meta")
     if where.is_dir():
-        return {n: (str(where / n), (where / n).read_bytes()) for n in wanted if (where / n).is_file()}
+        found = {}
+        for n in wanted:
+            if (where / n).is_file():
+                _images.check_member_size(f"CIFAR file {where / n}", (where / n).stat().st_size)
+                found[n] = (str(where / n), (where / n).read_bytes())
+        return found
     found = {}
     try:
         with tarfile.open(where, "r|*") as tf:
             for m in tf:
                 base = m.name.rsplit("/", 1)[-1]
                 if m.isfile() and base in wanted and base not in found:
+                    _images.check_member_size(f"CIFAR tarball {where}: member {m.name!r}", m.size)
                     found[base] = (f"{where}:{m.name}", tf.extractfile(m).read())
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
         raise ValueError(f"CIFAR tarball {where}: corrupt or truncated ({type(e).__name__}: {e})") from None
@@ -126,11 +291,46 @@ def _read_sources(where: Path) -> dict[str, tuple[str, bytes]]:
     return found
 
 
-def _class_names(sources: dict, default: list[str], num: int) -> list[str]:
-    names = _get(safe_load(*sources["batches.meta"]), "label_names") if "batches.meta" in sources else None
-    if isinstance(names, list) and len(names) >= num:
-        return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
-    return list(default)
+def _class_names(sources: dict, default: list[str]) -> list[str]:
+    """``label_names`` of ``batches.meta`` when present (a non-empty list of strings), else ``default``."""
+    if "batches.meta" not in sources:
+        return list(default)
+    path = sources["batches.meta"][0]
+    meta = safe_load(*sources["batches.meta"])
+    names = _get(meta, "label_names") if isinstance(meta, dict) else None
+    if not isinstance(names, list) or not names or len(names) > MAX_ROWS \
+            or not all(isinstance(n, (str, bytes)) for n in names):
+        raise ValueError(f"CIFAR file {path}: expected 'label_names', a non-empty list of class names, got "
+                         f"{type(names).__name__ if names is not None else 'no label_names'}")
+    return [n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names]
+
+
+def _check_labels(where: Path, sources: dict, parts: list, classes: list[str], from_meta: bool) -> None:
+    """Every label in ``0..len(classes)-1`` (naming the batch, and ``batches.meta`` when it set the count);
+    every class of ``test_batch`` present in the training batches."""
+    num = len(classes)
+    for n, (_, y) in zip(_NAMES, parts):
+        bad = np.flatnonzero((y < 0) | (y >= num))
+        if len(bad):
+            path = sources[n][0]
+            if from_meta and y[bad[0]] >= num:
+                raise ValueError(f"CIFAR file {sources['batches.meta'][0]}: lists {num} class names (label_names) "
+                                 f"but {path} holds label {int(y[bad[0]])} (row {int(bad[0])}); labels must be "
+                                 f"in 0..{num - 1}")
+            raise ValueError(f"CIFAR file {path}: label {int(y[bad[0]])} at row {int(bad[0])} is outside "
+                             f"0..{num - 1} ({num} classes); labels must be class ids in [0, {num})")
+    if sum(len(p[1]) for p in parts[:5]) == 0:
+        raise ValueError(f"CIFAR batches in {where}: the training batches data_batch_1..5 hold no rows; "
+                         "expected at least one training image")
+    if len(parts[5][1]) == 0:
+        raise ValueError(f"CIFAR file {sources['test_batch'][0]}: the test batch holds no rows; expected at "
+                         "least one test image")
+    seen = set(np.unique(np.concatenate([p[1] for p in parts[:5]])).tolist())
+    only_test = [c for c in np.unique(parts[5][1]).tolist() if c not in seen]
+    if only_test:
+        raise ValueError(f"CIFAR file {sources['test_batch'][0]}: class {only_test[0]} ({classes[only_test[0]]!r}) "
+                         f"is in the test batch but in no training batch (data_batch_1..5); every class needs "
+                         f"training examples ({len(only_test)} such class(es): {only_test[:10]})")
 
 
 def load_cifar_batches(location: Path, *, cache_dir, default_classes: list[str]) -> dict:
@@ -141,11 +341,8 @@ def load_cifar_batches(location: Path, *, cache_dir, default_classes: list[str])
     def build() -> dict:
         sources = _read_sources(where)
         parts = [_read_batch(*sources[n]) for n in _NAMES]
-        y_all = np.concatenate([p[1] for p in parts])
-        classes = _class_names(sources, default_classes, int(y_all.max()) + 1)
-        if y_all.min() < 0 or y_all.max() >= len(classes):
-            raise ValueError(f"CIFAR batches in {where}: labels must be in 0..{len(classes) - 1}, "
-                             f"got {y_all.min()}..{y_all.max()}")
+        classes = _class_names(sources, default_classes)
+        _check_labels(where, sources, parts, classes, from_meta="batches.meta" in sources)
         return {
             "x_train": torch.from_numpy(np.concatenate([p[0] for p in parts[:5]])),  # (50000, 3, 32, 32)
             "y_train": torch.from_numpy(np.concatenate([p[1] for p in parts[:5]])),

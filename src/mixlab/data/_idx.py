@@ -124,18 +124,45 @@ def find_idx_files(directory: str | os.PathLike) -> dict[str, Path] | None:
     return found
 
 
-def load_idx_dir(files: dict[str, Path]) -> dict:
-    """Read the four files into uint8 images ``(N, 1, H, W)`` and int64 labels, checked for agreement."""
+def load_idx_dir(files: dict[str, Path], num_classes: int | None = None) -> dict:
+    """Read the four files into uint8 images ``(N, 1, H, W)`` and int64 labels, checked for agreement.
+
+    Checked (``ValueError`` naming the file, ``TypeError`` for non-integer labels): at least one
+    image per split, of at least 1x1 pixels, the same size in both splits; one label per image;
+    labels in ``0..num_classes-1`` (when given); every test class present in the training labels.
+    """
     arrays = {role: read_idx(path) for role, path in files.items()}
     out = {}
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        xf, yf = files[f"x_{split}"], files[f"y_{split}"]
         if x.ndim != 3 or x.dtype != np.uint8:
-            raise ValueError(f"IDX file {files[f'x_{split}']}: expected uint8 images (N, H, W), "
-                             f"got {x.dtype} {x.shape}")
+            raise ValueError(f"IDX file {xf}: expected uint8 images (N, H, W), got {x.dtype} {x.shape}")
+        if len(x) == 0:
+            raise ValueError(f"IDX file {xf}: holds 0 images; expected at least one {split} image")
+        if x.shape[1] < 1 or x.shape[2] < 1:
+            raise ValueError(f"IDX file {xf}: images of {x.shape[1]}x{x.shape[2]} pixels (H x W); expected a "
+                             "height and width of at least 1")
         if y.ndim != 1 or len(y) != len(x):
-            raise ValueError(f"IDX file {files[f'y_{split}']}: expected {len(x)} labels (one per image "
-                             f"in {files[f'x_{split}'].name}), got shape {y.shape}")
+            raise ValueError(f"IDX file {yf}: expected {len(x)} labels (one per image "
+                             f"in {xf.name}), got shape {y.shape}")
+        if y.dtype.kind not in "iu":
+            raise TypeError(f"IDX file {yf}: labels must be integers, got {y.dtype} (IDX dtype code "
+                            f"0x{_CODES.get(y.dtype, 0):02x}); expected uint8 (0x08)")
+        if num_classes is not None:
+            bad = np.flatnonzero((y < 0) | (y >= num_classes))
+            if len(bad):
+                raise ValueError(f"IDX file {yf}: label {int(y[bad[0]])} at index {int(bad[0])} is outside "
+                                 f"0..{num_classes - 1} ({num_classes} classes; {len(bad)} such label(s))")
         out[f"x_{split}"] = x[:, None]  # (N, 1, H, W)
         out[f"y_{split}"] = y.astype(np.int64)
+    if out["x_train"].shape[2:] != out["x_test"].shape[2:]:
+        (th, tw), (sh, sw) = out["x_train"].shape[2:], out["x_test"].shape[2:]
+        raise ValueError(f"IDX file {files['x_test']}: test images are {sh}x{sw} (H x W) but the training images "
+                         f"in {files['x_train'].name} are {th}x{tw}; both splits must have the same size")
+    only_test = np.setdiff1d(out["y_test"], out["y_train"])
+    if len(only_test):
+        raise ValueError(f"IDX file {files['y_test']}: class {int(only_test[0])} is in the test labels but not in "
+                         f"the training labels ({files['y_train'].name}); every class needs training examples "
+                         f"({len(only_test)} such class(es): {only_test[:10].tolist()})")
     return out

@@ -15,6 +15,14 @@ form: all grey-level images give 1 channel, otherwise RGB (alpha dropped, palett
 grey images repeated to 3 channels). Sizes are kept if all images agree; otherwise every
 image is resized with PIL's bilinear filter to the most common size ``(W, H)``.
 Decoding uses PIL in a pool of (at most) 2 threads; the source is read sequentially.
+
+Refused, with a ``ValueError`` naming the file: a tar member (or CIFAR batch file) larger than
+``MAX_MEMBER_BYTES`` (64 MiB, checked from the tar header before reading); an image of more
+than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (Pillow's decompression-bomb limit: its warning is
+made an error, checked from the header before decoding); a zero-height or zero-width image;
+a ``label_regex`` whose group 1 takes no part in the match or captures nothing. When the
+training and test images of a ``{train,test}`` tree have different (most common) sizes, all
+are resized to the overall most common size and a warning says so.
 """
 from __future__ import annotations
 
@@ -22,6 +30,7 @@ import io
 import os
 import re
 import tarfile
+import warnings
 import zlib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +47,15 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 _TEST_NAMES = ("test", "valid", "val")
 _GREY = {"1", "L", "LA", "I", "I;16", "F"}
 _CHUNK = 512
+MAX_MEMBER_BYTES = 64 << 20  # largest tar member / CIFAR batch file read (official batches are ~30 MiB)
+
+
+def check_member_size(what: str, size: int) -> None:
+    """Refuse a tar member or file of more than ``MAX_MEMBER_BYTES`` before reading it."""
+    if size > MAX_MEMBER_BYTES:
+        raise ValueError(f"{what}: {size} bytes ({size / 2**20:.1f} MiB), above the limit of {MAX_MEMBER_BYTES} "
+                         f"bytes ({MAX_MEMBER_BYTES / 2**20:g} MiB) per file (mixlab.data._images.MAX_MEMBER_BYTES); "
+                         "not read")
 
 
 def is_tarball(path: Path) -> bool:
@@ -70,6 +88,7 @@ def _read_sources(location: Path) -> tuple[list[tuple[str, ...]], list[bytes]]:
             with tarfile.open(location, "r|*") as tf:  # streaming: one sequential pass over the archive
                 for m in tf:
                     if m.isfile() and _is_image(m.name):
+                        check_member_size(f"tarball {location}: member {m.name!r}", m.size)
                         parts.append(tuple(q for q in m.name.split("/") if q not in ("", ".")))
                         blobs.append(tf.extractfile(m).read())
         except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
@@ -102,7 +121,12 @@ def _labels(location: Path, parts, label_regex: str | None):
             if m is None:
                 raise ValueError(f"label_regex {label_regex!r} does not match the file name {p[-1]!r} "
                                  f"(in {location}); every image needs a label")
-            names.append(m.group(1) if rx.groups else m.group(0))
+            label = m.group(1) if rx.groups else m.group(0)
+            if not label:
+                what = "group 1 takes no part in the match" if label is None else "the label it captures is empty"
+                raise ValueError(f"label_regex {label_regex!r} matches the file name {p[-1]!r} (in {location}) but "
+                                 f"{what}; every image needs a non-empty label (make group 1 required)")
+            names.append(label)
         return None, names, [True] * len(parts)
     parts = _strip_top(parts)
     tops = {p[0] for p in parts if len(p) == 3}
@@ -118,15 +142,35 @@ def _labels(location: Path, parts, label_regex: str | None):
                      f"(or pass label_regex for a flat folder); found e.g. {example!r}")
 
 
+def _bomb(name: str, detail) -> ValueError:
+    from PIL import Image
+    return ValueError(f"image {name}: {detail}; refused as a possible decompression bomb (limit "
+                      f"PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS} pixels)")
+
+
 def _decode_one(blob: bytes, name: str) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
     try:
-        img = Image.open(io.BytesIO(blob))  # reads from memory: nothing to close
+        img = Image.open(io.BytesIO(blob))  # reads from memory: nothing to close; only the header so far
+        w, h = img.size
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit is not None and w * h > limit:  # also when another thread's filters let the warning pass
+            raise _bomb(name, f"{w}x{h} = {w * h} pixels")
+        if w < 1 or h < 1:
+            raise ValueError(f"image {name}: {w}x{h} pixels; expected a width and height of at least 1")
         if img.mode not in ("L", "RGB"):
             img = img.convert("L" if img.mode in _GREY else "RGB")
         arr = np.asarray(img)  # decodes; ~2x faster than a convert() copy for 32x32 JPEGs
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise _bomb(name, e) from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"image {name}: cannot be decoded ({e})") from None
+    except ValueError as e:
+        if str(e).startswith(f"image {name}:"):
+            raise
+        raise ValueError(f"image {name}: cannot be decoded ({e})") from None
+    if arr.ndim < 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"image {name}: decoded to shape {arr.shape}; expected a width and height of at least 1")
     return arr[:, :, None] if arr.ndim == 2 else arr  # (H, W, C)
 
 
@@ -137,19 +181,33 @@ def _resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out[:, :, None] if out.ndim == 2 else out
 
 
-def decode_images(blobs: list[bytes], names: list[str], *, workers: int = 2) -> torch.Tensor:
-    """Decode encoded images into one uint8 tensor ``(N, C, H, W)`` (see the module notes)."""
+def _decode_arrays(blobs: list[bytes], names: list[str], workers: int) -> list[np.ndarray]:
+    from PIL import Image
     chunks = [range(i, min(i + _CHUNK, len(blobs))) for i in range(0, len(blobs), _CHUNK)]
 
     def work(idx):
         return [_decode_one(blobs[i], names[i]) for i in idx]
     workers = max(1, min(workers, os.cpu_count() or 1, len(chunks)))
-    if workers == 1:
-        arrays = [a for c in chunks for a in work(c)]
-    else:
+    with warnings.catch_warnings():  # Pillow's bomb warning becomes an error (worker threads see these filters)
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        if workers == 1:
+            return [a for c in chunks for a in work(c)]
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            arrays = [a for part in pool.map(work, chunks) for a in part]
-    size = Counter((a.shape[1], a.shape[0]) for a in arrays).most_common(1)[0][0]  # (W, H)
+            return [a for part in pool.map(work, chunks) for a in part]
+
+
+def _common_size(arrays) -> tuple[int, int]:
+    """The most common ``(W, H)``."""
+    return Counter((a.shape[1], a.shape[0]) for a in arrays).most_common(1)[0][0]
+
+
+def decode_images(blobs: list[bytes], names: list[str], *, workers: int = 2) -> torch.Tensor:
+    """Decode encoded images into one uint8 tensor ``(N, C, H, W)`` (see the module notes)."""
+    return _stack(_decode_arrays(blobs, names, workers))
+
+
+def _stack(arrays: list[np.ndarray]) -> torch.Tensor:
+    size = _common_size(arrays)  # (W, H)
     channels = max(a.shape[2] for a in arrays)
     out = np.empty((len(arrays), size[1], size[0], channels), dtype=np.uint8)
     for i, a in enumerate(arrays):
@@ -164,12 +222,27 @@ def _build(location: Path, label_regex: str | None) -> dict:
     idx = [i for i, k in enumerate(keep) if k]
     classes = sorted({names[i] for i in idx})
     lookup = {c: j for j, c in enumerate(classes)}
-    x = decode_images([blobs[i] for i in idx], ["/".join(parts[i]) for i in idx])
+    arrays = _decode_arrays([blobs[i] for i in idx], ["/".join(parts[i]) for i in idx], workers=2)
+    x = _stack(arrays)
     y = torch.tensor([lookup[names[i]] for i in idx], dtype=torch.int64)
     entry = {"classes": classes, "source": str(location.resolve())}
     if split is None:
         return {**entry, "x": x, "y": y}
+    train_classes = {names[i] for i in idx if split[i] == "train"}
+    test_only = sorted({names[i] for i in idx if split[i] != "train"} - train_classes)
+    if test_only:
+        test_dir = next(parts[i][-3] for i in idx if split[i] != "train")
+        raise ValueError(f"image folder {location}: class {test_only[0]!r} has images in {test_dir}/ but none in "
+                         f"train/ ({len(test_only)} such class(es): {test_only[:10]}); every class needs training "
+                         f"images (add train/{test_only[0]}/ or remove {test_dir}/{test_only[0]}/)")
     is_train = torch.tensor([split[i] == "train" for i in idx])
+    sizes = {s: _common_size([a for a, i in zip(arrays, idx) if (split[i] == "train") == (s == "train")])
+             for s in ("train", "test") if any((split[i] == "train") == (s == "train") for i in idx)}
+    if len(set(sizes.values())) > 1:
+        (tw, th), (sw, sh) = sizes["train"], sizes["test"]
+        w, h = _common_size(arrays)
+        entry["warnings"] = [f"image folder {location}: training images are mostly {tw}x{th} but test images "
+                             f"mostly {sw}x{sh}; all images resized to {w}x{h}"]
     return {**entry, "x_train": x[is_train], "y_train": y[is_train], "x_test": x[~is_train], "y_test": y[~is_train]}
 
 

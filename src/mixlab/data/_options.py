@@ -126,7 +126,9 @@ def corrupt_labels(y: torch.Tensor, label_noise: float, num_classes: int, *, gen
 def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Exact per-channel mean and std (population) of ``x / 255`` for uint8 images ``(N, C, H, W)``.
 
-    Computed from a 256-bin histogram per channel, so it needs no float copy of the data.
+    Computed from a 256-bin histogram per channel, so it needs no float copy of the data. A
+    constant channel (std 0) gets std 1, as ``standardise`` does for a constant column, so that
+    normalising by it never divides by zero.
     """
     values = torch.arange(256, dtype=torch.float64) / 255.0
     means, stds = [], []
@@ -136,7 +138,8 @@ def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]
         mean = (counts * values).sum() / total
         var = (counts * (values - mean) ** 2).sum() / total
         means.append(float(mean))
-        stds.append(float(var.sqrt()))
+        std = float(var.sqrt())
+        stds.append(std if std > 0 else 1.0)
     return tuple(means), tuple(stds)
 
 

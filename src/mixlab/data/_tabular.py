@@ -7,6 +7,7 @@ the seeded stratified split. Features stay raw float64 here: standardisation wit
 from __future__ import annotations
 
 import csv
+import math
 import os
 from pathlib import Path
 
@@ -63,6 +64,21 @@ def _parse_float(text: str, path: Path, row: int, column: str) -> float:
                          f"got {text!r} (only the label column may hold text)") from None
 
 
+def _canonical_label(text: str) -> tuple[str, bool | None]:
+    """``(class name, is_integer)``: a number is written canonically, so ``1``, ``1.0``, ``01`` and
+    ``1e0`` are one class ``"1"``; ``is_integer`` is None for text. NaN / infinity give ``("", None)``
+    (a missing value)."""
+    try:
+        v = float(text)
+    except ValueError:
+        return text, None
+    if not math.isfinite(v):
+        return "", None
+    if v.is_integer():
+        return str(int(v)), True
+    return repr(v), False
+
+
 def _label_names(raw: list[str]) -> tuple[list[str], dict[str, int]]:
     """Sorted distinct labels (numerically when all are numbers) and their ids 0..n-1."""
     distinct = set(raw)
@@ -71,6 +87,23 @@ def _label_names(raw: list[str]) -> tuple[list[str], dict[str, int]]:
     except ValueError:
         order = sorted(distinct)
     return order, {name: i for i, name in enumerate(order)}
+
+
+def _check_label_column(path: Path, label_column: str, header: list[str], raw: list[str], labels: list[str],
+                        integer: list) -> None:
+    """Refuse a label column that looks continuous: a non-integer number in an all-number column, or
+    more distinct values than half the rows."""
+    how = (f"pick the label column with label_column='<name>' (CLI: --data-dir '{path}::<name>'); "
+           f"columns: {header}")
+    if all(i is not None for i in integer) and not all(integer):
+        r = integer.index(False)
+        raise ValueError(f"CSV {path}: label column {label_column!r} looks continuous: row {r + 2} holds the "
+                         f"non-integer number {raw[r]!r}; class labels must be names or integers; {how}")
+    distinct = len(set(labels))
+    if distinct > len(labels) / 2:
+        raise ValueError(f"CSV {path}: label column {label_column!r} has {distinct} distinct values in "
+                         f"{len(labels)} rows (more than half the rows), so it looks continuous or like an "
+                         f"identifier, not a class label; {how}")
 
 
 def load_csv(path: Path, label_column: str | None) -> dict:
@@ -83,7 +116,15 @@ def load_csv(path: Path, label_column: str | None) -> dict:
 
     Returns:
         ``{"x": float64 (N, F), "y": int64 (N,), "classes", "source", "features"}``; labels are
-        the sorted distinct values of the label column mapped to 0..n-1.
+        the sorted distinct values of the label column mapped to 0..n-1. Numbers are class
+        *names* here, written canonically (``1``, ``1.0`` and ``01`` are the one class ``"1"``;
+        ``-1``/``1`` are two classes ``"-1"``, ``"1"``), so no label can fall outside
+        ``0..n-1``.
+
+    Raises:
+        ValueError (naming the file, and the row or column): an empty, NaN or infinite label
+        cell; a label column that looks continuous (a non-integer number when every label is a
+        number, or more distinct values than half the rows), with how to pick another column.
     """
     if not path.is_file():
         raise FileNotFoundError(f"dataset 'csv': no file at {path}. Pass data_dir='path/to/file.csv' "
@@ -105,15 +146,23 @@ def load_csv(path: Path, label_column: str | None) -> dict:
     features = [h for i, h in enumerate(header) if i != li]
     if not features:
         raise ValueError(f"CSV {path}: no feature columns besides the label column {label_column!r}")
-    xs, labels = [], []
+    xs, labels, raw, integer = [], [], [], []
     for r, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):
             raise ValueError(f"CSV {path}: row {r} has {len(row)} fields, the header has {len(header)}")
-        labels.append(row[li].strip())
+        cell = row[li].strip()
+        label, is_int = _canonical_label(cell)
+        if not label:
+            raise ValueError(f"CSV {path}: row {r}, label column {label_column!r}: expected a class label, got "
+                             f"{'an empty cell' if not cell else repr(cell)} (a missing label); fill or drop the row")
+        raw.append(cell)
+        labels.append(label)
+        integer.append(is_int)
         xs.append([_parse_float(v, path, r, header[i]) for i, v in enumerate(row) if i != li])
     x = torch.tensor(xs, dtype=torch.float64)
     if not torch.isfinite(x).all():
         raise ValueError(f"CSV {path}: features hold NaN or infinite values; fill or drop them first")
+    _check_label_column(path, label_column, header, raw, labels, integer)
     classes, ids = _label_names(labels)
     y = torch.tensor([ids[v] for v in labels], dtype=torch.int64)
     return {"x": x, "y": y, "classes": classes, "source": str(path.resolve()), "features": features}

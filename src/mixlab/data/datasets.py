@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -49,7 +50,8 @@ class DataSplits:
         y_train: int64 ``(N,)`` labels in ``0..num_classes-1`` (after ``label_noise``, if any).
         x_test, y_test: the same for the test split (labels never corrupted).
         classes: class names; index = label.
-        mean, std: per-channel mean and std of ``x_train / 255`` for images, None for tabular.
+        mean, std: per-channel mean and std of ``x_train / 255`` for images (a constant channel
+            gets std 1, never 0), None for tabular.
         kind: ``"image"`` or ``"tabular"``.
         source: where the data was read from.
         noisy_mask: bool ``(N,)``, True where ``label_noise`` changed the training label
@@ -111,7 +113,7 @@ def _read_idx(classes: list[str]):
         files = find_idx_files(location)
 
         def build():
-            entry = {k: torch.from_numpy(v) for k, v in load_idx_dir(files).items()}
+            entry = {k: torch.from_numpy(v) for k, v in load_idx_dir(files, num_classes=len(classes)).items()}
             return {**entry, "classes": list(classes), "source": str(location.resolve())}
         return cached("idx", {"files": source_signature(files.values())}, build, cache_dir)
     return read
@@ -245,6 +247,83 @@ def _read(name, data_dir, cache_dir, label_regex, label_column) -> dict:
     return _SPECS[name].read(location, cache_dir=cache_dir, label_regex=label_regex, label_column=label_column)
 
 
+def _where(name: str, entry: dict) -> str:
+    return f"dataset {name!r} ({entry['source']})"
+
+
+def _check_entry(name: str, entry: dict, kind: str) -> None:
+    """What every reader must deliver, checked on every load (cache hits too); the readers' own checks
+    name the offending file, this one the source. Labels int64 in ``0..len(classes)-1``, no empty
+    split, images at least 1x1 and of one size in both splits, no class only in the test split."""
+    where, n = _where(name, entry), len(entry["classes"])
+    if n < 1:
+        raise ValueError(f"{where}: no classes; expected at least one")
+    if "x" in entry:
+        pairs = [("data", entry["x"], entry["y"])]
+    else:
+        pairs = [("training split", entry["x_train"], entry["y_train"]),
+                 ("test split", entry["x_test"], entry["y_test"])]
+    for what, x, y in pairs:
+        if y.dtype != torch.int64 or y.ndim != 1 or len(y) != len(x):
+            raise ValueError(f"{where}: {what}: expected int64 labels (N,) for {len(x)} rows, got {y.dtype} "
+                             f"{tuple(y.shape)}")
+        if len(y) == 0:
+            raise ValueError(f"{where}: the {what} holds no examples; expected at least one")
+        if kind == "image" and (x.ndim != 4 or x.shape[2] < 1 or x.shape[3] < 1):
+            raise ValueError(f"{where}: {what}: images of shape {tuple(x.shape[1:])}; expected (C, H, W) with "
+                             "H and W at least 1")
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= n:
+            raise ValueError(f"{where}: {what}: labels span {lo}..{hi}; expected 0..{n - 1} ({n} classes)")
+    if "x" not in entry:
+        if entry["x_train"].shape[1:] != entry["x_test"].shape[1:]:
+            raise ValueError(f"{where}: training inputs are {tuple(entry['x_train'].shape[1:])} but test inputs "
+                             f"{tuple(entry['x_test'].shape[1:])}; both splits must have one shape")
+        only = _only_in_test(entry["y_train"], entry["y_test"])
+        if only:
+            raise ValueError(f"{where}: class {entry['classes'][only[0]]!r} is in the test split but has no training "
+                             f"example ({len(only)} such class(es)); every class needs training examples")
+
+
+def _only_in_test(y_train: torch.Tensor, y_test: torch.Tensor) -> list[int]:
+    """Class ids with test examples and no training example."""
+    return sorted(set(torch.unique(y_test).tolist()) - set(torch.unique(y_train).tolist()))
+
+
+def _check_split(where: str, y: torch.Tensor, y_train, y_test, names, test_fraction) -> None:
+    """The seeded split must leave both sides non-empty and every test class some training rows."""
+    sizes = torch.bincount(y)
+    largest = int(sizes.max())
+    if len(y_test) == 0:
+        raise ValueError(f"{where}: test_fraction={test_fraction} leaves the test split empty (round(test_fraction "
+                         f"* n) is 0 for every class; largest class: {largest} examples); use a larger test_fraction "
+                         "or more data")
+    if len(y_train) == 0:
+        raise ValueError(f"{where}: test_fraction={test_fraction} leaves the training split empty (every example "
+                         f"goes to the test split; largest class: {largest} examples); use a smaller test_fraction "
+                         "or more data")
+    only = _only_in_test(y_train, y_test)
+    if only:
+        c = only[0]
+        raise ValueError(f"{where}: test_fraction={test_fraction} puts all {int(sizes[c])} example(s) of class "
+                         f"{names[c]!r} in the test split, leaving it no training example ({len(only)} such "
+                         "class(es)); use a smaller test_fraction or add examples of that class")
+
+
+def _check_classes(where: str, classes, y_train, y_test, names) -> None:
+    """Every selected class has training examples, and the test split keeps some example."""
+    ids = classes.tolist() if hasattr(classes, "tolist") else list(classes)
+    have = set(torch.unique(y_train).tolist())
+    missing = [c for c in ids if c not in have]
+    if missing:
+        raise ValueError(f"{where}: classes={ids}: class {missing[0]} ({names[missing[0]]!r}) has no training "
+                         f"example; every selected class needs training data (classes with training examples: "
+                         f"{sorted(have)})")
+    if not bool(torch.isin(y_test, torch.tensor(ids, dtype=y_test.dtype)).any()):
+        raise ValueError(f"{where}: classes={ids}: the test split holds no example of these classes, so it "
+                         f"would be empty (classes in the test split: {sorted(set(torch.unique(y_test).tolist()))})")
+
+
 def _check_call(name, label_regex, label_column, label_noise, test_fraction, seed):
     if name not in _SPECS:
         raise ValueError(f"name must be one of {', '.join(DATASETS)}; got {name!r}")
@@ -298,22 +377,48 @@ def load_dataset(
     Raises:
         FileNotFoundError: the dataset is not where it was looked for; the message says where
             that was and how to get it.
-        ValueError: a bad option value (the message names the option) or a corrupt file.
+        ValueError: a bad option value (the message names the option) or a corrupt or
+            unusable file (the message names it): labels outside ``0..num_classes-1``, an
+            empty train or test split (also one left empty by ``test_fraction``, ``classes``),
+            a class with test examples but no training example (also when ``test_fraction``
+            or ``classes`` makes it so), images of zero height or width, or of different sizes
+            in the train and test IDX files, and the checks of each reader (see ``_idx.py``,
+            ``_cifar.py``, ``_images.py``, ``_tabular.py``).
+        TypeError: labels of the wrong type in a file (e.g. float or string CIFAR labels,
+            float IDX labels).
+
+    Warns:
+        UserWarning: ``train_size`` left some class of the test split without a training
+            example (training goes on: the subset was asked for); the train and test images
+            of a ``{train,test}`` image tree have different sizes (all are resized to one).
     """
     _check_call(name, label_regex, label_column, label_noise, test_fraction, seed)
     entry = _read(name, data_dir, cache_dir, label_regex, label_column)
     kind, names = _SPECS[name].kind, list(entry["classes"])
+    for message in entry.get("warnings", ()):  # kept in the cache entry, so repeated on cache hits
+        warnings.warn(message, stacklevel=2)
+    _check_entry(name, entry, kind)
+    where = _where(name, entry)
     if "x" in entry:
         tr, te = opt.stratified_split(entry["y"], test_fraction, generator=opt.seeded_generator(seed, "split"))
         x_train, y_train, x_test, y_test = entry["x"][tr], entry["y"][tr], entry["x"][te], entry["y"][te]
+        _check_split(where, entry["y"], y_train, y_test, names, test_fraction)
     else:
         x_train, y_train, x_test, y_test = entry["x_train"], entry["y_train"], entry["x_test"], entry["y_test"]
     if classes is not None:
-        x_train, y_train, _ = opt.select_classes(x_train, y_train, classes, names)
+        full_names = names
+        x_train, y_train_sel, _ = opt.select_classes(x_train, y_train, classes, names)  # validates the ids
+        _check_classes(where, classes, y_train, y_test, full_names)
+        y_train = y_train_sel
         x_test, y_test, names = opt.select_classes(x_test, y_test, classes, names)
     if train_size is not None:
         x_train, y_train = opt.subset_train(x_train, y_train, train_size,
                                             generator=opt.seeded_generator(seed, "train_size"))
+        lost = _only_in_test(y_train, y_test)
+        if lost:
+            warnings.warn(f"{where}: train_size={train_size}: the training subset has no example of class(es) "
+                          f"{[names[c] for c in lost[:10]]} ({len(lost)} of {len(names)}) that the test split holds; "
+                          "those test examples cannot be learned (use a larger train_size)", stacklevel=2)
     noisy_mask = y_clean = None
     if label_noise > 0:
         y_clean = y_train

@@ -1,0 +1,543 @@
+"""The lab refuses bad data at load time: each case builds a tiny bad file here and checks the
+exception type and that the one-line message names the file (or option) and what came.
+
+Numbered as in the issue "the lab refuses bad data before it trains":
+1 labels out of range, 2 empty splits, 3 image sizes, 4 a class only in the test split,
+5 CIFAR label types / batches.meta, 6 CSV label column, 7 optional label_regex group,
+8 decompression bombs and oversized tar members, 9 zero-variance channels,
+10 crafted CIFAR pickles that decode larger than the file, 11 cache key content hash.
+"""
+from __future__ import annotations
+
+import codecs
+import io
+import os
+import pickle
+import struct
+import tarfile
+import time
+import tracemalloc
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from mixlab.data import load_dataset
+from mixlab.data import _cache, _images
+from mixlab.data import _cifar as cifar_mod
+from mixlab.data._idx import write_idx
+
+# ----- helpers ---------------------------------------------------------------------------------
+
+IDX = {"x_train": "train-images-idx3-ubyte", "y_train": "train-labels-idx1-ubyte",
+       "x_test": "t10k-images-idx3-ubyte", "y_test": "t10k-labels-idx1-ubyte"}
+
+
+def _idx_set(folder, *, y_train=None, y_test=None, x_train=None, x_test=None):
+    """Four plain IDX files: 12 train / 6 test images of 5x5, labels i % 10 unless given."""
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x_train": rng.integers(0, 256, (12, 5, 5), dtype=np.uint8) if x_train is None else x_train,
+        "y_train": (np.arange(12) % 10).astype(np.uint8) if y_train is None else y_train,
+        "x_test": rng.integers(0, 256, (6, 5, 5), dtype=np.uint8) if x_test is None else x_test,
+        "y_test": (np.arange(6) % 10).astype(np.uint8) if y_test is None else y_test,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for role, a in arrays.items():
+        write_idx(folder / IDX[role], a)
+    return folder
+
+
+_CIFAR_NAMES = [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]
+
+
+def _cifar(folder, labels=None, meta=None, per_batch=4):
+    """Six pickled batches of ``per_batch`` rows; ``labels`` maps a batch name to its label list."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(_CIFAR_NAMES):
+        data = np.full((per_batch, 3072), i, dtype=np.uint8)
+        lab = (labels or {}).get(name, [j % 4 for j in range(per_batch)])
+        (folder / name).write_bytes(pickle.dumps({"data": data, "labels": lab}, protocol=2))
+    if meta is not None:
+        (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
+    return folder
+
+
+def _png(path, value=0, size=(6, 4), noise=False):
+    from PIL import Image
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.full((size[1], size[0], 3), value, np.uint8)
+    if noise:
+        arr[...] = np.random.default_rng(value).integers(0, 256, arr.shape, dtype=np.uint8)
+    Image.fromarray(arr).save(path, format="PNG")
+
+
+def _png_header(w, h):
+    """A PNG whose header claims ``w`` x ``h`` grey pixels and holds no pixel data."""
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+def _csv(path, header, rows):
+    path.write_text(header + "\n" + "".join(r + "\n" for r in rows))
+    return path
+
+
+# ----- 1. labels outside [0, num_classes) ------------------------------------------------------
+
+def test_1_idx_label_out_of_range(tmp_path):
+    d = _idx_set(tmp_path / "mn", y_train=np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1], np.uint8))
+    with pytest.raises(ValueError, match=r"IDX file .*train-labels-idx1-ubyte: label 10 at index 10 is outside "
+                                         r"0\.\.9 \(10 classes"):
+        load_dataset("mnist", data_dir=d, cache_dir=False)
+
+
+def test_1_idx_float_labels_are_a_type_error(tmp_path):
+    d = _idx_set(tmp_path / "mn", y_test=np.arange(6, dtype=np.float32))
+    with pytest.raises(TypeError, match=r"t10k-labels-idx1-ubyte: labels must be integers, got float32"):
+        load_dataset("mnist", data_dir=d, cache_dir=False)
+
+
+@pytest.mark.parametrize("bad", [12, -1])
+def test_1_cifar_label_out_of_range(tmp_path, bad):
+    c = _cifar(tmp_path / "c", labels={"data_batch_2": [0, 1, bad, 3]})
+    with pytest.raises(ValueError, match=rf"CIFAR file .*data_batch_2: label {bad} at row 2 is outside 0\.\.9"):
+        load_dataset("cifar10", data_dir=c, cache_dir=False)
+
+
+def test_1_csv_numbers_are_class_names_so_never_out_of_range(tmp_path):
+    """CSV labels are names mapped to 0..n-1 (documented): -1/1 are two classes, not an out-of-range -1."""
+    path = _csv(tmp_path / "t.csv", "a,y", [f"{i},{1 if i % 2 else -1}" for i in range(20)])
+    d = load_dataset("csv", data_dir=path, cache_dir=False)
+    assert d.classes == ["-1", "1"] and set(torch.cat([d.y_train, d.y_test]).tolist()) == {0, 1}
+
+
+def test_1_safety_net_checks_every_reader(monkeypatch):
+    """A reader that delivers out-of-range labels is caught by load_dataset itself, naming the source."""
+    from mixlab.data import datasets
+    bad = {"x": torch.zeros(10, 2, dtype=torch.float64), "y": torch.arange(10) % 6, "classes": ["a", "b", "c"],
+           "source": "fake-source"}
+    monkeypatch.setattr(datasets, "load_sklearn", lambda name: bad)
+    with pytest.raises(ValueError, match=r"dataset 'iris' \(fake-source\): data: labels span 0\.\.5; expected 0\.\.2"):
+        load_dataset("iris")
+
+
+# ----- 2. empty train or test splits -----------------------------------------------------------
+
+def test_2_idx_empty_test_file(tmp_path):
+    d = _idx_set(tmp_path / "mn", x_test=np.zeros((0, 5, 5), np.uint8), y_test=np.zeros(0, np.uint8))
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte: holds 0 images; expected at least one test image"):
+        load_dataset("mnist", data_dir=d, cache_dir=False)
+
+
+def test_2_cifar_empty_test_batch(tmp_path):
+    c = _cifar(tmp_path / "c")
+    (c / "test_batch").write_bytes(pickle.dumps({"data": np.zeros((0, 3072), np.uint8), "labels": []}))
+    with pytest.raises(ValueError, match=r"test_batch: the test batch holds no rows"):
+        load_dataset("cifar10", data_dir=c, cache_dir=False)
+
+
+def test_2_test_fraction_leaves_test_empty(tmp_path):
+    path = _csv(tmp_path / "t.csv", "a,y", ["1,x", "2,x", "3,z", "4,z"])
+    with pytest.raises(ValueError, match=r"t\.csv\): test_fraction=0\.2 leaves the test split empty"):
+        load_dataset("csv", data_dir=path, test_fraction=0.2)
+
+
+def test_2_test_fraction_leaves_train_empty(tmp_path):
+    path = _csv(tmp_path / "t.csv", "a,y", ["1,x", "2,x", "3,z", "4,z"])
+    with pytest.raises(ValueError, match=r"t\.csv\): test_fraction=0\.9 leaves the training split empty"):
+        load_dataset("csv", data_dir=path, test_fraction=0.9)
+
+
+def test_2_classes_leave_test_empty(tmp_path):
+    d = _idx_set(tmp_path / "mn")  # test labels 0..5
+    with pytest.raises(ValueError, match=r"classes=\[7, 8\]: the test split holds no example of these classes"):
+        load_dataset("mnist", data_dir=d, classes=[7, 8], cache_dir=False)
+
+
+def test_2_classes_without_training_examples(tmp_path):
+    d = _idx_set(tmp_path / "mn", y_train=(np.arange(12) % 9).astype(np.uint8))  # no 9 in train (nor test)
+    with pytest.raises(ValueError, match=r"classes=\[2, 9\]: class 9 \('9'\) has no training example"):
+        load_dataset("mnist", data_dir=d, classes=[2, 9], cache_dir=False)
+
+
+def test_2_train_size_losing_a_class_warns():
+    pytest.importorskip("sklearn")
+    with pytest.warns(UserWarning, match=r"dataset 'digits' .*train_size=3: the training subset has no example of "
+                                         r"class\(es\)"):
+        d = load_dataset("digits", train_size=3)
+    assert len(d.y_train) == 3
+
+
+# ----- 3. zero-size images; train and test of different sizes ----------------------------------
+
+def test_3_idx_zero_width_images(tmp_path):
+    d = _idx_set(tmp_path / "mn", x_train=np.zeros((12, 5, 0), np.uint8))
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte: images of 5x0 pixels \(H x W\); expected a height "
+                                         r"and width of at least 1"):
+        load_dataset("mnist", data_dir=d, cache_dir=False)
+
+
+def test_3_idx_train_and_test_sizes_differ(tmp_path):
+    d = _idx_set(tmp_path / "mn", x_test=np.zeros((6, 6, 7), np.uint8))
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte: test images are 6x7 \(H x W\) but the training "
+                                         r"images in train-images-idx3-ubyte are 5x5"):
+        load_dataset("mnist", data_dir=d, cache_dir=False)
+
+
+def test_3_zero_height_png_named(tmp_path):
+    pytest.importorskip("PIL")
+    for c in "ab":
+        for i in range(3):
+            _png(tmp_path / "t" / c / f"{i}.png", i)
+    (tmp_path / "t" / "b" / "flat.png").write_bytes(_png_header(5, 0))
+    with pytest.raises(ValueError, match=r"image b/flat\.png: cannot be decoded"):
+        load_dataset("folder", data_dir=tmp_path / "t", cache_dir=False)
+
+
+def test_3_image_tree_train_test_sizes_differ_warns(tmp_path):
+    pytest.importorskip("PIL")
+    for c in "ab":
+        for i in range(3):
+            _png(tmp_path / "t" / "train" / c / f"{i}.png", i, size=(6, 4))
+            _png(tmp_path / "t" / "test" / c / f"{i}.png", i, size=(8, 8))
+    _png(tmp_path / "t" / "train" / "a" / "extra.png", 9, size=(6, 4))
+    with pytest.warns(UserWarning, match=r"image folder .*: training images are mostly 6x4 but test images mostly "
+                                         r"8x8; all images resized to 6x4"):
+        d = load_dataset("folder", data_dir=tmp_path / "t", cache_dir=tmp_path / "cache")
+    assert d.x_test.shape[2:] == d.x_train.shape[2:] == (4, 6)
+    with pytest.warns(UserWarning, match="resized to 6x4"):  # repeated on a cache hit
+        load_dataset("folder", data_dir=tmp_path / "t", cache_dir=tmp_path / "cache")
+
+
+# ----- 4. a class present only in the test split: an error ------------------------------------
+
+def test_4_idx_class_only_in_test(tmp_path):
+    d = _idx_set(tmp_path / "mn", y_train=(np.arange(12) % 5).astype(np.uint8))  # train 0..4, test 0..5
+    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte: class 5 is in the test labels but not in the "
+                                         r"training labels"):
+        load_dataset("mnist", data_dir=d, cache_dir=False)
+
+
+def test_4_cifar_class_only_in_test(tmp_path):
+    c = _cifar(tmp_path / "c", labels={"test_batch": [0, 1, 2, 7]})
+    with pytest.raises(ValueError, match=r"test_batch: class 7 \('horse'\) is in the test batch but in no training"):
+        load_dataset("cifar10", data_dir=c, cache_dir=False)
+
+
+def test_4_image_tree_class_only_in_test(tmp_path):
+    pytest.importorskip("PIL")
+    for i in range(2):
+        _png(tmp_path / "t" / "train" / "cat" / f"{i}.png", i)
+        _png(tmp_path / "t" / "test" / "cat" / f"{i}.png", i)
+        _png(tmp_path / "t" / "test" / "zebra" / f"{i}.png", i)
+    with pytest.raises(ValueError, match=r"image folder .*t: class 'zebra' has images in test/ but none in train/"):
+        load_dataset("folder", data_dir=tmp_path / "t", cache_dir=False)
+
+
+def test_4_test_fraction_puts_a_whole_class_in_test(tmp_path):
+    path = _csv(tmp_path / "t.csv", "a,y", [f"{i},{c}" for i, c in enumerate("aaaabbbbc")])
+    with pytest.raises(ValueError, match=r"test_fraction=0\.6 puts all 1 example\(s\) of class 'c' in the test split"):
+        load_dataset("csv", data_dir=path, test_fraction=0.6)
+
+
+# ----- 5. CIFAR label types and batches.meta ---------------------------------------------------
+
+@pytest.mark.parametrize("bad,shown", [(1.0, "float 1.0"), ("3", "str '3'"), (None, "NoneType None")])
+def test_5_cifar_labels_wrong_type(tmp_path, bad, shown):
+    c = _cifar(tmp_path / "c", labels={"data_batch_4": [0, 1, bad, 3]})
+    with pytest.raises(TypeError, match=rf"CIFAR file .*data_batch_4: labels must be integers, got {shown} at index 2"):
+        load_dataset("cifar10", data_dir=c, cache_dir=False)
+
+
+def test_5_cifar_float_label_array(tmp_path):
+    c = _cifar(tmp_path / "c", labels={"test_batch": np.array([0.0, 1.0, 2.0, 3.0])})
+    with pytest.raises(TypeError, match=r"test_batch: labels must be integers, got a float64 array"):
+        load_dataset("cifar10", data_dir=c, cache_dir=False)
+
+
+def test_5_cifar_meta_class_count_mismatch(tmp_path):
+    c = _cifar(tmp_path / "c", meta={"label_names": ["a", "b", "c"]})  # labels 0..3
+    with pytest.raises(ValueError, match=r"batches\.meta: lists 3 class names \(label_names\) but .*data_batch_1 holds "
+                                         r"label 3"):
+        load_dataset("cifar10", data_dir=c, cache_dir=False)
+
+
+def test_5_cifar_meta_without_label_names(tmp_path):
+    c = _cifar(tmp_path / "c", meta={"num_vis": 3072})
+    with pytest.raises(ValueError, match=r"batches\.meta: expected 'label_names'"):
+        load_dataset("cifar10", data_dir=c, cache_dir=False)
+
+
+def test_5_cifar_meta_names_used(tmp_path):
+    c = _cifar(tmp_path / "c", meta={"label_names": ["a", "b", "c", "d"]})
+    assert load_dataset("cifar10", data_dir=c, cache_dir=False).classes == ["a", "b", "c", "d"]
+
+
+# ----- 6. CSV label column ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("cell,shown", [("", "an empty cell"), ("NaN", "'NaN'")])
+def test_6_csv_missing_label(tmp_path, cell, shown):
+    path = _csv(tmp_path / "t.csv", "a,b,label", ["1,2,x", f"3,4,{cell}", "5,6,y"])
+    with pytest.raises(ValueError, match=rf"CSV .*t\.csv: row 3, label column 'label': expected a class label, got "
+                                         rf"{shown}"):
+        load_dataset("csv", data_dir=path)
+
+
+def test_6_csv_one_and_one_point_zero_are_one_class(tmp_path):
+    cells = ["1", "1.0", "0", "0.0", "01", "1e0"]
+    path = _csv(tmp_path / "t.csv", "a,y", [f"{i},{cells[i % 6]}" for i in range(24)])
+    d = load_dataset("csv", data_dir=path)
+    assert d.classes == ["0", "1"]
+    x = torch.cat([d.x_train, d.x_test])[:, 0]
+    y = torch.cat([d.y_train, d.y_test])[x.argsort()]
+    assert y.tolist() == [0 if cells[i % 6] in ("0", "0.0") else 1 for i in range(24)]
+
+
+def test_6_csv_continuous_label_non_integer(tmp_path):
+    path = _csv(tmp_path / "t.csv", "a,price", [f"{i},{i % 3 + 0.25}" for i in range(60)])
+    with pytest.raises(ValueError, match=r"t\.csv: label column 'price' looks continuous: row 2 holds the non-integer "
+                                         r"number '0\.25'.*label_column="):
+        load_dataset("csv", data_dir=path)
+
+
+def test_6_csv_too_many_distinct_labels(tmp_path):
+    path = _csv(tmp_path / "t.csv", "a,id", [f"{i % 4},{1000 + i}" for i in range(60)])
+    with pytest.raises(ValueError, match=r"label column 'id' has 60 distinct values in 60 rows \(more than half the "
+                                         r"rows\).*label_column='<name>' \(CLI: --data-dir '.*t\.csv::<name>'\)"):
+        load_dataset("csv", data_dir=path)
+    d = load_dataset("csv", data_dir=f"{path}::a")  # the suggested fix works (features need not be classes)
+    assert d.classes == ["0", "1", "2", "3"]
+
+
+# ----- 7. an optional label_regex group that takes no part in the match -----------------------
+
+def test_7_regex_group_none(tmp_path):
+    pytest.importorskip("PIL")
+    for n in ("cat_1.png", "cat_2.png", "dog_3.png", "dog_4.png", "17.png"):
+        _png(tmp_path / "im" / n, 0)
+    with pytest.raises(ValueError, match=r"label_regex .* matches the file name '17\.png' \(in .*im\) but group 1 "
+                                         r"takes no part in the match"):
+        load_dataset("folder", data_dir=tmp_path / "im", label_regex=r"^(?:([a-z]+)_)?\d+\.png$", cache_dir=False)
+
+
+# ----- 8. decompression bombs and oversized tar members ----------------------------------------
+
+def _tree_with(tmp_path, odd_name, odd_bytes):
+    for c in "ab":
+        for i in range(2):
+            _png(tmp_path / "t" / c / f"{i}.png", i, size=(4, 4))
+    (tmp_path / "t" / "a" / odd_name).write_bytes(odd_bytes)
+    return tmp_path / "t"
+
+
+def test_8_decompression_bomb_header_refused_fast(tmp_path):
+    pytest.importorskip("PIL")
+    t = _tree_with(tmp_path, "bomb.png", _png_header(100_000, 100_000))  # 10 G pixels claimed, 60 bytes
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"image a/bomb\.png: .*decompression bomb \(limit PIL\.Image\.MAX_IMAGE_"):
+        load_dataset("folder", data_dir=t, cache_dir=False)
+    assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize("side", [12, 20])  # 144 pixels: Pillow only warns; 400 > 2 x limit: Pillow raises
+def test_8_decompression_bomb_warning_becomes_error(tmp_path, monkeypatch, side):
+    Image = pytest.importorskip("PIL.Image")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((side, side), np.uint8)).save(buf, format="PNG")
+    t = _tree_with(tmp_path, "big.png", buf.getvalue())
+    with pytest.raises(ValueError, match=r"image a/big\.png: .*decompression bomb \(limit PIL\.Image\.MAX_IMAGE_PIXELS "
+                                         r"= 100 pixels\)"):
+        load_dataset("folder", data_dir=t, cache_dir=False)
+
+
+def test_8_tar_member_above_cap(tmp_path, monkeypatch):
+    pytest.importorskip("PIL")
+    monkeypatch.setattr(_images, "MAX_MEMBER_BYTES", 2000)
+    t = _tree_with(tmp_path, "big.png", b"\x89PNG" + bytes(5000))
+    tar = tmp_path / "t.tar.gz"
+    with tarfile.open(tar, "w:gz") as tf:
+        tf.add(t, arcname="t")
+    with pytest.raises(ValueError, match=r"tarball .*t\.tar\.gz: member 't/a/big\.png': 5004 bytes .*above the "
+                                         r"limit of 2000 bytes"):
+        load_dataset("folder", data_dir=tar, cache_dir=False)
+
+
+def test_8_cifar_member_and_file_above_cap(tmp_path, monkeypatch):
+    c = _cifar(tmp_path / "src" / "cifar-10-batches-py")
+    tar = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(tar, "w:gz") as tf:
+        tf.add(c, arcname="cifar-10-batches-py")
+    monkeypatch.setattr(_images, "MAX_MEMBER_BYTES", 10_000)  # a batch of 4 rows is ~12 kB
+    with pytest.raises(ValueError, match=r"CIFAR tarball .*: member 'cifar-10-batches-py/data_batch_1': \d+ bytes "
+                                         r".*above the limit of 10000 bytes"):
+        load_dataset("cifar10", data_dir=tar, cache_dir=False)
+    with pytest.raises(ValueError, match=r"CIFAR file .*data_batch_1: \d+ bytes .*above the limit of 10000 bytes"):
+        load_dataset("cifar10", data_dir=c, cache_dir=False)
+
+
+# ----- 9. zero-variance channels: std 1, never 0 or NaN ----------------------------------------
+
+def test_9_constant_image_channels_get_std_one(tmp_path):
+    pytest.importorskip("PIL")
+    for c in "ab":
+        for i in range(3):
+            _png(tmp_path / "t" / c / f"{i}.png", 77)  # every pixel of every channel is 77
+    d = load_dataset("folder", data_dir=tmp_path / "t", cache_dir=False, test_fraction=0.34)
+    assert d.std == (1.0, 1.0, 1.0) and d.mean == pytest.approx((77 / 255,) * 3)
+    norm = (d.x_train.float() / 255 - torch.tensor(d.mean).view(1, 3, 1, 1)) / torch.tensor(d.std).view(1, 3, 1, 1)
+    assert bool(torch.isfinite(norm).all())
+
+
+def test_9_constant_idx_images(tmp_path):
+    d = _idx_set(tmp_path / "mn", x_train=np.zeros((12, 5, 5), np.uint8))
+    assert load_dataset("mnist", data_dir=d, cache_dir=False).std == (1.0,)
+
+
+# ----- 10. crafted CIFAR pickles that decode far larger than the file --------------------------
+
+class _Strided:
+    """Pickles as numpy.ndarray(shape, dtype, buffer, 0, zero strides): a tiny file, a huge view."""
+
+    def __init__(self, shape, dtype, itemsize):
+        self.args = (shape, np.dtype(dtype), b"\x00" * itemsize, 0, (0,) * len(shape))
+
+    def __reduce__(self):
+        return (np.ndarray, self.args)
+
+
+def _zero_stride_batch():
+    return pickle.dumps({"data": _Strided((100_000, 3072), "u1", 1), "labels": _Strided((100_000,), "i8", 8)},
+                        protocol=2)
+
+
+def test_10_zero_stride_arrays_refused_quickly_without_allocating(tmp_path):
+    blob = _zero_stride_batch()
+    assert len(blob) < 1000
+    plain = pickle.loads(blob)  # what a plain unpickler makes of it: 100,000 images from 1 byte
+    assert plain["data"].shape == (100_000, 3072) and plain["data"].strides == (0, 0)
+    folder = tmp_path / "c"
+    folder.mkdir()
+    for name in _CIFAR_NAMES:  # six tiny files that used to decode as 600,000 images (2.8 GB concatenated)
+        (folder / name).write_bytes(blob)
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(pickle.UnpicklingError, match=r"CIFAR file .*data_batch_1: refusing to call numpy\.ndarray "
+                                                         r"directly"):
+            load_dataset("cifar10", data_dir=folder, cache_dir=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - start < 5 and peak < 20 * 2**20
+
+
+class _BigReconstruct:
+    def __reduce__(self):
+        return (_reconstruct_fn(), (np.ndarray, (100_000, 3072), b"b"))
+
+
+def _reconstruct_fn():
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+class _HexBomb:
+    def __reduce__(self):
+        return (codecs.encode, (b"\x00" * 64, "hex"))
+
+
+@pytest.mark.parametrize("obj,message", [
+    (_BigReconstruct(), r"refusing numpy _reconstruct\(ndarray, shape \(100000, 3072\)\)"),
+    (_HexBomb(), r"refusing _codecs\.encode\(bytes, 'hex'\)"),
+])
+def test_10_other_amplifying_calls_refused(tmp_path, obj, message):
+    c = _cifar(tmp_path / "c")
+    (c / "data_batch_3").write_bytes(pickle.dumps({"data": obj, "labels": [0]}, protocol=2))
+    with pytest.raises(pickle.UnpicklingError, match=rf"data_batch_3: {message}"):
+        load_dataset("cifar10", data_dir=c, cache_dir=False)
+
+
+def test_10_views_and_row_caps_after_loading(tmp_path, monkeypatch):
+    c = _cifar(tmp_path / "c")
+    real = cifar_mod.safe_load
+
+    def fake(path, data=None):
+        if str(path).endswith("data_batch_2"):
+            return {"data": np.broadcast_to(np.zeros(3072, np.uint8), (50, 3072)), "labels": [0] * 50}
+        return real(path, data)
+    monkeypatch.setattr(cifar_mod, "safe_load", fake)
+    with pytest.raises(ValueError, match=r"data_batch_2: 'data' is not a plain array stored in the file \(shape "
+                                         r"\(50, 3072\), strides \(0, 1\)"):
+        load_dataset("cifar10", data_dir=c, cache_dir=False)
+    monkeypatch.setattr(cifar_mod, "safe_load", real)
+    monkeypatch.setattr(cifar_mod, "MAX_ROWS", 3)  # batches here hold 4 rows
+    with pytest.raises(pickle.UnpicklingError, match=r"data_batch_1: a list of more than 3 items"):
+        load_dataset("cifar10", data_dir=c, cache_dir=False)  # the label list, refused while it is read
+    for name in _CIFAR_NAMES:  # labels as an int64 array: the row cap on 'data' refuses the batch
+        d = pickle.loads((c / name).read_bytes())
+        (c / name).write_bytes(pickle.dumps({**d, "labels": np.array(d["labels"], np.int64)}, protocol=2))
+    with pytest.raises(ValueError, match=r"data_batch_1: 4 rows, more than the 3 a batch may hold"):
+        load_dataset("cifar10", data_dir=c, cache_dir=False)
+
+
+class _ObjectFlaggedDtype:
+    """A uint8 dtype whose pickled state sets numpy's "holds Python objects" flags."""
+
+    def __reduce__(self):
+        return (np.dtype, ("u1", False, True), (3, "|", None, None, None, -1, -1, 0x3F))
+
+
+def test_10_tampered_dtype_state_refused(tmp_path):
+    c = _cifar(tmp_path / "c")
+    (c / "data_batch_5").write_bytes(pickle.dumps({"data": _ObjectFlaggedDtype(), "labels": [0]}, protocol=2))
+    with pytest.raises(pickle.UnpicklingError, match=r"data_batch_5: refusing numpy dtype state \(3, '\|', None, None, "
+                                                     r"None, -1, -1, 63\)"):
+        load_dataset("cifar10", data_dir=c, cache_dir=False)
+
+
+def test_10_real_numpy_pickles_still_load(tmp_path):
+    for protocol in (2, 4, 5):
+        c = _cifar(tmp_path / f"p{protocol}")
+        for name in _CIFAR_NAMES:
+            d = pickle.loads((c / name).read_bytes())
+            (c / name).write_bytes(pickle.dumps({**d, "labels": np.array(d["labels"], np.int64)}, protocol=protocol))
+        d = load_dataset("cifar10", data_dir=c, cache_dir=False)
+        assert d.x_train.shape == (20, 3, 32, 32) and d.y_test.tolist() == [0, 1, 2, 3]
+
+
+# ----- 11. cache key: a content hash, not only size and mtime ---------------------------------
+
+def test_11_rewrite_with_same_size_and_mtime_not_served_stale(tmp_path):
+    d = _idx_set(tmp_path / "mn")
+    first = load_dataset("mnist", data_dir=d, cache_dir=tmp_path / "cache")
+    path = d / IDX["y_train"]
+    st = path.stat()
+    write_idx(path, (np.arange(12)[::-1] % 10).astype(np.uint8))  # same size, other labels
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    second = load_dataset("mnist", data_dir=d, cache_dir=tmp_path / "cache")
+    assert second.y_train.tolist() == (np.arange(12)[::-1] % 10).tolist() != first.y_train.tolist()
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
+
+
+def test_11_large_files_hashed_at_both_ends(tmp_path, monkeypatch):
+    monkeypatch.setattr(_cache, "FULL_HASH_BYTES", 1000)
+    monkeypatch.setattr(_cache, "_END_BYTES", 100)
+    path = tmp_path / "big"
+    path.write_bytes(bytes(5000))
+    small = tmp_path / "small"
+    small.write_bytes(bytes(500))
+    (_, size, _, h), (_, _, _, hs) = _cache.source_signature([path, small])
+    assert size == 5000 and h.startswith("ends:") and hs.startswith("whole:")
+    path.write_bytes(bytes(4999) + b"\x01")  # last byte changed: noticed
+    assert _cache.source_signature([path])[0][3] != h
+    path.write_bytes(bytes(2000) + b"\x01" + bytes(2999))  # middle changed: size and mtime are all that cover it
+    assert _cache.source_signature([path])[0][3] == h
