@@ -6,10 +6,11 @@ import doctest
 import pytest
 
 import mixlab.ops
+import mixlab.policies
 import mixlab.transforms
 
 
-@pytest.mark.parametrize("module", [mixlab.ops, mixlab.transforms])
+@pytest.mark.parametrize("module", [mixlab.ops, mixlab.transforms, mixlab.policies])
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
