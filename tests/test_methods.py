@@ -238,3 +238,37 @@ def test_saliencymix_box_is_centred_on_the_partners_peak(mode, gen):
     own = (mixed == x).flatten(1).double().mean(1)
     moved = p.index != torch.arange(B)
     torch.testing.assert_close(own[moved], p.lam[moved].double(), atol=1e-7, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["batch", "sample"])
+def test_tokenmix_takes_whole_tokens_and_lam_is_the_token_share(mode, gen):
+    B, P = 6, 4
+    img = rows_labelled(B, (3, 16, 12))
+    params = mixlab.TokenMix(alpha=1.0, patch_size=P, mode=mode, generator=gen).sample(img)
+    out = mixlab.mix(img, params)
+    src = out[:, 0]  # (B, 16, 12): row each pixel came from
+    patches = src.unfold(1, P, P).unfold(2, P, P)  # (B, 4, 3, P, P)
+    assert bool((patches == patches[..., :1, :1]).all())  # every patch wholly from one row
+    moved = params.index != torch.arange(B)
+    own = (src == torch.arange(B).view(B, 1, 1)).flatten(1).double().mean(1)
+    torch.testing.assert_close(own[moved], params.lam[moved].double(), atol=1e-7, rtol=0)
+    seq = rows_labelled(B, (10, 8))  # (B, N, D) token embeddings
+    p2 = mixlab.TokenMix(alpha=1.0, mode=mode, generator=gen).sample(seq)
+    out2 = mixlab.mix(seq, p2)
+    assert bool((out2 == out2[..., :1]).all())  # whole tokens
+    own2 = (out2[..., 0] == torch.arange(B).view(B, 1)).double().mean(1)
+    moved2 = p2.index != torch.arange(B)
+    torch.testing.assert_close(own2[moved2], p2.lam[moved2].double(), atol=1e-7, rtol=0)
+    with pytest.raises(ValueError, match="multiple of patch_size"):
+        mixlab.TokenMix(patch_size=5).sample(img)
+
+
+def test_cutmix_patch_size_snaps_boxes_to_the_patch_grid(gen):
+    img = rows_labelled(8, (3, 32, 32))
+    cut = mixlab.CutMix(mode="sample", patch_size=8, generator=gen)
+    for _ in range(5):
+        out, target = cut(img, torch.arange(8))
+        assert bool((target.params.region.box % 8 == 0).all())
+        torch.testing.assert_close(target.lam, target.params.region.kept())
+    with pytest.raises(ValueError, match="multiples of the patch size"):
+        mixlab.CutMix(patch_size=5).sample(img)

@@ -14,6 +14,10 @@ device, and no host sync.
   of side ``sqrt(1 - lam)`` centred on the peak of the partner's saliency map, here the
   spectral-residual saliency (Hou and Zhang 2007, OpenCV's ``StaticSaliencySpectralResidual``)
   computed in torch for the whole batch at once, on the device.
+- :class:`TokenMix` (after Liu et al. 2022, "TokenMix: Rethinking Image Mixing for Data
+  Augmentation in Vision Transformers"): a random set of ``round((1 - lam) * N)`` tokens taken
+  from the partner, on the patch grid of ``(B, C, H, W)`` images or over ``(B, N, D)`` token
+  sequences; the label weight is the exact share of tokens kept.
 - :class:`ResizeMix` (Qin et al. 2020, "ResizeMix: Mixing Data with Preserved Object
   Information and True Labels"; OpenMixup's ``resizemix``): the whole partner, resized, pasted
   into a box of side ``tau * S`` with ``tau ~ U(scale)``; ``lam = 1 - box area``. The region
@@ -39,7 +43,7 @@ from .regions import Box, Mask
 from .sampling import rng
 from .transforms import _batch_info, _Mixer, _region_shape
 
-__all__ = ["FMix", "ResizeMix", "SaliencyMix", "ResizedBox", "fourier_noise", "binarise", "spectral_saliency"]
+__all__ = ["FMix", "ResizeMix", "SaliencyMix", "TokenMix", "ResizedBox", "fourier_noise", "binarise", "spectral_saliency"]
 
 INTERPOLATIONS = ("nearest", "bilinear")
 
@@ -378,3 +382,66 @@ class SaliencyMix(_Mixer):
 
     def __repr__(self):
         return f"SaliencyMix(alpha={self.alpha}, mode={self.mode!r}, p={self.p})"
+
+
+class TokenMix(_Mixer):
+    """Token-level mixing for vision transformers: a random token set taken from the partner.
+
+    For images ``(B, C, H, W)`` the tokens are the ``patch_size`` x ``patch_size`` patches of the
+    ViT's grid (``H`` and ``W`` multiples of it); for token sequences ``(B, N, D)`` (embeddings,
+    without a class token) they are the ``N`` positions. Each row takes ``k = round((1 - lam) * N)``
+    tokens, chosen uniformly at random, from its partner; ``lam = 1 - k / N`` exactly.
+
+    TokenMix's paper draws block-wise token masks and re-weights the label with a teacher's
+    attention; here the set is uniform and the label follows the token share (for an
+    attention-based label, re-weight ``target`` yourself, see the methods issue's TransMix API).
+
+    Args:
+        alpha: Beta concentration for ``lam``.
+        patch_size: the ViT's patch side, for image inputs.
+        mode: ``"sample"`` (a set per row, default) or ``"batch"`` (one set for the batch).
+        Other arguments as :class:`mixlab.MixUp`.
+    """
+
+    def __init__(self, alpha=1.0, *, patch_size=16, mode="sample", p=1.0, pairing="permutation", generator=None,
+                 num_classes=None, label_smoothing=0.0, inplace=False, roles=None):
+        super().__init__(generator=generator, num_classes=num_classes, label_smoothing=label_smoothing,
+                         inplace=inplace, roles=roles)
+        self.alpha = V.alpha(alpha)
+        self.patch_size = V.integer(patch_size, "patch_size", minimum=1)
+        self.p = V.probability(p)
+        self._set_box_options(mode, pairing, True, None)
+
+    def sample(self, x) -> MixParams:
+        B, device, leaf = _batch_info(x)
+        if leaf.ndim == 4:
+            H, W = leaf.shape[-2:]
+            P = self.patch_size
+            if H % P or W % P:
+                raise ValueError(f"TokenMix: image size {H}x{W} is not a multiple of patch_size={P}")
+            grid = (H // P, W // P)
+        elif leaf.ndim == 3:
+            grid = (leaf.shape[1],)
+        else:
+            raise ValueError(f"TokenMix needs images (B, C, H, W) or token sequences (B, N, D), got shape "
+                             f"{tuple(leaf.shape)}")
+        g = self._gen
+        base = sample_params(B, alpha=self.alpha, mode=self.mode, p=self.p, pairing=self.pairing,
+                             generator=g, device=device)
+        n = min(B, 1) if self.mode == "batch" else B
+        N = math.prod(grid)
+        k = torch.round((1 - base.lam[:n].to(torch.float64)) * N).long()  # tokens from the partner
+        order = torch.rand(n, N, device=device, **rng(g)).argsort(dim=1)
+        rank = torch.empty_like(order).scatter_(1, order, torch.arange(N, device=device).expand(n, N))
+        take = (rank < k[:, None]).view((n,) + grid)  # (n, *grid)
+        if leaf.ndim == 4:
+            take = take.repeat_interleave(self.patch_size, 1).repeat_interleave(self.patch_size, 2)  # (n, H, W)
+        else:
+            take = take[:, :, None].expand(n, grid[0], leaf.shape[2])  # (n, N, D): whole tokens
+        lam = (1 - k.to(torch.float64) / N).to(torch.float32)
+        if n != B:
+            take, lam = take.expand((B,) + tuple(take.shape[1:])), lam.expand(B)
+        return MixParams(lam.contiguous(), base.index, Mask(take))
+
+    def __repr__(self):
+        return f"TokenMix(alpha={self.alpha}, patch_size={self.patch_size}, mode={self.mode!r}, p={self.p})"

@@ -188,6 +188,8 @@ class CutMix(_Mixer):
         correct_lam: set ``lam`` to the exact pasted fraction. ``False`` keeps the drawn
             value (timm's option), which mislabels clipped boxes; kept only for comparison.
         box_dims: how many trailing dims are cut (default ``x.ndim - 2``).
+        patch_size: snap boxes to a vision transformer's patch grid (boxes of whole patches, so
+            every token comes from one image); the cut dims must be multiples of it.
         Other arguments as :class:`MixUp`.
 
     Example:
@@ -199,11 +201,13 @@ class CutMix(_Mixer):
     """
 
     def __init__(self, alpha=1.0, *, mode="batch", p=1.0, pairing="permutation", generator=None,
-                 num_classes=None, label_smoothing=0.0, correct_lam=True, box_dims=None, inplace=False, roles=None):
+                 num_classes=None, label_smoothing=0.0, correct_lam=True, box_dims=None, patch_size=None,
+                 inplace=False, roles=None):
         super().__init__(generator=generator, num_classes=num_classes, label_smoothing=label_smoothing,
                          inplace=inplace, roles=roles)
         self.alpha = V.alpha(alpha)
         self.p = V.probability(p)
+        self.patch_size = None if patch_size is None else V.integer(patch_size, "patch_size", minimum=1)
         self._set_box_options(mode, pairing, correct_lam, box_dims)
 
     def sample(self, x) -> MixParams:
@@ -212,8 +216,15 @@ class CutMix(_Mixer):
         g = self._gen
         base = sample_params(B, alpha=self.alpha, mode=self.mode, p=self.p, pairing=self.pairing,
                              generator=g, device=device)
-        box, lam = _cut(base.lam, B, shape, self.mode, self.correct_lam, g)
-        return MixParams(lam, base.index, box)
+        P = self.patch_size
+        if P is None:
+            box, lam = _cut(base.lam, B, shape, self.mode, self.correct_lam, g)
+            return MixParams(lam, base.index, box)
+        if any(s % P for s in shape):
+            raise ValueError(f"CutMix(patch_size={P}): the cut dims {shape} must be multiples of the patch size")
+        grid_box, _ = _cut(base.lam, B, tuple(s // P for s in shape), self.mode, True, g)  # on the ViT's grid
+        box = Box(grid_box.box * P, shape)  # whole patches: every token is one image's
+        return MixParams(box.kept() if self.correct_lam else base.lam, base.index, box)
 
     def __repr__(self):
         return f"CutMix(alpha={self.alpha}, mode={self.mode!r}, p={self.p}, pairing={self.pairing!r})"
