@@ -272,3 +272,20 @@ def test_cutmix_patch_size_snaps_boxes_to_the_patch_grid(gen):
         torch.testing.assert_close(target.lam, target.params.region.kept())
     with pytest.raises(ValueError, match="multiples of the patch size"):
         mixlab.CutMix(patch_size=5).sample(img)
+
+
+def test_random_choice_picks_each_transform_at_its_rate(gen):
+    choice = mixlab.RandomChoice([mixlab.MixUp(generator=gen), mixlab.FMix(generator=gen),
+                                  mixlab.TokenMix(patch_size=4, generator=gen)], p=[0.5, 0.3, 0.2],
+                                 generator=torch.Generator().manual_seed(0))
+    counts = {}
+    x, y = torch.rand(4, 3, 8, 8, generator=gen), torch.arange(4)
+    for _ in range(1000):
+        out, target = choice(x, y)
+        counts[type(choice.last).__name__] = counts.get(type(choice.last).__name__, 0) + 1
+        assert out.shape == x.shape
+    assert abs(counts["MixUp"] - 500) < 60 and abs(counts["FMix"] - 300) < 60 and abs(counts["TokenMix"] - 200) < 50
+    with pytest.raises(ValueError, match="one non-negative probability per transform"):
+        mixlab.RandomChoice([mixlab.MixUp()], p=[0.5, 0.5])
+    with pytest.raises(TypeError, match=r"transforms\[0\] must be a mixlab transform"):
+        mixlab.RandomChoice([lambda x, y: x])

@@ -9,7 +9,7 @@ from .pairing import partner_index
 from .params import MixParams, sample_box, sample_params
 from .sampling import sample_beta, sample_dirichlet
 from .targets import MixedTarget
-from .transforms import CutMix, MixUp, MixUpOrCutMix, mix_pair
+from .transforms import CutMix, MixUp, MixUpOrCutMix, RandomChoice, mix_pair
 from .methods import FMix, ResizeMix, SaliencyMix, TokenMix
 from . import policies  # noqa: E402  (label-side policies: Remix, CMixup, regmixup_loss)
 
@@ -26,5 +26,5 @@ def __getattr__(name):
 
 __all__ = [
     "MixParams", "sample_params", "sample_box", "sample_beta", "sample_dirichlet", "partner_index",
-    "mix", "mix_pair", "MixedTarget", "MixUp", "CutMix", "MixUpOrCutMix", "FMix", "ResizeMix", "SaliencyMix", "TokenMix", "ManifoldMixup", "losses", "regions", "policies",
+    "mix", "mix_pair", "MixedTarget", "MixUp", "CutMix", "MixUpOrCutMix", "RandomChoice", "FMix", "ResizeMix", "SaliencyMix", "TokenMix", "ManifoldMixup", "losses", "regions", "policies",
 ]

@@ -95,8 +95,8 @@ def _leaf_role(leaf: torch.Tensor, path: str, table: dict, params: MixParams, us
     elif kind == "boxes":
         raise TypeError(
             f"batch leaf {path} is a tv_tensors.BoundingBoxes: detection boxes are not lerped or pasted "
-            f"by this transform (they need a box-aware rule); pass roles={{{path!r}: 'keep'}} to leave them "
-            "as they are")
+            f"by this transform; mix detection batches with mixlab.detection (MixUp, CutMix, Mosaic), or pass "
+            f"roles={{{path!r}: 'keep'}} to leave them as they are")
     elif kind == "mask":
         role = "paste"
     elif _blendable(leaf):

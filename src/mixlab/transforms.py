@@ -27,7 +27,7 @@ from .regions import Box
 from .sampling import mix_seed, rng, sample_beta
 from .targets import MixedTarget
 
-__all__ = ["MixUp", "CutMix", "MixUpOrCutMix", "mix_pair"]
+__all__ = ["MixUp", "CutMix", "MixUpOrCutMix", "RandomChoice", "mix_pair"]
 
 
 def _batch_info(x) -> tuple[int, torch.device, torch.Tensor]:
@@ -287,6 +287,53 @@ class MixUpOrCutMix(_Mixer):
     def __repr__(self):
         return (f"MixUpOrCutMix(mixup_alpha={self.mixup_alpha}, cutmix_alpha={self.cutmix_alpha}, "
                 f"switch_prob={self.switch_prob}, p={self.p}, mode={self.mode!r})")
+
+
+class RandomChoice:
+    """One of several transforms per call, chosen with the given probabilities (per batch).
+
+    ``RandomChoice([MixUp(0.8), CutMix(1.0), FMix()], p=[0.4, 0.4, 0.2])``: every call draws one
+    transform (from a CPU generator, so no device sync) and returns what it returns; ``.sample(x)``
+    draws the parameters the same way. For a per-row choice between MixUp and CutMix use
+    :class:`MixUpOrCutMix` (one call mixes both kinds of row).
+
+    Args:
+        transforms: mixlab transforms (anything with ``__call__(x, y)`` and ``sample(x)``).
+        p: their probabilities (default: equal); normalised if they do not sum to 1.
+        generator: a CPU ``torch.Generator`` for the choice (the transforms keep their own).
+    """
+
+    def __init__(self, transforms, p=None, *, generator=None):
+        if not isinstance(transforms, (list, tuple)) or not transforms:
+            raise ValueError(f"transforms must be a non-empty list of mixlab transforms, got {transforms!r}")
+        for i, t in enumerate(transforms):
+            if not callable(t) or not callable(getattr(t, "sample", None)):
+                raise TypeError(f"transforms[{i}] must be a mixlab transform (callable with .sample), got "
+                                f"{type(t).__name__}")
+        weights = [1.0] * len(transforms) if p is None else [V.real(v, "p", minimum=0.0) for v in p]
+        if len(weights) != len(transforms) or sum(weights) <= 0:
+            raise ValueError(f"p must hold one non-negative probability per transform, not all 0, got {p!r}")
+        self.transforms = list(transforms)
+        self.p = [w / sum(weights) for w in weights]
+        self.generator = V.generator(generator)
+        if self.generator is not None and self.generator.device.type != "cpu":
+            raise ValueError("RandomChoice draws its choice on the CPU: pass a CPU generator")
+        self._weights = torch.tensor(self.p, dtype=torch.float64)
+        self.last = None  # the transform chosen by the latest call (for logging)
+
+    def choose(self):
+        i = int(torch.multinomial(self._weights, 1, **rng(self.generator)))
+        self.last = self.transforms[i]
+        return self.last
+
+    def sample(self, x) -> MixParams:
+        return self.choose().sample(x)
+
+    def __call__(self, x, y=None):
+        return self.choose()(x, y)
+
+    def __repr__(self):
+        return f"RandomChoice({self.transforms!r}, p={[round(v, 4) for v in self.p]})"
 
 
 def mix_pair(x1, y1, x2, y2, *, alpha: float = 0.2, mode: str = "sample", keep_dominant: bool = False,
