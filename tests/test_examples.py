@@ -60,3 +60,10 @@ def test_bench_sample_vs_batch_mixing():
     rates = _load("bench_sample_vs_batch_mixing").main(["--fast"])
     assert len(rates) == 4 and all(r > 0 for r in rates.values())
     assert rates["sample mixing (MixupDataset, p=1.0)"] < rates["plain"]
+
+
+def test_methods_gallery_draws_every_method(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.delenv("MIXLAB_CIFAR10", raising=False)  # synthetic images: always available
+    out = _load("methods_gallery").main(["--out", str(tmp_path / "g.png")])
+    assert (tmp_path / "g.png").stat().st_size > 10_000 and out.endswith("g.png")
