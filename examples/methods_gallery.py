@@ -56,6 +56,7 @@ def methods(seed: int) -> dict:
         "FMix (soft edges)": mixlab.FMix(alpha=1.0, max_soft=0.1, generator=g(), **common),
         "ResizeMix": mixlab.ResizeMix(scale=(0.3, 0.7), generator=g(), **common),
         "SaliencyMix": mixlab.SaliencyMix(alpha=1.0, generator=g(), **common),
+        "SmoothMix": mixlab.SmoothMix(generator=g(), **common),
         "TokenMix (4x4 patches)": mixlab.TokenMix(alpha=1.0, patch_size=4, generator=g(), **common),
         "CutMix on the patch grid": mixlab.CutMix(alpha=1.0, patch_size=8, generator=g(), **common),
     }

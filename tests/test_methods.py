@@ -289,3 +289,35 @@ def test_random_choice_picks_each_transform_at_its_rate(gen):
         mixlab.RandomChoice([mixlab.MixUp()], p=[0.5, 0.5])
     with pytest.raises(TypeError, match=r"transforms\[0\] must be a mixlab transform"):
         mixlab.RandomChoice([lambda x, y: x])
+
+
+@pytest.mark.parametrize("mode", ["batch", "sample"])
+def test_smoothmix_blends_a_gaussian_blob_and_lam_is_its_exact_mean(mode, gen):
+    B, H, W = 5, 16, 24
+    x = torch.rand(B, 3, H, W, generator=gen)
+    mixed, target = mixlab.SmoothMix(mode=mode, generator=gen)(x, torch.arange(B))
+    p = target.params
+    w = p.region.values  # (B, H, W): the partner's weight
+    torch.testing.assert_close(mixed, (1 - w[:, None]) * x + w[:, None] * x[p.index])
+    torch.testing.assert_close(p.lam.double(), 1 - w.double().flatten(1).mean(1), atol=1e-6, rtol=0)
+    peak = w.flatten(1).max(1).values
+    torch.testing.assert_close(peak, torch.ones(B))  # the blob's centre is a pixel: weight 1 there
+    with pytest.raises(ValueError, match="soft weights"):
+        mixlab.mix({"x": x, "seg": torch.zeros(B, H, W, dtype=torch.long)}, p)
+
+
+def test_transmix_reweights_labels_by_attention_on_the_originals_patches(gen):
+    B, P = 4, 4
+    img = torch.rand(B, 3, 16, 16, generator=gen)
+    mixed, target = mixlab.CutMix(mode="sample", patch_size=P, generator=gen)(img, torch.arange(B))
+    partner_patches = target.params.region.mask(3).float()[:, ::P, ::P].reshape(B, 16)  # whole patches
+    uniform = torch.ones(B, 16)
+    torch.testing.assert_close(mixlab.policies.transmix_target(target, uniform).lam, target.lam)  # = area share
+    attn = torch.rand(B, 16, generator=gen)
+    new = mixlab.policies.transmix_target(target, attn)
+    expected = 1 - (attn * partner_patches).sum(1) / attn.sum(1)
+    torch.testing.assert_close(new.lam, expected)
+    torch.testing.assert_close(new.soft(B).sum(1), torch.ones(B))
+    torch.testing.assert_close(target.lam, target.params.region.kept())  # the original target is unchanged
+    with pytest.raises(ValueError, match="do not tile"):
+        mixlab.policies.transmix_target(target, torch.rand(B, 15))
