@@ -54,6 +54,7 @@ def methods(seed: int) -> dict:
         "MixUp or CutMix (per row)": mixlab.MixUpOrCutMix(generator=g(), **common),
         "FMix": mixlab.FMix(alpha=1.0, generator=g(), **common),
         "FMix (soft edges)": mixlab.FMix(alpha=1.0, max_soft=0.1, generator=g(), **common),
+        "GridMix": mixlab.GridMix(alpha=1.0, n_holes=(3, 6), generator=g(), **common),
         "ResizeMix": mixlab.ResizeMix(scale=(0.3, 0.7), generator=g(), **common),
         "SaliencyMix": mixlab.SaliencyMix(alpha=1.0, generator=g(), **common),
         "SmoothMix": mixlab.SmoothMix(generator=g(), **common),

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from hypothesis import given, strategies as st
 
 import mixlab
-from mixlab import MixedTarget
+from mixlab import MixedTarget, MixParams
 from mixlab.methods import ResizedBox, binarise, fourier_noise
 
 
@@ -321,3 +321,56 @@ def test_transmix_reweights_labels_by_attention_on_the_originals_patches(gen):
     torch.testing.assert_close(target.lam, target.params.region.kept())  # the original target is unchanged
     with pytest.raises(ValueError, match="do not tile"):
         mixlab.policies.transmix_target(target, torch.rand(B, 15))
+
+
+def reference_gridmix_mask(H, W, lam, n_holes, hole_ar, cut_area, cut_ar, cx, cy):
+    """The hole grid of GridMixup / OpenMixup's ``rand_grid`` with its random draws given (H, W order fixed)."""
+    area = int(H * W * cut_area)
+    cut_w = int(math.sqrt(area / cut_ar))
+    cut_h = int(cut_w * cut_ar)
+    xc1, yc1 = int((W - cut_w) * cx), int((H - cut_h) * cy)
+    pw = math.ceil(cut_w / n_holes)
+    ph = int(pw * hole_ar)
+    ny = math.ceil(cut_h / ph)
+    r = math.sqrt(1 - lam)
+    hw, hh = min(max(int(pw * r), 1), pw - 1), min(max(int(ph * r), 1), ph - 1)
+    mask = torch.zeros(H, W, dtype=torch.bool)
+    for i in range(n_holes + 1):
+        for j in range(ny + 1):
+            x1, y1 = min(pw * i, cut_w), min(ph * j, cut_h)
+            x2, y2 = min(x1 + hw, cut_w), min(y1 + hh, cut_h)
+            mask[yc1 + y1:yc1 + y2, xc1 + x1:xc1 + x2] = True
+    return mask
+
+
+@pytest.mark.parametrize("lam, n_holes, cut_area, cx, cy", [(0.3, 4, 1.0, 0.2, 0.7), (0.8, 6, 0.5, 0.9, 0.1),
+                                                            (0.55, 3, 0.7, 0.5, 0.5)])
+def test_gridmix_mask_equals_the_reference_grid(lam, n_holes, cut_area, cx, cy, monkeypatch):
+    H = W = 32
+    t = mixlab.GridMix(n_holes=n_holes, cut_area_ratio=cut_area)
+    # fix the draws: lam, the region's place (cx, cy)
+    real_rand = torch.rand
+
+    def fake_rand(*size, **kw):
+        if size and size[-1] == 2 and kw.get("dtype") == torch.float64:
+            return torch.tensor([[cx, cy]], dtype=torch.float64)
+        return real_rand(*size, **kw)
+
+    monkeypatch.setattr(torch, "rand", fake_rand)
+    monkeypatch.setattr(mixlab.methods, "sample_params",
+                        lambda B, **kw: MixParams(torch.full((B,), lam), torch.arange(B).flip(0)))
+    p = t.sample(torch.rand(2, 3, H, W))
+    ref = reference_gridmix_mask(H, W, lam, n_holes, 1.0, cut_area, 1.0, cx, cy)
+    assert torch.equal(p.region.values[0], ref)
+    torch.testing.assert_close(p.lam[0].double(), 1 - ref.double().mean(), atol=1e-7, rtol=0)
+
+
+def test_gridmix_rows_and_errors(gen):
+    x = rows_labelled(6, (3, 32, 32))
+    p = mixlab.GridMix(mode="sample", n_holes=(2, 6), generator=gen).sample(x)
+    out = mixlab.mix(x, p)
+    own = (out[:, 0] == torch.arange(6).view(6, 1, 1)).flatten(1).double().mean(1)
+    moved = p.index != torch.arange(6)
+    torch.testing.assert_close(own[moved], p.lam[moved].double(), atol=1e-7, rtol=0)
+    with pytest.raises(ValueError, match="n_holes=20 is more than half"):
+        mixlab.GridMix(n_holes=20).sample(torch.rand(2, 3, 32, 32))

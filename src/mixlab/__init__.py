@@ -10,7 +10,7 @@ from .params import MixParams, sample_box, sample_params
 from .sampling import sample_beta, sample_dirichlet
 from .targets import MixedTarget
 from .transforms import CutMix, MixUp, MixUpOrCutMix, RandomChoice, mix_pair
-from .methods import FMix, ResizeMix, SaliencyMix, SmoothMix, TokenMix
+from .methods import FMix, GridMix, ResizeMix, SaliencyMix, SmoothMix, TokenMix
 from . import policies  # noqa: E402  (label-side policies: Remix, CMixup, regmixup_loss)
 
 __version__ = "0.1.0"
@@ -26,5 +26,5 @@ def __getattr__(name):
 
 __all__ = [
     "MixParams", "sample_params", "sample_box", "sample_beta", "sample_dirichlet", "partner_index",
-    "mix", "mix_pair", "MixedTarget", "MixUp", "CutMix", "MixUpOrCutMix", "RandomChoice", "FMix", "ResizeMix", "SaliencyMix", "SmoothMix", "TokenMix", "ManifoldMixup", "losses", "regions", "policies",
+    "mix", "mix_pair", "MixedTarget", "MixUp", "CutMix", "MixUpOrCutMix", "RandomChoice", "FMix", "GridMix", "ResizeMix", "SaliencyMix", "SmoothMix", "TokenMix", "ManifoldMixup", "losses", "regions", "policies",
 ]

@@ -14,6 +14,9 @@ device, and no host sync.
   of side ``sqrt(1 - lam)`` centred on the peak of the partner's saliency map, here the
   spectral-residual saliency (Hou and Zhang 2007, OpenCV's ``StaticSaliencySpectralResidual``)
   computed in torch for the whole batch at once, on the device.
+- :class:`GridMix` (Baek et al. 2021, "GridMix: Strong regularization through local context
+  mapping"; the GridMixup code that OpenMixup ports): a grid of square holes over a cut region
+  takes the partner, each hole ``sqrt(1 - lam)`` of its cell's side; ``lam`` the exact kept share.
 - :class:`SmoothMix` (Lee et al. 2020, "SmoothMix: a Simple Yet Effective Data Augmentation to
   Train Robust Classifiers"; OpenMixup's ``smoothmix``): a soft Gaussian blob of the partner,
   ``sigma ~ U(0.25, 0.5) * H`` around a uniform centre; ``lam`` is the mean of the original's
@@ -47,7 +50,7 @@ from .regions import Box, Mask
 from .sampling import rng
 from .transforms import _batch_info, _Mixer, _region_shape
 
-__all__ = ["FMix", "ResizeMix", "SaliencyMix", "SmoothMix", "TokenMix", "ResizedBox", "fourier_noise", "binarise", "spectral_saliency"]
+__all__ = ["FMix", "GridMix", "ResizeMix", "SaliencyMix", "SmoothMix", "TokenMix", "ResizedBox", "fourier_noise", "binarise", "spectral_saliency"]
 
 INTERPOLATIONS = ("nearest", "bilinear")
 
@@ -508,3 +511,98 @@ class SmoothMix(_Mixer):
 
     def __repr__(self):
         return f"SmoothMix(sigma={self.sigma}, mode={self.mode!r}, p={self.p})"
+
+
+def _range(value, name, *, integer=False, minimum=0.0):
+    """A fixed value or a ``(low, high)`` range, as a pair."""
+    pair = value if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be a number or a pair (low, high), got {value!r}")
+    check = (lambda v: V.integer(v, name, minimum=int(minimum))) if integer else \
+        (lambda v: V.real(v, name, minimum=minimum))
+    low, high = check(pair[0]), check(pair[1])
+    if low > high:
+        raise ValueError(f"{name} must have low <= high, got {value!r}")
+    return low, high
+
+
+class GridMix(_Mixer):
+    """GridMix (Baek et al. 2021): a grid of holes over a cut region takes the partner.
+
+    A cut region of ``cut_area_ratio`` of the image (aspect ``cut_aspect_ratio``, placed
+    uniformly) is divided into cells ``ceil(width / n_holes)`` wide and ``hole_aspect_ratio`` times
+    as tall; in each cell the top-left hole of side ``int(cell * sqrt(1 - lam))`` (at least 1
+    pixel, at most the cell less 1) is the partner's. ``lam`` is then the exact kept share.
+    Ranges ``(low, high)`` draw each value per batch (or per row in ``"sample"`` mode), as
+    OpenMixup's ``gridmix``.
+
+    Args:
+        alpha: Beta concentration for the hole size.
+        n_holes: holes across the cut region's width (int or range); at most half its width.
+        hole_aspect_ratio, cut_area_ratio, cut_aspect_ratio: floats or ranges (default 1.0:
+            square holes over the whole image, OpenMixup's defaults).
+        mode: ``"batch"`` (one grid, as the reference) or ``"sample"``.
+        Other arguments as :class:`mixlab.MixUp` (2-D images ``(B, C, H, W)``).
+    """
+
+    def __init__(self, alpha=1.0, *, n_holes=8, hole_aspect_ratio=1.0, cut_area_ratio=1.0, cut_aspect_ratio=1.0,
+                 mode="batch", p=1.0, pairing="permutation", generator=None, num_classes=None, label_smoothing=0.0,
+                 inplace=False, roles=None):
+        super().__init__(generator=generator, num_classes=num_classes, label_smoothing=label_smoothing,
+                         inplace=inplace, roles=roles)
+        self.alpha = V.alpha(alpha)
+        self.n_holes = _range(n_holes, "n_holes", integer=True, minimum=1)
+        self.hole_aspect_ratio = _range(hole_aspect_ratio, "hole_aspect_ratio", minimum=1e-6)
+        self.cut_area_ratio = _range(cut_area_ratio, "cut_area_ratio", minimum=1e-6)
+        if self.cut_area_ratio[1] > 1:
+            raise ValueError(f"cut_area_ratio must lie in (0, 1], got {cut_area_ratio!r}")
+        self.cut_aspect_ratio = _range(cut_aspect_ratio, "cut_aspect_ratio", minimum=1e-6)
+        self.p = V.probability(p)
+        self._set_box_options(mode, pairing, True, None)
+
+    def _uniform(self, bounds, n, g, device):
+        low, high = bounds
+        return low + (high - low) * torch.rand(n, device=device, dtype=torch.float64, **rng(g))
+
+    def sample(self, x) -> MixParams:
+        B, device, leaf = _batch_info(x)
+        if leaf.ndim != 4:
+            raise ValueError(f"GridMix needs images shaped (B, C, H, W), got shape {tuple(leaf.shape)}")
+        H, W = leaf.shape[-2:]
+        g = self._gen
+        base = sample_params(B, alpha=self.alpha, mode=self.mode, p=self.p, pairing=self.pairing,
+                             generator=g, device=device)
+        n = min(B, 1) if self.mode == "batch" else B
+        lo, hi = self.n_holes
+        holes = torch.randint(lo, hi + 1, (n,), device=device, **rng(g))
+        hole_ar = self._uniform(self.hole_aspect_ratio, n, g, device)
+        area = torch.floor(H * W * self._uniform(self.cut_area_ratio, n, g, device))
+        cut_ar = self._uniform(self.cut_aspect_ratio, n, g, device)
+        cut_w = torch.floor(torch.sqrt(area / cut_ar)).clamp(1, W).long()
+        cut_h = torch.floor(cut_w * cut_ar).clamp(1, H).long()
+        if self.mode == "batch" and n and not torch.compiler.is_compiling() and device.type == "cpu":
+            if int(holes[0]) > int(cut_w[0]) // 2:
+                raise ValueError(f"GridMix: n_holes={int(holes[0])} is more than half the cut region's width "
+                                 f"({int(cut_w[0])} pixels); lower n_holes for {H}x{W} images")
+        u = torch.rand(n, 2, device=device, dtype=torch.float64, **rng(g))
+        x0 = torch.floor((W - cut_w) * u[:, 0]).long()
+        y0 = torch.floor((H - cut_h) * u[:, 1]).long()
+        pw = torch.ceil(cut_w / holes).long().clamp(min=2)  # cell width
+        ph = torch.floor(pw * hole_ar).long().clamp(min=2)  # cell height
+        ratio = torch.sqrt(1 - base.lam[:n].to(torch.float64))
+        hw = torch.floor(pw * ratio).long().clamp(min=1)
+        hw = torch.minimum(hw, pw - 1)
+        hh = torch.minimum(torch.floor(ph * ratio).long().clamp(min=1), ph - 1)
+        unmixed = base.lam[:n] >= 1  # p's unmixed rows (and alpha 0): no holes
+        rx = torch.arange(W, device=device)[None, :] - x0[:, None]  # (n, W)
+        ry = torch.arange(H, device=device)[None, :] - y0[:, None]  # (n, H)
+        in_x = (rx >= 0) & (rx < cut_w[:, None]) & (rx.remainder(pw[:, None]) < hw[:, None])
+        in_y = (ry >= 0) & (ry < cut_h[:, None]) & (ry.remainder(ph[:, None]) < hh[:, None])
+        take = in_y[:, :, None] & in_x[:, None, :] & ~unmixed[:, None, None]  # (n, H, W)
+        lam = Mask(take).kept() if n else torch.ones(0, device=device)
+        if n != B:
+            take, lam = take.expand(B, H, W), lam.expand(B)
+        return MixParams(lam.contiguous(), base.index, Mask(take))
+
+    def __repr__(self):
+        return f"GridMix(alpha={self.alpha}, n_holes={self.n_holes}, mode={self.mode!r}, p={self.p})"
