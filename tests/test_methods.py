@@ -374,3 +374,39 @@ def test_gridmix_rows_and_errors(gen):
     torch.testing.assert_close(own[moved], p.lam[moved].double(), atol=1e-7, rtol=0)
     with pytest.raises(ValueError, match="n_holes=20 is more than half"):
         mixlab.GridMix(n_holes=20).sample(torch.rand(2, 3, 32, 32))
+
+
+ALL_METHODS = {
+    "FMix": lambda g, mode: mixlab.FMix(mode=mode, generator=g),
+    "GridMix": lambda g, mode: mixlab.GridMix(n_holes=(2, 4), mode=mode, generator=g),
+    "ResizeMix": lambda g, mode: mixlab.ResizeMix(mode=mode, generator=g),
+    "SaliencyMix": lambda g, mode: mixlab.SaliencyMix(mode=mode, generator=g),
+    "TokenMix": lambda g, mode: mixlab.TokenMix(patch_size=4, mode=mode, generator=g),
+    "CutMix(patch_size)": lambda g, mode: mixlab.CutMix(patch_size=4, mode=mode, generator=g),
+    "SmoothMix": lambda g, mode: mixlab.SmoothMix(mode=mode, generator=g),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ALL_METHODS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.uint8])
+@pytest.mark.parametrize("B", [0, 1, 3, 5])
+@pytest.mark.parametrize("mode", ["batch", "sample"])
+def test_every_method_keeps_dtype_and_gives_the_exact_share(name, dtype, B, mode, gen):
+    # rows labelled 10 * i, so the share of each source is countable in every dtype
+    x = (rows_labelled(B, (3, 16, 16)) * 10).to(dtype)
+    t = ALL_METHODS[name](gen, mode)
+    out, target = t(x, torch.arange(B))
+    assert out.shape == x.shape and out.dtype == dtype
+    p = target.params
+    assert p.lam.shape == (B,) and p.lam.dtype == torch.float32
+    if B == 0:
+        return
+    if B == 1:
+        torch.testing.assert_close(out, x)
+        return
+    if name == "SmoothMix":  # soft: lam is the mean weight of the original
+        torch.testing.assert_close(p.lam.double(), 1 - p.region.values.double().flatten(1).mean(1), atol=1e-6, rtol=0)
+        return
+    own = (out[:, 0].float() == (10 * torch.arange(B)).view(B, 1, 1).float()).flatten(1).double().mean(1)
+    moved = p.index != torch.arange(B)
+    torch.testing.assert_close(own[moved], p.lam[moved].double(), atol=1e-7, rtol=0)

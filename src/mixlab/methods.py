@@ -327,6 +327,8 @@ def spectral_saliency(x: torch.Tensor, size: int = 64) -> torch.Tensor:
         float32 ``(B, H, W)`` saliency (larger = more salient).
     """
     B, _, H, W = x.shape
+    if B == 0:  # the FFT backends refuse empty transforms
+        return torch.zeros(0, H, W, device=x.device)
     grey = x.float().mean(dim=1, keepdim=True)  # (B, 1, H, W)
     small = F.interpolate(grey, size=(size, size), mode="bilinear", align_corners=False)
     spec = torch.fft.fft2(small[:, 0])  # (B, s, s)
