@@ -16,13 +16,22 @@ from . import policies  # noqa: E402  (label-side policies: Remix, CMixup, regmi
 __version__ = "0.1.0"
 
 
+# Submodules with optional dependencies, imported on first attribute access (``mixlab.lightning``).
+_SUBMODULES = frozenset({"fastai", "lightning", "keras", "data", "distributed", "detection", "manifold", "lab", "bench"})
+
+
 def __getattr__(name):
     # Hidden-layer mixing lives in its own module (forward hooks); imported on first use.
     if name == "ManifoldMixup":
         from .manifold import ManifoldMixup
 
         return ManifoldMixup
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)  # its ImportError names the extra and the cause
     raise AttributeError(f"module 'mixlab' has no attribute {name!r}")
+
 
 __all__ = [
     "MixParams", "sample_params", "sample_box", "sample_beta", "sample_dirichlet", "partner_index",

@@ -24,7 +24,7 @@ import copy
 try:
     from fastai.callback.core import Callback
 except ImportError as e:  # pragma: no cover - depends on the environment
-    raise ImportError("mixlab.fastai needs fastai: pip install mixlab[fastai]") from e
+    raise ImportError(f"mixlab.fastai needs fastai: pip install 'mixlab[fastai]' ({type(e).__name__}: {e})") from e
 
 import torch
 

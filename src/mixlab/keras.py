@@ -27,7 +27,15 @@ try:
     import keras
     from keras import ops
 except ImportError as e:  # pragma: no cover - depends on the environment
-    raise ImportError("mixlab.keras needs Keras 3: pip install mixlab[keras]") from e
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("keras") is None:
+        raise ImportError("mixlab.keras needs Keras 3: pip install 'mixlab[keras]'") from e
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    raise ImportError(f"mixlab.keras: Keras is installed but could not be imported with KERAS_BACKEND={backend!r} "
+                      f"({type(e).__name__}: {e}); install that backend (e.g. tensorflow-cpu, jax) or set "
+                      "KERAS_BACKEND=torch") from e
 
 __all__ = ["MixUp", "CutMix", "MixedPyDataset", "sample_lambda"]
 

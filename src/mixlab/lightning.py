@@ -24,7 +24,8 @@ from __future__ import annotations
 try:
     import lightning.pytorch as pl
 except ImportError as e:  # pragma: no cover - depends on the environment
-    raise ImportError("mixlab.lightning needs Lightning: pip install mixlab[lightning]") from e
+    raise ImportError(f"mixlab.lightning needs Lightning: pip install 'mixlab[lightning]' ({type(e).__name__}: {e})"
+                      ) from e
 
 import torch
 
