@@ -132,9 +132,10 @@ class FMix(_Mixer):
     """
 
     def __init__(self, alpha=1.0, *, decay_power=3.0, max_soft=0.0, mode="batch", p=1.0, pairing="permutation",
-                 box_dims=None, generator=None, num_classes=None, label_smoothing=0.0, inplace=False, roles=None):
+                 box_dims=None, generator=None, num_classes=None, label_smoothing=0.0, inplace=False, roles=None,
+                 soft=False, labels_getter="default"):
         super().__init__(generator=generator, num_classes=num_classes, label_smoothing=label_smoothing,
-                         inplace=inplace, roles=roles)
+                         inplace=inplace, roles=roles, soft=soft, labels_getter=labels_getter)
         self.alpha = V.alpha(alpha)
         self.decay_power = V.real(decay_power, "decay_power", positive=True)
         self.max_soft = V.real(max_soft, "max_soft", minimum=0.0, maximum=0.5)
@@ -272,9 +273,10 @@ class ResizeMix(_Mixer):
     """
 
     def __init__(self, *, scale=(0.1, 0.8), interpolation="nearest", mode="batch", p=1.0, pairing="permutation",
-                 box_dims=None, generator=None, num_classes=None, label_smoothing=0.0, inplace=False, roles=None):
+                 box_dims=None, generator=None, num_classes=None, label_smoothing=0.0, inplace=False, roles=None,
+                 soft=False, labels_getter="default"):
         super().__init__(generator=generator, num_classes=num_classes, label_smoothing=label_smoothing,
-                         inplace=inplace, roles=roles)
+                         inplace=inplace, roles=roles, soft=soft, labels_getter=labels_getter)
         if not isinstance(scale, (tuple, list)) or len(scale) != 2:
             raise ValueError(f"scale must be a pair (low, high) with 0 <= low <= high <= 1, got {scale!r}")
         low, high = (V.real(v, "scale", minimum=0.0, maximum=1.0) for v in scale)
@@ -360,9 +362,10 @@ class SaliencyMix(_Mixer):
     """
 
     def __init__(self, alpha=1.0, *, mode="batch", p=1.0, pairing="permutation", generator=None,
-                 num_classes=None, label_smoothing=0.0, inplace=False, roles=None):
+                 num_classes=None, label_smoothing=0.0, inplace=False, roles=None,
+                 soft=False, labels_getter="default"):
         super().__init__(generator=generator, num_classes=num_classes, label_smoothing=label_smoothing,
-                         inplace=inplace, roles=roles)
+                         inplace=inplace, roles=roles, soft=soft, labels_getter=labels_getter)
         self.alpha = V.alpha(alpha)
         self.p = V.probability(p)
         self._set_box_options(mode, pairing, True, None)
@@ -413,9 +416,10 @@ class TokenMix(_Mixer):
     """
 
     def __init__(self, alpha=1.0, *, patch_size=16, mode="sample", p=1.0, pairing="permutation", generator=None,
-                 num_classes=None, label_smoothing=0.0, inplace=False, roles=None):
+                 num_classes=None, label_smoothing=0.0, inplace=False, roles=None,
+                 soft=False, labels_getter="default"):
         super().__init__(generator=generator, num_classes=num_classes, label_smoothing=label_smoothing,
-                         inplace=inplace, roles=roles)
+                         inplace=inplace, roles=roles, soft=soft, labels_getter=labels_getter)
         self.alpha = V.alpha(alpha)
         self.patch_size = V.integer(patch_size, "patch_size", minimum=1)
         self.p = V.probability(p)
@@ -476,9 +480,10 @@ class SmoothMix(_Mixer):
     """
 
     def __init__(self, *, sigma=(0.25, 0.5), mode="batch", p=1.0, pairing="permutation", generator=None,
-                 num_classes=None, label_smoothing=0.0, inplace=False, roles=None):
+                 num_classes=None, label_smoothing=0.0, inplace=False, roles=None,
+                 soft=False, labels_getter="default"):
         super().__init__(generator=generator, num_classes=num_classes, label_smoothing=label_smoothing,
-                         inplace=inplace, roles=roles)
+                         inplace=inplace, roles=roles, soft=soft, labels_getter=labels_getter)
         if not isinstance(sigma, (tuple, list)) or len(sigma) != 2:
             raise ValueError(f"sigma must be a pair (low, high) of shares of the height, got {sigma!r}")
         low, high = (V.real(v, "sigma", positive=True) for v in sigma)
@@ -549,9 +554,10 @@ class GridMix(_Mixer):
 
     def __init__(self, alpha=1.0, *, n_holes=8, hole_aspect_ratio=1.0, cut_area_ratio=1.0, cut_aspect_ratio=1.0,
                  mode="batch", p=1.0, pairing="permutation", generator=None, num_classes=None, label_smoothing=0.0,
-                 inplace=False, roles=None):
+                 inplace=False, roles=None,
+                 soft=False, labels_getter="default"):
         super().__init__(generator=generator, num_classes=num_classes, label_smoothing=label_smoothing,
-                         inplace=inplace, roles=roles)
+                         inplace=inplace, roles=roles, soft=soft, labels_getter=labels_getter)
         self.alpha = V.alpha(alpha)
         self.n_holes = _range(n_holes, "n_holes", integer=True, minimum=1)
         self.hole_aspect_ratio = _range(hole_aspect_ratio, "hole_aspect_ratio", minimum=1e-6)

@@ -75,9 +75,10 @@ class Remix(_Mixer):
     """
 
     def __init__(self, alpha=1.0, *, class_counts, kappa=3.0, tau=0.5, balanced=False, mode="sample", p=1.0,
-                 generator=None, num_classes=None, label_smoothing=0.0, inplace=False, roles=None):
+                 generator=None, num_classes=None, label_smoothing=0.0, inplace=False, roles=None,
+                 soft=False, labels_getter="default"):
         super().__init__(generator=generator, num_classes=num_classes, label_smoothing=label_smoothing,
-                         inplace=inplace, roles=roles)
+                         inplace=inplace, roles=roles, soft=soft, labels_getter=labels_getter)
         self.alpha = V.alpha(alpha)
         self.counts = _counts(class_counts)
         self.kappa = V.real(kappa, "kappa", minimum=1.0)
@@ -137,8 +138,10 @@ class CMixup(_Mixer):
         mode, p: as :class:`mixlab.MixUp`.
     """
 
-    def __init__(self, alpha=2.0, *, bandwidth=1.0, mode="sample", p=1.0, generator=None, inplace=False, roles=None):
-        super().__init__(generator=generator, num_classes=None, label_smoothing=0.0, inplace=inplace, roles=roles)
+    def __init__(self, alpha=2.0, *, bandwidth=1.0, mode="sample", p=1.0, generator=None, inplace=False, roles=None,
+                 soft=False, labels_getter="default"):
+        super().__init__(generator=generator, num_classes=None, label_smoothing=0.0,
+                         inplace=inplace, roles=roles, soft=soft, labels_getter=labels_getter)
         self.alpha = V.alpha(alpha)
         self.bandwidth = V.real(bandwidth, "bandwidth", positive=True)
         self.mode = V.choice(mode, "mode", ("batch", "sample"))

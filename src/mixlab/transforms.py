@@ -16,6 +16,8 @@ differ, and a run with a seeded loader repeats exactly.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from . import _validate as V
@@ -66,14 +68,63 @@ def worker_generator(generator, cache: dict):
     return cache["gen"]
 
 
+def _default_labels(batch, num_classes=None):
+    """torchvision's rule for a batch given alone: ``(inputs, labels)`` with integer ``(B,)`` labels (or
+    ``(B, num_classes)`` probabilities), or a dict whose ``"labels"`` (else ``"label"``) key, in any case,
+    holds them. Returns ``(key, labels)`` or None (a pair of two float inputs is not taken for labels)."""
+    if isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[1], torch.Tensor):
+        y = batch[1]
+        if (y.ndim == 1 and not y.is_floating_point() and not y.is_complex() and y.dtype != torch.bool) or \
+                (y.ndim == 2 and y.is_floating_point() and num_classes is not None and y.shape[1] == num_classes):
+            return 1, y
+    if isinstance(batch, dict):
+        keys = {str(k).lower(): k for k in batch}
+        for name in ("labels", "label"):
+            if name in keys:
+                return keys[name], batch[keys[name]]
+    return None
+
+
 class _Mixer:
-    def __init__(self, *, generator, num_classes, label_smoothing, inplace, roles):
+    """What every mixlab transform shares: the call protocol, label finding, ``enabled``, ``soft``.
+
+    After construction, setting an attribute that is not one of the transform's options raises
+    (``t.mixup_enabled = False`` is timm's name, not mixlab's: it would be ignored silently).
+    """
+
+    def __init__(self, *, generator, num_classes, label_smoothing, inplace, roles, soft=False,
+                 labels_getter="default"):
         self.generator = V.generator(generator)
         self.num_classes = V.num_classes(num_classes)
         self.label_smoothing = V.smoothing(label_smoothing)
         self.inplace = bool(inplace)
         self.roles = roles
+        self.soft = bool(soft)
+        if labels_getter is not None and labels_getter != "default" and not callable(labels_getter):
+            raise TypeError(f"labels_getter must be 'default', None or a callable batch -> labels, got "
+                            f"{V.describe(labels_getter)}")
+        self.labels_getter = labels_getter
+        self.enabled = True  # False: batches pass through unmixed (targets with lam 1)
         self._worker = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def wrapped(self, *args, **kw):
+            init(self, *args, **kw)
+            if type(self) is cls:  # the most derived constructor has run: options are fixed
+                object.__setattr__(self, "_frozen", True)
+        cls.__init__ = wrapped
+
+    def __setattr__(self, name, value):
+        if getattr(self, "_frozen", False) and not name.startswith("_") and name not in self.__dict__:
+            options = sorted(k for k in self.__dict__ if not k.startswith("_"))
+            raise AttributeError(f"{type(self).__name__} has no option {name!r}; its options are {options}")
+        if name == "enabled":
+            value = bool(value)
+        object.__setattr__(self, name, value)
 
     @property
     def _gen(self):
@@ -89,19 +140,60 @@ class _Mixer:
         self.correct_lam = bool(correct_lam)
         self.box_dims = None if box_dims is None else V.integer(box_dims, "box_dims", minimum=1)
 
+    def _params(self, x) -> MixParams:
+        if self.enabled:
+            return self.sample(x)
+        B, device, _ = _batch_info(x)
+        return MixParams(torch.ones(B, device=device), torch.arange(B, device=device))
+
+    def _target(self, y, params):
+        target = MixedTarget(y, params, num_classes=self.num_classes, label_smoothing=self.label_smoothing)
+        return target.soft() if self.soft else target
+
+    def _labels(self, batch):
+        if self.labels_getter is None:
+            return None
+        if self.labels_getter == "default":
+            return _default_labels(batch, self.num_classes)
+        return "getter", self.labels_getter(batch)
+
     def __call__(self, x, y=None):
-        """Mix a batch. Returns ``(mixed_x, MixedTarget)``, or ``mixed_x`` alone when ``y`` is None.
+        """Mix a batch.
+
+        ``t(x, y)`` returns ``(mixed_x, target)``. ``t(batch)`` alone finds the labels as
+        torchvision does (an ``(inputs, labels)`` pair with integer labels, or a dict's
+        ``"labels"`` key; or ``labels_getter``) and returns the batch's structure with the inputs
+        mixed and the labels replaced by the target; with no labels found, the mixed batch alone.
+        The target is a :class:`MixedTarget`, or with ``soft=True`` its ``(B, C)`` float rows (what
+        ``nn.CrossEntropyLoss`` and torchvision's MixUp/CutMix give).
 
         Raises:
             TypeError: when ``x`` has no leaf that can be mixed (integer token ids): the labels
                 are never mixed alone.
         """
-        params = self.sample(x)
-        mixed = mix(x, params, inplace=self.inplace, roles=self.roles)
-        if y is None:
-            return mixed
-        target = MixedTarget(y, params, num_classes=self.num_classes, label_smoothing=self.label_smoothing)
-        return mixed, target
+        if y is not None:
+            params = self._params(x)
+            return mix(x, params, inplace=self.inplace, roles=self.roles), self._target(y, params)
+        found = self._labels(x)
+        if found is None:
+            return mix(x, self._params(x), inplace=self.inplace, roles=self.roles)
+        key, labels = found
+        if key == "getter":
+            if not isinstance(x, dict):
+                raise TypeError("labels_getter works on dict batches; call the transform as t(inputs, labels)")
+            key = next((k for k, v in x.items() if v is labels), None)
+            if key is None:
+                raise ValueError("labels_getter must return one of the batch dict's values (the labels tensor)")
+        if isinstance(x, dict):
+            inputs = {k: v for k, v in x.items() if k != key}
+            params = self._params(inputs)
+            mixed = mix(inputs, params, inplace=self.inplace, roles=self.roles)
+            out = {k: mixed.get(k, v) for k, v in x.items()}
+            out[key] = self._target(labels, params)
+            return out if type(x) is dict else type(x)(out)
+        params = self._params(x[0])
+        mixed = mix(x[0], params, inplace=self.inplace, roles=self.roles)
+        return type(x)((mixed, self._target(labels, params)))
 
 
 class MixUp(_Mixer):
@@ -130,9 +222,10 @@ class MixUp(_Mixer):
     """
 
     def __init__(self, alpha=1.0, *, mode="batch", keep_dominant=False, p=1.0, pairing="permutation", k=2,
-                 generator=None, num_classes=None, label_smoothing=0.0, inplace=False, roles=None):
+                 generator=None, num_classes=None, label_smoothing=0.0, inplace=False, roles=None,
+                 soft=False, labels_getter="default"):
         super().__init__(generator=generator, num_classes=num_classes, label_smoothing=label_smoothing,
-                         inplace=inplace, roles=roles)
+                         inplace=inplace, roles=roles, soft=soft, labels_getter=labels_getter)
         self.alpha = V.alpha(alpha)
         self.p = V.probability(p)
         self.mode = check_mode(mode)
@@ -202,9 +295,10 @@ class CutMix(_Mixer):
 
     def __init__(self, alpha=1.0, *, mode="batch", p=1.0, pairing="permutation", generator=None,
                  num_classes=None, label_smoothing=0.0, correct_lam=True, box_dims=None, patch_size=None,
-                 inplace=False, roles=None):
+                 inplace=False, roles=None,
+                 soft=False, labels_getter="default"):
         super().__init__(generator=generator, num_classes=num_classes, label_smoothing=label_smoothing,
-                         inplace=inplace, roles=roles)
+                         inplace=inplace, roles=roles, soft=soft, labels_getter=labels_getter)
         self.alpha = V.alpha(alpha)
         self.p = V.probability(p)
         self.patch_size = None if patch_size is None else V.integer(patch_size, "patch_size", minimum=1)
@@ -247,9 +341,10 @@ class MixUpOrCutMix(_Mixer):
 
     def __init__(self, mixup_alpha=1.0, cutmix_alpha=1.0, *, switch_prob=0.5, p=1.0, mode="batch",
                  pairing="permutation", generator=None, num_classes=None, label_smoothing=0.0,
-                 correct_lam=True, box_dims=None, inplace=False, roles=None):
+                 correct_lam=True, box_dims=None, inplace=False, roles=None,
+                 soft=False, labels_getter="default"):
         super().__init__(generator=generator, num_classes=num_classes, label_smoothing=label_smoothing,
-                         inplace=inplace, roles=roles)
+                         inplace=inplace, roles=roles, soft=soft, labels_getter=labels_getter)
         self.mixup_alpha = V.alpha(mixup_alpha, "mixup_alpha")
         self.cutmix_alpha = V.alpha(cutmix_alpha, "cutmix_alpha")
         self.switch_prob = V.probability(switch_prob, "switch_prob")
