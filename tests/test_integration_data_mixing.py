@@ -128,3 +128,22 @@ def test_mixup_dataset_in_workers_and_stop_epoch():
         MixupDataset(_Images(), num_classes=None)
     with pytest.raises(ValueError, match=r"class label must lie in \[0, 3\)"):
         MixupDataset(_Images(), num_classes=3)[3]
+
+
+def test_mix_collate_takes_any_transform_and_its_stop_epoch():
+    import mixlab
+    from torch.utils.data import DataLoader
+
+    ds = [(torch.rand(3, 8, 8), i % 3) for i in range(16)]
+    choice = mixlab.RandomChoice([mixlab.MixUp(alpha=1.0), mixlab.FMix(), mixlab.CutMix()],
+                                 generator=torch.Generator().manual_seed(0))
+    collate = MixCollate(transform=choice, stop_epoch=1, num_classes=3)
+    loader = DataLoader(ds, batch_size=8, collate_fn=collate)
+    x, target = next(iter(loader))
+    assert x.shape == (8, 3, 8, 8) and target.soft(3).shape == (8, 3)
+    assert not bool((target.lam == 1).all())
+    collate.set_epoch(1)
+    x, target = next(iter(loader))
+    assert bool((target.lam == 1).all())  # mixing stopped
+    with pytest.raises(ValueError, match=r"\['alpha'\] would be ignored"):
+        MixCollate(transform=choice, alpha=0.4)

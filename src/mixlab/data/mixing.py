@@ -134,6 +134,9 @@ class MixCollate(_EpochSchedule):
         soft: return dense soft labels ``(B, C)`` (needs ``num_classes``) instead of a
             :class:`~mixlab.MixedTarget`.
         num_classes, label_smoothing: for the target.
+        transform: any mixlab transform to mix with instead (``FMix()``, ``RandomChoice([...])``...):
+            its own options and generator apply (per-worker streams), and ``stop_epoch`` still
+            ends mixing; ``kind``, ``alpha``, ``p``, ``mode``... must then be left at their defaults.
 
     Returns (when called with a list of samples):
         ``(mixed_inputs, MixedTarget)``, or ``(mixed_inputs, soft_labels)`` with ``soft=True``.
@@ -150,8 +153,18 @@ class MixCollate(_EpochSchedule):
     def __init__(self, base_collate=None, *, kind: str = "mixup", alpha: Schedule = 0.2, p: Schedule = 1.0,
                  stop_epoch: int | None = None, mode: str = "batch", keep_dominant: bool = False,
                  pairing: str = "permutation", seed: int | None = None, generator: torch.Generator | None = None,
-                 soft: bool = False, num_classes: int | None = None, label_smoothing: float = 0.0):
+                 soft: bool = False, num_classes: int | None = None, label_smoothing: float = 0.0, transform=None):
         super().__init__(alpha, p, stop_epoch)
+        if transform is not None:
+            if not callable(transform) or not callable(getattr(transform, "sample", None)):
+                raise TypeError(f"transform must be a mixlab transform (MixUp, FMix, RandomChoice...), got "
+                                f"{type(transform).__name__}")
+            given = {k: v for k, v in dict(kind=(kind, "mixup"), alpha=(alpha, 0.2), p=(p, 1.0), mode=(mode, "batch"),
+                                           keep_dominant=(keep_dominant, False), pairing=(pairing, "permutation"),
+                                           seed=(seed, None), generator=(generator, None)).items() if v[0] != v[1]}
+            if given:
+                raise ValueError(f"MixCollate(transform=...) draws with the transform's own options; {sorted(given)} "
+                                 "would be ignored: set them on the transform")
         if base_collate is not None and not callable(base_collate):
             raise TypeError(f"base_collate must be callable or None, got {type(base_collate).__name__}")
         if kind not in ("mixup", "cutmix"):
@@ -164,6 +177,7 @@ class MixCollate(_EpochSchedule):
         self.seed, self.generator, self.soft = seed, generator, bool(soft)
         self.num_classes = V.num_classes(num_classes)
         self.label_smoothing = label_smoothing
+        self.transform = transform
         self._make(1.0, 1.0, None)  # validate mode / pairing / smoothing now, not in a worker
         self._stream = None  # (key, generator) of this process: restarted when the epoch changes
 
@@ -193,9 +207,20 @@ class MixCollate(_EpochSchedule):
                             f"{'' if not isinstance(batch, (tuple, list)) else f' of length {len(batch)}'}")
         x, y = batch
         epoch = self.epoch
-        alpha, p = self.at(epoch)
-        mixer = self._make(alpha, p, self._generator(epoch))
-        x_mixed, target = mixer(x, y)
+        if self.transform is not None:
+            if self.stop_epoch is not None and epoch >= self.stop_epoch:  # schedules end: unmixed, lam 1
+                B = y.shape[0]
+                params = MixParams(torch.ones(B), torch.arange(B))
+                x_mixed, target = x, MixedTarget(y, params, num_classes=self.num_classes,
+                                                 label_smoothing=self.label_smoothing)
+            else:
+                x_mixed, target = self.transform(x, y)
+        else:
+            alpha, p = self.at(epoch)
+            mixer = self._make(alpha, p, self._generator(epoch))
+            x_mixed, target = mixer(x, y)
+        if isinstance(target, torch.Tensor):  # a transform built with soft=True
+            return x_mixed, target
         if self.soft:
             return x_mixed, target.soft()
         return x_mixed, target
