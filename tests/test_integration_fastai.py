@@ -144,3 +144,15 @@ def test_any_mixlab_transform_through_mix_callback(tmp_path):
     assert linear is not None and linear.any() and (~linear).any()
     with pytest.raises(TypeError, match="mixlab transform"):
         MixCallback(nn.Identity())
+
+
+def test_stop_epoch_ends_mixing(tmp_path):
+    x, y = _digits()
+    cap = _Capture()
+    learn = Learner(_dls(x, y, n_train=256), _model(), loss_func=nn.CrossEntropyLoss(), path=tmp_path,
+                    cbs=[MixUp(0.4, stop_epoch=1, generator=torch.Generator().manual_seed(0)), cap])
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(2)
+    per_epoch = len(cap.records) // 2
+    mixed = [r[2] is not None for r in cap.records]
+    assert all(mixed[:per_epoch]) and not any(mixed[per_epoch:])  # epoch 1: plain cross-entropy

@@ -104,3 +104,24 @@ def test_wrapper_is_removed_when_fit_fails(tmp_path):
     with pytest.raises(RuntimeError, match="boom"):
         _trainer(tmp_path, MixUp(0.4), epochs=1).fit(model, train, val)
     assert "on_after_batch_transfer" not in model.__dict__
+
+
+def test_stop_epoch_and_alpha_schedule(tmp_path):
+    class Lams(_Net):
+        def training_step(self, batch, batch_idx):
+            self.seen.setdefault("lam", []).append((self.current_epoch, batch[1].lam.detach()))
+            return super().training_step(batch, batch_idx)
+
+    model = Lams()
+    train, val = _loaders()
+    seen_alpha = []
+    cb = MixUp(0.4, mode="sample", stop_epoch=2, alpha_schedule=lambda e: seen_alpha.append(e) or 0.4 / (e + 1),
+               generator=torch.Generator().manual_seed(0))
+    _trainer(tmp_path, cb, epochs=3).fit(model, train, val)
+    lams = {e: torch.cat([lam for ep, lam in model.seen["lam"] if ep == e]) for e in range(3)}
+    assert not bool((lams[0] == 1).all()) and not bool((lams[1] == 1).all())
+    assert bool((lams[2] == 1).all())  # off from stop_epoch on; batches still carry a MixedTarget
+    assert cb.mixer.alpha == pytest.approx(0.4 / 3) and 1 in seen_alpha
+    with pytest.raises(ValueError, match="has no single alpha"):
+        from mixlab.lightning import MixCallback
+        MixCallback(mixlab.MixUpOrCutMix(), alpha_schedule=lambda e: 0.2)

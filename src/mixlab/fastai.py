@@ -31,6 +31,7 @@ import torch
 from .ops import mix
 from .targets import MixedTarget
 from .transforms import CutMix as _CutMix
+from .transforms import apply_schedule, check_schedule
 from .transforms import MixUp as _MixUp
 
 __all__ = ["MixUp", "CutMix", "MixCallback"]
@@ -50,16 +51,20 @@ class MixCallback(Callback):
 
     run_valid = False
 
-    def __init__(self, mixer):
+    def __init__(self, mixer, *, stop_epoch=None, alpha_schedule=None):
         if not hasattr(mixer, "sample"):
             raise TypeError(f"mixer must be a mixlab transform with .sample(), got {type(mixer).__name__}")
         self.mixer = mixer
+        self.stop_epoch, self.alpha_schedule = check_schedule(mixer, stop_epoch, alpha_schedule)
         self._mixed_target = None
         self._per_sample = None  # (loss_func, per-sample copy) cache for losses that are not nn.Modules
 
+    def before_epoch(self):
+        apply_schedule(self.mixer, self.learn.epoch, stop_epoch=self.stop_epoch, alpha=self.alpha_schedule)
+
     def before_batch(self):
         self._mixed_target = None
-        if not self.training or not len(self.learn.yb):
+        if not self.training or not len(self.learn.yb) or not getattr(self.mixer, "enabled", True):
             return
         xb, yb = self.learn.xb, self.learn.yb
         params = self.mixer.sample(xb[0])
@@ -117,11 +122,14 @@ class MixUp(MixCallback):
         keep_dominant: ``lam = max(lam, 1 - lam)`` (fastai: True).
         p: probability that a row is mixed.
         generator: random generator on the batch's device.
+        stop_epoch: no mixing from this epoch on (timm's ``mixup_off_epoch``).
+        alpha_schedule: a function ``epoch -> alpha`` (``mixlab.data.Linear(0.4, 0.0, 10)``...).
     """
 
     def __init__(self, alpha: float = 0.4, *, mode: str = "sample", keep_dominant: bool = True, p: float = 1.0,
-                 generator: torch.Generator | None = None):
-        super().__init__(_MixUp(alpha, mode=mode, keep_dominant=keep_dominant, p=p, generator=generator))
+                 generator: torch.Generator | None = None, stop_epoch=None, alpha_schedule=None):
+        super().__init__(_MixUp(alpha, mode=mode, keep_dominant=keep_dominant, p=p, generator=generator),
+                         stop_epoch=stop_epoch, alpha_schedule=alpha_schedule)
 
 
 class CutMix(MixCallback):
@@ -135,5 +143,6 @@ class CutMix(MixCallback):
     """
 
     def __init__(self, alpha: float = 1.0, *, mode: str = "batch", p: float = 1.0,
-                 generator: torch.Generator | None = None):
-        super().__init__(_CutMix(alpha, mode=mode, p=p, generator=generator))
+                 generator: torch.Generator | None = None, stop_epoch=None, alpha_schedule=None):
+        super().__init__(_CutMix(alpha, mode=mode, p=p, generator=generator), stop_epoch=stop_epoch,
+                         alpha_schedule=alpha_schedule)

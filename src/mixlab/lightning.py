@@ -30,6 +30,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 import torch
 
 from .transforms import CutMix as _CutMix
+from .transforms import apply_schedule, check_schedule
 from .transforms import MixUp as _MixUp
 
 __all__ = ["MixCallback", "MixUp", "CutMix"]
@@ -45,10 +46,11 @@ class MixCallback(pl.Callback):
             Its generator, if any, must live on the training device.
     """
 
-    def __init__(self, mixer):
+    def __init__(self, mixer, *, stop_epoch=None, alpha_schedule=None):
         if not callable(mixer) or not hasattr(mixer, "sample"):
             raise TypeError(f"mixer must be a mixlab transform, got {type(mixer).__name__}")
         self.mixer = mixer
+        self.stop_epoch, self.alpha_schedule = check_schedule(mixer, stop_epoch, alpha_schedule)
         self._saved = None  # (module, had_instance_attr, previous instance attribute)
 
     def mix_batch(self, batch):
@@ -59,6 +61,10 @@ class MixCallback(pl.Callback):
             raise TypeError(f"mixlab.lightning mixes batches of the form (inputs, labels), got {got}")
         x, target = self.mixer(batch[0], batch[1])
         return type(batch)([x, target]) if isinstance(batch, list) else (x, target)
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        # off from stop_epoch on: batches still carry a MixedTarget (lam 1), so the training step is unchanged
+        apply_schedule(self.mixer, trainer.current_epoch, stop_epoch=self.stop_epoch, alpha=self.alpha_schedule)
 
     def on_fit_start(self, trainer, pl_module):
         own = pl_module.__dict__.get(_HOOK)
@@ -91,16 +97,19 @@ class MixCallback(pl.Callback):
 
 
 class MixUp(MixCallback):
-    """Mixup callback. Arguments as :class:`mixlab.MixUp` (``alpha``, ``mode``, ``keep_dominant``, ``p``, ...)."""
+    """Mixup callback. Arguments as :class:`mixlab.MixUp` (``alpha``, ``mode``, ``keep_dominant``, ``p``, ...),
+    plus ``stop_epoch`` (no mixing from that epoch on) and ``alpha_schedule`` (``epoch -> alpha``)."""
 
     def __init__(self, alpha: float = 0.4, *, mode: str = "batch", keep_dominant: bool = False, p: float = 1.0,
-                 generator: torch.Generator | None = None, **kwargs):
-        super().__init__(_MixUp(alpha, mode=mode, keep_dominant=keep_dominant, p=p, generator=generator, **kwargs))
+                 generator: torch.Generator | None = None, stop_epoch=None, alpha_schedule=None, **kwargs):
+        super().__init__(_MixUp(alpha, mode=mode, keep_dominant=keep_dominant, p=p, generator=generator, **kwargs),
+                         stop_epoch=stop_epoch, alpha_schedule=alpha_schedule)
 
 
 class CutMix(MixCallback):
     """CutMix callback. Arguments as :class:`mixlab.CutMix` (``alpha``, ``mode``, ``p``, ...)."""
 
     def __init__(self, alpha: float = 1.0, *, mode: str = "batch", p: float = 1.0,
-                 generator: torch.Generator | None = None, **kwargs):
-        super().__init__(_CutMix(alpha, mode=mode, p=p, generator=generator, **kwargs))
+                 generator: torch.Generator | None = None, stop_epoch=None, alpha_schedule=None, **kwargs):
+        super().__init__(_CutMix(alpha, mode=mode, p=p, generator=generator, **kwargs), stop_epoch=stop_epoch,
+                         alpha_schedule=alpha_schedule)

@@ -29,7 +29,7 @@ from .regions import Box
 from .sampling import mix_seed, rng, sample_beta
 from .targets import MixedTarget
 
-__all__ = ["MixUp", "CutMix", "MixUpOrCutMix", "RandomChoice", "mix_pair"]
+__all__ = ["MixUp", "CutMix", "MixUpOrCutMix", "RandomChoice", "mix_pair", "apply_schedule", "check_schedule"]
 
 
 def _batch_info(x) -> tuple[int, torch.device, torch.Tensor]:
@@ -429,6 +429,30 @@ class RandomChoice:
 
     def __repr__(self):
         return f"RandomChoice({self.transforms!r}, p={[round(v, 4) for v in self.p]})"
+
+
+def check_schedule(mixer, stop_epoch=None, alpha=None):
+    """Validate the schedule options an integration takes with a transform (``stop_epoch``, ``alpha``)."""
+    if stop_epoch is not None:
+        stop_epoch = V.integer(stop_epoch, "stop_epoch", minimum=0)
+    if alpha is not None:
+        if not callable(alpha):
+            raise TypeError(f"alpha schedule must be a function epoch -> alpha, got {V.describe(alpha)}")
+        if not hasattr(mixer, "alpha"):
+            raise ValueError(f"{type(mixer).__name__} has no single alpha to schedule")
+        V.alpha(alpha(0), "alpha(0)")
+    if (stop_epoch is not None or alpha is not None) and not hasattr(mixer, "enabled"):
+        raise ValueError(f"{type(mixer).__name__} cannot be scheduled (it has no 'enabled' option)")
+    return stop_epoch, alpha
+
+
+def apply_schedule(mixer, epoch: int, *, stop_epoch=None, alpha=None) -> None:
+    """Set ``mixer.enabled`` (off from ``stop_epoch`` on, timm's ``mixup_off_epoch``) and ``mixer.alpha``
+    (``alpha(epoch)`` for a schedule) for ``epoch``: a pure function of the epoch, so resumed runs agree."""
+    if stop_epoch is not None:
+        mixer.enabled = epoch < stop_epoch
+    if alpha is not None:
+        mixer.alpha = V.alpha(alpha(epoch), f"alpha({epoch})")
 
 
 def mix_pair(x1, y1, x2, y2, *, alpha: float = 0.2, mode: str = "sample", keep_dominant: bool = False,
