@@ -48,8 +48,27 @@ def test_mixup_two_streams_and_self_shuffle():
     assert _np(xs).shape == x1.shape and _np(ys).shape == (8, 4)
     with pytest.raises(ValueError, match="num_classes"):
         MixUp(0.2)(x1, y1)
-    with pytest.raises(ValueError, match="alpha"):
-        MixUp(0.0)
+    with pytest.raises(ValueError, match="alpha must be a finite number >= 0"):
+        MixUp(-0.1)
+    off_x, off_y = MixUp(0.0, num_classes=4, seed=3)((x1, y1), (x2, y2))  # alpha 0 is "off", as in the core
+    np.testing.assert_allclose(_np(off_x), x1, rtol=1e-6)
+    np.testing.assert_allclose(_np(off_y), np.eye(4, dtype=np.float32)[y1])
+
+
+def test_schedule_callback_stops_mixing():
+    from mixlab.keras import Schedule
+
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.random((8, 4, 4, 1), dtype=np.float32), rng.random((8, 4, 4, 1), dtype=np.float32)
+    y1, y2 = rng.integers(0, 4, 8), rng.integers(0, 4, 8)
+    mixup = MixUp(0.4, num_classes=4, seed=3)
+    sched = Schedule(mixup, stop_epoch=2, alpha_schedule=lambda e: 0.4 / (e + 1))
+    sched.on_epoch_begin(1)
+    assert mixup.enabled and mixup.alpha == pytest.approx(0.2)
+    assert not np.allclose(_np(mixup((x1, y1), (x2, y2))[0]), x1)
+    sched.on_epoch_begin(2)
+    assert not mixup.enabled
+    np.testing.assert_allclose(_np(mixup((x1, y1), (x2, y2))[0]), x1, rtol=1e-6)
 
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])

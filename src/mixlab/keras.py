@@ -37,13 +37,14 @@ except ImportError as e:  # pragma: no cover - depends on the environment
                       f"({type(e).__name__}: {e}); install that backend (e.g. tensorflow-cpu, jax) or set "
                       "KERAS_BACKEND=torch") from e
 
-__all__ = ["MixUp", "CutMix", "MixedPyDataset", "sample_lambda"]
+__all__ = ["MixUp", "CutMix", "MixedPyDataset", "Schedule", "sample_lambda"]
 
 
 def _check_alpha(alpha) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-        raise ValueError(f"alpha must be a number > 0, got {alpha!r}")
-    return float(alpha)
+    """A concentration >= 0 (0: no mixing, as in the core)."""
+    from . import _validate as V
+
+    return V.alpha(alpha)
 
 
 def _seed_generator(seed):
@@ -65,10 +66,12 @@ def sample_lambda(n, alpha: float, seed) -> "keras.KerasTensor":
 
     Args:
         n: number of draws (may be a dynamic batch size).
-        alpha: concentration > 0.
+        alpha: concentration >= 0 (0 gives ones: no mixing).
         seed: a ``keras.random.SeedGenerator`` (or an int, for one-off draws).
     """
     alpha = _check_alpha(alpha)
+    if alpha == 0:  # no mixing: every row keeps itself
+        return ops.ones((n,), dtype="float32")
     return ops.sigmoid(_log_gamma(n, alpha, seed) - _log_gamma(n, alpha, seed))
 
 
@@ -80,6 +83,10 @@ class _KerasMixer:
             raise ValueError(f"num_classes must be a positive int or None, got {num_classes!r}")
         self.num_classes = num_classes
         self.seed_generator = _seed_generator(seed)
+        self.enabled = True  # False: batches pass unmixed (lam 1); see Schedule
+
+    def _lam(self, n):
+        return sample_lambda(n, self.alpha if self.enabled else 0.0, self.seed_generator)
 
     def _labels(self, labels):
         labels = ops.convert_to_tensor(labels)
@@ -132,7 +139,7 @@ class MixUp(_KerasMixer):
         """Mix two aligned batches row by row (one ``lam`` per row)."""
         x1, x2 = ops.cast(x1, "float32"), ops.cast(x2, "float32")
         y1, y2 = self._labels(y1), self._labels(y2)
-        lam = sample_lambda(ops.shape(x1)[0], self.alpha, self.seed_generator)  # (B,)
+        lam = self._lam(ops.shape(x1)[0])  # (B,)
         x = x2 + _per_row(lam, len(x1.shape)) * (x1 - x2)
         y = y2 + _per_row(lam, len(y1.shape)) * (y1 - y2)
         return x, y
@@ -177,7 +184,7 @@ class CutMix(_KerasMixer):
         h_axis, w_axis = (1, 2) if self.data_format == "channels_last" else (2, 3)
         H, W = int(x1.shape[h_axis]), int(x1.shape[w_axis])
         n = ops.shape(x1)[0]
-        lam = sample_lambda(n, self.alpha, self.seed_generator)
+        lam = self._lam(n)
         ratio = ops.sqrt(1.0 - lam)
         rows, h_len = self._axis_mask(n, H, ratio, self.seed_generator)
         cols, w_len = self._axis_mask(n, W, ratio, self.seed_generator)
@@ -187,6 +194,29 @@ class CutMix(_KerasMixer):
         lam_exact = 1.0 - h_len * w_len / float(H * W)  # (B,)
         y = y2 + _per_row(lam_exact, len(y1.shape)) * (y1 - y2)
         return x, y
+
+
+class Schedule(keras.callbacks.Callback):
+    """A Keras callback that stops mixing at ``stop_epoch`` and sets ``alpha`` from ``alpha_schedule(epoch)``.
+
+    ``model.fit(MixedPyDataset(batches, mixup), callbacks=[Schedule(mixup, stop_epoch=8)])``. It
+    acts on Python calls of the mixer (``MixedPyDataset``, eager code); a ``tf.data`` graph bakes the
+    values in when it is traced, so there build one dataset per phase instead.
+    """
+
+    def __init__(self, mixer, *, stop_epoch=None, alpha_schedule=None):
+        super().__init__()
+        from .transforms import check_schedule
+
+        if not isinstance(mixer, _KerasMixer):
+            raise TypeError(f"mixer must be mixlab.keras.MixUp or CutMix, got {type(mixer).__name__}")
+        self.mixer = mixer
+        self.stop_epoch, self.alpha_schedule = check_schedule(mixer, stop_epoch, alpha_schedule)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        from .transforms import apply_schedule
+
+        apply_schedule(self.mixer, epoch, stop_epoch=self.stop_epoch, alpha=self.alpha_schedule)
 
 
 class MixedPyDataset(keras.utils.PyDataset):
