@@ -26,7 +26,7 @@ $(VENV)/.lab: $(VENV)/.torch pyproject.toml
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.torch pyproject.toml
-	$(PIP) install -e ".[lab,dev,bench,fastai,keras,keras-all,lightning]" $(TORCH_PINS)
+	$(PIP) install -e ".[lab,dev,bench,fastai,keras,keras-all,lightning,hf]" $(TORCH_PINS)
 	touch $@
 
 setup-lab: $(VENV)/.lab

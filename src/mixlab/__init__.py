@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 
 
 # Submodules with optional dependencies, imported on first attribute access (``mixlab.lightning``).
-_SUBMODULES = frozenset({"fastai", "lightning", "keras", "data", "distributed", "detection", "manifold", "timm", "lab",
+_SUBMODULES = frozenset({"fastai", "lightning", "keras", "data", "distributed", "detection", "manifold", "timm", "transformers", "lab",
                          "bench"})
 
 
