@@ -17,8 +17,8 @@ __version__ = "0.1.0"
 
 
 # Submodules with optional dependencies, imported on first attribute access (``mixlab.lightning``).
-_SUBMODULES = frozenset({"fastai", "lightning", "keras", "data", "distributed", "detection", "manifold", "timm", "transformers", "lab",
-                         "bench"})
+_SUBMODULES = frozenset({"fastai", "lightning", "keras", "data", "distributed", "detection", "manifold", "timm",
+                         "transformers", "lab", "bench"})
 
 
 def __getattr__(name):
