@@ -14,7 +14,7 @@ endif
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 DEMO_ARGS ?=
 
-.PHONY: demo test setup-lab setup-dev bench fashion-mnist clean
+.PHONY: demo test docs setup-lab setup-dev bench fashion-mnist clean
 
 $(VENV)/.torch:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ $(VENV)/.lab: $(VENV)/.torch pyproject.toml
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.torch pyproject.toml
-	$(PIP) install -e ".[lab,dev,bench,fastai,keras,keras-all,lightning,hf]" $(TORCH_PINS)
+	$(PIP) install -e ".[lab,dev,bench,fastai,keras,keras-all,lightning,hf,docs]" $(TORCH_PINS)
 	touch $@
 
 setup-lab: $(VENV)/.lab
@@ -48,8 +48,11 @@ demo: setup-lab fashion-mnist
 test: setup-dev fashion-mnist
 	KERAS_BACKEND=torch $(PY) -m pytest
 
+docs: setup-dev
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d site
+
 bench: setup-dev
 	$(VENV)/bin/mixlab bench
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info src/*.egg-info
+	rm -rf $(VENV) runs build site *.egg-info src/*.egg-info

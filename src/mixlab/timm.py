@@ -61,8 +61,9 @@ class Mixup:
     """timm's ``Mixup`` on mixlab's core: ``x, target = mixup_fn(x, target)``.
 
     Args:
-        mixup_alpha, cutmix_alpha, cutmix_minmax, prob, switch_prob, mode, correct_lam,
-        label_smoothing, num_classes, multi_label: as timm 1.0 (same defaults).
+        mixup_alpha: as timm 1.0, like every other option here (same names and defaults:
+            ``cutmix_alpha``, ``cutmix_minmax``, ``prob``, ``switch_prob``, ``mode``, ``correct_lam``,
+            ``label_smoothing``, ``num_classes``, ``multi_label``).
         generator: optional ``torch.Generator`` on the batch's device (timm uses numpy's global RNG).
     """
 
