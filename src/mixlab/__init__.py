@@ -13,7 +13,7 @@ from .transforms import CutMix, MixUp, MixUpOrCutMix, RandomChoice, mix_pair
 from .methods import FMix, GridMix, ResizeMix, SaliencyMix, SmoothMix, TokenMix
 from . import policies  # noqa: E402  (label-side policies: Remix, CMixup, regmixup_loss)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 
 # Submodules with optional dependencies, imported on first attribute access (``mixlab.lightning``).
