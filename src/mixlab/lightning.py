@@ -102,7 +102,8 @@ class MixUp(MixCallback):
 
     def __init__(self, alpha: float = 0.4, *, mode: str = "batch", keep_dominant: bool = False, p: float = 1.0,
                  generator: torch.Generator | None = None, stop_epoch=None, alpha_schedule=None, **kwargs):
-        super().__init__(_MixUp(alpha, mode=mode, keep_dominant=keep_dominant, p=p, generator=generator, **kwargs),
+        super().__init__(_MixUp(alpha, mode=mode, keep_dominant=keep_dominant, p=p, generator=generator,
+                                **{"inplace": True, **kwargs}),
                          stop_epoch=stop_epoch, alpha_schedule=alpha_schedule)
 
 
@@ -111,5 +112,5 @@ class CutMix(MixCallback):
 
     def __init__(self, alpha: float = 1.0, *, mode: str = "batch", p: float = 1.0,
                  generator: torch.Generator | None = None, stop_epoch=None, alpha_schedule=None, **kwargs):
-        super().__init__(_CutMix(alpha, mode=mode, p=p, generator=generator, **kwargs), stop_epoch=stop_epoch,
+        super().__init__(_CutMix(alpha, mode=mode, p=p, generator=generator, **{"inplace": True, **kwargs}), stop_epoch=stop_epoch,
                          alpha_schedule=alpha_schedule)

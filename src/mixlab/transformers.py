@@ -69,7 +69,7 @@ class MixupHook:
         x = kwargs[keys[0]]
         self.params = self.mixer.sample(x)
         kwargs = dict(kwargs)
-        kwargs[keys[0]] = mix(x, self.params)
+        kwargs[keys[0]] = mix(x, self.params, inplace=not x.requires_grad)  # the collated batch is ours
         return args, kwargs
 
     def loss(self, outputs, labels, num_items_in_batch=None):

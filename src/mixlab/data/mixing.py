@@ -185,8 +185,8 @@ class MixCollate(_EpochSchedule):
         common = dict(p=p, mode=self.mode, pairing=self.pairing, generator=generator,
                       num_classes=self.num_classes, label_smoothing=self.label_smoothing)
         if self.kind == "cutmix":
-            return CutMix(alpha, **common)
-        return MixUp(alpha, keep_dominant=self.keep_dominant, **common)
+            return CutMix(alpha, inplace=True, **common)  # the collated batch is fresh: mix it in place
+        return MixUp(alpha, keep_dominant=self.keep_dominant, inplace=True, **common)
 
     def _generator(self, epoch: int) -> torch.Generator:
         info = torch.utils.data.get_worker_info()
