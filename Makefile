@@ -43,7 +43,7 @@ fashion-mnist:
 demo: setup-lab fashion-mnist
 	@if [ -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ]; then ds=fashion-mnist; \
 	else echo "mixlab: Fashion-MNIST not found in $(FMNIST_DIR); running the demo on scikit-learn's digits instead"; ds=digits; fi; \
-	$(VENV)/bin/mixlab compare --dataset $$ds --preset demo --out runs/demo $(DEMO_ARGS)
+	$(VENV)/bin/mixlab compare --dataset $$ds --preset demo --out runs/demo --overwrite $(DEMO_ARGS)
 
 test: setup-dev fashion-mnist
 	KERAS_BACKEND=torch $(PY) -m pytest

@@ -1,6 +1,7 @@
 """Image trees, tarballs, regex labels and CSV files written here."""
 from __future__ import annotations
 
+import re
 import tarfile
 
 import numpy as np
@@ -182,3 +183,27 @@ def test_csv_errors(tmp_path):
     short = _csv(tmp_path / "s.csv", "a,b,label\n1,2\n")
     with pytest.raises(ValueError, match="row 2 has 2 fields"):
         load_dataset("csv", data_dir=short)
+
+
+@pytest.mark.parametrize("mode, suffix", [("w:gz", "tar.gz"), ("w", "tar"), ("w:xz", "tar.xz")])
+def test_a_tarball_cut_at_every_point_is_refused_never_read_in_part(tmp_path, mode, suffix):
+    # a cut at a member boundary looks like a complete archive to tarfile: it must still be refused
+    tree = _tree(tmp_path / "src", n=4)
+    tar = tmp_path / f"pics.{suffix}"
+    with tarfile.open(tar, mode) as tf:
+        tf.add(tree, arcname="pics")
+    data = tar.read_bytes()
+    full = load_dataset("folder", data_dir=tar, cache_dir=tmp_path / "cache")
+    refused = 0
+    for i, frac in enumerate((0.2, 0.35, 0.5, 0.65, 0.8, 0.95)):
+        cut = tmp_path / f"cut{i}.{suffix}"
+        cut.write_bytes(data[: int(len(data) * frac)])
+        try:
+            part = load_dataset("folder", data_dir=cut, cache_dir=tmp_path / "cache")
+        except ValueError as e:
+            assert re.search("corrupt or truncated|no image files", str(e)), e
+            refused += 1
+            continue
+        # only a cut inside the trailing padding of an uncompressed tar may load, and then nothing is lost
+        assert len(part.y_train) == len(full.y_train) and len(part.y_test) == len(full.y_test)
+    assert refused >= 5

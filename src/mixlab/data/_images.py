@@ -26,7 +26,10 @@ are resized to the overall most common size and a warning says so.
 """
 from __future__ import annotations
 
+import bz2
+import gzip
 import io
+import lzma
 import os
 import re
 import tarfile
@@ -56,6 +59,26 @@ def check_member_size(what: str, size: int) -> None:
         raise ValueError(f"{what}: {size} bytes ({size / 2**20:.1f} MiB), above the limit of {MAX_MEMBER_BYTES} "
                          f"bytes ({MAX_MEMBER_BYTES / 2**20:g} MiB) per file (mixlab.data._images.MAX_MEMBER_BYTES); "
                          "not read")
+
+
+def check_archive_end(location: Path, tf: tarfile.TarFile) -> None:
+    """Raise ``EOFError`` when a tar stream read to its end was truncated.
+
+    A stream cut at a member boundary looks like a complete archive to ``tarfile`` (it takes the
+    missing header for the end), so a truncated download would silently lose its last members:
+    compressed archives are read to their end-of-stream marker (gzip, bzip2, xz check it), and an
+    uncompressed one must still hold the end-of-archive blocks after its last member.
+    """
+    with open(location, "rb") as f:
+        magic = f.read(6)
+    opener = gzip.open if magic[:2] == b"\x1f\x8b" else bz2.open if magic[:3] == b"BZh" else \
+        lzma.open if magic == b"\xfd7zXZ\x00" else None
+    if opener is not None:
+        with opener(location, "rb") as z:
+            while z.read(1 << 22):  # EOFError at a truncation, a CRC error for corruption
+                pass
+    elif location.stat().st_size < tf.offset + 1024:
+        raise EOFError("the archive ends without its end-of-archive blocks")
 
 
 def is_tarball(path: Path) -> bool:
@@ -91,7 +114,8 @@ def _read_sources(location: Path) -> tuple[list[tuple[str, ...]], list[bytes]]:
                         check_member_size(f"tarball {location}: member {m.name!r}", m.size)
                         parts.append(tuple(q for q in m.name.split("/") if q not in ("", ".")))
                         blobs.append(tf.extractfile(m).read())
-        except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+                check_archive_end(location, tf)
+        except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as e:
             raise ValueError(f"tarball {location}: corrupt or truncated ({type(e).__name__}: {e})") from None
         order = sorted(range(len(parts)), key=parts.__getitem__)
         parts, blobs = [parts[i] for i in order], [blobs[i] for i in order]

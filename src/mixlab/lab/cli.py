@@ -12,6 +12,10 @@ Examples::
     mixlab compare --dataset digits --epochs 5 --label-noise 0.4 --out runs/noisy
     mixlab compare --out runs/demo --resume          # after Ctrl-C
     mixlab preview --dataset fashion-mnist --alpha 0.2 --out mixed.png
+
+A user error (an option, the data, a config file, the run folder, a diverged run) prints one
+line, ``mixlab: <message>``, on stderr and exits with status 2; ``--debug`` adds the traceback.
+Anything else is a bug in mixlab and shows its traceback.
 """
 from __future__ import annotations
 
@@ -19,11 +23,31 @@ import argparse
 import json
 import os
 import sys
+import threading
+import traceback
 from pathlib import Path
 
-from .config import AUGMENTS, LOSSES, MIXES, NORMALIZES, OPTIMIZERS, PRESETS, SCHEDULES, LabConfig, resolve_config
+from .config import (AUGMENTS, LOSSES, MAX_SEED, MIXES, NORMALIZES, OPTIMIZERS, PRESETS, SCHEDULES, LabConfig,
+                     LabError, load_config_file, resolve_config)
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "UsageError"]
+
+
+class UsageError(LabError):
+    """A command line argparse refused (unknown option, bad type, missing value)."""
+
+
+# What ``main`` reports as one line with status 2: options, data (mixlab.data raises ValueError /
+# TypeError with complete messages), files and folders, and mixlab's own errors. Anything else is a bug.
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+               LabError)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (``main`` prints them) instead of usage + exit."""
+
+    def error(self, message):
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 S = argparse.SUPPRESS
 _RESUME_FREE = {"quiet", "device", "threads", "out"}  # may change when resuming; nothing else may
@@ -86,14 +110,24 @@ def _add_train_options(p: argparse.ArgumentParser, mixes) -> None:
     g.add_argument("--seeds", type=_int_list, default=S, help="comma-separated seeds, e.g. 0,1,2")
     g.add_argument("--out", default=S, help="run folder (default runs/latest)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out (skips finished arms)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace the mixlab run in --out (removes only that run's own files)")
     g.add_argument("--device", default=S, help="cpu, cuda, cuda:1, mps ...")
     g.add_argument("--threads", type=int, default=S, help="torch CPU threads (0 = torch's default)")
     g.add_argument("--quiet", action="store_true", default=S, help="no progress bars or per-epoch lines")
+    _add_debug_option(p)
+
+
+def _add_debug_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", default=S,
+                   help="on an error, print the traceback as well as the one-line message")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mixlab", description="mixlab's lab: does mixup help, on real data?",
-                                     epilog="Convention: lam weights the ORIGINAL row; see README.md.")
+    parser = _Parser(prog="mixlab", description="mixlab's lab: does mixup help, on real data?",
+                     epilog="Convention: lam weights the ORIGINAL row; see README.md.")
+    parser.add_argument("--debug", action="store_true", default=False,
+                        help="on an error, print the traceback as well as the one-line message")
     sub = parser.add_subparsers(dest="command", required=True)
     cmp = sub.add_parser("compare", help="train without and with mixing from the same weights")
     _add_train_options(cmp, tuple(m for m in MIXES if m != "none"))
@@ -105,9 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("--out", default="mixed_samples.png", help="PNG path (default mixed_samples.png)")
     pv.add_argument("--n", type=int, default=9, help="number of samples (default 9)")
     pv.add_argument("--seed", type=int, default=0)
+    _add_debug_option(pv)
     ds = sub.add_parser("datasets", help="list the datasets, where each is looked for, and whether it is present")
     ds.add_argument("--data-dir", default=None)
     ds.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_debug_option(ds)
     bench = sub.add_parser("bench", help="speed benchmarks (mixlab.bench); options after `bench` go to it")
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     for sp in (cmp, tr, pv, ds, bench):
@@ -116,27 +152,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _explicit(ns: argparse.Namespace) -> dict:
-    skip = {"command", "preset", "config", "resume", "rest", "n", "seed", "json", "_parser"}
+    skip = {"command", "preset", "config", "resume", "rest", "n", "seed", "json", "_parser", "debug", "overwrite"}
     return {k: v for k, v in vars(ns).items() if k not in skip}
 
 
-def _resumed_config(parser, ns, explicit: dict) -> LabConfig:
+def _resumed_config(ns, explicit: dict) -> LabConfig:
     """The saved configuration of the run in ``--out``; only ``--quiet/--device/--threads`` may change."""
     if ns.preset or ns.config:
-        parser.error("--resume continues the saved run: do not pass --preset or --config with it")
+        raise ValueError("--resume continues the saved run: do not pass --preset or --config with it")
     out = Path(explicit.get("out", LabConfig.out))
     saved = out / "config.json"
     if not saved.is_file():
-        parser.error(f"--resume: no run to resume in --out {str(out)!r} ({saved} is missing)")
-    cfg_dict = json.loads(saved.read_text())["config"]
+        raise ValueError(f"--resume: no run to resume in --out {str(out)!r} ({saved} is missing)")
+    what = f"--resume: the run's {str(saved)!r}"
+    cfg_dict = load_config_file(saved, what=what)  # names the file if it is truncated, edited or from another version
     changed = sorted(k for k, v in explicit.items() if k not in _RESUME_FREE and v != cfg_dict.get(k))
     if changed:
-        parser.error("--resume continues the saved run, but these options differ from " f"{saved}: "
-                     + ", ".join(f"--{k.replace('_', '-')} (saved {cfg_dict.get(k)!r}, given {explicit[k]!r})"
-                                 for k in changed))
+        raise ValueError("--resume continues the saved run, but these options differ from " f"{saved}: "
+                         + ", ".join(f"--{k.replace('_', '-')} (saved {cfg_dict.get(k)!r}, given {explicit[k]!r})"
+                                     for k in changed))
     cfg_dict.update({k: v for k, v in explicit.items() if k in _RESUME_FREE})
     cfg_dict["out"] = str(out)
-    return LabConfig(**cfg_dict).validate()
+    try:
+        return LabConfig(**cfg_dict).validate()
+    except ValueError as e:
+        raise ValueError(f"{what} does not hold a valid configuration: {e}") from None
 
 
 def _check_dataset(name: str) -> None:
@@ -146,37 +186,72 @@ def _check_dataset(name: str) -> None:
         raise ValueError(f"--dataset must be one of {', '.join(DATASETS)}, got {name!r}")
 
 
-def _run(parser, ns) -> int:
+def _check_device(name: str) -> None:
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"--device must be a torch device such as cpu, cuda, cuda:1 or mps, got {name!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name!r}: no usable CUDA device (torch.cuda.is_available() is False)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"--device {name!r}: MPS is not available on this machine")
+
+
+def _check_run(cfg: LabConfig, arms: list) -> None:
+    """Everything that can be checked before loading data or training: an error here costs no work."""
+    import torch
+
+    from .models import MODELS
+    from .train import build_mixer
+
+    if cfg.model is not None and cfg.model not in MODELS:
+        raise ValueError(f"--model must be one of {sorted(MODELS)}, got {cfg.model!r}")
+    _check_dataset(cfg.dataset)
+    _check_device(cfg.device)
+    _dist_timeout()
+    for _, mix in arms:  # the core's own checks of the mixing options, now rather than after the baseline arm
+        try:
+            build_mixer(cfg, mix, 2, torch.Generator())
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"--mix {mix}: the mixing options are refused: {e}") from None
+
+
+def _run(ns) -> int:
     from .runner import arms_for, run_lab
 
     explicit = _explicit(ns)
-    try:
-        cfg = (_resumed_config(parser, ns, explicit) if ns.resume
-               else resolve_config(explicit, preset=ns.preset, config_file=ns.config))
-        arms = arms_for(ns.command, cfg)
-        from .models import MODELS
-
-        if cfg.model is not None and cfg.model not in MODELS:
-            raise ValueError(f"--model must be one of {sorted(MODELS)}, got {cfg.model!r}")
-        _check_dataset(cfg.dataset)
-    except ValueError as e:
-        parser.error(str(e))
+    cfg = (_resumed_config(ns, explicit) if ns.resume
+           else resolve_config(explicit, preset=ns.preset, config_file=ns.config))
+    arms = arms_for(ns.command, cfg)
+    _check_run(cfg, arms)
     from . import distributed
 
     info = distributed.init_from_env(timeout_s=_dist_timeout())  # single-process info without torchrun
     if info.device.type == "cuda":
         cfg.device = str(info.device)  # one GPU per rank (nccl)
     log = (lambda s: None) if cfg.quiet or not info.is_main else (lambda s: print(s, flush=True))
+    heartbeat = _Heartbeat.start(info)  # under a process group: lets a rank name a peer that froze
     try:
-        summary = run_lab(cfg, arms, resume=ns.resume, main_process=info.is_main, log=log)
+        summary = run_lab(cfg, arms, resume=ns.resume, overwrite=ns.overwrite, command=ns.command,
+                          main_process=info.is_main, log=log)
+        if heartbeat is not None:
+            heartbeat.stop(join_s=2 * heartbeat.INTERVAL)  # no store traffic while the group is torn down
+        distributed.shutdown()  # its barrier waits for every peer too
     except KeyboardInterrupt:
         print(f"\ninterrupted; every finished epoch is checkpointed. Continue with:\n"
               f"  mixlab {ns.command} --out {cfg.out} --resume", file=sys.stderr)
         return 130
-    except FileNotFoundError as e:
-        print(f"mixlab: {e}", file=sys.stderr)
-        return 1
-    distributed.shutdown()
+    except Exception as e:
+        if heartbeat is not None and _peer_failure(e):
+            heartbeat.exit_peer_lost(e, ns.command, cfg.out, getattr(ns, "debug", False))  # one line, status 1
+        raise
+    finally:
+        if heartbeat is not None:
+            heartbeat.stop()
     if not info.is_main:
         return 0
     from .report import format_table
@@ -186,34 +261,147 @@ def _run(parser, ns) -> int:
     return 0
 
 
+def _peer_failure(e: BaseException) -> bool:
+    """True for the errors a collective raises when a peer rank froze, died or dropped its connection."""
+    import torch.distributed as tdist
+
+    if isinstance(e, getattr(tdist, "DistError", ())):
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and any(
+        s in text for s in ("timed out", "timeout", "connection reset", "connection closed", "pair closure",
+                            "broken pipe", "socket closed", "gloo", "nccl"))
+
+
+class _Heartbeat:
+    """Each rank writes the time into the process group's store every ``INTERVAL`` seconds (a thread).
+
+    When a collective fails, the rank reads its peers' times: a peer whose time is stale froze
+    (``SIGSTOP``, a debugger, a hung driver) or died; a store that does not answer means rank 0,
+    which hosts it without torchrun, is the one that stopped. The rank then prints one line and
+    leaves with status 1 through ``os._exit``: tearing a gloo group down while a peer is stuck in
+    a collective can abort the process (status -6) instead.
+    """
+
+    INTERVAL = 1.0
+    KEY = "mixlab/heartbeat/{}"
+
+    def __init__(self, store, info):
+        self.store, self.info = store, info
+        self.stopped = threading.Event()
+        self.beat()
+        self.thread = threading.Thread(target=self.run, name="mixlab-heartbeat", daemon=True)
+        self.thread.start()
+
+    @classmethod
+    def start(cls, info):
+        if not info.distributed:
+            return None
+        try:
+            from torch.distributed import distributed_c10d
+
+            return cls(distributed_c10d._get_default_store(), info)
+        except Exception:  # a torch without the store API: no names, the generic message still comes
+            return None
+
+    def beat(self) -> None:
+        import time
+
+        self.store.set(self.KEY.format(self.info.rank), repr(time.time()))
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.INTERVAL):
+            try:
+                self.beat()
+            except Exception:  # the store went away (rank 0 stopped): the collective's error will tell
+                return
+
+    def stop(self, join_s: float = 0.0) -> None:
+        self.stopped.set()
+        if join_s > 0 and self.thread is not threading.current_thread():
+            self.thread.join(join_s)
+
+    def silent_peers(self, wait_s: float = 5.0) -> tuple[list, bool]:
+        """``([(rank, seconds since its last beat), ...], store_answered)`` for the peers that went quiet.
+
+        The store is read in a daemon thread given ``wait_s`` seconds: a frozen store host keeps the
+        connection open and a read can block for ever (the caller leaves with ``os._exit`` anyway).
+        """
+        import datetime
+        import time
+
+        self.stop()
+        stale_after = max(3 * self.INTERVAL, 0.5 * _dist_timeout())
+        found: dict = {}
+
+        def read():
+            self.store.set_timeout(datetime.timedelta(seconds=max(1.0, wait_s - 1)))
+            now = time.time()
+            found["quiet"] = [(r, age) for r in range(self.info.world_size) if r != self.info.rank
+                              for age in [now - float(self.store.get(self.KEY.format(r)).decode())]
+                              if age > stale_after]
+
+        reader = threading.Thread(target=lambda: _ignore_errors(read), name="mixlab-heartbeat-read", daemon=True)
+        reader.start()
+        reader.join(wait_s)
+        return found.get("quiet", []), "quiet" in found
+
+    def exit_peer_lost(self, e: BaseException, command: str, out: str, debug: bool) -> None:
+        import re
+
+        me = self.info.rank
+        quiet, answered = self.silent_peers()
+        if quiet:
+            who = ", ".join(f"rank {r} (silent for {age:.0f} s)" for r, age in quiet)
+            what = f"{who} stopped answering: frozen or dead"
+        elif not answered and me != 0:
+            what = "rank 0 stopped answering (the store it hosts does not respond): frozen or dead"
+        else:
+            what = "a peer rank stopped answering or closed its connection"
+        detail = re.sub(r"\[[^\]]*\]\s*", "", _one_line(e))  # gloo's "[/path/file.cc:78] " prefixes
+        if debug:
+            traceback.print_exc()
+        print(f"mixlab: rank {me}: {what}; waited up to MIXLAB_DIST_TIMEOUT={_dist_timeout():g} s ({detail}); "
+              f"finished epochs are checkpointed: continue with `mixlab {command} --out {out} --resume`",
+              file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)
+
+
+def _ignore_errors(fn) -> None:
+    try:
+        fn()
+    except Exception:
+        pass
+
+
 def _dist_timeout() -> float:
     """Seconds a rank waits for the others under torchrun (``MIXLAB_DIST_TIMEOUT``, default 600)."""
     text = os.environ.get("MIXLAB_DIST_TIMEOUT", "600")
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise ValueError(f"MIXLAB_DIST_TIMEOUT must be a number of seconds, got {text!r}") from None
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise ValueError(f"MIXLAB_DIST_TIMEOUT must be a positive number of seconds, got {text!r}")
+    return value
 
 
-def _preview(parser, ns) -> int:
+def _preview(ns) -> int:
     from .report import mixed_samples_png
     from .runner import load_splits
     from .train import prepare_data
 
-    try:
-        cfg = resolve_config({k: v for k, v in _explicit(ns).items() if k != "out"})
-        _check_dataset(cfg.dataset)
-        if ns.n < 1:
-            raise ValueError(f"--n must be >= 1, got {ns.n}")
-    except ValueError as e:
-        parser.error(str(e))
-    try:
-        splits = load_splits(cfg, ns.seed)
-    except FileNotFoundError as e:
-        print(f"mixlab: {e}", file=sys.stderr)
-        return 1
+    cfg = resolve_config({k: v for k, v in _explicit(ns).items() if k != "out"})
+    _check_dataset(cfg.dataset)
+    if ns.n < 1:
+        raise ValueError(f"--n must be >= 1, got {ns.n}")
+    if not 0 <= ns.seed <= MAX_SEED:
+        raise ValueError(f"--seed must be an int in [0, {MAX_SEED}], got {ns.seed}")
+    _check_run(cfg, [(cfg.mix, cfg.mix)])
+    splits = load_splits(cfg, ns.seed)
     if splits.kind != "image":
-        parser.error(f"--dataset must be an image dataset for preview, got {cfg.dataset!r} ({splits.kind})")
+        raise ValueError(f"--dataset must be an image dataset for preview, got {cfg.dataset!r} ({splits.kind})")
     mixed_samples_png(prepare_data(splits, cfg, "cpu"), cfg, Path(ns.out), n=ns.n, seed=ns.seed)
     print(f"wrote {ns.out}")
     return 0
@@ -251,15 +439,49 @@ def main(argv=None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if args[:1] == ["bench"]:  # argparse's REMAINDER drops leading options: hand every token to mixlab.bench
         return _bench(args[1:])
-    ns = build_parser().parse_args(argv)
-    parser = ns._parser
-    if ns.command in ("compare", "train"):
-        return _run(parser, ns)
-    if ns.command == "preview":
-        return _preview(parser, ns)
-    if ns.command == "datasets":
-        return _datasets(ns)
-    return _bench(ns.rest)
+    debug = "--debug" in (args[:args.index("--")] if "--" in args else args)
+    try:
+        ns = build_parser().parse_args(args)
+        if ns.command in ("compare", "train"):
+            return _run(ns)
+        if ns.command == "preview":
+            return _preview(ns)
+        if ns.command == "datasets":
+            return _datasets(ns)
+        return _bench(ns.rest)
+    except USER_ERRORS as e:
+        if isinstance(e, TypeError) and not isinstance(e, LabError) and not _raised_by_mixlab(e):
+            raise  # a TypeError Python or a library raised (a wrong call, a bad operand) is a bug: show it
+        if debug:
+            traceback.print_exc()
+        print(f"mixlab: {_one_line(e)}", file=sys.stderr, flush=True)
+        return 2
+
+
+def _raised_by_mixlab(e: BaseException) -> bool:
+    """True if a ``raise`` statement in mixlab's own code raised ``e`` (a message written for the user)."""
+    import linecache
+
+    import mixlab
+
+    tb = e.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    path = Path(tb.tb_frame.f_code.co_filename).resolve()
+    if Path(mixlab.__file__).resolve().parent not in path.parents:
+        return False
+    return linecache.getline(str(path), tb.tb_lineno).lstrip().startswith("raise")
+
+
+def _one_line(e: BaseException) -> str:
+    """The error's message on one line; an OSError as ``<file>: <reason>`` (no ``[Errno N]``)."""
+    if isinstance(e, OSError) and e.strerror and e.filename is not None:
+        text = f"{e.filename}: {e.strerror}"
+    else:
+        text = str(e) or type(e).__name__
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -10,11 +10,24 @@ ORIGINAL row (``mixed = lam * x + (1 - lam) * x[index]``), as everywhere in mixl
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import math
+import re
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["LabConfig", "PRESETS", "MIXES", "resolve_config", "load_config_file"]
+__all__ = ["LabConfig", "LabError", "PRESETS", "MIXES", "MAX_SEED", "resolve_config", "load_config_file"]
+
+MAX_SEED = 2**32 - 1  # numpy's bound; mixlab.data and the per-rank streams derive larger seeds from it
+
+
+class LabError(Exception):
+    """An error the user can fix (options, data, run folder, a diverged run): the ``mixlab``
+    command prints its message on one line, ``mixlab: <message>``, and exits with status 2.
+
+    Raise it (or a subclass) with a complete message naming the option or file at fault.
+    """
 
 MIXES = ("none", "mixup", "cutmix", "mixup-or-cutmix")
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -87,29 +100,37 @@ class LabConfig:
             if not ok:
                 raise ValueError(f"--{option.replace('_', '-')} must be {expected}, got {got!r}")
 
+        for f in dataclasses.fields(self):
+            check_type(f.name, getattr(self, f.name))
         for name, choices in (("mix", MIXES), ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
                               ("loss", LOSSES), ("augment", AUGMENTS), ("normalize", NORMALIZES),
                               ("mode", ("batch", "sample", "pair"))):
             need(getattr(self, name) in choices, name, f"one of {choices}", getattr(self, name))
         for name in ("epochs", "batch_size", "eval_batch_size"):
-            v = getattr(self, name)
-            need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name, "an int >= 1", v)
+            need(getattr(self, name) >= 1, name, "an int >= 1", getattr(self, name))
+        need(self.batch_size >= 2, "batch_size", "an int >= 2 (a batch of one row is dropped: "
+             "BatchNorm cannot train on it, so no step would be taken)", self.batch_size)
         for name in ("lr", "alpha", "cutmix_alpha", "weight_decay", "momentum"):
-            v = getattr(self, name)
-            need(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0, name, "a number >= 0", v)
+            need(getattr(self, name) >= 0, name, "a finite number >= 0", getattr(self, name))
         need(self.lr > 0, "lr", "> 0", self.lr)
         for name in ("p", "switch_prob", "label_noise"):
-            v = getattr(self, name)
-            need(isinstance(v, (int, float)) and 0 <= v <= 1, name, "a number in [0, 1]", v)
-        need(isinstance(self.seeds, list) and len(self.seeds) > 0 and
-             all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in self.seeds),
-             "seeds", "a non-empty list of ints >= 0 (e.g. 0,1,2)", self.seeds)
+            need(0 <= getattr(self, name) <= 1, name, "a number in [0, 1]", getattr(self, name))
+        need(0 < self.test_fraction < 1, "test_fraction", "a number in (0, 1)", self.test_fraction)
+        need(len(self.seeds) > 0 and all(0 <= s <= MAX_SEED for s in self.seeds),
+             "seeds", f"a non-empty list of ints in [0, {MAX_SEED}] (e.g. 0,1,2)", self.seeds)
         need(len(set(self.seeds)) == len(self.seeds), "seeds", "distinct", self.seeds)
-        need(self.classes is None or (isinstance(self.classes, list) and len(self.classes) >= 2),
-             "classes", "None or at least two class indices (e.g. 3,7)", self.classes)
-        need(self.train_size is None or (isinstance(self.train_size, int) and self.train_size >= 1),
-             "train_size", "None or an int >= 1", self.train_size)
-        need(isinstance(self.threads, int) and self.threads >= 0, "threads", "an int >= 0", self.threads)
+        need(self.classes is None or (len(self.classes) >= 2 and all(c >= 0 for c in self.classes)
+                                      and len(set(self.classes)) == len(self.classes)),
+             "classes", "None or at least two distinct class indices >= 0 (e.g. 3,7)", self.classes)
+        need(self.train_size is None or self.train_size >= 1, "train_size", "None or an int >= 1", self.train_size)
+        need(self.threads >= 0, "threads", "an int >= 0", self.threads)
+        need(self.preset is None or self.preset in PRESETS, "preset", f"one of {sorted(PRESETS)}", self.preset)
+        if self.label_regex is not None:
+            try:
+                re.compile(self.label_regex)
+            except re.error as e:
+                raise ValueError(f"--label-regex must be a Python regular expression, got {self.label_regex!r} "
+                                 f"({e})") from None
         if self.mix in ("cutmix", "mixup-or-cutmix"):
             need(self.mode != "pair", "mode", "'batch' or 'sample' with CutMix", self.mode)
             need(not self.keep_dominant, "keep_dominant", "off with CutMix (it applies to mixup only)",
@@ -143,24 +164,80 @@ PRESETS: dict[str, dict] = {
 }
 
 _FIELDS = {f.name for f in dataclasses.fields(LabConfig)}
+_BOOLS = {"keep_dominant", "quiet"}
+_INTS = {"epochs", "batch_size", "eval_batch_size", "threads"}
+_OPT_INTS = {"train_size"}
+_NUMBERS = {"label_noise", "test_fraction", "lr", "weight_decay", "momentum", "alpha", "cutmix_alpha",
+            "switch_prob", "p"}
+_INT_LISTS = {"seeds"}
+_OPT_INT_LISTS = {"classes"}
+_OPT_STRS = {"data_dir", "cache_dir", "label_regex", "label_column", "model", "preset"}
+_STRS = _FIELDS - _BOOLS - _INTS - _OPT_INTS - _NUMBERS - _INT_LISTS - _OPT_INT_LISTS - _OPT_STRS
 
 
-def load_config_file(path) -> dict:
-    """Read a JSON configuration file: an object whose keys are :class:`LabConfig` fields."""
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_type(name: str, value) -> None:
+    """Raise ``ValueError`` naming ``--<name>`` unless ``value`` has the field's JSON type.
+
+    Booleans are JSON ``true``/``false`` (never the string ``"false"``), numbers are finite,
+    integers are not floats or booleans, lists hold integers.
+    """
+    option = f"--{name.replace('_', '-')}"
+    if name in _BOOLS:
+        ok, expected = isinstance(value, bool), "true or false (a JSON boolean, not a string)"
+    elif name in _INTS or name in _OPT_INTS:
+        ok, expected = _is_int(value) or (name in _OPT_INTS and value is None), "an integer"
+    elif name in _NUMBERS:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        expected = "a finite number"
+    elif name in _INT_LISTS or name in _OPT_INT_LISTS:
+        ok = (isinstance(value, list) and all(_is_int(v) for v in value)) or (name in _OPT_INT_LISTS and value is None)
+        expected = "a list of integers such as [0, 1, 2]"
+    elif name in _OPT_STRS:
+        ok, expected = value is None or isinstance(value, str), "a string or null"
+    else:
+        ok, expected = isinstance(value, str), "a string"
+    if not ok:
+        raise ValueError(f"{option} must be {expected}, got {value!r}")
+
+
+def load_config_file(path, *, what: Optional[str] = None) -> dict:
+    """Read a JSON configuration file: an object whose keys are :class:`LabConfig` fields.
+
+    Every value is type-checked here (:func:`check_type`) and every error names the file;
+    ``what`` replaces the ``--config FILE`` prefix of the messages (e.g. for ``--resume``).
+    """
     p = Path(path)
+    what = what or f"--config {str(path)!r}"
     if not p.is_file():
-        raise ValueError(f"--config must name an existing JSON file, got {str(path)!r}")
+        raise ValueError(f"{what} must be an existing JSON file, but {str(path)!r} "
+                         f"{'is a folder' if p.is_dir() else 'does not exist'}")
     try:
-        data = json.loads(p.read_text())
+        data = json.loads(p.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{what} is not a UTF-8 JSON file: {e}") from None
     except json.JSONDecodeError as e:
-        raise ValueError(f"--config {str(path)!r} is not valid JSON: {e}") from e
+        raise ValueError(f"{what} is not valid JSON (truncated or edited?): {e}") from None
+    except OSError as e:
+        raise ValueError(f"{what} cannot be read: {e.strerror or e}") from None
     if isinstance(data, dict) and "config" in data and isinstance(data["config"], dict):
         data = data["config"]  # a run folder's config.json works as a --config file too
     if not isinstance(data, dict):
-        raise ValueError(f"--config {str(path)!r} must hold a JSON object, got {type(data).__name__}")
+        raise ValueError(f"{what} must hold a JSON object, got {type(data).__name__}")
     unknown = sorted(set(data) - _FIELDS)
     if unknown:
-        raise ValueError(f"--config {str(path)!r} has unknown keys {unknown}; known keys: {sorted(_FIELDS)}")
+        hints = [f"{k!r}" + (f" (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(k, _FIELDS, 1)) else "")
+                 for k in unknown]
+        raise ValueError(f"{what} has unknown keys: {', '.join(hints)}; it may come from another mixlab version "
+                         f"(the keys are the option names with underscores, see `mixlab compare --help`)")
+    for k, v in data.items():
+        try:
+            check_type(k, v)
+        except ValueError as e:
+            raise ValueError(f"{what}: key {k!r}: {e}") from None
     return data
 
 

@@ -6,12 +6,19 @@ Folder layout (every file written atomically)::
     metrics.jsonl   one line per epoch per arm per seed
     summary.json    final figures per arm and seed, mean/std across seeds, mix-minus-baseline
     report.md       the table and PNG plots (plots/)
-    checkpoints/    seed<S>_init.pt and seed<S>_<arm>.pt (after every epoch; --resume reads them)
+    checkpoints/    seed<S>_init.pt, seed<S>_<arm>.pt (after every epoch; --resume reads them) and
+                    seed<S>_<arm>.prev.pt (the epoch before, the fallback if the latest is damaged)
+    .mixlab-run.json  the marker: this folder is a mixlab run (command, configuration and its hash)
+    .mixlab-lock      while a process owns the folder: its pid and host
+
+What the lab promises about this folder, and which test checks each promise: docs/RELIABILITY.md.
 """
 from __future__ import annotations
 
 import json
+import re
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -19,12 +26,14 @@ from typing import Callable
 import torch
 
 from .config import LabConfig
-from .distributed import barrier
+from .distributed import broadcast_object
 from .models import build_model, default_model
-from .store import atomic_write_json, atomic_write_text, load_checkpoint, provenance, save_checkpoint
-from .train import prepare_data, train_arm
+from .store import (CheckpointError, RunError, RunLock, atomic_write_json, atomic_write_text, check_checkpoint_matches,
+                    config_sha256, data_fingerprint, is_temporary_of, load_checkpoint, provenance, remove_stale_tmp,
+                    save_checkpoint)
+from .train import prepare_data, train_arm, weights_sha256
 
-__all__ = ["run_lab", "arms_for", "summarize", "METRICS"]
+__all__ = ["run_lab", "arms_for", "summarize", "METRICS", "MARKER", "LOCK"]
 
 METRICS = ("test_acc", "test_nll", "test_ece", "train_loss", "train_clean_acc", "noisy_memorised")
 
@@ -53,17 +62,133 @@ def _data_info(splits) -> dict:
             "num_noisy": None if splits.noisy_mask is None else int(splits.noisy_mask.sum())}
 
 
-def _prepare_folder(out: Path, resume: bool) -> None:
+MARKER = ".mixlab-run.json"
+LOCK = ".mixlab-lock"
+_RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "report.md")
+_PLOTS = ("curves.png", "reliability.png", "beta.png", "mixed_samples.png")
+_CHECKPOINT = re.compile(r"seed\d+_[A-Za-z0-9-]+(\.prev)?\.pt")
+_ROOT_FILES = re.compile("|".join(re.escape(n) for n in _RUN_FILES + (MARKER,)))
+_PLOT_FILES = re.compile("|".join(re.escape(n) for n in _PLOTS))
+
+
+def _ours_in_passing(name: str) -> bool:
+    """The lock, a lock being recovered, or a temporary file of ours: what a killed run may leave behind."""
+    return name == LOCK or name.startswith(LOCK + ".stale.") or is_temporary_of(name, _ROOT_FILES)
+
+
+def _read_json(path: Path):
+    """``(object, None)`` or ``(None, what is wrong)``."""
+    try:
+        return json.loads(path.read_text()), None
+    except FileNotFoundError:
+        return None, "is missing"
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        return None, f"cannot be read ({type(e).__name__})"
+
+
+def _legacy_run(out: Path) -> bool:
+    """A run folder written before run markers existed: a config.json of the lab's shape."""
+    obj, _ = _read_json(out / "config.json")
+    return isinstance(obj, dict) and isinstance(obj.get("config"), dict) and "arms" in obj
+
+
+def _check_folder(out: Path, command: str, cfg: LabConfig, arms: list, *, resume: bool, overwrite: bool) -> dict:
+    """Refuse (``RunError``) a run this folder must not take; reads only, changes nothing.
+
+    Returns ``{"clear": bool, "marker_ok": bool}``: whether a previous run's files are to be
+    removed (``--overwrite``), and whether the marker is present and readable.
+    """
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {out} is a file, not a folder; nothing was changed")
+    marker, _ = _read_json(out / MARKER) if out.is_dir() else (None, "is missing")
+    marker_ok = (isinstance(marker, dict) and marker.get("command") in ("compare", "train")
+                 and isinstance(marker.get("config"), dict)
+                 and marker.get("config_sha256") == config_sha256(marker["config"]))  # else: damaged
     if resume:
-        if not (out / "config.json").is_file():
-            raise ValueError(f"--resume needs an existing run folder in --out, but {out}/config.json is missing")
-        return
+        if overwrite:
+            raise RunError("--resume continues the run in --out and --overwrite replaces it: give one of them")
+        saved, why_saved = _read_json(out / "config.json")
+        if not isinstance(saved, dict):
+            raise RunError(f"--resume: no run to resume in --out {out} ({out / 'config.json'} {why_saved})")
+        kind = marker.get("command") if marker_ok else None
+        if kind is None and isinstance(saved.get("arms"), list):
+            kind = "compare" if len(saved["arms"]) == 2 else "train"
+        if kind is not None and kind != command:
+            raise RunError(f"{out} holds a `mixlab {kind}` run, not a `mixlab {command}` one; continue it with "
+                           f"`mixlab {kind} --out {out} --resume`")
+        if isinstance(saved.get("arms"), list) and saved["arms"] != [a for a, _ in arms]:
+            raise RunError(f"{out}/config.json lists the arms {saved['arms']}, but this command trains "
+                           f"{[a for a, _ in arms]}; resume with the command that started the run")
+        if marker_ok and cfg.model is not None and marker.get("config_sha256") != config_sha256(cfg.to_dict()):
+            kept = marker.get("config") if isinstance(marker.get("config"), dict) else {}
+            now = cfg.to_dict()
+            diff = sorted(k for k in set(kept) | set(now) if k not in ("quiet", "device", "threads", "out")
+                          and kept.get(k) != now.get(k))
+            raise RunError(f"{out}/config.json no longer holds the configuration the run began with (recorded in "
+                           f"{out / MARKER}; differs in: {', '.join(diff) or 'unknown fields'}); undo the edit, or "
+                           f"start a new run (another --out, or --overwrite)")
+        return {"clear": False, "marker_ok": marker_ok}
+    if not out.exists():
+        return {"clear": False, "marker_ok": False}
+    others = [p for p in out.iterdir() if not _ours_in_passing(p.name)]
+    if not others:
+        return {"clear": False, "marker_ok": False}
+    if (out / MARKER).exists() or _legacy_run(out):
+        if overwrite:
+            return {"clear": True, "marker_ok": marker_ok}
+        kind = marker.get("command") if marker_ok else None
+        cont = (f"continue it with `mixlab {kind} --out {out} --resume`, " if kind else "")
+        raise RunError(f"--out {out} already holds a mixlab {kind or ''} run; {cont}replace it with --overwrite, "
+                       f"or choose another --out (nothing was changed)".replace("mixlab  run", "mixlab run"))
+    raise RunError(f"--out {out} is not empty and is not a mixlab run folder (no {MARKER}); nothing in it was "
+                   f"changed: choose a new or empty folder for --out")
+
+
+def _clear_run(out: Path) -> list:
+    """Delete the files a previous mixlab run wrote in ``out`` (only those: nothing else is touched)."""
+    gone = []
+    candidates = [out / n for n in _RUN_FILES] + [out / "plots" / n for n in _PLOTS]
     ck = out / "checkpoints"
-    if ck.is_dir():  # a fresh run in an old folder: drop the old run's checkpoints, nothing else
-        for f in ck.glob("seed*.pt"):
+    if ck.is_dir():
+        candidates += [f for f in ck.iterdir() if _CHECKPOINT.fullmatch(f.name)]
+    for f in candidates:  # not the marker: it is rewritten next, so a crash in between leaves a marked folder
+        if f.is_file():
             f.unlink()
-    for name in ("metrics.jsonl", "summary.json"):
-        (out / name).unlink(missing_ok=True)
+            gone.append(f)
+    for d in (out / "plots", ck):
+        try:
+            d.rmdir()  # only when empty
+        except OSError:
+            pass
+    return gone
+
+
+def _write_marker(out: Path, command: str, cfg: LabConfig) -> None:
+    import mixlab
+
+    atomic_write_json(out / MARKER, {"mixlab_run": 1, "command": command, "config_sha256": config_sha256(cfg.to_dict()),
+                                     "config": cfg.to_dict(), "mixlab": getattr(mixlab, "__version__", None),
+                                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+def _agree(step: Callable[[], object], main_process: bool):
+    """Run ``step`` on the main process; under torchrun every rank raises if it failed (no rank hangs)."""
+    result, error = None, None
+    if main_process:
+        try:
+            result = step()
+        except Exception as e:  # noqa: BLE001 - re-raised below, on every rank
+            error = e
+    message = broadcast_object(None if error is None else str(error))
+    if error is not None:
+        raise error
+    if message is not None:
+        raise RunError(message)
+    return result
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 def _write_metrics(out: Path, histories: dict) -> None:
@@ -73,17 +198,27 @@ def _write_metrics(out: Path, histories: dict) -> None:
 
 
 def _initial_weights(cfg: LabConfig, seed: int, input_shape, num_classes, path: Path,
-                     main_process: bool = True) -> dict:
+                     main_process: bool = True, expect: dict | None = None) -> dict:
     """The seed's initial weights: made once (global generator seeded by ``seed``), saved, reused by every arm.
 
     Every rank of a torchrun job makes the same weights from the seed; only the main process saves them.
+    A damaged (or missing) saved copy is rebuilt from the seed: the weights are a function of it.
     """
     if path.exists():
-        return load_checkpoint(path)["model"]
+        try:
+            ck = load_checkpoint(path, required=("model",))
+        except CheckpointError as e:
+            if main_process:
+                _stderr(f"mixlab: {path} {e.problem}; rebuilding the initial weights from seed {seed} "
+                        f"(they depend on the seed alone; the arms' checkpoints check their hash)")
+        else:
+            check_checkpoint_matches(ck, path, {k: v for k, v in (expect or {}).items()
+                                                if k in ("config_sha256", "data_sha256")})
+            return ck["model"]
     torch.manual_seed(seed)
     state = build_model(cfg.model, input_shape, num_classes).state_dict()
     if main_process:
-        save_checkpoint(path, {"model": state, "seed": seed, "model_name": cfg.model})
+        save_checkpoint(path, {"model": state, "seed": seed, "model_name": cfg.model, **(expect or {})})
     return state
 
 
@@ -118,33 +253,89 @@ def summarize(histories: dict, arms: list, seeds: list) -> dict:
     return summary
 
 
-def run_lab(cfg: LabConfig, arms: list[tuple[str, str]], *, resume: bool = False, main_process: bool = True,
-            log: Callable[[str], None] = print) -> dict:
+def run_lab(cfg: LabConfig, arms: list[tuple[str, str]], *, resume: bool = False, overwrite: bool = False,
+            command: str | None = None, main_process: bool = True, log: Callable[[str], None] = print) -> dict:
     """Train every (seed, arm), write the run folder, and return the summary dict.
 
     ``resume=True`` skips finished arms and continues unfinished ones from their last
-    complete epoch; the figures equal those of an uninterrupted run.
+    complete epoch; the figures equal those of an uninterrupted run. A fresh run takes only a
+    new or empty folder, or (``overwrite=True``) one holding a mixlab run, whose own files it
+    then removes: nothing is removed or written before the options are checked and the first
+    seed's data is loaded. One process owns the folder at a time (a lock file). ``command``
+    (``"compare"`` or ``"train"``) defaults to what ``arms`` imply. See docs/RELIABILITY.md.
+
+    Raises:
+        RunError: the folder is not this run's to take, is in use, or a checkpoint cannot be
+            used (the message names the file and what to do).
     """
     out = Path(cfg.out)
+    command = command or ("compare" if len(arms) == 2 else "train")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if main_process:
-        _prepare_folder(out, resume)
-    barrier()  # under torchrun: no rank looks for checkpoints before rank 0 has cleared old ones
+    lock = RunLock(out / LOCK)
+
+    def check() -> None:  # reads only
+        _check_folder(out, command, cfg, arms, resume=resume, overwrite=overwrite)
+        lock.refuse_if_held()
+
+    # 1. Read-only checks: refuse early, before any data is loaded.
+    _agree(check, main_process)
+    # 2. The inputs: the first seed's data (a wrong --data-dir fails here, before anything is touched).
+    first = load_splits(cfg, cfg.seeds[0])
+    if cfg.model is None:
+        cfg.model = default_model(first.kind)
     info = provenance()
+
+    def take_folder() -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        lock.acquire(log=_stderr)
+        try:  # check again, now that no other mixlab process can change the folder
+            state = _check_folder(out, command, cfg, arms, resume=resume, overwrite=overwrite)
+            if state["clear"]:
+                gone = _clear_run(out)
+                log(f"--overwrite: removed the previous run's {len(gone)} file(s) from {out}")
+            stale = remove_stale_tmp((out, _ROOT_FILES), (out / "checkpoints", _CHECKPOINT),
+                                     (out / "plots", _PLOT_FILES))
+            if stale:
+                _stderr(f"mixlab: removed {len(stale)} unfinished temporary file(s) left by a killed run in {out}")
+            # config.json first, then the marker: a kill in between leaves a folder --resume can continue.
+            # A resume keeps the run's config.json (the record of what was run; threads/device changes
+            # go to the checkpoints' notes), so a refused resume leaves the folder as it was.
+            if not resume:
+                atomic_write_json(out / "config.json", {"config": cfg.to_dict(), "arms": [a for a, _ in arms],
+                                                         "data": _data_info(first), **info})
+            if not resume or not state["marker_ok"]:
+                if resume:
+                    _stderr(f"mixlab: {out / MARKER} was missing or damaged; rewrote it from config.json")
+                _write_marker(out, command, cfg)
+        except BaseException:
+            lock.release()
+            raise
+
+    # 3. Own the folder (rank 0); every rank learns whether that worked.
+    _agree(take_folder, main_process)
+    try:
+        return _train_all(cfg, arms, out, first, main_process, log)
+    finally:
+        if main_process:
+            lock.release()
+
+
+def _train_all(cfg: LabConfig, arms: list, out: Path, first, main_process: bool, log) -> dict:
     histories: dict = {}
     inits: dict = {}
+    finals: dict = {}
+    notes: list = []
     t_start = time.perf_counter()
+    cfg_hash = config_sha256(cfg.to_dict())
+    data = None
     for i, seed in enumerate(cfg.seeds):
-        splits = load_splits(cfg, seed)
-        if cfg.model is None:
-            cfg.model = default_model(splits.kind)
-        if i == 0 and main_process:
-            atomic_write_json(out / "config.json", {"config": cfg.to_dict(), "arms": [a for a, _ in arms],
-                                                     "data": _data_info(splits), **info})
+        splits = first if i == 0 else load_splits(cfg, seed)
         data = prepare_data(splits, cfg, cfg.device)
+        fingerprint = data_fingerprint(data)
+        expect = {"config_sha256": cfg_hash, "data_sha256": fingerprint}
         init = _initial_weights(cfg, seed, data.input_shape, data.num_classes,
-                                out / "checkpoints" / f"seed{seed}_init.pt", main_process)
+                                out / "checkpoints" / f"seed{seed}_init.pt", main_process, expect)
         for arm, mix in arms:
             model = build_model(cfg.model, data.input_shape, data.num_classes)
             model.load_state_dict(init)
@@ -159,11 +350,15 @@ def run_lab(cfg: LabConfig, arms: list[tuple[str, str]], *, resume: bool = False
 
             hist, init_hash = train_arm(cfg, data, model, seed=seed, arm=arm, mix=mix,
                                         ckpt_path=out / "checkpoints" / f"seed{seed}_{arm}.pt",
-                                        main_process=main_process, on_epoch=on_epoch)
+                                        main_process=main_process, on_epoch=on_epoch, fingerprint=fingerprint,
+                                        notes=notes)
             histories[(seed, arm)] = hist
             inits.setdefault(arm, {})[str(seed)] = init_hash
+            finals.setdefault(arm, {})[str(seed)] = weights_sha256(model)
     summary = summarize(histories, arms, cfg.seeds)
     summary["init_sha256"] = inits
+    summary["weights_sha256"] = finals
+    summary["resume_notes"] = notes
     summary["wall_time_s_this_invocation"] = time.perf_counter() - t_start
     if main_process:
         _write_metrics(out, histories)

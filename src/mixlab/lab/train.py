@@ -27,10 +27,20 @@ from mixlab.losses import soft_bce_with_logits
 
 from . import distributed as dist
 from . import metrics as M
-from .config import LabConfig
-from .store import gen_state, load_checkpoint, save_checkpoint, set_gen_state
+from .config import LabConfig, LabError
+from .store import (CheckpointError, config_sha256, data_fingerprint, gen_state, load_latest_checkpoint,
+                    save_checkpoint, set_gen_state)
 
-__all__ = ["LabData", "prepare_data", "epoch_batches", "make_batch", "build_mixer", "train_arm", "weights_sha256"]
+__all__ = ["LabData", "prepare_data", "epoch_batches", "make_batch", "build_mixer", "train_arm", "weights_sha256",
+           "TrainingDiverged"]
+
+
+class TrainingDiverged(LabError):
+    """An arm's training loss, or its model's test outputs, stopped being finite (NaN or infinite).
+
+    The arm stops before that epoch is checkpointed or reported; the message names the seed,
+    the arm and the epoch (``mixlab`` prints it and exits with status 2).
+    """
 
 
 @dataclasses.dataclass
@@ -241,13 +251,36 @@ def _restore_rng(gens: dict, states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+def _no_step_message(cfg: LabConfig, n: int, n_local: int, world_size: int) -> str:
+    """Why an epoch would take no optimiser step (every batch a lone row, and lone rows are dropped)."""
+    if cfg.batch_size < 2:
+        return (f"--batch-size {cfg.batch_size}: an epoch would take no optimiser step (a batch of one row is "
+                f"dropped: BatchNorm cannot train on it); use --batch-size 2 or more")
+    per = f", {n_local} per process of {world_size}" if world_size > 1 else ""
+    return (f"--train-size / --classes: the training set has {n} row(s){per}, so an epoch would take no optimiser "
+            f"step (a batch of one row is dropped); keep at least 2 training rows per process")
+
+
+_CKPT_KEYS = ("model", "optimizer", "scheduler", "epoch", "history", "init_sha256", "done", "config_sha256",
+              "data_sha256")
+
+
 def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: int, arm: str, mix: str,
               ckpt_path: Path, main_process: bool = True,
-              on_epoch: Optional[Callable[[list], None]] = None) -> tuple[list[dict], str]:
+              on_epoch: Optional[Callable[[list], None]] = None, fingerprint: Optional[dict] = None,
+              notes: Optional[list] = None) -> tuple[list[dict], str]:
     """Train one arm from the model's current (initial) weights; resume from ``ckpt_path`` if it exists.
 
     Both arms of a seed use the same data order (the shuffle generator is seeded by ``seed``
     alone) and the same dropout stream start.
+
+    Checkpoints (see docs/RELIABILITY.md): ``ckpt_path`` holds the last epoch, its ``.prev.pt``
+    sibling the one before; each records the configuration hash, the data ``fingerprint``
+    (:func:`mixlab.lab.store.data_fingerprint`, computed when not given), the initial weights'
+    hash and a SHA-256 of its bytes, all checked before it is adopted. A damaged latest file
+    falls back to the previous one. A resume with another thread count or device is allowed
+    but noted in ``notes`` (bit-exactness is then not promised). On return ``model`` holds the
+    arm's final weights, also when the arm had already finished.
 
     Returns:
         ``(history, init_sha256)``: one dict of floats per epoch, and the hash of the weights the
@@ -265,6 +298,8 @@ def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: in
     n = data.y_train.numel()
     n_local = math.ceil(n / info.world_size)
     steps_per_epoch = len([b for b in torch.arange(n_local).split(cfg.batch_size) if b.numel() > 1])
+    if steps_per_epoch == 0:  # every batch would be a lone row, and lone rows are dropped
+        raise ValueError(_no_step_message(cfg, n, n_local, info.world_size))
     opt, sched = _optimizer(cfg, model, steps_per_epoch * cfg.epochs)
     # The shuffle is shared by all ranks; augmentation, mixing and dropout draw per rank
     # (rank 0 keeps the single-process seeds, see mixlab.lab.distributed.rank_seed).
@@ -275,14 +310,32 @@ def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: in
     mixer = build_mixer(cfg, mix, data.num_classes, gens["mix"])
     aug = augment_mode(cfg, data)
     history, start, init_hash = [], 0, weights_sha256(model)
-    if ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path)
-        if ck.get("world_size", 1) != info.world_size:
-            raise ValueError(f"{ckpt_path} was written by a run of {ck.get('world_size', 1)} process(es); resume it "
-                             f"with the same number of processes, not {info.world_size}")
-        history, start, init_hash = ck["history"], ck["epoch"], ck["init_sha256"]
+    notes = [] if notes is None else notes
+    ckpt_path = Path(ckpt_path)
+    expect = {"config_sha256": config_sha256(cfg.to_dict()),
+              "data_sha256": data_fingerprint(data) if fingerprint is None else fingerprint,
+              "init_sha256": init_hash, "world_size": info.world_size}
+    here = {"threads": torch.get_num_threads(), "device": str(device)}
+    say = (lambda s: print(s, file=sys.stderr, flush=True)) if main_process else None  # noqa: E731
+    ck, latest_good = load_latest_checkpoint(ckpt_path, required=_CKPT_KEYS, expect=expect, log=say)
+    if ck is not None:
+        history, start = ck["history"], ck["epoch"]
+        for note in ck.get("notes", []):
+            if note not in notes:
+                notes.append(note)
+        for key, now in here.items():
+            if key in ck and ck[key] != now and not (ck["done"] or start >= cfg.epochs):
+                note = (f"seed {seed} {arm}: resumed after epoch {start} with {key} {now!r} instead of {ck[key]!r}; "
+                        f"the result need not be bit-identical to an uninterrupted run")
+                notes.append(note)
+                if say is not None:
+                    say(f"mixlab: note: {note}")
         if ck["done"] or start >= cfg.epochs:
+            model.load_state_dict(ck["model"])
             return history, init_hash
+        rng_key = "rng_ranks" if info.distributed else "rng"
+        if rng_key not in ck:
+            raise CheckpointError(ckpt_path, f"lacks the entry {rng_key!r} (not a complete mixlab checkpoint)")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
@@ -310,9 +363,18 @@ def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: in
         if info.distributed:  # one BatchNorm state on every rank; the loss summed over all ranks' rows
             dist.sync_buffers(model)
             loss_sum, seen = (t.item() for t in dist.all_reduce_sum((loss_sum, torch.tensor(seen))))
+        if seen == 0:  # no optimiser step: never report a loss of 0.0 for an epoch that did not train
+            raise ValueError(_no_step_message(cfg, n, n_local, info.world_size))
+        train_loss = float(loss_sum) / seen  # the same on every rank: all stop together
+        if not math.isfinite(train_loss):
+            raise TrainingDiverged(f"training diverged at seed {seed}, arm {arm}, epoch {epoch + 1} "
+                                   f"(loss {train_loss}); lower --lr")
         train_time = time.perf_counter() - t0
         ev = evaluate(model, cfg, data)
-        record = {"seed": seed, "arm": arm, "epoch": epoch + 1, "train_loss": float(loss_sum) / max(seen, 1),
+        if ev["nonfinite"]:  # the last steps made the weights non-finite; reduced over ranks like the rest
+            raise TrainingDiverged(f"training diverged at seed {seed}, arm {arm}, epoch {epoch + 1} (non-finite "
+                                   f"outputs on {ev['nonfinite']} of {data.y_test.numel()} test rows); lower --lr")
+        record = {"seed": seed, "arm": arm, "epoch": epoch + 1, "train_loss": train_loss,
                   "test_acc": ev["acc"], "test_nll": ev["nll"], "test_ece": ev["ece"],
                   "lr": opt.param_groups[0]["lr"], "train_time_s": train_time,
                   "epoch_time_s": time.perf_counter() - t0, "ece_bins": ev["bins"]}
@@ -333,7 +395,10 @@ def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: in
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "rng": rng, "epoch": epoch + 1, "history": history, "init_sha256": init_hash,
                 "done": epoch + 1 == cfg.epochs, "seed": seed, "arm": arm, **extra,
-            })
+                "config_sha256": expect["config_sha256"], "data_sha256": expect["data_sha256"],
+                "weights_sha256": weights_sha256(model), "notes": list(notes), **here,
+            }, keep_previous=latest_good)  # never rotate a damaged latest file into the .prev slot
+            latest_good = True
             if on_epoch is not None:
                 on_epoch(history)
     return history, init_hash
