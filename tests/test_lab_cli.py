@@ -217,3 +217,22 @@ def test_tabular_compare_uses_the_mlp(tmp_path):
     for arm in ("baseline", "mixup"):
         assert summary["per_seed"][arm]["0"]["test_acc"] > 0.6  # 3 classes: chance is about 0.4
     assert "mixed_samples.png" not in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize("mix", ["fmix", "saliencymix", "gridmix"])
+def test_new_methods_run_in_the_lab(tmp_path, mix):
+    out = tmp_path / mix
+    rc = main(["train", "--dataset", "digits", "--mix", mix, "--epochs", "1", "--threads", "1", "--quiet",
+               "--out", str(out)])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["arms"] == [mix]
+
+
+def test_an_image_method_on_tabular_data_fails_before_training(tmp_path, capsys):
+    rc = main(["compare", "--dataset", "wine", "--mix", "saliencymix", "--epochs", "1", "--quiet",
+               "--out", str(tmp_path / "w")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "--mix saliencymix cannot mix this dataset's inputs" in err and "Traceback" not in err
+    assert not (tmp_path / "w").exists()  # nothing trained, nothing written

@@ -29,7 +29,7 @@ class LabError(Exception):
     Raise it (or a subclass) with a complete message naming the option or file at fault.
     """
 
-MIXES = ("none", "mixup", "cutmix", "mixup-or-cutmix")
+MIXES = ("none", "mixup", "cutmix", "mixup-or-cutmix", "fmix", "saliencymix", "gridmix")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
 LOSSES = ("ce", "bce")
@@ -131,9 +131,9 @@ class LabConfig:
             except re.error as e:
                 raise ValueError(f"--label-regex must be a Python regular expression, got {self.label_regex!r} "
                                  f"({e})") from None
-        if self.mix in ("cutmix", "mixup-or-cutmix"):
-            need(self.mode != "pair", "mode", "'batch' or 'sample' with CutMix", self.mode)
-            need(not self.keep_dominant, "keep_dominant", "off with CutMix (it applies to mixup only)",
+        if self.mix not in ("none", "mixup"):
+            need(self.mode != "pair", "mode", f"'batch' or 'sample' with {self.mix}", self.mode)
+            need(not self.keep_dominant, "keep_dominant", f"off with {self.mix} (it applies to mixup only)",
                  self.keep_dominant)
         return self
 

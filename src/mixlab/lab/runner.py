@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from .config import LabConfig
+from .config import MIXES, LabConfig
 from .distributed import broadcast_object
 from .models import build_model, default_model
 from .store import (CheckpointError, RunError, RunLock, atomic_write_json, atomic_write_text, check_checkpoint_matches,
@@ -42,7 +42,7 @@ def arms_for(command: str, cfg: LabConfig) -> list[tuple[str, str]]:
     """``(arm name, mix)`` pairs: ``compare`` trains the baseline and the mix; ``train`` one arm."""
     if command == "compare":
         if cfg.mix == "none":
-            raise ValueError("--mix must be mixup, cutmix or mixup-or-cutmix for compare, got 'none'")
+            raise ValueError(f"--mix must be one of {[m for m in MIXES if m != 'none']} for compare, got 'none'")
         return [("baseline", "none"), (cfg.mix, cfg.mix)]
     return [("baseline" if cfg.mix == "none" else cfg.mix, cfg.mix)]
 
@@ -253,6 +253,21 @@ def summarize(histories: dict, arms: list, seeds: list) -> dict:
     return summary
 
 
+def _preflight(cfg: LabConfig, arms: list, data) -> None:
+    """Draw each arm's mixing once on two rows of the data: a method that cannot mix these inputs
+    (SaliencyMix on tabular rows) fails now, before any arm trains, not after the baseline."""
+    from .train import build_mixer
+
+    probe = torch.zeros((2,) + tuple(data.x_train.shape[1:]))
+    for _, mix in arms:
+        if mix != "none":
+            try:
+                build_mixer(cfg, mix, data.num_classes, torch.Generator()).sample(probe)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"--mix {mix} cannot mix this dataset's inputs {tuple(data.x_train.shape[1:])}: "
+                                 f"{e}") from None
+
+
 def run_lab(cfg: LabConfig, arms: list[tuple[str, str]], *, resume: bool = False, overwrite: bool = False,
             command: str | None = None, main_process: bool = True, log: Callable[[str], None] = print) -> dict:
     """Train every (seed, arm), write the run folder, and return the summary dict.
@@ -282,6 +297,7 @@ def run_lab(cfg: LabConfig, arms: list[tuple[str, str]], *, resume: bool = False
     _agree(check, main_process)
     # 2. The inputs: the first seed's data (a wrong --data-dir fails here, before anything is touched).
     first = load_splits(cfg, cfg.seeds[0])
+    _preflight(cfg, arms, first)
     if cfg.model is None:
         cfg.model = default_model(first.kind)
     info = provenance()

@@ -159,6 +159,10 @@ def build_mixer(cfg: LabConfig, mix: str, num_classes: int, generator: torch.Gen
                             generator=generator, num_classes=num_classes)
     if mix == "cutmix":
         return mixlab.CutMix(cfg.alpha, mode=cfg.mode, p=cfg.p, generator=generator, num_classes=num_classes)
+    if mix in ("fmix", "saliencymix", "gridmix"):
+        cls = {"fmix": mixlab.FMix, "saliencymix": mixlab.SaliencyMix, "gridmix": mixlab.GridMix}[mix]
+        extra = {"n_holes": (2, 4)} if mix == "gridmix" else {}  # 2 to 4 holes: valid from 8-pixel images up
+        return cls(cfg.alpha, mode=cfg.mode, p=cfg.p, generator=generator, num_classes=num_classes, **extra)
     return mixlab.MixUpOrCutMix(cfg.alpha, cfg.cutmix_alpha, switch_prob=cfg.switch_prob, p=cfg.p, mode=cfg.mode,
                                 generator=generator, num_classes=num_classes)
 
