@@ -166,7 +166,10 @@ def test_batch_of_one_and_zero(make, gen):
 
 @pytest.mark.parametrize("make", [lambda: mixlab.FMix(mode="sample"), lambda: mixlab.FMix(mode="batch", max_soft=0.1),
                                   lambda: mixlab.ResizeMix(mode="sample"),
-                                  lambda: mixlab.ResizeMix(mode="batch", interpolation="bilinear")])
+                                  lambda: mixlab.ResizeMix(mode="batch", interpolation="bilinear"),
+                                  lambda: mixlab.SaliencyMix(mode="sample"), lambda: mixlab.SmoothMix(mode="sample"),
+                                  lambda: mixlab.GridMix(mode="sample", n_holes=(2, 3)),
+                                  lambda: mixlab.TokenMix(patch_size=4)])
 def test_methods_compile_fullgraph_across_batch_sizes(make):
     torch._dynamo.reset()
     t = make()
