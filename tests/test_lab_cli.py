@@ -236,3 +236,21 @@ def test_an_image_method_on_tabular_data_fails_before_training(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "--mix saliencymix cannot mix this dataset's inputs" in err and "Traceback" not in err
     assert not (tmp_path / "w").exists()  # nothing trained, nothing written
+
+
+def test_mix_stop_epoch_ends_mixing(tmp_path):
+    out = tmp_path / "stop"
+    assert main(["train", "--dataset", "digits", "--mix", "mixup", "--alpha", "1", "--epochs", "3",
+                 "--mix-stop-epoch", "1", "--threads", "1", "--quiet", "--out", str(out)]) == 0
+    assert main(["train", "--dataset", "digits", "--mix", "mixup", "--alpha", "1", "--epochs", "3",
+                 "--threads", "1", "--quiet", "--out", str(tmp_path / "always")]) == 0
+
+    def losses(folder):
+        rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        return {r["epoch"]: r["train_loss"] for r in rows}
+
+    stopped, always = losses(out), losses(tmp_path / "always")
+    assert stopped[1] == pytest.approx(always[1])  # epoch 1 (index 0): mixed in both, the same numbers
+    assert stopped[3] < always[3] - 0.3  # after the stop: the plain loss, far below the mixed one
+    assert main(["train", "--mix-stop-epoch", "x"]) == 2
+    assert main(["train", "--dataset", "digits", "--mix-stop-epoch", "-1", "--out", str(tmp_path / "bad")]) == 2

@@ -83,6 +83,8 @@ def _add_mix_options(p: argparse.ArgumentParser, mixes=MIXES) -> None:
     g.add_argument("--alpha", type=float, default=S, help="Beta(alpha, alpha) concentration (default 0.2)")
     g.add_argument("--cutmix-alpha", type=float, default=S, help="CutMix branch of mixup-or-cutmix (default 1.0)")
     g.add_argument("--switch-prob", type=float, default=S, help="mixup-or-cutmix: probability of CutMix")
+    g.add_argument("--mix-stop-epoch", type=int, default=S,
+                   help="no mixing from this epoch on (counting from 0; timm's --mixup-off-epoch)")
     g.add_argument("--mode", choices=("batch", "sample", "pair"), default=S,
                    help="one lam per batch (the paper) or per sample (fastai, Keras article)")
     g.add_argument("--keep-dominant", action=argparse.BooleanOptionalAction, default=S,

@@ -87,6 +87,7 @@ class LabConfig:
     mode: str = "batch"
     keep_dominant: bool = False
     p: float = 1.0
+    mix_stop_epoch: Optional[int] = None
     seeds: list = dataclasses.field(default_factory=lambda: [0])
     out: str = "runs/latest"
     device: str = "cpu"
@@ -116,6 +117,8 @@ class LabConfig:
         for name in ("p", "switch_prob", "label_noise"):
             need(0 <= getattr(self, name) <= 1, name, "a number in [0, 1]", getattr(self, name))
         need(0 < self.test_fraction < 1, "test_fraction", "a number in (0, 1)", self.test_fraction)
+        need(self.mix_stop_epoch is None or self.mix_stop_epoch >= 0, "mix_stop_epoch", "None or an int >= 0",
+             self.mix_stop_epoch)
         need(len(self.seeds) > 0 and all(0 <= s <= MAX_SEED for s in self.seeds),
              "seeds", f"a non-empty list of ints in [0, {MAX_SEED}] (e.g. 0,1,2)", self.seeds)
         need(len(set(self.seeds)) == len(self.seeds), "seeds", "distinct", self.seeds)
@@ -166,7 +169,7 @@ PRESETS: dict[str, dict] = {
 _FIELDS = {f.name for f in dataclasses.fields(LabConfig)}
 _BOOLS = {"keep_dominant", "quiet"}
 _INTS = {"epochs", "batch_size", "eval_batch_size", "threads"}
-_OPT_INTS = {"train_size"}
+_OPT_INTS = {"train_size", "mix_stop_epoch"}
 _NUMBERS = {"label_noise", "test_fraction", "lr", "weight_decay", "momentum", "alpha", "cutmix_alpha",
             "switch_prob", "p"}
 _INT_LISTS = {"seeds"}

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 import mixlab
+from mixlab.transforms import apply_schedule
 from mixlab.distributed import get_info
 from mixlab.losses import soft_bce_with_logits
 
@@ -352,6 +353,8 @@ def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: in
         seen = 0
         batches = epoch_batches(n, cfg.batch_size, epoch, gens["shuffle"], rank=info.rank,
                                 world_size=info.world_size)
+        if mixer is not None:  # a pure function of the epoch: a resumed run switches off at the same epoch
+            apply_schedule(mixer, epoch, stop_epoch=cfg.mix_stop_epoch)
         for idx in _progress(batches, f"seed {seed} {arm} {epoch + 1}/{cfg.epochs}", bars):
             x, y = make_batch(data, idx, train=True, augment=aug, generator=gens["augment"])
             target = None
