@@ -227,6 +227,9 @@ def test_new_methods_run_in_the_lab(tmp_path, mix):
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["arms"] == [mix]
+    png = tmp_path / f"{mix}.png"
+    assert main(["preview", "--dataset", "digits", "--mix", mix, "--alpha", "1", "--out", str(png)]) == 0
+    assert png.stat().st_size > 10_000
 
 
 def test_an_image_method_on_tabular_data_fails_before_training(tmp_path, capsys):
