@@ -360,7 +360,7 @@ def test_gridmix_mask_equals_the_reference_grid(lam, n_holes, cut_area, cx, cy, 
         return real_rand(*size, **kw)
 
     monkeypatch.setattr(torch, "rand", fake_rand)
-    monkeypatch.setattr(mixlab.methods, "sample_params",
+    monkeypatch.setattr(mixlab.transforms, "sample_params",
                         lambda B, **kw: MixParams(torch.full((B,), lam), torch.arange(B).flip(0)))
     p = t.sample(torch.rand(2, 3, H, W))
     ref = reference_gridmix_mask(H, W, lam, n_holes, 1.0, cut_area, 1.0, cx, cy)

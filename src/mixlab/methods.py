@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from . import _validate as V
 from ._fast import memory_format
-from .params import MixParams, sample_params
+from .params import MixParams
 from .pairing import partner_index
 from .regions import Box, Mask
 from .sampling import rng
@@ -145,10 +145,7 @@ class FMix(_Mixer):
     def sample(self, x) -> MixParams:
         B, device, leaf = _batch_info(x)
         shape = _region_shape(leaf, self.box_dims)
-        g = self._gen
-        base = sample_params(B, alpha=self.alpha, mode=self.mode, p=self.p, pairing=self.pairing,
-                             generator=g, device=device)
-        n = min(B, 1) if self.mode == "batch" else B
+        base, n, g = self._base_params(B, device)
         N = math.prod(shape)
         lam = base.lam[:n].to(torch.float64) * N
         up = torch.rand(n, device=device, **rng(g)) > 0.5  # the official coin between ceil and floor
@@ -375,9 +372,7 @@ class SaliencyMix(_Mixer):
         if leaf.ndim != 4:
             raise ValueError(f"SaliencyMix needs images shaped (B, C, H, W), got shape {tuple(leaf.shape)}")
         shape = tuple(leaf.shape[-2:])
-        base = sample_params(B, alpha=self.alpha, mode=self.mode, p=self.p, pairing=self.pairing,
-                             generator=self._gen, device=device)
-        n = min(B, 1) if self.mode == "batch" else B
+        base, n, _ = self._base_params(B, device)
         lam = base.lam[:n]
         sal = spectral_saliency(leaf.index_select(0, base.index[:n]))  # (n, H, W): the partners' saliency
         peak = sal.flatten(1).argmax(dim=1)  # (n,)
@@ -438,10 +433,7 @@ class TokenMix(_Mixer):
         else:
             raise ValueError(f"TokenMix needs images (B, C, H, W) or token sequences (B, N, D), got shape "
                              f"{tuple(leaf.shape)}")
-        g = self._gen
-        base = sample_params(B, alpha=self.alpha, mode=self.mode, p=self.p, pairing=self.pairing,
-                             generator=g, device=device)
-        n = min(B, 1) if self.mode == "batch" else B
+        base, n, g = self._base_params(B, device)
         N = math.prod(grid)
         k = torch.round((1 - base.lam[:n].to(torch.float64)) * N).long()  # tokens from the partner
         order = torch.rand(n, N, device=device, **rng(g)).argsort(dim=1)
@@ -577,10 +569,7 @@ class GridMix(_Mixer):
         if leaf.ndim != 4:
             raise ValueError(f"GridMix needs images shaped (B, C, H, W), got shape {tuple(leaf.shape)}")
         H, W = leaf.shape[-2:]
-        g = self._gen
-        base = sample_params(B, alpha=self.alpha, mode=self.mode, p=self.p, pairing=self.pairing,
-                             generator=g, device=device)
-        n = min(B, 1) if self.mode == "batch" else B
+        base, n, g = self._base_params(B, device)
         lo, hi = self.n_holes
         holes = torch.randint(lo, hi + 1, (n,), device=device, **rng(g))
         hole_ar = self._uniform(self.hole_aspect_ratio, n, g, device)

@@ -133,6 +133,14 @@ class _Mixer:
     def sample(self, x) -> MixParams:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _base_params(self, B: int, device):
+        """What every region method draws first: ``lam ~ Beta(alpha)`` and partners with ``p`` applied,
+        and how many distinct masks the mode needs (1 in ``"batch"`` mode, else ``B``)."""
+        g = self._gen
+        base = sample_params(B, alpha=self.alpha, mode=self.mode, p=self.p, pairing=self.pairing,
+                             generator=g, device=device)
+        return base, (min(B, 1) if self.mode == "batch" else B), g
+
     def _set_box_options(self, mode, pairing, correct_lam, box_dims) -> None:
         """Options shared by the transforms that cut boxes (CutMix, MixUpOrCutMix)."""
         self.mode = check_mode(mode, ("batch", "sample"))
@@ -307,9 +315,7 @@ class CutMix(_Mixer):
     def sample(self, x) -> MixParams:
         B, device, leaf = _batch_info(x)
         shape = _region_shape(leaf, self.box_dims)
-        g = self._gen
-        base = sample_params(B, alpha=self.alpha, mode=self.mode, p=self.p, pairing=self.pairing,
-                             generator=g, device=device)
+        base, _, g = self._base_params(B, device)
         P = self.patch_size
         if P is None:
             box, lam = _cut(base.lam, B, shape, self.mode, self.correct_lam, g)

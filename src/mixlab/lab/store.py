@@ -96,11 +96,16 @@ def _write_tmp(path: Path, data: bytes) -> str:
     return tmp
 
 
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (fsynced temporary sibling, ``os.replace``, fsync of the folder)."""
+def atomic_write_bytes(path, data: bytes, *, keep_previous: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically (fsynced temporary sibling, ``os.replace``, fsync of the folder).
+
+    ``keep_previous=True`` first moves the current file (if any) to :func:`previous_path`.
+    """
     path = Path(path)
     tmp = _write_tmp(path, data)
     try:
+        if keep_previous and path.exists():
+            os.replace(path, previous_path(path))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -176,17 +181,7 @@ def save_checkpoint(path, state: dict, *, keep_previous: bool = False) -> None:
     ``keep_previous=True`` first moves the current file (if any) to :func:`previous_path`, so
     the last two checkpoints exist; pass it only when the current file is known to be good.
     """
-    path = Path(path)
-    tmp = _write_tmp(path, _checkpoint_bytes(state))
-    try:
-        if keep_previous and path.exists():
-            os.replace(path, previous_path(path))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
+    atomic_write_bytes(path, _checkpoint_bytes(state), keep_previous=keep_previous)
 
 
 def load_checkpoint(path, required=()) -> dict:
