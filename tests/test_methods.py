@@ -413,3 +413,10 @@ def test_every_method_keeps_dtype_and_gives_the_exact_share(name, dtype, B, mode
     own = (out[:, 0].float() == (10 * torch.arange(B)).view(B, 1, 1).float()).flatten(1).double().mean(1)
     moved = p.index != torch.arange(B)
     torch.testing.assert_close(own[moved], p.lam[moved].double(), atol=1e-7, rtol=0)
+
+
+def test_a_method_names_itself_when_the_input_has_no_spatial_dims():
+    with pytest.raises(ValueError, match=r"^FMix needs inputs shaped \(B, C, \*spatial\)"):
+        mixlab.FMix()(torch.rand(4, 13), torch.arange(4))
+    with pytest.raises(ValueError, match=r"^ResizeMix needs inputs shaped"):
+        mixlab.ResizeMix().sample(torch.rand(4, 13))

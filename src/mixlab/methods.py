@@ -144,7 +144,7 @@ class FMix(_Mixer):
 
     def sample(self, x) -> MixParams:
         B, device, leaf = _batch_info(x)
-        shape = _region_shape(leaf, self.box_dims)
+        shape = _region_shape(leaf, self.box_dims, type(self).__name__)
         base, n, g = self._base_params(B, device)
         N = math.prod(shape)
         lam = base.lam[:n].to(torch.float64) * N
@@ -286,7 +286,7 @@ class ResizeMix(_Mixer):
 
     def sample(self, x) -> MixParams:
         B, device, leaf = _batch_info(x)
-        shape = _region_shape(leaf, self.box_dims)
+        shape = _region_shape(leaf, self.box_dims, type(self).__name__)
         g = self._gen
         n = min(B, 1) if self.mode == "batch" else B
         low, high = self.scale

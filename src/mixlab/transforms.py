@@ -252,11 +252,11 @@ class MixUp(_Mixer):
                 f"p={self.p}, pairing={self.pairing!r}, k={self.k})")
 
 
-def _region_shape(leaf: torch.Tensor, box_dims) -> tuple:
+def _region_shape(leaf: torch.Tensor, box_dims, name: str = "CutMix") -> tuple:
     D = leaf.ndim - 2 if box_dims is None else box_dims
     if D < 1 or D > leaf.ndim - 1:
         raise ValueError(
-            f"CutMix needs inputs shaped (B, C, *spatial) with 1 to 3 spatial dims (or box_dims set), "
+            f"{name} needs inputs shaped (B, C, *spatial) with 1 to 3 spatial dims (or box_dims set), "
             f"got shape {tuple(leaf.shape)} with box_dims={box_dims!r}"
         )
     return tuple(leaf.shape[-D:])
@@ -314,7 +314,7 @@ class CutMix(_Mixer):
 
     def sample(self, x) -> MixParams:
         B, device, leaf = _batch_info(x)
-        shape = _region_shape(leaf, self.box_dims)
+        shape = _region_shape(leaf, self.box_dims, type(self).__name__)
         base, _, g = self._base_params(B, device)
         P = self.patch_size
         if P is None:
@@ -359,7 +359,7 @@ class MixUpOrCutMix(_Mixer):
 
     def sample(self, x) -> MixParams:
         B, device, leaf = _batch_info(x)
-        shape = _region_shape(leaf, self.box_dims)
+        shape = _region_shape(leaf, self.box_dims, type(self).__name__)
         g = self._gen
         if B <= 1 or self.p == 0 or (self.mixup_alpha == 0 and self.cutmix_alpha == 0):
             return MixParams(torch.ones(B, device=device), torch.arange(B, device=device))
