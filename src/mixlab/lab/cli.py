@@ -108,6 +108,8 @@ def _add_train_options(p: argparse.ArgumentParser, mixes) -> None:
     g.add_argument("--momentum", type=float, default=S, help="SGD momentum (Nesterov)")
     g.add_argument("--schedule", choices=SCHEDULES, default=S, help="learning-rate schedule, stepped per batch")
     g.add_argument("--loss", choices=LOSSES, default=S, help="ce, or bce = sigmoid outputs + BCE (article 000)")
+    g.add_argument("--label-smoothing", type=float, default=S,
+                   help="cross-entropy label smoothing in every arm (default 0)")
     g.add_argument("--augment", choices=AUGMENTS, default=S, help="auto = crop+flip for CIFAR-like images only")
     g.add_argument("--seeds", type=_int_list, default=S, help="comma-separated seeds, e.g. 0,1,2")
     g.add_argument("--out", default=S, help="run folder (default runs/latest)")

@@ -52,7 +52,8 @@ class LabConfig:
             CutMix branch of ``mixup-or-cutmix``; ``mode`` batch|sample|pair; ``keep_dominant``
             fastai's ``max(lam, 1 - lam)``; ``p`` the probability a row (batch) is mixed.
         loss: ``"ce"`` (cross-entropy, mixed through ``MixedTarget.loss``) or ``"bce"`` (sigmoid
-            outputs + binary cross-entropy on soft one-hot labels, article 000).
+            outputs + binary cross-entropy on soft one-hot labels, article 000); ``label_smoothing``
+            smooths the cross-entropy's targets in every arm (the mixers apply it to the mixed target).
         augment: ``"auto"`` (crop+flip for 3-channel images >= 32 px, nothing otherwise),
             ``"none"``, ``"crop-flip"``, ``"flip"``. ``normalize``: ``"dataset"`` mean/std or
             ``"unit"`` (pixels / 255 only, as the Keras article).
@@ -78,6 +79,7 @@ class LabConfig:
     momentum: float = 0.9
     schedule: str = "onecycle"
     loss: str = "ce"
+    label_smoothing: float = 0.0
     augment: str = "auto"
     normalize: str = "dataset"
     mix: str = "mixup"
@@ -116,6 +118,9 @@ class LabConfig:
         need(self.lr > 0, "lr", "> 0", self.lr)
         for name in ("p", "switch_prob", "label_noise"):
             need(0 <= getattr(self, name) <= 1, name, "a number in [0, 1]", getattr(self, name))
+        need(0 <= self.label_smoothing < 1, "label_smoothing", "a number in [0, 1)", self.label_smoothing)
+        need(self.loss == "ce" or self.label_smoothing == 0, "label_smoothing", "0 with --loss bce (it smooths "
+             "the cross-entropy's targets)", self.label_smoothing)
         need(0 < self.test_fraction < 1, "test_fraction", "a number in (0, 1)", self.test_fraction)
         need(self.mix_stop_epoch is None or self.mix_stop_epoch >= 0, "mix_stop_epoch", "None or an int >= 0",
              self.mix_stop_epoch)
@@ -170,7 +175,7 @@ _FIELDS = {f.name for f in dataclasses.fields(LabConfig)}
 _BOOLS = {"keep_dominant", "quiet"}
 _INTS = {"epochs", "batch_size", "eval_batch_size", "threads"}
 _OPT_INTS = {"train_size", "mix_stop_epoch"}
-_NUMBERS = {"label_noise", "test_fraction", "lr", "weight_decay", "momentum", "alpha", "cutmix_alpha",
+_NUMBERS = {"label_noise", "label_smoothing", "test_fraction", "lr", "weight_decay", "momentum", "alpha", "cutmix_alpha",
             "switch_prob", "p"}
 _INT_LISTS = {"seeds"}
 _OPT_INT_LISTS = {"classes"}

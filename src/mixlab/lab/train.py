@@ -154,18 +154,21 @@ def build_mixer(cfg: LabConfig, mix: str, num_classes: int, generator: torch.Gen
     """The mixlab transform for ``mix`` (``None`` for the baseline), drawing from ``generator``."""
     if mix == "none":
         return None
+    ls = cfg.label_smoothing
     if mix == "mixup":
         return mixlab.MixUp(cfg.alpha, mode=cfg.mode, keep_dominant=cfg.keep_dominant, p=cfg.p,
                             pairing="flip" if cfg.mode == "pair" else "permutation",  # pair mode pairs by flip
-                            generator=generator, num_classes=num_classes)
+                            generator=generator, num_classes=num_classes, label_smoothing=ls)
     if mix == "cutmix":
-        return mixlab.CutMix(cfg.alpha, mode=cfg.mode, p=cfg.p, generator=generator, num_classes=num_classes)
+        return mixlab.CutMix(cfg.alpha, mode=cfg.mode, p=cfg.p, generator=generator, num_classes=num_classes,
+                             label_smoothing=ls)
     if mix in ("fmix", "saliencymix", "gridmix"):
         cls = {"fmix": mixlab.FMix, "saliencymix": mixlab.SaliencyMix, "gridmix": mixlab.GridMix}[mix]
         extra = {"n_holes": (2, 4)} if mix == "gridmix" else {}  # 2 to 4 holes: valid from 8-pixel images up
-        return cls(cfg.alpha, mode=cfg.mode, p=cfg.p, generator=generator, num_classes=num_classes, **extra)
+        return cls(cfg.alpha, mode=cfg.mode, p=cfg.p, generator=generator, num_classes=num_classes,
+                   label_smoothing=ls, **extra)
     return mixlab.MixUpOrCutMix(cfg.alpha, cfg.cutmix_alpha, switch_prob=cfg.switch_prob, p=cfg.p, mode=cfg.mode,
-                                generator=generator, num_classes=num_classes)
+                                generator=generator, num_classes=num_classes, label_smoothing=ls)
 
 
 def _loss(cfg: LabConfig, logits, y, target, num_classes):
@@ -173,7 +176,9 @@ def _loss(cfg: LabConfig, logits, y, target, num_classes):
     if cfg.loss == "bce":
         soft = F.one_hot(y, num_classes).float() if target is None else target.soft(num_classes)
         return soft_bce_with_logits(logits, soft)
-    return F.cross_entropy(logits, y) if target is None else target.loss(F.cross_entropy, logits)
+    if target is None:
+        return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+    return target.loss(F.cross_entropy, logits)  # the mixer carries cfg.label_smoothing
 
 
 def _lr_factor(schedule: str, total: int):
