@@ -17,7 +17,7 @@ __all__ = [
 ]
 
 # Distinct streams per option so that, e.g., the split does not move when label_noise changes.
-_STREAMS = {"split": 1, "train_size": 2, "label_noise": 3}
+_STREAMS = {"split": 1, "train_size": 2, "label_noise": 3, "imbalance": 4}
 
 
 def seeded_generator(seed: int, stream: str) -> torch.Generator:
@@ -92,6 +92,33 @@ def subset_train(x, y, train_size, *, generator: torch.Generator):
         raise ValueError(f"train_size={train_size} is larger than the {n} training samples available")
     idx = torch.randperm(n, generator=generator)[: int(train_size)].sort().values
     return x[idx], y[idx]
+
+
+def long_tail(x, y, imbalance, num_classes: int, *, generator: torch.Generator):
+    """A long-tailed training subset: class ``c`` keeps ``floor(n_max * imbalance ** (-c / (C - 1)))`` rows.
+
+    The exponential profile of Cao et al. 2019 (LDAM) and Chou et al. 2020 (Remix) for
+    CIFAR-10-LT: class 0 keeps ``n_max`` rows (the smallest class count present, so every
+    class can supply its share), class ``C - 1`` keeps ``n_max / imbalance`` (at least one);
+    the rows kept in each class are a seeded random subset, in their original order.
+
+    Returns:
+        ``(x, y, counts)`` with ``counts`` the kept rows per class, a list of ints.
+    """
+    if isinstance(imbalance, bool) or not isinstance(imbalance, numbers.Real) or not imbalance >= 1:
+        raise ValueError(f"imbalance must be a number >= 1 (the ratio of the largest to the smallest class), "
+                         f"got {imbalance!r}")
+    counts = torch.bincount(y.long(), minlength=num_classes)
+    if int(counts.min()) == 0:
+        raise ValueError(f"imbalance={imbalance}: class {int(counts.argmin())} has no training example to keep")
+    n_max = int(counts.min())
+    keep_n = [max(1, int(n_max * float(imbalance) ** (-c / max(num_classes - 1, 1)))) for c in range(num_classes)]
+    keep = []
+    for c in range(num_classes):
+        rows = (y == c).nonzero().flatten()
+        keep.append(rows[torch.randperm(rows.numel(), generator=generator)[:keep_n[c]]])
+    idx = torch.cat(keep).sort().values
+    return x[idx], y[idx], keep_n
 
 
 def corrupt_labels(y: torch.Tensor, label_noise: float, num_classes: int, *, generator: torch.Generator):

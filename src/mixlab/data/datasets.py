@@ -348,6 +348,7 @@ def load_dataset(
     label_regex: str | None = None,
     test_fraction: float = 0.2,
     label_column: str | None = None,
+    imbalance: float | None = None,
 ) -> DataSplits:
     """Load a real dataset as in-memory train/test tensors.
 
@@ -370,6 +371,11 @@ def load_dataset(
         test_fraction: test share of the seeded stratified split, in (0, 1), used by sets without
             an official split (digits, scikit-learn tabular sets, csv, flat or class-only folders).
         label_column: ``csv`` only: the label column's header name (default: the last column).
+        imbalance: make the training set long-tailed: class ``c`` keeps
+            ``floor(n_max * imbalance ** (-c / (C - 1)))`` seeded-random rows (``n_max`` the
+            smallest class count; Cao et al. 2019's CIFAR-10-LT profile, ratio 100 in the
+            Remix paper). Applied after ``classes`` and ``train_size``, before ``label_noise``;
+            the test split stays as it is (balanced for the standard sets).
 
     Returns:
         A ``DataSplits``.
@@ -419,6 +425,9 @@ def load_dataset(
             warnings.warn(f"{where}: train_size={train_size}: the training subset has no example of class(es) "
                           f"{[names[c] for c in lost[:10]]} ({len(lost)} of {len(names)}) that the test split holds; "
                           "those test examples cannot be learned (use a larger train_size)", stacklevel=2)
+    if imbalance is not None:
+        x_train, y_train, _ = opt.long_tail(x_train, y_train, imbalance, len(names),
+                                            generator=opt.seeded_generator(seed, "imbalance"))
     noisy_mask = y_clean = None
     if label_noise > 0:
         y_clean = y_train

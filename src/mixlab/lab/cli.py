@@ -70,6 +70,8 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--classes", type=_int_list, default=S, help="keep these classes, relabelled 0..n-1 (e.g. 3,7)")
     g.add_argument("--label-noise", type=float, default=S, help="fraction of training labels to corrupt (seeded)")
     g.add_argument("--train-size", type=int, default=S, help="seeded random subset of the training set")
+    g.add_argument("--imbalance", type=float, default=S,
+                   help="long-tailed training set: largest / smallest class count (e.g. 100), exponential profile")
     g.add_argument("--cache-dir", default=S, help="cache for decoded images (default $MIXLAB_CACHE or ~/.cache/mixlab)")
     g.add_argument("--label-regex", default=S, help="folder dataset: labels from file names, e.g. '(.+)_\\d+.jpg$'")
     g.add_argument("--label-column", default=S, help="csv dataset: the label column's name")
@@ -77,10 +79,42 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--normalize", choices=NORMALIZES, default=S, help="dataset mean/std, or pixels/255 only")
 
 
-def _add_mix_options(p: argparse.ArgumentParser, mixes=MIXES) -> None:
+def _names(choices, several: bool):
+    def parse(text: str):
+        vals = [v.strip() for v in text.split(",") if v.strip()]
+        if not vals:
+            raise argparse.ArgumentTypeError(f"expected a method name, got {text!r}")
+        if len(vals) > 1 and not several:
+            raise argparse.ArgumentTypeError(f"takes one method here, got {text!r} (`mixlab compare` takes a list)")
+        bad = [v for v in vals if v not in choices]
+        if bad:
+            raise argparse.ArgumentTypeError(f"expected {'names' if several else 'one'} of {', '.join(choices)}; "
+                                             f"got {bad[0]!r}")
+        return vals if len(vals) > 1 else vals[0]
+    return parse
+
+
+def _floats(several: bool):
+    def parse(text: str):
+        try:
+            vals = [float(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'comma-separated numbers such as 0.2,1' if several else 'a number'}"
+                                             f", got {text!r}") from None
+        if not vals or (len(vals) > 1 and not several):
+            raise argparse.ArgumentTypeError(f"expected {'numbers' if several else 'one number'}, got {text!r}")
+        return vals if len(vals) > 1 else vals[0]
+    return parse
+
+
+def _add_mix_options(p: argparse.ArgumentParser, mixes=MIXES, several: bool = False) -> None:
     g = p.add_argument_group("mixing (lam = weight of the original row, lam ~ Beta(alpha, alpha))")
-    g.add_argument("--mix", choices=mixes, default=S, help="mixing method (default mixup)")
-    g.add_argument("--alpha", type=float, default=S, help="Beta(alpha, alpha) concentration (default 0.2)")
+    g.add_argument("--mix", type=_names(mixes, several), default=S, metavar="NAME" + ("[,NAME...]" if several else ""),
+                   help=f"mixing method{'s, each compared with the baseline' if several else ''} (default mixup): "
+                        f"{', '.join(mixes)}")
+    g.add_argument("--alpha", type=_floats(several), default=S, metavar="A" + ("[,A...]" if several else ""),
+                   help="Beta(alpha, alpha) concentration (default 0.2)"
+                        + ("; several values train every method at each" if several else ""))
     g.add_argument("--cutmix-alpha", type=float, default=S, help="CutMix branch of mixup-or-cutmix (default 1.0)")
     g.add_argument("--switch-prob", type=float, default=S, help="mixup-or-cutmix: probability of CutMix")
     g.add_argument("--mix-stop-epoch", type=int, default=S,
@@ -92,9 +126,9 @@ def _add_mix_options(p: argparse.ArgumentParser, mixes=MIXES) -> None:
     g.add_argument("--p", type=float, default=S, help="probability that a row (batch) is mixed at all")
 
 
-def _add_train_options(p: argparse.ArgumentParser, mixes) -> None:
+def _add_train_options(p: argparse.ArgumentParser, mixes, several: bool = False) -> None:
     _add_data_options(p)
-    _add_mix_options(p, mixes)
+    _add_mix_options(p, mixes, several)
     g = p.add_argument_group("training")
     g.add_argument("--preset", choices=sorted(PRESETS), default=None, help="a named protocol (see docs/RESULTS.md)")
     g.add_argument("--config", default=None, help="JSON file of options (merged under explicit flags)")
@@ -134,10 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="on an error, print the traceback as well as the one-line message")
     sub = parser.add_subparsers(dest="command", required=True)
     cmp = sub.add_parser("compare", help="train without and with mixing from the same weights")
-    _add_train_options(cmp, tuple(m for m in MIXES if m != "none"))
+    _add_train_options(cmp, MIXES, several=True)
     tr = sub.add_parser("train", help="train one arm (--mix none for plain ERM)")
     _add_train_options(tr, MIXES)
-    pv = sub.add_parser("preview", help="PNG grid of mixed samples with their soft labels as bars")
+    pv = sub.add_parser("preview", help="PNG grid of mixed samples with their soft labels as bars",
+                        description="A grid of mixed training images, each labelled with its lam and its partner, "
+                                    "and its soft label as bars. Defaults show visible mixing: --alpha 1 (lam "
+                                    "uniform) and --mode sample (one lam per image).")
     _add_data_options(pv)
     _add_mix_options(pv, tuple(m for m in MIXES if m != "none"))
     pv.add_argument("--out", default="mixed_samples.png", help="PNG path (default mixed_samples.png)")
@@ -217,9 +254,9 @@ def _check_run(cfg: LabConfig, arms: list) -> None:
     _check_dataset(cfg.dataset)
     _check_device(cfg.device)
     _dist_timeout()
-    for _, mix in arms:  # the core's own checks of the mixing options, now rather than after the baseline arm
+    for _, mix, alpha in arms:  # the core's own checks of the mixing options, now rather than after the baseline arm
         try:
-            build_mixer(cfg, mix, 2, torch.Generator())
+            build_mixer(cfg, mix, 2, torch.Generator(), alpha=alpha)
         except (ValueError, TypeError) as e:
             raise ValueError(f"--mix {mix}: the mixing options are refused: {e}") from None
 
@@ -258,10 +295,16 @@ def _run(ns) -> int:
             heartbeat.stop()
     if not info.is_main:
         return 0
-    from .report import format_table
+    from .report import format_table, verdict_text
 
     print(format_table(summary))
+    text = verdict_text(summary)
+    if text:
+        print()
+        print(text)
     print(f"report: {Path(cfg.out) / 'report.md'}")
+    for line in summary.get("verdict", []):
+        print(f"verdict: {line}")
     return 0
 
 
@@ -396,13 +439,16 @@ def _preview(ns) -> int:
     from .runner import load_splits
     from .train import prepare_data
 
-    cfg = resolve_config({k: v for k, v in _explicit(ns).items() if k != "out"})
+    given = {k: v for k, v in _explicit(ns).items() if k != "out"}
+    given.setdefault("alpha", 1.0)    # lam ~ U(0, 1): the mixing is visible (alpha 0.2 gives lam near 0 or 1)
+    given.setdefault("mode", "sample")  # one lam (box, mask) per panel
+    cfg = resolve_config(given)
     _check_dataset(cfg.dataset)
     if ns.n < 1:
         raise ValueError(f"--n must be >= 1, got {ns.n}")
     if not 0 <= ns.seed <= MAX_SEED:
         raise ValueError(f"--seed must be an int in [0, {MAX_SEED}], got {ns.seed}")
-    _check_run(cfg, [(cfg.mix, cfg.mix)])
+    _check_run(cfg, [(cfg.mix, cfg.mix, cfg.alpha)])
     splits = load_splits(cfg, ns.seed)
     if splits.kind != "image":
         raise ValueError(f"--dataset must be an image dataset for preview, got {cfg.dataset!r} ({splits.kind})")

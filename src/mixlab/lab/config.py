@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["LabConfig", "LabError", "PRESETS", "MIXES", "MAX_SEED", "resolve_config", "load_config_file"]
+__all__ = ["LabConfig", "LabError", "PRESETS", "MIXES", "ALPHA_FREE", "MAX_SEED", "resolve_config", "load_config_file"]
 
 MAX_SEED = 2**32 - 1  # numpy's bound; mixlab.data and the per-rank streams derive larger seeds from it
 
@@ -29,7 +29,11 @@ class LabError(Exception):
     Raise it (or a subclass) with a complete message naming the option or file at fault.
     """
 
-MIXES = ("none", "mixup", "cutmix", "mixup-or-cutmix", "fmix", "saliencymix", "gridmix")
+MIXES = ("none", "mixup", "cutmix", "mixup-or-cutmix", "fmix", "saliencymix", "gridmix", "resizemix", "smoothmix",
+         "tokenmix", "remix", "remix-balanced")
+# Methods that draw no lam from Beta(alpha, alpha) (ResizeMix: box scale ~ U(0.1, 0.8); SmoothMix: blob
+# width ~ U(0.25, 0.5)): one arm each whatever --alpha lists.
+ALPHA_FREE = ("resizemix", "smoothmix")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
 LOSSES = ("ce", "bce")
@@ -47,8 +51,11 @@ class LabConfig:
             passed to :func:`mixlab.data.load_dataset`; ``classes`` keeps a subset (relabelled
             0..n-1), ``label_noise`` corrupts that fraction of training labels (fixed by the seed).
         model: a name from :data:`mixlab.lab.models.MODELS`; ``None`` picks the dataset's default.
-        mix: ``"mixup"``, ``"cutmix"``, ``"mixup-or-cutmix"`` (``"none"`` only for ``train``).
-        alpha: Beta(alpha, alpha) for ``lam`` (the original row's weight); ``cutmix_alpha`` the
+        imbalance: a long-tailed training set, ratio of the largest to the smallest class (e.g. 100).
+        mix: a name of :data:`MIXES` (``"none"`` trains the plain baseline); for ``compare`` a list
+            of names (or a comma-separated string), each trained against the baseline.
+        alpha: Beta(alpha, alpha) for ``lam`` (the original row's weight); for ``compare`` a list
+            of values, every method trained at each (methods in :data:`ALPHA_FREE` once); ``cutmix_alpha`` the
             CutMix branch of ``mixup-or-cutmix``; ``mode`` batch|sample|pair; ``keep_dominant``
             fastai's ``max(lam, 1 - lam)``; ``p`` the probability a row (batch) is mixed.
         loss: ``"ce"`` (cross-entropy, mixed through ``MixedTarget.loss``) or ``"bce"`` (sigmoid
@@ -64,6 +71,7 @@ class LabConfig:
     data_dir: Optional[str] = None
     classes: Optional[list] = None
     label_noise: float = 0.0
+    imbalance: Optional[float] = None
     train_size: Optional[int] = None
     cache_dir: Optional[str] = None
     label_regex: Optional[str] = None
@@ -82,8 +90,8 @@ class LabConfig:
     label_smoothing: float = 0.0
     augment: str = "auto"
     normalize: str = "dataset"
-    mix: str = "mixup"
-    alpha: float = 0.2
+    mix: object = "mixup"   # a name, or for compare a list of names (or "a,b,c")
+    alpha: object = 0.2     # a number, or for compare a list of numbers (or "0.2,1")
     cutmix_alpha: float = 1.0
     switch_prob: float = 0.5
     mode: str = "batch"
@@ -105,7 +113,16 @@ class LabConfig:
 
         for f in dataclasses.fields(self):
             check_type(f.name, getattr(self, f.name))
-        for name, choices in (("mix", MIXES), ("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
+        self.mix, self.alpha = _as_list_or_one(self.mix, str), _as_list_or_one(self.alpha, float)
+        for m in self.mixes:
+            need(m in MIXES, "mix", f"one or more (comma-separated) of {MIXES}", m)
+        need(len(set(self.mixes)) == len(self.mixes), "mix", "distinct names", self.mix)
+        for a in self.alphas:
+            need(math.isfinite(a) and a >= 0, "alpha", "finite numbers >= 0", a)
+        need(len(set(self.alphas)) == len(self.alphas), "alpha", "distinct values", self.alpha)
+        need(self.imbalance is None or self.imbalance >= 1, "imbalance", "None or a number >= 1 (largest class / "
+             "smallest class, e.g. 100)", self.imbalance)
+        for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
                               ("loss", LOSSES), ("augment", AUGMENTS), ("normalize", NORMALIZES),
                               ("mode", ("batch", "sample", "pair"))):
             need(getattr(self, name) in choices, name, f"one of {choices}", getattr(self, name))
@@ -113,7 +130,7 @@ class LabConfig:
             need(getattr(self, name) >= 1, name, "an int >= 1", getattr(self, name))
         need(self.batch_size >= 2, "batch_size", "an int >= 2 (a batch of one row is dropped: "
              "BatchNorm cannot train on it, so no step would be taken)", self.batch_size)
-        for name in ("lr", "alpha", "cutmix_alpha", "weight_decay", "momentum"):
+        for name in ("lr", "cutmix_alpha", "weight_decay", "momentum"):
             need(getattr(self, name) >= 0, name, "a finite number >= 0", getattr(self, name))
         need(self.lr > 0, "lr", "> 0", self.lr)
         for name in ("p", "switch_prob", "label_noise"):
@@ -139,11 +156,22 @@ class LabConfig:
             except re.error as e:
                 raise ValueError(f"--label-regex must be a Python regular expression, got {self.label_regex!r} "
                                  f"({e})") from None
-        if self.mix not in ("none", "mixup"):
-            need(self.mode != "pair", "mode", f"'batch' or 'sample' with {self.mix}", self.mode)
-            need(not self.keep_dominant, "keep_dominant", f"off with {self.mix} (it applies to mixup only)",
-                 self.keep_dominant)
+        for m in self.mixes:
+            if m not in ("none", "mixup"):
+                need(self.mode != "pair", "mode", f"'batch' or 'sample' with {m}", self.mode)
+                need(not self.keep_dominant, "keep_dominant", f"off with {m} (it applies to mixup only)",
+                     self.keep_dominant)
         return self
+
+    @property
+    def mixes(self) -> list:
+        """``mix`` as a list of names."""
+        return list(self.mix) if isinstance(self.mix, (list, tuple)) else [self.mix]
+
+    @property
+    def alphas(self) -> list:
+        """``alpha`` as a list of floats."""
+        return [float(a) for a in self.alpha] if isinstance(self.alpha, (list, tuple)) else [float(self.alpha)]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -175,12 +203,33 @@ _FIELDS = {f.name for f in dataclasses.fields(LabConfig)}
 _BOOLS = {"keep_dominant", "quiet"}
 _INTS = {"epochs", "batch_size", "eval_batch_size", "threads"}
 _OPT_INTS = {"train_size", "mix_stop_epoch"}
-_NUMBERS = {"label_noise", "label_smoothing", "test_fraction", "lr", "weight_decay", "momentum", "alpha", "cutmix_alpha",
+_OPT_NUMBERS = {"imbalance"}
+_NUMBERS = {"label_noise", "label_smoothing", "test_fraction", "lr", "weight_decay", "momentum", "cutmix_alpha",
             "switch_prob", "p"}
 _INT_LISTS = {"seeds"}
 _OPT_INT_LISTS = {"classes"}
 _OPT_STRS = {"data_dir", "cache_dir", "label_regex", "label_column", "model", "preset"}
-_STRS = _FIELDS - _BOOLS - _INTS - _OPT_INTS - _NUMBERS - _INT_LISTS - _OPT_INT_LISTS - _OPT_STRS
+_LISTABLE = {"mix": str, "alpha": float}  # one value, or (compare) a list
+_STRS = (_FIELDS - _BOOLS - _INTS - _OPT_INTS - _NUMBERS - _OPT_NUMBERS - _INT_LISTS - _OPT_INT_LISTS - _OPT_STRS
+         - set(_LISTABLE))
+
+
+def _as_list_or_one(value, kind):
+    """``"a,b"`` or ``["a", "b"]`` -> a list (of ``kind``); one value stays a scalar (the config hash of
+    single-method runs does not change)."""
+    if isinstance(value, str) and "," in value:
+        parts = [v.strip() for v in value.split(",") if v.strip()]
+        try:
+            value = [kind(v) for v in parts]
+        except ValueError:
+            raise ValueError(f"expected comma-separated {'numbers' if kind is float else 'names'}, got {value!r}") \
+                from None
+    if isinstance(value, (list, tuple)):
+        value = list(value)
+        if not value:
+            raise ValueError("expected at least one value, got an empty list")
+        return value[0] if len(value) == 1 else value
+    return value
 
 
 def _is_int(v) -> bool:
@@ -198,9 +247,19 @@ def check_type(name: str, value) -> None:
         ok, expected = isinstance(value, bool), "true or false (a JSON boolean, not a string)"
     elif name in _INTS or name in _OPT_INTS:
         ok, expected = _is_int(value) or (name in _OPT_INTS and value is None), "an integer"
-    elif name in _NUMBERS:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        expected = "a finite number"
+    elif name in _NUMBERS or name in _OPT_NUMBERS:
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)) or (
+            name in _OPT_NUMBERS and value is None)
+        expected = "a finite number" + (" or null" if name in _OPT_NUMBERS else "")
+    elif name in _LISTABLE:
+        if _LISTABLE[name] is float:
+            num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+            ok = num(value) or (isinstance(value, list) and len(value) > 0 and all(num(v) for v in value))
+            expected = "a finite number or a non-empty list of them"
+        else:
+            ok = isinstance(value, str) or (isinstance(value, list) and len(value) > 0
+                                            and all(isinstance(v, str) for v in value))
+            expected = "a string or a non-empty list of strings"
     elif name in _INT_LISTS or name in _OPT_INT_LISTS:
         ok = (isinstance(value, list) and all(_is_int(v) for v in value)) or (name in _OPT_INT_LISTS and value is None)
         expected = "a list of integers such as [0, 1, 2]"

@@ -15,7 +15,7 @@ import torch
 
 from .store import atomic_write_bytes, atomic_write_text
 
-__all__ = ["format_table", "write_report", "mixed_samples_png", "save_figure"]
+__all__ = ["format_table", "write_report", "mixed_samples_png", "save_figure", "verdict_text", "ranking_table"]
 
 _ROWS = (("test_acc", "test accuracy"), ("best_test_acc", "best epoch's test acc (optimistic)"),
          ("test_nll", "test NLL"), ("test_ece", "test ECE (15 bins)"), ("train_loss", "train loss (own objective)"),
@@ -53,6 +53,87 @@ def format_table(summary: dict, markdown: bool = False) -> str:
     fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
     return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
                      + [f"({n} seed(s); mean ± std across seeds)"])
+
+
+def verdict_text(summary: dict, markdown: bool = False) -> str:
+    """The verdict of every arm against the baseline, the warnings and the next steps, as text."""
+    from . import stats
+
+    vs = summary.get("versus_baseline")
+    if not vs:
+        return ""
+    b = "- " if markdown else "  "
+    lines = []
+    for arm, comp in vs.items():
+        method = summary.get("methods", {}).get(arm, arm)
+        alpha = summary.get("arm_alpha", {}).get(arm)
+        what = f"{method}, alpha {alpha:g}" if alpha is not None else method
+        lines.append(f"**{stats.headline(arm, comp)}** ({what})" if markdown else f"{arm} ({what}) vs baseline:")
+        lines += [b + t for t in stats.verdict_lines(arm, comp)]
+        if markdown:
+            lines.append("")
+    for w in summary.get("warnings", []):
+        lines.append(("- " if markdown else "") + f"warning: {w}")
+    if summary.get("next_steps"):
+        lines.append(("- " if markdown else "") + "next: " + "; ".join(summary["next_steps"]))
+    return "\n".join(lines)
+
+
+def ranking_table(summary: dict) -> str:
+    """Markdown: the arms ranked by their mean accuracy difference from the baseline, with intervals."""
+    from .stats import METRICS, _fmt_ci, _fmt_diff
+
+    vs = summary.get("versus_baseline") or {}
+    order = sorted(vs, key=lambda a: -(vs[a]["metrics"]["test_acc"]["mean"] or 0.0))
+    head = ["rank", "arm", "test accuracy"] + [f"{METRICS[k][0]} {'↑' if METRICS[k][1] > 0 else '↓'} vs baseline [95% CI]"
+                                               for k in METRICS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    base = summary["arms"][0]
+    acc = summary["aggregate"][base]["test_acc"]
+    lines.append(f"| - | {base} | {_fmt(acc)} | - | - | - |")
+    for i, arm in enumerate(order, 1):
+        cells = []
+        for k in METRICS:
+            r = vs[arm]["metrics"][k]
+            cells.append("-" if r["mean"] is None else
+                         f"{_fmt_diff(k, r['mean'])} {_fmt_ci(k, r['lo'], r['hi'])} {r['call']}")
+        lines.append(f"| {i} | {arm} | {_fmt(summary['aggregate'][arm]['test_acc'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _alpha_plot(summary: dict, path) -> bool:
+    """Test accuracy against alpha per method (mean over seeds, 95% t-interval bars); baseline dashed."""
+    from .stats import t_interval
+
+    alphas = summary.get("arm_alpha", {})
+    methods: dict = {}
+    for arm in summary["arms"][1:]:
+        if alphas.get(arm) is not None:  # methods without an alpha (ResizeMix, SmoothMix) have no curve
+            methods.setdefault(summary.get("methods", {}).get(arm, arm), []).append(arm)
+    if not any(len(v) > 1 for v in methods.values()):
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    base = [r["test_acc"] for r in summary["per_seed"][summary["arms"][0]].values()]
+    ax.axhline(sum(base) / len(base), color="k", ls="--", lw=1, label="baseline")
+    for method, arms in methods.items():
+        xs, ys, err = [], [], []
+        for arm in sorted(arms, key=lambda a: alphas[a]):
+            ti = t_interval([r["test_acc"] for r in summary["per_seed"][arm].values()])
+            xs.append(alphas[arm])
+            ys.append(ti["mean"])
+            err.append(0.0 if ti["lo"] is None else ti["hi"] - ti["mean"])
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=method)
+    ax.set_xscale("log")
+    ticks = sorted({alphas[a] for arms in methods.values() for a in arms})
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("alpha (lam ~ Beta(alpha, alpha))")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("accuracy against alpha (bars: 95% t-interval over seeds)")
+    ax.legend()
+    save_figure(fig, path)
+    return True
 
 
 def _plt():
@@ -116,34 +197,54 @@ def _reliability(summary: dict, path) -> None:
     save_figure(fig, path)
 
 
-def _beta_density(alpha: float, path, keep_dominant: bool) -> None:
+def _beta_density(alphas, path, keep_dominant: bool) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    if alpha > 0:
+    alphas = [alphas] if isinstance(alphas, (int, float)) else list(alphas)
+    top = 0.0
+    for alpha in alphas:
+        if alpha <= 0:
+            continue
         xs = [0.002 + i * 0.996 / 400 for i in range(401)]
         logb = 2 * math.lgamma(alpha) - math.lgamma(2 * alpha)
         ys = [math.exp((alpha - 1) * (math.log(x) + math.log(1 - x)) - logb) for x in xs]
         if keep_dominant:  # max(lam, 1 - lam): the density folds onto [0.5, 1]
             xs, ys = [x for x in xs if x >= 0.5], [2 * y for x, y in zip(xs, ys) if x >= 0.5]
-        ax.plot(xs, ys)
-        ax.set_ylim(0, min(max(ys) * 1.05, 10))
-    ax.set_title(f"lam ~ Beta({alpha:g}, {alpha:g})" + (", max(lam, 1-lam)" if keep_dominant else ""))
+        ax.plot(xs, ys, label=f"alpha {alpha:g}")
+        top = max(top, max(ys))
+    if top > 0:
+        ax.set_ylim(0, min(top * 1.05, 10))
+    if len(alphas) > 1:
+        ax.legend()
+    name = ", ".join(f"{a:g}" for a in alphas)
+    ax.set_title(f"lam ~ Beta(alpha, alpha), alpha = {name}" + (", max(lam, 1-lam)" if keep_dominant else ""))
     ax.set_xlabel("lam (weight of the original row)")
     save_figure(fig, path)
 
 
-def mixed_samples_png(data, cfg, path, *, n: int = 9, seed: int = 0, mix: str | None = None) -> None:
-    """A grid of ``n`` mixed training images, each with its soft label as bars (the Keras/Pets previews)."""
+def mixed_samples_png(data, cfg, path, *, n: int = 9, seed: int = 0, mix: str | None = None,
+                      alpha: float | None = None) -> None:
+    """A grid of ``n`` mixed training images, each with its soft label as bars (the Keras/Pets previews).
+
+    Each panel is titled with its ``lam`` (the share of the original image) and its partner
+    (which of the shown images, and its class).
+    """
     from .train import build_mixer, make_batch
 
     plt = _plt()
     if data.kind != "image":
         raise ValueError(f"preview needs an image dataset, got kind {data.kind!r}")
-    mix = mix or (cfg.mix if cfg.mix != "none" else "mixup")
+    mix = mix or next((m for m in cfg.mixes if m != "none"), "mixup")
+    alpha = cfg.alphas[0] if alpha is None else alpha
     g = torch.Generator(data.x_train.device).manual_seed(seed)
     idx = torch.randperm(data.y_train.numel(), generator=torch.Generator().manual_seed(seed))[:max(n, 2)]
     x, y = make_batch(data, idx, train=False)
-    x, target = build_mixer(cfg, mix, data.num_classes, g)(x, y)
+    mixer = build_mixer(cfg, mix, data.num_classes, g, alpha=alpha, input_shape=data.input_shape,
+                        class_counts=torch.bincount(data.y_train.cpu(), minlength=data.num_classes))
+    x, target = mixer(x, y)
+    lam = target.params.lam.float().cpu().reshape(-1)
+    lam = lam.expand(x.shape[0]) if lam.numel() == 1 else lam
+    partner = target.params.index.cpu() if target.params.index is not None else torch.arange(x.shape[0])
     soft = target.soft(data.num_classes).cpu()                                  # (B, C)
     img = (x * data.std + data.mean).clamp(0, 1).cpu()                          # (B, C, H, W) in [0, 1]
     cols = 3
@@ -159,13 +260,16 @@ def mixed_samples_png(data, cfg, path, *, n: int = 9, seed: int = 0, mix: str | 
             continue
         pic = img[i].permute(1, 2, 0).numpy()
         ai.imshow(pic.squeeze(-1) if pic.shape[-1] == 1 else pic, cmap="gray" if pic.shape[-1] == 1 else None)
+        j = int(partner[i])
+        ai.set_title(f"lam {float(lam[i]):.2f}: {names[int(y[i])]}\n+ #{j + 1} {names[int(y[j])]}", fontsize=7)
         ab.barh(range(len(names)), soft[i].tolist(), color="tab:blue")
         ab.set_yticks(range(len(names)), names, fontsize=6)
         ab.yaxis.tick_right()  # class names beside the bars, clear of the image on the left
         ab.set_xlim(0, 1)
         ab.invert_yaxis()
         ab.tick_params(axis="x", labelsize=6)
-    fig.suptitle(f"{mix}, alpha={cfg.alpha:g}, mode={cfg.mode}: soft labels (lam weights the original image)")
+    fig.suptitle(f"{mix}, alpha={alpha:g}, mode={cfg.mode}: panel i shows image i mixed with partner #j; "
+                 f"lam is image i's share; bars: soft label")
     save_figure(fig, path)
 
 
@@ -175,18 +279,34 @@ def write_report(out: Path, cfg, summary: dict, histories: dict, data) -> Path:
     arms = summary["arms"]
     _curves(histories, arms, plots / "curves.png")
     _reliability(summary, plots / "reliability.png")
-    _beta_density(cfg.alpha, plots / "beta.png", cfg.keep_dominant)
+    _beta_density(cfg.alphas, plots / "beta.png", cfg.keep_dominant)
     figs = [("Learning curves (mean over seeds, band = min-max)", "curves.png"),
             ("Reliability diagrams (final epoch, 15 bins, pooled over seeds)", "reliability.png"),
             ("Distribution of lam", "beta.png")]
+    if len(arms) >= 3 and _alpha_plot(summary, plots / "alpha.png"):
+        figs.append(("Accuracy against alpha", "alpha.png"))
     if data.kind == "image":
-        mixed_samples_png(data, cfg, plots / "mixed_samples.png", mix=arms[-1] if arms[-1] != "baseline" else None)
+        first = next((a for a in arms if a != "baseline"), None)
+        methods = summary.get("methods", {})
+        mixed_samples_png(data, cfg, plots / "mixed_samples.png", mix=methods.get(first),
+                          alpha=summary.get("arm_alpha", {}).get(first))
         figs.append(("Mixed training samples and their soft labels", "mixed_samples.png"))
     per_seed = ["| seed | " + " | ".join(f"{a} test acc" for a in arms) + " |", "|---|" + "---|" * len(arms)]
     for s in summary["seeds"]:
         per_seed.append(f"| {s} | " + " | ".join(f"{summary['per_seed'][a][str(s)]['test_acc']:.4f}" for a in arms) + " |")
-    text = [f"# mixlab {('compare' if len(arms) == 2 else 'train')}: {cfg.dataset}, model {cfg.model}", "",
-            f"Mix: `{cfg.mix}` alpha={cfg.alpha:g} mode={cfg.mode} p={cfg.p:g} keep_dominant={cfg.keep_dominant}; "
+    verdict = verdict_text(summary, markdown=True)
+    mixes = ",".join(cfg.mixes)
+    alphas = ",".join(f"{a:g}" for a in cfg.alphas)
+    text = [f"# mixlab {('compare' if len(arms) >= 2 else 'train')}: {cfg.dataset}, model {cfg.model}", ""]
+    if verdict:
+        text += ["## Verdict", "", verdict, "",
+                 "Intervals: the per-seed difference from the baseline (both arms from the same initial weights and "
+                 "data order) with a 95% Student-t interval across seeds; with one seed, a paired bootstrap over the "
+                 "test images. McNemar: exact test on the images where the two arms disagree. Per-image predictions: "
+                 "`predictions/`.", ""]
+    if len(arms) >= 3:
+        text += ["## Ranking against the baseline", "", ranking_table(summary), ""]
+    text += [f"Mix: `{mixes}` alpha={alphas} mode={cfg.mode} p={cfg.p:g} keep_dominant={cfg.keep_dominant}; "
             f"{cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr={cfg.lr:g} ({cfg.schedule}), "
             f"loss {cfg.loss}, device {cfg.device}. Full configuration, versions and machine: `config.json`.", "",
             "## Final figures", "", format_table(summary, markdown=True), "", "## Per seed", "", *per_seed, "",

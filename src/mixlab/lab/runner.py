@@ -4,8 +4,12 @@ Folder layout (every file written atomically)::
 
     config.json     resolved configuration, data description, versions, git commit, machine
     metrics.jsonl   one line per epoch per arm per seed
-    summary.json    final figures per arm and seed, mean/std across seeds, mix-minus-baseline
-    report.md       the table and PNG plots (plots/)
+    summary.json    final figures per arm and seed, mean/std across seeds, each arm against the
+                    baseline (intervals, McNemar, the verdict, warnings: mixlab.lab.stats)
+    report.md       the verdict, the tables and PNG plots (plots/)
+    predictions/    seed<S>_<arm>.npz: per test image the predicted class, its probability and the
+                    true class's probability (numpy arrays, loaded without pickle; their SHA-256 in
+                    summary.json), so every paired test can be recomputed
     checkpoints/    seed<S>_init.pt, seed<S>_<arm>.pt (after every epoch; --resume reads them) and
                     seed<S>_<arm>.prev.pt (the epoch before, the fallback if the latest is damaged)
     .mixlab-run.json  the marker: this folder is a mixlab run (command, configuration and its hash)
@@ -15,36 +19,90 @@ What the lab promises about this folder, and which test checks each promise: doc
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import re
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
-from .config import MIXES, LabConfig
+from .config import ALPHA_FREE, MIXES, LabConfig
 from .distributed import broadcast_object
 from .models import build_model, default_model
-from .store import (CheckpointError, RunError, RunLock, atomic_write_json, atomic_write_text, check_checkpoint_matches,
+from .store import (CheckpointError, RunError, RunLock, atomic_write_bytes, atomic_write_json, atomic_write_text,
+                    check_checkpoint_matches,
                     config_sha256, data_fingerprint, is_temporary_of, load_checkpoint, provenance, remove_stale_tmp,
                     save_checkpoint)
-from .train import prepare_data, train_arm, weights_sha256
+from .train import predict, prepare_data, train_arm, weights_sha256
 
-__all__ = ["run_lab", "arms_for", "summarize", "METRICS", "MARKER", "LOCK"]
+__all__ = ["run_lab", "arms_for", "summarize", "Arm", "METRICS", "MARKER", "LOCK", "save_predictions",
+           "load_predictions"]
 
 METRICS = ("test_acc", "test_nll", "test_ece", "train_loss", "train_clean_acc", "noisy_memorised")
 
 
-def arms_for(command: str, cfg: LabConfig) -> list[tuple[str, str]]:
-    """``(arm name, mix)`` pairs: ``compare`` trains the baseline and the mix; ``train`` one arm."""
+class Arm(NamedTuple):
+    """One trained configuration: its name (file names, tables), the method and its alpha."""
+
+    name: str
+    mix: str
+    alpha: float
+
+
+def arms_for(command: str, cfg: LabConfig) -> list[Arm]:
+    """The arms to train: ``compare`` trains the baseline and every (method, alpha) of ``--mix`` x
+    ``--alpha`` (methods that draw no lam once); ``train`` one arm.
+
+    Arm names are the method's name, with ``-<alpha>`` appended when ``--alpha`` lists several.
+    """
+    mixes, alphas = cfg.mixes, cfg.alphas
     if command == "compare":
-        if cfg.mix == "none":
-            raise ValueError(f"--mix must be one of {[m for m in MIXES if m != 'none']} for compare, got 'none'")
-        return [("baseline", "none"), (cfg.mix, cfg.mix)]
-    return [("baseline" if cfg.mix == "none" else cfg.mix, cfg.mix)]
+        methods = [m for m in mixes if m != "none"]
+        if not methods:
+            raise ValueError(f"--mix must name at least one method besides 'none' for compare (one or more of "
+                             f"{[m for m in MIXES if m != 'none']}), got {cfg.mix!r}")
+        arms = [Arm("baseline", "none", alphas[0])]
+        for m in methods:
+            if m in ALPHA_FREE or len(alphas) == 1:
+                arms.append(Arm(m, m, alphas[0]))
+            else:
+                arms += [Arm(f"{m}-{a:g}", m, a) for a in alphas]
+        return arms
+    if len(mixes) > 1 or len(alphas) > 1:
+        raise ValueError(f"`mixlab train` trains one arm: give one --mix and one --alpha (got --mix {cfg.mix!r}, "
+                         f"--alpha {cfg.alpha!r}); `mixlab compare` takes lists")
+    return [Arm("baseline" if mixes[0] == "none" else mixes[0], mixes[0], alphas[0])]
+
+
+def save_predictions(path: Path, preds: dict) -> str:
+    """Write :func:`mixlab.lab.train.predict`'s output as ``.npz`` atomically; returns its SHA-256."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez(buf, **{k: v.numpy() for k, v in preds.items()})
+    data = buf.getvalue()
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_predictions(path: Path, sha256: str | None = None) -> dict:
+    """Read a predictions file (no pickle); with ``sha256``, refuse a file whose bytes changed."""
+    import numpy as np
+
+    data = Path(path).read_bytes()
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise RunError(f"{path} does not match the SHA-256 recorded in summary.json (damaged or edited)")
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            out = {k: torch.from_numpy(z[k].copy()) for k in ("pred", "conf", "p_true", "y")}
+    except (ValueError, KeyError, OSError) as e:
+        raise RunError(f"{path} is not a mixlab predictions file ({e})") from None
+    return out
 
 
 def load_splits(cfg: LabConfig, seed: int):
@@ -65,8 +123,9 @@ def _data_info(splits) -> dict:
 MARKER = ".mixlab-run.json"
 LOCK = ".mixlab-lock"
 _RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "report.md")
-_PLOTS = ("curves.png", "reliability.png", "beta.png", "mixed_samples.png")
-_CHECKPOINT = re.compile(r"seed\d+_[A-Za-z0-9-]+(\.prev)?\.pt")
+_PLOTS = ("curves.png", "reliability.png", "beta.png", "mixed_samples.png", "alpha.png", "ranking.png")
+_CHECKPOINT = re.compile(r"seed\d+_[A-Za-z0-9.-]+?(\.prev)?\.pt")
+_PREDICTIONS = re.compile(r"seed\d+_[A-Za-z0-9.-]+\.npz")
 _ROOT_FILES = re.compile("|".join(re.escape(n) for n in _RUN_FILES + (MARKER,)))
 _PLOT_FILES = re.compile("|".join(re.escape(n) for n in _PLOTS))
 
@@ -112,13 +171,13 @@ def _check_folder(out: Path, command: str, cfg: LabConfig, arms: list, *, resume
             raise RunError(f"--resume: no run to resume in --out {out} ({out / 'config.json'} {why_saved})")
         kind = marker.get("command") if marker_ok else None
         if kind is None and isinstance(saved.get("arms"), list):
-            kind = "compare" if len(saved["arms"]) == 2 else "train"
+            kind = "compare" if len(saved["arms"]) >= 2 else "train"
         if kind is not None and kind != command:
             raise RunError(f"{out} holds a `mixlab {kind}` run, not a `mixlab {command}` one; continue it with "
                            f"`mixlab {kind} --out {out} --resume`")
-        if isinstance(saved.get("arms"), list) and saved["arms"] != [a for a, _ in arms]:
+        if isinstance(saved.get("arms"), list) and saved["arms"] != [a[0] for a in arms]:
             raise RunError(f"{out}/config.json lists the arms {saved['arms']}, but this command trains "
-                           f"{[a for a, _ in arms]}; resume with the command that started the run")
+                           f"{[a[0] for a in arms]}; resume with the command that started the run")
         if marker_ok and cfg.model is not None and marker.get("config_sha256") != config_sha256(cfg.to_dict()):
             kept = marker.get("config") if isinstance(marker.get("config"), dict) else {}
             now = cfg.to_dict()
@@ -151,11 +210,14 @@ def _clear_run(out: Path) -> list:
     ck = out / "checkpoints"
     if ck.is_dir():
         candidates += [f for f in ck.iterdir() if _CHECKPOINT.fullmatch(f.name)]
+    pr = out / "predictions"
+    if pr.is_dir():
+        candidates += [f for f in pr.iterdir() if _PREDICTIONS.fullmatch(f.name)]
     for f in candidates:  # not the marker: it is rewritten next, so a crash in between leaves a marked folder
         if f.is_file():
             f.unlink()
             gone.append(f)
-    for d in (out / "plots", ck):
+    for d in (out / "plots", ck, pr):
         try:
             d.rmdir()  # only when empty
         except OSError:
@@ -229,9 +291,16 @@ def _mean_std(values: list) -> dict:
     return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
 
 
-def summarize(histories: dict, arms: list, seeds: list) -> dict:
-    """Final figures per arm and seed, mean/std across seeds, and mix-minus-baseline differences."""
-    per_seed = {arm: {} for arm, _ in arms}
+def summarize(histories: dict, arms: list, seeds: list, predictions: dict | None = None) -> dict:
+    """Final figures per arm and seed, mean/std across seeds, and every arm against the baseline.
+
+    ``predictions`` (``{(seed, arm): predict(...)}``) adds the per-image paired tests; see
+    :mod:`mixlab.lab.stats`.
+    """
+    from . import stats
+
+    names = [a[0] for a in arms]
+    per_seed = {arm: {} for arm in names}
     for (seed, arm), hist in histories.items():
         last = hist[-1]
         rec = {k: last[k] for k in METRICS if k in last}
@@ -241,9 +310,17 @@ def summarize(histories: dict, arms: list, seeds: list) -> dict:
     keys = [k for k in METRICS + ("best_test_acc", "train_time_s")
             if any(k in r for a in per_seed.values() for r in a.values())]
     agg = {arm: {k: _mean_std([r.get(k) for r in per_seed[arm].values()]) for k in keys} for arm in per_seed}
-    summary = {"arms": [a for a, _ in arms], "seeds": list(seeds), "per_seed": per_seed, "aggregate": agg}
+    summary = {"arms": names, "seeds": list(seeds), "per_seed": per_seed, "aggregate": agg}
+    if len(arms) >= 2 and arms[0][1] == "none":
+        preds = predictions or {}
+        base = names[0]
+        summary["versus_baseline"] = {
+            arm: stats.compare_arms(per_seed[base], per_seed[arm],
+                                    {str(s): p for (s, a), p in preds.items() if a == base},
+                                    {str(s): p for (s, a), p in preds.items() if a == arm})
+            for arm in names[1:]}
     if len(arms) == 2:
-        base, mixed = arms[0][0], arms[1][0]
+        base, mixed = names[0], names[1]
         summary["difference"] = {
             "what": f"{mixed} minus {base}, per seed, then mean/std across seeds",
             **{k: _mean_std([per_seed[mixed][s][k] - per_seed[base][s][k] for s in per_seed[base]
@@ -259,10 +336,11 @@ def _preflight(cfg: LabConfig, arms: list, data) -> None:
     from .train import build_mixer
 
     probe = torch.zeros((2,) + tuple(data.x_train.shape[1:]))
-    for _, mix in arms:
+    for _, mix, alpha in arms:
         if mix != "none":
             try:
-                build_mixer(cfg, mix, data.num_classes, torch.Generator()).sample(probe)
+                build_mixer(cfg, mix, data.num_classes, torch.Generator(), alpha=alpha,
+                            input_shape=tuple(data.x_train.shape[1:])).sample(probe)
             except (TypeError, ValueError) as e:
                 raise ValueError(f"--mix {mix} cannot mix this dataset's inputs {tuple(data.x_train.shape[1:])}: "
                                  f"{e}") from None
@@ -284,7 +362,7 @@ def run_lab(cfg: LabConfig, arms: list[tuple[str, str]], *, resume: bool = False
             used (the message names the file and what to do).
     """
     out = Path(cfg.out)
-    command = command or ("compare" if len(arms) == 2 else "train")
+    command = command or ("compare" if len(arms) >= 2 else "train")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     lock = RunLock(out / LOCK)
@@ -311,14 +389,14 @@ def run_lab(cfg: LabConfig, arms: list[tuple[str, str]], *, resume: bool = False
                 gone = _clear_run(out)
                 log(f"--overwrite: removed the previous run's {len(gone)} file(s) from {out}")
             stale = remove_stale_tmp((out, _ROOT_FILES), (out / "checkpoints", _CHECKPOINT),
-                                     (out / "plots", _PLOT_FILES))
+                                     (out / "plots", _PLOT_FILES), (out / "predictions", _PREDICTIONS))
             if stale:
                 _stderr(f"mixlab: removed {len(stale)} unfinished temporary file(s) left by a killed run in {out}")
             # config.json first, then the marker: a kill in between leaves a folder --resume can continue.
             # A resume keeps the run's config.json (the record of what was run; threads/device changes
             # go to the checkpoints' notes), so a refused resume leaves the folder as it was.
             if not resume:
-                atomic_write_json(out / "config.json", {"config": cfg.to_dict(), "arms": [a for a, _ in arms],
+                atomic_write_json(out / "config.json", {"config": cfg.to_dict(), "arms": [a[0] for a in arms],
                                                          "data": _data_info(first), **info})
             if not resume or not state["marker_ok"]:
                 if resume:
@@ -341,6 +419,8 @@ def _train_all(cfg: LabConfig, arms: list, out: Path, first, main_process: bool,
     histories: dict = {}
     inits: dict = {}
     finals: dict = {}
+    predictions: dict = {}
+    pred_files: dict = {}
     notes: list = []
     t_start = time.perf_counter()
     cfg_hash = config_sha256(cfg.to_dict())
@@ -352,7 +432,7 @@ def _train_all(cfg: LabConfig, arms: list, out: Path, first, main_process: bool,
         expect = {"config_sha256": cfg_hash, "data_sha256": fingerprint}
         init = _initial_weights(cfg, seed, data.input_shape, data.num_classes,
                                 out / "checkpoints" / f"seed{seed}_init.pt", main_process, expect)
-        for arm, mix in arms:
+        for arm, mix, alpha in arms:
             model = build_model(cfg.model, data.input_shape, data.num_classes)
             model.load_state_dict(init)
 
@@ -367,11 +447,25 @@ def _train_all(cfg: LabConfig, arms: list, out: Path, first, main_process: bool,
             hist, init_hash = train_arm(cfg, data, model, seed=seed, arm=arm, mix=mix,
                                         ckpt_path=out / "checkpoints" / f"seed{seed}_{arm}.pt",
                                         main_process=main_process, on_epoch=on_epoch, fingerprint=fingerprint,
-                                        notes=notes)
+                                        notes=notes, alpha=alpha)
             histories[(seed, arm)] = hist
+            if main_process:  # from the final weights: also after a resume of a finished arm
+                predictions[(seed, arm)] = predict(model, cfg, data)
+                pred_files.setdefault(arm, {})[str(seed)] = save_predictions(
+                    out / "predictions" / f"seed{seed}_{arm}.npz", predictions[(seed, arm)])
             inits.setdefault(arm, {})[str(seed)] = init_hash
             finals.setdefault(arm, {})[str(seed)] = weights_sha256(model)
-    summary = summarize(histories, arms, cfg.seeds)
+    summary = summarize(histories, arms, cfg.seeds, predictions)
+    if main_process and len(arms) >= 2:
+        from . import stats
+
+        summary["warnings"] = stats.run_warnings(summary, histories, num_classes=data.num_classes,
+                                                 num_test=int(data.y_test.numel()), label_noise=cfg.label_noise)
+        summary["next_steps"] = stats.next_steps(summary, summary["warnings"], cfg)
+        summary["verdict"] = [stats.headline(arm, comp) for arm, comp in summary["versus_baseline"].items()]
+    summary["predictions_sha256"] = pred_files
+    summary["arm_alpha"] = {a[0]: None if a[1] in ALPHA_FREE + ("none",) else a[2] for a in arms}
+    summary["methods"] = {a[0]: a[1] for a in arms}
     summary["init_sha256"] = inits
     summary["weights_sha256"] = finals
     summary["resume_notes"] = notes

@@ -33,7 +33,7 @@ from .store import (CheckpointError, config_sha256, data_fingerprint, gen_state,
                     save_checkpoint, set_gen_state)
 
 __all__ = ["LabData", "prepare_data", "epoch_batches", "make_batch", "build_mixer", "train_arm", "weights_sha256",
-           "TrainingDiverged"]
+           "TrainingDiverged", "predict"]
 
 
 class TrainingDiverged(LabError):
@@ -150,10 +150,21 @@ def make_batch(data: LabData, idx: torch.Tensor, *, train: bool, augment: str = 
     return x, y_all[idx]
 
 
-def build_mixer(cfg: LabConfig, mix: str, num_classes: int, generator: torch.Generator):
-    """The mixlab transform for ``mix`` (``None`` for the baseline), drawing from ``generator``."""
+def build_mixer(cfg: LabConfig, mix: str, num_classes: int, generator: torch.Generator, *,
+                alpha: Optional[float] = None, class_counts=None, input_shape=None):
+    """The mixlab transform for ``mix`` (``None`` for the baseline), drawing from ``generator``.
+
+    ``alpha`` overrides ``cfg.alpha`` (the arm's value when ``compare`` lists several);
+    ``class_counts`` (training rows per class) feeds Remix; ``input_shape`` ``(C, H, W)`` sets
+    TokenMix's patch grid (an 8 x 8 grid of tokens; 4 x 4 pixel patches on 32 px images).
+    """
     if mix == "none":
         return None
+    if alpha is None:
+        if isinstance(cfg.alpha, list):
+            raise ValueError(f"--alpha lists {cfg.alpha}: build_mixer needs the arm's own alpha")
+        alpha = cfg.alpha
+    cfg = dataclasses.replace(cfg, alpha=float(alpha))
     ls = cfg.label_smoothing
     if mix == "mixup":
         return mixlab.MixUp(cfg.alpha, mode=cfg.mode, keep_dominant=cfg.keep_dominant, p=cfg.p,
@@ -162,6 +173,20 @@ def build_mixer(cfg: LabConfig, mix: str, num_classes: int, generator: torch.Gen
     if mix == "cutmix":
         return mixlab.CutMix(cfg.alpha, mode=cfg.mode, p=cfg.p, generator=generator, num_classes=num_classes,
                              label_smoothing=ls)
+    if mix == "resizemix":
+        return mixlab.ResizeMix(mode=cfg.mode, p=cfg.p, generator=generator, num_classes=num_classes, label_smoothing=ls)
+    if mix == "smoothmix":
+        return mixlab.SmoothMix(mode=cfg.mode, p=cfg.p, generator=generator, num_classes=num_classes, label_smoothing=ls)
+    if mix == "tokenmix":
+        h, w = input_shape[-2:] if input_shape is not None and len(input_shape) == 3 else (32, 32)
+        sizes = [q for q in range(1, math.gcd(h, w) + 1) if h % q == 0 and w % q == 0]
+        patch = min(sizes, key=lambda q: (abs(h // q - 8), q))  # the grid nearest 8 tokens a side
+        return mixlab.TokenMix(cfg.alpha, patch_size=patch, mode=cfg.mode, p=cfg.p, generator=generator,
+                               num_classes=num_classes, label_smoothing=ls)
+    if mix in ("remix", "remix-balanced"):
+        counts = torch.ones(num_classes) if class_counts is None else class_counts
+        return mixlab.policies.Remix(cfg.alpha, class_counts=counts, balanced=mix == "remix-balanced", mode=cfg.mode,
+                                     p=cfg.p, generator=generator, num_classes=num_classes, label_smoothing=ls)
     if mix in ("fmix", "saliencymix", "gridmix"):
         cls = {"fmix": mixlab.FMix, "saliencymix": mixlab.SaliencyMix, "gridmix": mixlab.GridMix}[mix]
         extra = {"n_holes": (2, 4)} if mix == "gridmix" else {}  # 2 to 4 holes: valid from 8-pixel images up
@@ -237,6 +262,26 @@ def evaluate(model, cfg: LabConfig, data: LabData) -> dict:
     return out
 
 
+@torch.no_grad()
+def predict(model, cfg: LabConfig, data: LabData) -> dict:
+    """Per test image: the predicted class, its probability (confidence) and the true class's probability.
+
+    Int64 / float32 CPU tensors ``(N,)`` under ``"pred"``, ``"conf"``, ``"p_true"``, with the labels
+    ``"y"``: what paired tests between arms (McNemar, bootstraps of NLL and ECE) need.
+    """
+    model.eval()
+    preds, confs, p_true = [], [], []
+    for idx in torch.arange(data.y_test.numel()).split(cfg.eval_batch_size):
+        x, y = make_batch(data, idx, train=False, split="test")
+        probs = M.probabilities(model(x), cfg.loss).float()
+        conf, pred = probs.max(1)
+        preds.append(pred.cpu())
+        confs.append(conf.cpu())
+        p_true.append(probs.gather(1, y[:, None]).squeeze(1).cpu())
+    return {"pred": torch.cat(preds), "conf": torch.cat(confs), "p_true": torch.cat(p_true),
+            "y": data.y_test.cpu().clone()}
+
+
 def _progress(iterable, desc: str, enabled: bool):
     if not enabled:
         return iterable
@@ -276,12 +321,13 @@ _CKPT_KEYS = ("model", "optimizer", "scheduler", "epoch", "history", "init_sha25
 
 
 def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: int, arm: str, mix: str,
-              ckpt_path: Path, main_process: bool = True,
+              ckpt_path: Path, main_process: bool = True, alpha: Optional[float] = None,
               on_epoch: Optional[Callable[[list], None]] = None, fingerprint: Optional[dict] = None,
               notes: Optional[list] = None) -> tuple[list[dict], str]:
     """Train one arm from the model's current (initial) weights; resume from ``ckpt_path`` if it exists.
 
-    Both arms of a seed use the same data order (the shuffle generator is seeded by ``seed``
+    ``alpha`` is the arm's own (``compare`` may list several; default ``cfg.alpha``). Both arms
+    of a seed use the same data order (the shuffle generator is seeded by ``seed``
     alone) and the same dropout stream start.
 
     Checkpoints (see docs/RELIABILITY.md): ``ckpt_path`` holds the last epoch, its ``.prev.pt``
@@ -317,7 +363,8 @@ def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: in
             "augment": dist.rank_generator(seed + 1_000_003, info.rank, device),
             "mix": dist.rank_generator(seed + 2_000_003, info.rank, device)}
     torch.manual_seed(dist.rank_seed(seed + 3_000_017, info.rank))  # dropout etc.: same start for both arms
-    mixer = build_mixer(cfg, mix, data.num_classes, gens["mix"])
+    mixer = build_mixer(cfg, mix, data.num_classes, gens["mix"], alpha=alpha, input_shape=data.input_shape,
+                        class_counts=torch.bincount(data.y_train.cpu(), minlength=data.num_classes))
     aug = augment_mode(cfg, data)
     history, start, init_hash = [], 0, weights_sha256(model)
     notes = [] if notes is None else notes
