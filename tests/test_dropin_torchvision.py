@@ -86,9 +86,24 @@ def test_error_cases(gen):
         mixlab.MixUp(soft=True, num_classes=3)(imgs, torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match=r"class labels must lie in \[0, 3\)"):
         mixlab.MixUp(soft=True, num_classes=3)(imgs, torch.tensor([0, 1, 2, 5]))
-    # two float inputs are not mistaken for (inputs, labels)
-    pair = mixlab.MixUp()((imgs, torch.rand(4, 7)))
+    # as torchvision: a pair's second item is the labels (float rows are probabilities) ...
+    pair = mixlab.MixUp(soft=True)((imgs, torch.softmax(torch.rand(4, 7), 1)))
     assert isinstance(pair, tuple) and pair[1].shape == (4, 7)
+    torch.testing.assert_close(pair[1].sum(1), torch.ones(4))
+    # ... a batch with no labels is an error, not inputs mixed while the labels stay unmixed ...
+    with pytest.raises(ValueError, match=r"found no labels in the batch \(Tensor of shape \(4, 3, 8, 8\)\)"):
+        mixlab.MixUp()(imgs)
+    with pytest.raises(ValueError, match="labels_getter=None"):
+        mixlab.CutMix()({"image": imgs, "id": torch.arange(4)})
+    # ... unless labels_getter=None says there are none: then the mixed batch alone comes back
+    two = mixlab.MixUp(labels_getter=None)((imgs, torch.rand(4, 7)))
+    assert isinstance(two, tuple) and two[1].shape == (4, 7)
+    assert mixlab.MixUp(labels_getter=None)(imgs).shape == imgs.shape
+    # a PIL image or labels that are not a tensor: TypeError (mixlab) and ValueError (torchvision) at once
+    with pytest.raises(TypeError, match=r"y \(the labels\) must be a torch.Tensor"):
+        mixlab.MixUp(num_classes=3)(imgs, [0, 1, 2, 0])
+    with pytest.raises(ValueError, match=r"y \(the labels\) must be a torch.Tensor"):
+        mixlab.MixUp(num_classes=3)(imgs, [0, 1, 2, 0])
 
 
 def test_enabled_and_unknown_options(gen):

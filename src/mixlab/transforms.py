@@ -39,7 +39,7 @@ def _batch_info(x) -> tuple[int, torch.device, torch.Tensor]:
     tensors = [t for t in leaves if isinstance(t, torch.Tensor)]
     if not tensors:
         got = type(leaves[0]).__name__ if leaves else "an empty container"
-        raise TypeError(f"x must be a tensor or a nested batch of tensors, got {got}")
+        raise BatchTypeError(f"x must be a tensor or a nested batch of tensors, got {got}")
     leaf = next((t for t in tensors if _blendable(t)), tensors[0])
     if leaf.ndim == 0:
         raise ValueError("x is a 0-dim tensor; mixing needs a leading batch dimension")
@@ -68,20 +68,32 @@ def worker_generator(generator, cache: dict):
     return cache["gen"]
 
 
+class BatchTypeError(TypeError, ValueError):
+    """A batch or labels of the wrong type (a PIL image, labels that are not a tensor).
+
+    A ``TypeError`` by mixlab's convention and a ``ValueError`` as torchvision's MixUp/CutMix raise for
+    the same inputs, so code written for either catches it.
+    """
+
+
+def _label_key(d: dict):
+    """torchvision's rule for a dict: the key ``"labels"`` in any case, else the first key containing ``"label"``."""
+    keys = [k for k in d if isinstance(k, str)]
+    return next((k for k in keys if k.lower() == "labels"), None) or next((k for k in keys if "label" in k.lower()),
+                                                                         None)
+
+
 def _default_labels(batch, num_classes=None):
-    """torchvision's rule for a batch given alone: ``(inputs, labels)`` with integer ``(B,)`` labels (or
-    ``(B, num_classes)`` probabilities), or a dict whose ``"labels"`` (else ``"label"``) key, in any case,
-    holds them. Returns ``(key, labels)`` or None (a pair of two float inputs is not taken for labels)."""
-    if isinstance(batch, (tuple, list)) and len(batch) == 2 and isinstance(batch[1], torch.Tensor):
-        y = batch[1]
-        if (y.ndim == 1 and not y.is_floating_point() and not y.is_complex() and y.dtype != torch.bool) or \
-                (y.ndim == 2 and y.is_floating_point() and num_classes is not None and y.shape[1] == num_classes):
-            return 1, y
-    if isinstance(batch, dict):
-        keys = {str(k).lower(): k for k in batch}
-        for name in ("labels", "label"):
-            if name in keys:
-                return keys[name], batch[keys[name]]
+    """torchvision's rule for a batch given alone: the second item of an ``(inputs, labels)`` pair (a tensor,
+    or a dict holding them, as detection targets do), or a dict's label key (:func:`_label_key`).
+    Returns ``(key, labels)`` (``key`` is ``(1, dict_key)`` for a pair whose second item is a dict) or None."""
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        if isinstance(batch[1], torch.Tensor):
+            return 1, batch[1]
+        if isinstance(batch[1], dict) and (key := _label_key(batch[1])) is not None:
+            return (1, key), batch[1][key]
+    if isinstance(batch, dict) and (key := _label_key(batch)) is not None:
+        return key, batch[key]
     return None
 
 
@@ -169,22 +181,37 @@ class _Mixer:
         """Mix a batch.
 
         ``t(x, y)`` returns ``(mixed_x, target)``. ``t(batch)`` alone finds the labels as
-        torchvision does (an ``(inputs, labels)`` pair with integer labels, or a dict's
-        ``"labels"`` key; or ``labels_getter``) and returns the batch's structure with the inputs
-        mixed and the labels replaced by the target; with no labels found, the mixed batch alone.
+        torchvision does (the second item of an ``(inputs, labels)`` pair, or a dict's
+        ``"labels"`` key, else its first key containing ``"label"``; or ``labels_getter``) and
+        returns the batch's structure with the inputs mixed and the labels replaced by the target.
+        No labels found is an error (inputs are never mixed with their labels left unmixed);
+        ``labels_getter=None`` mixes a batch that has no labels and returns it alone.
         The target is a :class:`MixedTarget`, or with ``soft=True`` its ``(B, C)`` float rows (what
         ``nn.CrossEntropyLoss`` and torchvision's MixUp/CutMix give).
 
         Raises:
             TypeError: when ``x`` has no leaf that can be mixed (integer token ids): the labels
                 are never mixed alone.
+            ValueError: when ``t(batch)`` finds no labels (see above).
+            BatchTypeError: (a TypeError and a ValueError) when the batch or the labels are not tensors.
         """
         if y is not None:
+            if not isinstance(y, torch.Tensor):
+                raise BatchTypeError(f"y (the labels) must be a torch.Tensor, got {V.describe(y)}")
             params = self._params(x)
             return mix(x, params, inplace=self.inplace, roles=self.roles), self._target(y, params)
         found = self._labels(x)
         if found is None:
-            return mix(x, self._params(x), inplace=self.inplace, roles=self.roles)
+            if self.labels_getter is None:  # no labels by design
+                return mix(x, self._params(x), inplace=self.inplace, roles=self.roles)
+            _batch_info(x)  # a batch of the wrong type (a PIL image) says so first
+            got = f"a {type(x).__name__}"
+            if isinstance(x, torch.Tensor):
+                got = f"{type(x).__name__} of shape {tuple(x.shape)}"
+            raise ValueError(f"{type(self).__name__}(batch) found no labels in the batch ({got}): give an (inputs, "
+                             "labels) pair, a dict with a 'labels' key, or call t(inputs, labels); pass "
+                             "labels_getter=batch -> labels for another layout, or labels_getter=None to mix a batch "
+                             "that has no labels (inputs are never mixed while their labels stay unmixed)")
         key, labels = found
         if key == "getter":
             if not isinstance(x, dict):
@@ -192,8 +219,11 @@ class _Mixer:
             key = next((k for k, v in x.items() if v is labels), None)
             if key is None:
                 raise ValueError("labels_getter must return one of the batch dict's values (the labels tensor)")
+        if not isinstance(labels, torch.Tensor):
+            raise BatchTypeError(f"the labels found in the batch must be a torch.Tensor, got {V.describe(labels)}")
         if isinstance(x, dict):
-            inputs = {k: v for k, v in x.items() if k != key}
+            # values that are neither tensors nor containers (ids as strings, paths...) pass through untouched
+            inputs = {k: v for k, v in x.items() if k != key and isinstance(v, (torch.Tensor, dict, list, tuple))}
             params = self._params(inputs)
             mixed = mix(inputs, params, inplace=self.inplace, roles=self.roles)
             out = {k: mixed.get(k, v) for k, v in x.items()}
@@ -201,7 +231,10 @@ class _Mixer:
             return out if type(x) is dict else type(x)(out)
         params = self._params(x[0])
         mixed = mix(x[0], params, inplace=self.inplace, roles=self.roles)
-        return type(x)((mixed, self._target(labels, params)))
+        target = self._target(labels, params)
+        if isinstance(key, tuple):  # (inputs, {"labels": ...}): the dict back with its labels replaced
+            target = {**x[1], key[1]: target}
+        return type(x)((mixed, target))
 
 
 class MixUp(_Mixer):
