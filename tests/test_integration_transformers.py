@@ -8,7 +8,7 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
 import mixlab  # noqa: E402
-from mixlab.transformers import mixup_for_trainer  # noqa: E402
+from mixlab.transformers import MixedLabels, MixedLabelsError, mixup_for_trainer  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -39,23 +39,26 @@ def _vit():
     return transformers.ViTForImageClassification(cfg)
 
 
+def _args(tmp_path, **kw):
+    base = dict(output_dir=str(tmp_path), per_device_train_batch_size=32, max_steps=200, learning_rate=5e-3,
+                logging_steps=10, report_to=[], save_strategy="no", use_cpu=True, seed=0, dataloader_num_workers=0,
+                disable_tqdm=True)
+    return transformers.TrainingArguments(**{**base, **kw})
+
+
 def test_trainer_trains_with_mixup_and_evaluates_unmixed(tmp_path):
     train, val = _data()
     model = _vit()
     mixer = mixlab.MixUpOrCutMix(mixup_alpha=0.8, cutmix_alpha=1.0, mode="sample",
                                  generator=torch.Generator().manual_seed(0))
-    collator, loss_func = mixup_for_trainer(mixer, model, num_classes=10)
+    collator, loss_func = mixup_for_trainer(mixer, num_classes=10)  # the signature: no model
     seen = {"mixed": 0, "plain": 0}
-    original = loss_func.__self__.loss
 
     def counting(outputs, labels, num_items_in_batch=None):
-        seen["mixed" if loss_func.__self__.params is not None else "plain"] += 1
-        return original(outputs, labels, num_items_in_batch)
+        seen["mixed" if isinstance(labels, MixedLabels) else "plain"] += 1
+        return loss_func(outputs, labels, num_items_in_batch)
 
-    args = transformers.TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=32, max_steps=200,
-                                          learning_rate=5e-3, logging_steps=10, report_to=[], save_strategy="no",
-                                          use_cpu=True, seed=0, dataloader_num_workers=0, disable_tqdm=True)
-    trainer = transformers.Trainer(model=model, args=args, train_dataset=train, eval_dataset=val,
+    trainer = transformers.Trainer(model=model, args=_args(tmp_path), train_dataset=train, eval_dataset=val,
                                    data_collator=collator, compute_loss_func=counting)
     result = trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -70,13 +73,56 @@ def test_trainer_trains_with_mixup_and_evaluates_unmixed(tmp_path):
     assert acc > 0.3  # chance: 0.1 (a tiny ViT after 200 mixed steps)
 
 
+def test_the_collator_mixes_inputs_and_carries_mixed_labels():
+    train, _ = _data()
+    features = [train[i] for i in range(16)]
+    plain = transformers.default_data_collator(features)
+    mixer = mixlab.MixUp(1.0, mode="sample", generator=torch.Generator().manual_seed(0))
+    collator, loss_func = mixup_for_trainer(mixer, num_classes=10)
+    batch = collator(features)
+    assert batch["pixel_values"].shape == plain["pixel_values"].shape
+    assert not torch.equal(batch["pixel_values"], plain["pixel_values"])  # the inputs were mixed
+    target = batch["labels"].target
+    assert isinstance(batch["labels"], MixedLabels) and torch.equal(target.y, plain["labels"])
+    soft = target.soft()
+    idx = target.params.index
+    other = target.y != target.y[idx]  # partner of another class
+    assert other.sum() > 8 and ((soft[other] > 0).sum(1) == 2).all()  # the labels are mixed as the inputs are
+    lam = target.params.lam.view(-1, 1, 1, 1)
+    expected = lam * plain["pixel_values"] + (1 - lam) * plain["pixel_values"][idx]
+    torch.testing.assert_close(batch["pixel_values"], expected)
+    logits = torch.randn(16, 10)
+    out = transformers.modeling_outputs.ImageClassifierOutput(logits=logits)
+    torch.testing.assert_close(loss_func(out, batch["labels"]), target.loss(torch.nn.functional.cross_entropy, logits))
+    plain_loss = torch.nn.functional.cross_entropy(logits, plain["labels"])
+    torch.testing.assert_close(loss_func(out, plain["labels"]), plain_loss)
+    # mixer.enabled = False: the collator passes batches through
+    collator.mixer.enabled = False
+    assert torch.equal(collator(features)["pixel_values"], plain["pixel_values"])
+
+
 def test_forgetting_compute_loss_func_is_an_error_not_a_silent_wrong_loss(tmp_path):
     train, _ = _data()
     model = _vit()
-    collator, _ = mixup_for_trainer(mixlab.MixUp(0.4), model, num_classes=10)
+    collator, _ = mixup_for_trainer(mixlab.MixUp(0.4), num_classes=10)
     model.train()
     batch = collator([train[i] for i in range(8)])
-    with pytest.raises(RuntimeError, match="pass compute_loss_func"):
-        model(**batch)
+    with pytest.raises(AttributeError, match="pass compute_loss_func=loss_func"):
+        model(**batch)  # the model's own loss would take soft labels as multi-label BCE
+    trainer = transformers.Trainer(model=model, args=_args(tmp_path, max_steps=2), train_dataset=train,
+                                   data_collator=collator)
+    with pytest.raises(MixedLabelsError, match="pass compute_loss_func=loss_func"):
+        trainer.train()
     with pytest.raises(ValueError, match="integer class ids"):
         collator([{"pixel_values": torch.zeros(1, 16, 16), "labels": [0.5, 0.5]}])
+
+
+def test_the_model_argument_of_0_1_still_works():
+    train, _ = _data()
+    model = _vit()
+    collator, loss_func = mixup_for_trainer(mixlab.MixUp(0.4), model, num_classes=10)
+    assert isinstance(collator([train[i] for i in range(4)])["labels"], MixedLabels)
+    model.train()
+    assert model(pixel_values=torch.zeros(2, 1, 16, 16)).logits.shape == (2, 10)  # no hook left on the model
+    with pytest.raises(TypeError, match="torch model"):
+        mixup_for_trainer(mixlab.MixUp(0.4), "vit", num_classes=10)

@@ -2,22 +2,29 @@
 
 .. code-block:: python
 
-    collator, loss_func = mixlab.transformers.mixup_for_trainer(mixlab.MixUp(0.8), model, num_classes=10)
+    collator, loss_func = mixlab.transformers.mixup_for_trainer(mixlab.MixUp(0.8), num_classes=10)
     trainer = transformers.Trainer(model=model, args=args, train_dataset=train, eval_dataset=val,
                                    data_collator=collator, compute_loss_func=loss_func)
 
-How: a forward pre-hook on ``model`` mixes its ``pixel_values`` (or ``inputs_embeds``) on the
-device while the model is in training mode, and remembers the parameters; ``loss_func`` (the
-``Trainer``'s ``compute_loss_func``) turns the batch's integer labels into the matching
-:class:`mixlab.MixedTarget` and returns the mixed cross-entropy. Evaluation runs in eval mode, so
-it sees unmixed inputs and plain labels. The collator is ``transformers.default_data_collator``
-with a check that the labels are integer class ids.
+How: the collator is ``transformers.default_data_collator`` followed, for training batches, by the
+mixer: it mixes ``pixel_values`` (or ``inputs_embeds``) in place (the collated batch is a fresh
+tensor) and puts the :class:`mixlab.MixedTarget` under ``"labels"`` wrapped in :class:`MixedLabels`.
+With ``compute_loss_func`` given, ``Trainer.compute_loss`` pops ``"labels"`` before the forward
+(transformers >= 4.46), so the model never sees them, and ``loss_func`` returns the mixed
+cross-entropy. Evaluation batches are left unmixed with their integer labels, and ``loss_func``
+gives the plain cross-entropy for them.
+
+Training or evaluation: the Trainer uses one collator for both, so the collator asks accelerate
+which DataLoader it is collating for (the Trainer's training loader is the one it builds with
+``is_training=True``: its ``worker_init_fn`` is transformers' ``seed_worker``, or it shuffles). If it
+cannot tell (a spawned worker process), it mixes, and ``loss_func`` then raises if such a batch
+reaches it during evaluation (no gradient), so a mixed evaluation is an error, never a wrong metric.
 
 Why not soft labels in the batch: Hugging Face classification heads take float labels as
 multi-label targets and apply binary cross-entropy, so mixed soft labels given to the model's own
-loss would train on the wrong objective without any error. Here the labels stay class ids, and a
-training forward that receives ``labels`` itself (``compute_loss_func`` not passed to the
-``Trainer``) raises instead of training on unmixed labels.
+loss would train on the wrong objective without any error. :class:`MixedLabels` is not a tensor:
+a model that receives it (``compute_loss_func`` not passed to the ``Trainer``) fails on its first
+use with an error that says to pass ``compute_loss_func``.
 """
 from __future__ import annotations
 
@@ -34,13 +41,146 @@ from . import _validate as V
 from .ops import mix
 from .targets import MixedTarget
 
-__all__ = ["mixup_for_trainer", "MixupHook"]
+__all__ = ["mixup_for_trainer", "MixupCollator", "MixedLabels", "MixedLabelsError", "MixupHook"]
 
 INPUT_KEYS = ("pixel_values", "inputs_embeds")
 
+_FORGOT = ("mixlab.transformers: the model received mixlab's mixed labels, so its own loss would run on them "
+           "(Hugging Face heads take soft labels as multi-label BCE); pass compute_loss_func=loss_func (from "
+           "mixup_for_trainer) to the Trainer, which then keeps the labels away from the model")
+
+
+class MixedLabelsError(AttributeError):
+    """Raised when :class:`MixedLabels` is used as a tensor (an AttributeError, so probes such as the
+    Trainer's label count skip it)."""
+
+
+class MixedLabels:
+    """The mixed target of a training batch, under ``batch["labels"]``, for ``loss_func`` only.
+
+    Not a tensor on purpose: ``.to(device)`` moves it (as the Trainer and accelerate move a batch),
+    ``.target`` is the :class:`mixlab.MixedTarget`; any other use raises :class:`MixedLabelsError`
+    saying to pass ``compute_loss_func`` (a model's own loss must never see mixed labels).
+    """
+
+    __slots__ = ("target",)
+
+    def __init__(self, target: MixedTarget):
+        object.__setattr__(self, "target", target)
+
+    def to(self, *args, **kwargs) -> "MixedLabels":
+        device = kwargs.get("device", args[0] if args else None)
+        if device is None or isinstance(device, torch.dtype):
+            raise MixedLabelsError(_FORGOT)
+        return MixedLabels(self.target.to(device))
+
+    def __getattr__(self, name):
+        raise MixedLabelsError(f"{_FORGOT} (it asked for labels.{name})")
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        raise MixedLabelsError(_FORGOT)
+
+    def __len__(self):
+        return self.target.y.shape[0]
+
+    def __repr__(self):
+        return f"MixedLabels({self.target!r})"
+
+
+def _seed_worker_loader(loader) -> bool:
+    fn = getattr(loader, "worker_init_fn", None)
+    return getattr(getattr(fn, "func", fn), "__name__", "") == "seed_worker"
+
+
+def _training_loader():
+    """True when collating for the Trainer's training DataLoader, False for another one, None if unknown."""
+    try:
+        from accelerate.state import GradientState
+    except ImportError:  # pragma: no cover - transformers' Trainer needs accelerate
+        return None
+    active = GradientState().active_dataloader
+    if active is None:
+        return None
+    base = getattr(active, "base_dataloader", active)
+    if _seed_worker_loader(base):
+        return True
+    sampler = getattr(base, "sampler", None)
+    batch_sampler = getattr(base, "batch_sampler", None)
+    inner = getattr(batch_sampler, "sampler", None) or getattr(getattr(batch_sampler, "batch_sampler", None),
+                                                              "sampler", None)
+    return isinstance(sampler, torch.utils.data.RandomSampler) or isinstance(inner, torch.utils.data.RandomSampler)
+
+
+def _check_labels(labels):
+    if labels is not None and (labels.is_floating_point() or labels.ndim != 1):
+        raise ValueError(f"mixlab.transformers expects integer class ids (B,) as labels, got {labels.dtype} of shape "
+                         f"{tuple(labels.shape)}: float labels make Hugging Face heads use multi-label BCE")
+
+
+class MixupCollator:
+    """``default_data_collator``, then, for training batches, ``mixer`` on the input key and :class:`MixedLabels`.
+
+    ``collator.mix(batch)`` mixes a collated batch unconditionally (what a training batch gets).
+    """
+
+    def __init__(self, mixer, *, num_classes: int, input_key=None, label_smoothing=0.0):
+        if not callable(getattr(mixer, "sample", None)):
+            raise TypeError(f"mixer must be a mixlab transform (MixUp, CutMix, FMix...), got {type(mixer).__name__}")
+        self.mixer = mixer
+        self.num_classes = V.integer(num_classes, "num_classes", minimum=1)
+        self.input_key = input_key
+        self.label_smoothing = V.smoothing(label_smoothing)
+
+    def __call__(self, features):
+        batch = transformers.default_data_collator(features)
+        _check_labels(batch.get("labels"))
+        if _training_loader() is False or not getattr(self.mixer, "enabled", True):
+            return batch
+        return self.mix(batch)
+
+    def mix(self, batch):
+        labels = batch.get("labels")
+        if labels is None:
+            raise ValueError("mixlab.transformers: the batch has no `labels` to mix")
+        keys = [self.input_key] if self.input_key else [k for k in INPUT_KEYS if batch.get(k) is not None]
+        if not keys or not isinstance(batch.get(keys[0]), torch.Tensor):
+            raise ValueError(f"mixlab.transformers: no input to mix among the batch's keys {sorted(batch)}; "
+                             f"expected one of {INPUT_KEYS} or input_key=")
+        x = batch[keys[0]]
+        params = self.mixer.sample(x)
+        out = dict(batch)
+        out[keys[0]] = mix(x, params, inplace=not x.requires_grad)  # the collated batch is ours
+        out["labels"] = MixedLabels(MixedTarget(labels, params, num_classes=self.num_classes,
+                                                label_smoothing=self.label_smoothing))
+        return out
+
+
+def _loss(label_smoothing):
+    def loss_func(outputs, labels, num_items_in_batch=None):
+        """The ``Trainer``'s ``compute_loss_func``: mixed cross-entropy for mixed batches, plain otherwise."""
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
+        if labels is None:
+            raise ValueError("mixlab.transformers: the batch has no `labels`")
+        if isinstance(labels, MixedLabels):
+            if not torch.is_grad_enabled():
+                raise RuntimeError("mixlab.transformers: a mixed batch reached the loss without gradients "
+                                   "(evaluation): the collator could not tell the evaluation DataLoader from the "
+                                   "training one (a spawned worker?); use dataloader_num_workers=0 or the fork "
+                                   "start method")
+            target = labels.target.to(logits.device)
+            return target.loss(F.cross_entropy, logits)
+        return F.cross_entropy(logits.float(), labels.to(logits.device), label_smoothing=label_smoothing)
+
+    return loss_func
+
 
 class MixupHook:
-    """Mixes a model's input keyword in training mode and keeps the parameters for the loss."""
+    """Mixes a model's input keyword in training mode and keeps the parameters for the loss.
+
+    The mixing of ``mixup_for_trainer(mixer, model, ...)`` before 0.2 (a forward pre-hook); kept for code
+    that uses it directly. ``mixup_for_trainer`` now mixes in the collator.
+    """
 
     def __init__(self, mixer, model: torch.nn.Module, *, num_classes: int, input_key=None, label_smoothing=0.0):
         if not callable(getattr(mixer, "sample", None)):
@@ -69,16 +209,15 @@ class MixupHook:
         x = kwargs[keys[0]]
         self.params = self.mixer.sample(x)
         kwargs = dict(kwargs)
-        kwargs[keys[0]] = mix(x, self.params, inplace=not x.requires_grad)  # the collated batch is ours
+        kwargs[keys[0]] = mix(x, self.params, inplace=not x.requires_grad)
         return args, kwargs
 
     def loss(self, outputs, labels, num_items_in_batch=None):
-        """The ``Trainer``'s ``compute_loss_func``: mixed cross-entropy in training, plain in evaluation."""
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
         if labels is None:
             raise ValueError("mixlab.transformers: the batch has no `labels`")
         params, self.params = self.params, None
-        if params is None:  # evaluation (or mixing off): plain cross-entropy
+        if params is None:
             return F.cross_entropy(logits.float(), labels.to(logits.device), label_smoothing=self.label_smoothing)
         target = MixedTarget(labels.to(params.device), params, num_classes=self.num_classes,
                              label_smoothing=self.label_smoothing)
@@ -88,29 +227,25 @@ class MixupHook:
         self.handle.remove()
 
 
-def _collate(features):
-    batch = transformers.default_data_collator(features)
-    labels = batch.get("labels")
-    if labels is not None and (labels.is_floating_point() or labels.ndim != 1):
-        raise ValueError(f"mixlab.transformers expects integer class ids (B,) as labels, got {labels.dtype} of shape "
-                         f"{tuple(labels.shape)}: float labels make Hugging Face heads use multi-label BCE")
-    return batch
-
-
-def mixup_for_trainer(mixer, model: torch.nn.Module, *, num_classes: int, input_key=None, label_smoothing=0.0):
+def mixup_for_trainer(mixer, model: torch.nn.Module | None = None, *, num_classes: int, input_key=None,
+                      label_smoothing=0.0):
     """``(data_collator, compute_loss_func)`` for ``transformers.Trainer`` with ``mixer`` mixing training batches.
 
     Args:
         mixer: a mixlab transform (``MixUp``, ``CutMix``, ``MixUpOrCutMix``, ``FMix``...); its
             ``enabled`` flag turns mixing off (e.g. for the last epochs).
-        model: the model given to the Trainer (a pre-hook mixes its input keyword in training).
+        model: not needed; accepted (and checked to be a torch module) so that calls written for
+            mixlab 0.1, ``mixup_for_trainer(mixer, model, num_classes=C)``, keep working.
         num_classes: the classifier's number of labels.
-        input_key: the forward keyword to mix (default the first of ``pixel_values``,
-            ``inputs_embeds`` present).
+        input_key: the batch key to mix (default the first of ``pixel_values``, ``inputs_embeds``
+            present).
         label_smoothing: for both the mixed and the evaluation loss.
 
     Returns:
-        ``(collator, loss_func)``; ``loss_func.__self__`` is the :class:`MixupHook` (``.remove()``).
+        ``(collator, loss_func)``: a :class:`MixupCollator` and the function to pass as
+        ``compute_loss_func`` (without it, a model given the mixed labels raises).
     """
-    hook = MixupHook(mixer, model, num_classes=num_classes, input_key=input_key, label_smoothing=label_smoothing)
-    return _collate, hook.loss
+    if model is not None and not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be the torch model given to the Trainer (or omitted), got {type(model).__name__}")
+    collator = MixupCollator(mixer, num_classes=num_classes, input_key=input_key, label_smoothing=label_smoothing)
+    return collator, _loss(collator.label_smoothing)
