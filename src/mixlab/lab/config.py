@@ -255,11 +255,11 @@ def check_type(name: str, value) -> None:
         if _LISTABLE[name] is float:
             num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
             ok = num(value) or (isinstance(value, list) and len(value) > 0 and all(num(v) for v in value))
-            expected = "a finite number or a non-empty list of them"
+            expected = "a non-empty list of finite numbers" if isinstance(value, list) else "a finite number"
         else:
             ok = isinstance(value, str) or (isinstance(value, list) and len(value) > 0
                                             and all(isinstance(v, str) for v in value))
-            expected = "a string or a non-empty list of strings"
+            expected = "a non-empty list of strings" if isinstance(value, list) else "a string"
     elif name in _INT_LISTS or name in _OPT_INT_LISTS:
         ok = (isinstance(value, list) and all(_is_int(v) for v in value)) or (name in _OPT_INT_LISTS and value is None)
         expected = "a list of integers such as [0, 1, 2]"

@@ -340,7 +340,7 @@ def _preflight(cfg: LabConfig, arms: list, data) -> None:
         if mix != "none":
             try:
                 build_mixer(cfg, mix, data.num_classes, torch.Generator(), alpha=alpha,
-                            input_shape=tuple(data.x_train.shape[1:])).sample(probe)
+                            input_shape=tuple(data.x_train.shape[1:]))(probe, torch.zeros(2, dtype=torch.long))
             except (TypeError, ValueError) as e:
                 raise ValueError(f"--mix {mix} cannot mix this dataset's inputs {tuple(data.x_train.shape[1:])}: "
                                  f"{e}") from None
