@@ -211,3 +211,26 @@ def test_new_lab_methods_train(mix, tmp_path):
                  "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["arms"] == [mix] and math.isfinite(summary["per_seed"][mix]["0"]["train_loss"])
+
+
+def test_test_size_is_one_fixed_sample_for_every_seed():
+    full = load_dataset("digits", seed=0)
+    a = load_dataset("digits", seed=0, test_size=100)
+    b = load_dataset("digits", seed=0, test_size=100, train_size=500)
+    assert a.y_test.numel() == 100 and torch.equal(a.x_test, b.x_test) and torch.equal(a.y_test, b.y_test)
+    assert torch.equal(load_dataset("digits", seed=0, test_size=full.y_test.numel()).y_test, full.y_test)
+    with pytest.raises(ValueError, match="test_size=100000 is larger than the"):
+        load_dataset("digits", test_size=100000)
+    with pytest.raises(ValueError, match="test_size must be a positive integer"):
+        load_dataset("digits", test_size=0)
+
+
+def test_imbalance_reaches_the_lab(tmp_path):
+    out = tmp_path / "lt"
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--quiet", "--mix", "remix", "--imbalance", "10",
+                 "--test-size", "200", "--out", str(out)]) == 0
+    data = json.loads((out / "config.json").read_text())["data"]
+    full = load_dataset("digits", seed=0)
+    n_max = int(torch.bincount(full.y_train).min())
+    assert data["num_train"] == sum(max(1, int(n_max * 10 ** (-c / 9))) for c in range(10))
+    assert data["num_test"] == 200

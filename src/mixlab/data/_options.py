@@ -17,7 +17,7 @@ __all__ = [
 ]
 
 # Distinct streams per option so that, e.g., the split does not move when label_noise changes.
-_STREAMS = {"split": 1, "train_size": 2, "label_noise": 3, "imbalance": 4}
+_STREAMS = {"split": 1, "train_size": 2, "label_noise": 3, "imbalance": 4, "test_size": 5}
 
 
 def seeded_generator(seed: int, stream: str) -> torch.Generator:

@@ -70,6 +70,8 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--classes", type=_int_list, default=S, help="keep these classes, relabelled 0..n-1 (e.g. 3,7)")
     g.add_argument("--label-noise", type=float, default=S, help="fraction of training labels to corrupt (seeded)")
     g.add_argument("--train-size", type=int, default=S, help="seeded random subset of the training set")
+    g.add_argument("--test-size", type=int, default=S,
+                   help="score on a fixed random subset of this many test images (the same for every seed)")
     g.add_argument("--imbalance", type=float, default=S,
                    help="long-tailed training set: largest / smallest class count (e.g. 100), exponential profile")
     g.add_argument("--cache-dir", default=S, help="cache for decoded images (default $MIXLAB_CACHE or ~/.cache/mixlab)")

@@ -51,6 +51,7 @@ class LabConfig:
             passed to :func:`mixlab.data.load_dataset`; ``classes`` keeps a subset (relabelled
             0..n-1), ``label_noise`` corrupts that fraction of training labels (fixed by the seed).
         model: a name from :data:`mixlab.lab.models.MODELS`; ``None`` picks the dataset's default.
+        test_size: score on a fixed random subset of this many test images (the same for every seed).
         imbalance: a long-tailed training set, ratio of the largest to the smallest class (e.g. 100).
         mix: a name of :data:`MIXES` (``"none"`` trains the plain baseline); for ``compare`` a list
             of names (or a comma-separated string), each trained against the baseline.
@@ -72,6 +73,7 @@ class LabConfig:
     classes: Optional[list] = None
     label_noise: float = 0.0
     imbalance: Optional[float] = None
+    test_size: Optional[int] = None
     train_size: Optional[int] = None
     cache_dir: Optional[str] = None
     label_regex: Optional[str] = None
@@ -148,6 +150,7 @@ class LabConfig:
                                       and len(set(self.classes)) == len(self.classes)),
              "classes", "None or at least two distinct class indices >= 0 (e.g. 3,7)", self.classes)
         need(self.train_size is None or self.train_size >= 1, "train_size", "None or an int >= 1", self.train_size)
+        need(self.test_size is None or self.test_size >= 1, "test_size", "None or an int >= 1", self.test_size)
         need(self.threads >= 0, "threads", "an int >= 0", self.threads)
         need(self.preset is None or self.preset in PRESETS, "preset", f"one of {sorted(PRESETS)}", self.preset)
         if self.label_regex is not None:
@@ -202,7 +205,7 @@ PRESETS: dict[str, dict] = {
 _FIELDS = {f.name for f in dataclasses.fields(LabConfig)}
 _BOOLS = {"keep_dominant", "quiet"}
 _INTS = {"epochs", "batch_size", "eval_batch_size", "threads"}
-_OPT_INTS = {"train_size", "mix_stop_epoch"}
+_OPT_INTS = {"train_size", "test_size", "mix_stop_epoch"}
 _OPT_NUMBERS = {"imbalance"}
 _NUMBERS = {"label_noise", "label_smoothing", "test_fraction", "lr", "weight_decay", "momentum", "cutmix_alpha",
             "switch_prob", "p"}

@@ -109,7 +109,8 @@ def load_splits(cfg: LabConfig, seed: int):
     from mixlab.data import load_dataset  # lazy: the data readers need the lab extras
 
     return load_dataset(cfg.dataset, data_dir=cfg.data_dir, classes=cfg.classes, label_noise=cfg.label_noise,
-                        train_size=cfg.train_size, seed=seed, cache_dir=cfg.cache_dir, label_regex=cfg.label_regex,
+                        train_size=cfg.train_size, seed=seed, imbalance=cfg.imbalance, test_size=cfg.test_size,
+                        cache_dir=cfg.cache_dir, label_regex=cfg.label_regex,
                         test_fraction=cfg.test_fraction, label_column=cfg.label_column)
 
 
