@@ -11,6 +11,7 @@ from .sampling import sample_beta, sample_dirichlet
 from .targets import MixedTarget
 from .transforms import CutMix, MixUp, MixUpOrCutMix, RandomChoice, mix_pair
 from .methods import FMix, GridMix, ResizeMix, SaliencyMix, SmoothMix, TokenMix
+from .puzzlemix import PuzzleMix
 from . import policies  # noqa: E402  (label-side policies: Remix, CMixup, regmixup_loss)
 
 __version__ = "0.2.0.dev0"
@@ -36,5 +37,5 @@ def __getattr__(name):
 
 __all__ = [
     "MixParams", "sample_params", "sample_box", "sample_beta", "sample_dirichlet", "partner_index",
-    "mix", "mix_pair", "MixedTarget", "MixUp", "CutMix", "MixUpOrCutMix", "RandomChoice", "FMix", "GridMix", "ResizeMix", "SaliencyMix", "SmoothMix", "TokenMix", "ManifoldMixup", "losses", "regions", "policies",
+    "mix", "mix_pair", "MixedTarget", "MixUp", "CutMix", "MixUpOrCutMix", "RandomChoice", "FMix", "GridMix", "ResizeMix", "SaliencyMix", "SmoothMix", "TokenMix", "PuzzleMix", "ManifoldMixup", "losses", "regions", "policies",
 ]
