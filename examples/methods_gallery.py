@@ -60,7 +60,18 @@ def methods(seed: int) -> dict:
         "SmoothMix": mixlab.SmoothMix(generator=g(), **common),
         "TokenMix (4x4 patches)": mixlab.TokenMix(alpha=1.0, patch_size=4, generator=g(), **common),
         "CutMix on the patch grid": mixlab.CutMix(alpha=1.0, patch_size=8, generator=g(), **common),
+        "PuzzleMix (saliency: image gradient)": _with_saliency(mixlab.PuzzleMix(alpha=1.0, generator=g(), **common)),
     }
+
+
+def _with_saliency(puzzle):
+    """PuzzleMix takes a saliency map; here the image-gradient magnitude (no model needed for the gallery)."""
+    def call(x, y):
+        gray = x.mean(1)
+        sal = torch.nn.functional.pad((gray[:, 1:] - gray[:, :-1]).abs(), (0, 0, 0, 1)) \
+            + torch.nn.functional.pad((gray[:, :, 1:] - gray[:, :, :-1]).abs(), (0, 1))
+        return puzzle(x, y, saliency=sal)
+    return call
 
 
 def main(argv=None) -> str:

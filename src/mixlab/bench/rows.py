@@ -171,6 +171,13 @@ def method_rows(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, seed: int
             return lambda: t(x, onehot)
         return make
 
+    def puzzle():  # saliency given (the image-gradient magnitude), as a training loop passes it
+        t = mixlab.PuzzleMix(block_num=4, generator=g)
+        gray = x.float().mean(1)
+        sal = F.pad((gray[:, 1:] - gray[:, :-1]).abs(), (0, 0, 0, 1)) + F.pad((gray[:, :, 1:] - gray[:, :, :-1]).abs(),
+                                                                            (0, 1))
+        return lambda: lambda: t(x, y, saliency=sal)
+
     return [
         make_row("mixlab MixUp call (sample)", ours(mixlab.MixUp, alpha=1.0, mode="sample"), "the floor: a lerp"),
         make_row("mixlab FMix (batch)", ours(mixlab.FMix, mode="batch"), "one mask per batch"),
@@ -182,4 +189,6 @@ def method_rows(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, seed: int
         make_row("mixup FMix", pypi("FMix"), "PyPI `mixup`: one mask per batch"),
         make_row("mixup SaliencyMix", pypi("SaliencyMix"), "PyPI `mixup`: heuristic saliency, per row"),
         make_row("mixup ResizeMix", pypi("ResizeMix"), "PyPI `mixup`: one box per batch"),
+        make_row("mixlab PuzzleMix (batch)", puzzle(), "block_num 4, given saliency; graph cut on the host"),
+        make_row("mixup PuzzleMix", pypi("PuzzleMix"), "PyPI `mixup`: a block-swap heuristic, not the paper's"),
     ]
