@@ -204,11 +204,11 @@ def test_train_refuses_lists_in_one_line(tmp_path, capsys):
     assert err.count("\n") == 0 and "--mix" in err and "takes one method here" in err
 
 
-@pytest.mark.parametrize("mix", ["resizemix", "smoothmix", "tokenmix", "remix", "remix-balanced"])
+@pytest.mark.parametrize("mix", ["resizemix", "smoothmix", "tokenmix", "remix", "remix-balanced", "puzzlemix"])
 def test_new_lab_methods_train(mix, tmp_path):
     out = tmp_path / mix
     assert main(["train", "--dataset", "digits", "--epochs", "1", "--quiet", "--mix", mix, "--imbalance", "5",
-                 "--out", str(out)]) == 0
+                 "--train-size", "600", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["arms"] == [mix] and math.isfinite(summary["per_seed"][mix]["0"]["train_loss"])
 
@@ -234,3 +234,20 @@ def test_imbalance_reaches_the_lab(tmp_path):
     n_max = int(torch.bincount(full.y_train).min())
     assert data["num_train"] == sum(max(1, int(n_max * 10 ** (-c / 9))) for c in range(10))
     assert data["num_test"] == 200
+
+
+def test_puzzlemix_in_the_lab_uses_the_models_saliency(monkeypatch):
+    import mixlab.puzzlemix as pm
+    from mixlab.lab.train import build_mixer
+
+    cfg = resolve_config({"mix": "puzzlemix", "alpha": 1.0})
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    mixer = build_mixer(cfg, "puzzlemix", 10, torch.Generator().manual_seed(0), input_shape=(1, 8, 8), model=net)
+    assert mixer.model is net and mixer.block_num == (2, 4)  # sides that divide 8 and leave >= 2 blocks
+    seen = []
+    real = pm.input_saliency
+    monkeypatch.setattr(pm, "input_saliency", lambda model, *a, **k: seen.append(model) or real(model, *a, **k))
+    x, y = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.arange(6)
+    mixed, target = mixer(x, y)
+    assert seen == [net] and mixed.shape == x.shape
+    assert torch.all((target.params.lam >= 0) & (target.params.lam <= 1))

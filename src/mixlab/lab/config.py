@@ -30,7 +30,7 @@ class LabError(Exception):
     """
 
 MIXES = ("none", "mixup", "cutmix", "mixup-or-cutmix", "fmix", "saliencymix", "gridmix", "resizemix", "smoothmix",
-         "tokenmix", "remix", "remix-balanced")
+         "tokenmix", "remix", "remix-balanced", "puzzlemix")
 # Methods that draw no lam from Beta(alpha, alpha) (ResizeMix: box scale ~ U(0.1, 0.8); SmoothMix: blob
 # width ~ U(0.25, 0.5)): one arm each whatever --alpha lists.
 ALPHA_FREE = ("resizemix", "smoothmix")

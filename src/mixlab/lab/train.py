@@ -151,12 +151,17 @@ def make_batch(data: LabData, idx: torch.Tensor, *, train: bool, augment: str = 
 
 
 def build_mixer(cfg: LabConfig, mix: str, num_classes: int, generator: torch.Generator, *,
-                alpha: Optional[float] = None, class_counts=None, input_shape=None):
+                alpha: Optional[float] = None, class_counts=None, input_shape=None, model=None, norm=None):
     """The mixlab transform for ``mix`` (``None`` for the baseline), drawing from ``generator``.
 
     ``alpha`` overrides ``cfg.alpha`` (the arm's value when ``compare`` lists several);
     ``class_counts`` (training rows per class) feeds Remix; ``input_shape`` ``(C, H, W)`` sets
-    TokenMix's patch grid (an 8 x 8 grid of tokens; 4 x 4 pixel patches on 32 px images).
+    TokenMix's patch grid (an 8 x 8 grid of tokens; 4 x 4 pixel patches on 32 px images) and
+    PuzzleMix's block grids (the official sides 2, 4, 8, 16 that divide the image, with 4-pixel
+    neighbourhoods where they fit); ``model`` gives PuzzleMix its input-gradient saliency
+    (one extra forward and backward per batch; without it, e.g. for a preview, the image's own
+    gradient magnitude stands in) and ``norm`` ``(mean, std)`` the normalisation it undoes for
+    its smoothness term.
     """
     if mix == "none":
         return None
@@ -183,6 +188,17 @@ def build_mixer(cfg: LabConfig, mix: str, num_classes: int, generator: torch.Gen
         patch = min(sizes, key=lambda q: (abs(h // q - 8), q))  # the grid nearest 8 tokens a side
         return mixlab.TokenMix(cfg.alpha, patch_size=patch, mode=cfg.mode, p=cfg.p, generator=generator,
                                num_classes=num_classes, label_smoothing=ls)
+    if mix == "puzzlemix":
+        h, w = input_shape[-2:] if input_shape is not None and len(input_shape) == 3 else (32, 32)
+        sides = tuple(b for b in (2, 4, 8, 16) if h % b == 0 and w % b == 0 and min(h // b, w // b) >= 2) or (2,)
+        neigh = max(q for q in (1, 2, 4) if all((h // b) % q == 0 and (w // b) % q == 0 for b in sides))
+        mean, std = norm if norm is not None else (None, None)
+        return mixlab.PuzzleMix(cfg.alpha, block_num=sides, neigh_size=neigh, mode=cfg.mode, p=cfg.p,
+                                model=model if model is not None else _ImageGradient(),
+                                criterion=None if model is not None else _ImageGradient.score,
+                                mean=None if mean is None else mean.flatten(),
+                                std=None if std is None else std.flatten(),
+                                generator=generator, num_classes=num_classes, label_smoothing=ls)
     if mix in ("remix", "remix-balanced"):
         counts = torch.ones(num_classes) if class_counts is None else class_counts
         return mixlab.policies.Remix(cfg.alpha, class_counts=counts, balanced=mix == "remix-balanced", mode=cfg.mode,
@@ -194,6 +210,18 @@ def build_mixer(cfg: LabConfig, mix: str, num_classes: int, generator: torch.Gen
                    label_smoothing=ls, **extra)
     return mixlab.MixUpOrCutMix(cfg.alpha, cfg.cutmix_alpha, switch_prob=cfg.switch_prob, p=cfg.p, mode=cfg.mode,
                                 generator=generator, num_classes=num_classes, label_smoothing=ls)
+
+
+class _ImageGradient(torch.nn.Module):
+    """A stand-in saliency model (previews, checks): a score whose input gradient is the image's
+    own spatial gradient, so PuzzleMix's saliency falls on edges and texture."""
+
+    def forward(self, x):
+        return (x[..., 1:, :] - x[..., :-1, :]).pow(2).flatten(1).sum(1) + (x[..., 1:] - x[..., :-1]).pow(2).flatten(1).sum(1)
+
+    @staticmethod
+    def score(out, y):  # the criterion: the score alone (the labels play no part)
+        return out.sum()
 
 
 def _loss(cfg: LabConfig, logits, y, target, num_classes):
@@ -364,7 +392,8 @@ def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: in
             "mix": dist.rank_generator(seed + 2_000_003, info.rank, device)}
     torch.manual_seed(dist.rank_seed(seed + 3_000_017, info.rank))  # dropout etc.: same start for both arms
     mixer = build_mixer(cfg, mix, data.num_classes, gens["mix"], alpha=alpha, input_shape=data.input_shape,
-                        class_counts=torch.bincount(data.y_train.cpu(), minlength=data.num_classes))
+                        class_counts=torch.bincount(data.y_train.cpu(), minlength=data.num_classes),
+                        model=model, norm=(data.mean, data.std) if data.kind == "image" else None)
     aug = augment_mode(cfg, data)
     history, start, init_hash = [], 0, weights_sha256(model)
     notes = [] if notes is None else notes
