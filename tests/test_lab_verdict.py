@@ -251,3 +251,15 @@ def test_puzzlemix_in_the_lab_uses_the_models_saliency(monkeypatch):
     mixed, target = mixer(x, y)
     assert seen == [net] and mixed.shape == x.shape
     assert torch.all((target.params.lam >= 0) & (target.params.lam <= 1))
+
+
+def test_next_steps_follow_the_warnings():
+    cfg = resolve_config({"mix": "mixup", "alpha": [8.0, 32.0], "label_noise": 0.2, "epochs": 4})
+    summary = {"seeds": [0, 1, 2], "versus_baseline": {"mixup-8": {"metrics": {"test_acc": {"call": "worse"}}}}}
+    warns = ["small test set (2000 images): for mixup-8, accuracy differences under about 1.3 points cannot be "
+             "told from chance on one seed's test images"]
+    hints = stats.next_steps(summary, warns, cfg)
+    assert not any("--seeds" in h for h in hints) and not any("--label-noise" in h for h in hints)
+    assert "one lam per sample: --mode sample" in hints
+    one = stats.next_steps({**summary, "seeds": [0]}, ["every arm was still improving at the last epoch"], cfg)
+    assert "more seeds: --seeds 0,1,2" in one and "train longer: --epochs 8" in one

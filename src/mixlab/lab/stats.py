@@ -307,7 +307,7 @@ def run_warnings(summary: dict, histories: dict, *, num_classes: int, num_test: 
             mdd = 1.96 * math.sqrt(max(d, 1.0)) / num_test
             if num_test < 5000:
                 warns.append(f"small test set ({num_test} images): for {arm}, accuracy differences under about "
-                             f"{100 * mdd:.1f} points cannot be told from chance on one seed")
+                             f"{100 * mdd:.1f} points cannot be told from chance on one seed's test images")
                 break
     return warns
 
@@ -318,7 +318,7 @@ def next_steps(summary: dict, warns: list, cfg) -> list:
     text = " ".join(warns)
     if "still improving" in text or "underfit" in text or "calibrated" in text:
         hints.append(f"train longer: --epochs {2 * cfg.epochs}")
-    if "one seed" in text:
+    if len(summary["seeds"]) == 1:
         hints.append("more seeds: --seeds 0,1,2")
     calls = [c["metrics"]["test_acc"]["call"] for c in summary.get("versus_baseline", {}).values()]
     if calls and all(c != "better" for c in calls):
