@@ -218,6 +218,67 @@ def test_spectral_saliency_matches_a_numpy_port(gen):
         np.testing.assert_allclose(ours[i].double().numpy(), _saliency_reference(x[i]), rtol=2e-3, atol=1e-6)
 
 
+def _saliency_plain(x, size=64):
+    """``spectral_saliency`` as first written (pooling, two convolutions, resizes both ways): the fast form's bits."""
+    B, _, H, W = x.shape
+    grey = x.float().mean(dim=1, keepdim=True)
+    small = F.interpolate(grey, size=(size, size), mode="bilinear", align_corners=False)
+    spec = torch.fft.fft2(small[:, 0])
+    log_amp = torch.log(spec.abs().clamp(min=1e-12))
+    avg = F.avg_pool2d(F.pad(log_amp[:, None], (1, 1, 1, 1), mode="reflect"), 3, stride=1)[:, 0]
+    residual = torch.polar(torch.exp(log_amp - avg), torch.angle(spec))
+    mag = torch.fft.ifft2(residual).abs()
+    k = torch.arange(5, dtype=torch.float32, device=x.device) - 2
+    g = torch.exp(-(k ** 2) / (2 * 8.0 ** 2))
+    g = g / g.sum()
+    mag = F.pad(mag[:, None], (2, 2, 2, 2), mode="reflect")
+    mag = F.conv2d(F.conv2d(mag, g.view(1, 1, 1, 5)), g.view(1, 1, 5, 1))
+    return F.interpolate(mag * mag, size=(H, W), mode="bilinear", align_corners=False)[:, 0]
+
+
+@pytest.mark.parametrize("shape", [(16, 3, 64, 64), (5, 3, 32, 40), (2, 3, 100, 70), (3, 1, 8, 8)])
+@pytest.mark.parametrize("kind", ["rand", "randn", "constant", "uint8", "smooth"])
+def test_spectral_saliency_fast_form_is_bit_identical_to_the_plain_form(shape, kind, gen):
+    if kind == "rand":
+        x = torch.rand(shape, generator=gen)
+    elif kind == "randn":
+        x = torch.randn(shape, generator=gen) * 50
+    elif kind == "constant":  # ties everywhere: the argmax must pick the same one
+        x = torch.full(shape, 0.3)
+    elif kind == "uint8":
+        x = torch.randint(0, 256, shape, generator=gen).to(torch.uint8)
+    else:
+        x = F.interpolate(torch.rand(shape[0], shape[1], 4, 4, generator=gen), size=shape[2:], mode="bilinear")
+    ours, plain = mixlab.methods.spectral_saliency(x), _saliency_plain(x)
+    assert torch.equal(ours, plain) or (ours.isnan().all() and plain.isnan().all())
+    assert torch.equal(ours.flatten(1).argmax(1), plain.flatten(1).argmax(1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.uint8, torch.int64, torch.bool])
+@pytest.mark.parametrize("mode", ["batch", "sample"])
+@pytest.mark.parametrize("shape", [(6, 3, 12, 9), (5, 2, 7), (3, 2, 4, 5, 6), (1, 3, 8, 8)])
+def test_fmix_cpu_select_is_bit_identical_to_the_mask_route(dtype, mode, shape, gen):
+    x = (torch.randn(shape, generator=gen) * 100).to(dtype)
+    if dtype.is_floating_point:  # signed zeros and non-finite values keep their bits
+        x.view(-1)[::5] = -0.0
+        x.view(-1)[3], x.view(-1)[4] = float("nan"), float("-inf")
+    other = (torch.randn(shape, generator=gen) * 100).to(dtype)
+    p = mixlab.FMix(mode=mode, generator=gen).sample(x.float())
+    assert isinstance(p.region, mixlab.regions.Mask)
+    plain = mixlab.regions.Mask(p.region.values)
+
+    def bits(t):
+        return t.contiguous().view(torch.uint8) if t.dtype != torch.bool else t
+
+    for src in (x, other):
+        ref = plain.apply(x, src, p.lam, p.index)  # torch.where(mask, src[index], x)
+        fast = p.region.apply(x, src, p.lam, p.index)
+        assert fast.dtype == ref.dtype and torch.equal(bits(fast), bits(ref))
+    y = x.clone()
+    assert mixlab.mix(y, p, inplace=True) is y
+    assert torch.equal(bits(y), bits(plain.apply(x, x, p.lam, p.index)))
+
+
 @pytest.mark.parametrize("mode", ["batch", "sample"])
 def test_saliencymix_box_is_centred_on_the_partners_peak(mode, gen):
     B, H, W = 6, 32, 40

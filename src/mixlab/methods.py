@@ -115,6 +115,55 @@ def binarise(noise: torch.Tensor, num: torch.Tensor, max_soft: float = 0.0, lam:
     return (1 - keep).to(torch.float32).view(noise.shape)
 
 
+_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _select_cpu(x, src, index, take, inplace):
+    """CPU eager: ``torch.where(take, src[index], x)`` as a bitwise select on integer views.
+
+    ``x ^ ((src[index] ^ x) & -take)`` picks every element's bits from one of the two rows, so the
+    result is the same bits as ``torch.where`` (NaNs, signed zeros included), in three vectorised
+    in-place passes after the partner gather (``torch.where``'s CPU kernel is scalar: several
+    times slower at 64x3x64x64). ``take`` is bool, broadcastable to ``x`` (a batch-level mask is
+    passed as one row). Returns ``None`` where the form does not apply (the caller takes the
+    generic route): dtypes or layouts that differ, non-contiguous leaves, autograd.
+    """
+    itype = _BITS.get(x.element_size())
+    if (itype is None or x.dtype != src.dtype or x.is_complex() or not x.is_contiguous() or not src.is_contiguous()
+            or x.shape[1:] != src.shape[1:] or x.device.type != "cpu" or torch.compiler.is_compiling()):
+        return None
+    bits = take.to(itype).neg_()  # all ones where the partner is taken
+    out = src.index_select(0, index)  # (B, ...) the partners
+    o, xi = out.view(itype), x.view(itype)
+    o.bitwise_xor_(xi).bitwise_and_(bits)  # (partner ^ x) where taken, else 0
+    if inplace:  # x's own rows were read by the gather already
+        xi.bitwise_xor_(o)
+        return x
+    o.bitwise_xor_(xi)
+    return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SelectMask(Mask):
+    """A :class:`~mixlab.regions.Mask` whose binary paste on CPU is a bitwise select (FMix's masks).
+
+    Same values as :class:`~mixlab.regions.Mask` (``torch.where(mask, src[index], x)``, bit for
+    bit); a mask shared by the batch (``values`` expanded along dim 0, FMix's ``mode="batch"``)
+    is applied as one broadcast row.
+    """
+
+    def apply(self, x, src, lam, index, *, fast=True, inplace=False):
+        v = self.values
+        if fast and self.binary and x.device.type == "cpu" and x.shape[0] > 0:
+            if v.shape[0] > 1 and v.stride(0) == 0:
+                v = v[:1]  # one mask for the batch: broadcast it
+            take = v.view((v.shape[0],) + (1,) * (x.ndim - v.ndim) + tuple(v.shape[1:]))
+            out = _select_cpu(x, src, index, take, inplace)
+            if out is not None:
+                return out
+        return super().apply(x, src, lam, index, fast=fast, inplace=inplace)
+
+
 class FMix(_Mixer):
     """FMix (Harris et al. 2020): mix with a binarised low-frequency Fourier mask.
 
@@ -155,7 +204,7 @@ class FMix(_Mixer):
         lam = Mask(values).kept() if n else torch.ones(0, device=device)  # exact share, from the n distinct masks
         if n != B:
             values, lam = values.expand((B,) + tuple(shape)), lam.expand(B)
-        return MixParams(lam.contiguous(), base.index, Mask(values))
+        return MixParams(lam.contiguous(), base.index, SelectMask(values))
 
     def __repr__(self):
         return (f"FMix(alpha={self.alpha}, decay_power={self.decay_power}, max_soft={self.max_soft}, "
@@ -311,6 +360,20 @@ class ResizeMix(_Mixer):
         return f"ResizeMix(scale={self.scale}, interpolation={self.interpolation!r}, mode={self.mode!r}, p={self.p})"
 
 
+def _saliency_gauss(device) -> torch.Tensor:
+    """OpenCV's 5-tap Gaussian (sigma 8), computed on ``device``."""
+    k = torch.arange(5, dtype=torch.float32, device=device) - 2
+    g = torch.exp(-(k ** 2) / (2 * 8.0 ** 2))
+    return g / g.sum()
+
+
+@functools.lru_cache(maxsize=1)
+def _saliency_gauss_cpu() -> tuple:
+    """The CPU taps as 0-dim tensors and as python floats (static: cached)."""
+    g = _saliency_gauss("cpu")
+    return g.unbind(), g.tolist()
+
+
 def spectral_saliency(x: torch.Tensor, size: int = 64) -> torch.Tensor:
     """Spectral-residual saliency (Hou and Zhang 2007) of a batch of images, as OpenCV computes it.
 
@@ -318,6 +381,14 @@ def spectral_saliency(x: torch.Tensor, size: int = 64) -> torch.Tensor:
     average (the spectral residual) is recombined with the phase; the inverse transform's
     magnitude is smoothed by a Gaussian (5x5, sigma 8), squared and resized back (the order of
     OpenCV's ``computeSaliencyImpl``).
+
+    Speed (same bits as the plain form: ``avg_pool2d`` of the reflect-padded log amplitude, two
+    ``conv2d`` for the Gaussian, ``interpolate`` both ways; ``tests/test_methods.py`` checks the
+    equality): a resize to the same size is the identity and is skipped; on CPU the 3x3 box sum
+    is nine slice adds in ``avg_pool2d``'s order and the separable Gaussian is five
+    multiply-adds per direction in the convolution's order, in place on small buffers (the CPU
+    convolution and pooling kernels cost several times more on these 1-channel maps). Other
+    devices keep the pooling and convolution kernels (fewer launches).
 
     Args:
         x: ``(B, C, H, W)`` images (any real dtype).
@@ -328,19 +399,43 @@ def spectral_saliency(x: torch.Tensor, size: int = 64) -> torch.Tensor:
     B, _, H, W = x.shape
     if B == 0:  # the FFT backends refuse empty transforms
         return torch.zeros(0, H, W, device=x.device)
+    s = size
     grey = x.float().mean(dim=1, keepdim=True)  # (B, 1, H, W)
-    small = F.interpolate(grey, size=(size, size), mode="bilinear", align_corners=False)
-    spec = torch.fft.fft2(small[:, 0])  # (B, s, s)
-    log_amp = torch.log(spec.abs().clamp(min=1e-12))
-    avg = F.avg_pool2d(F.pad(log_amp[:, None], (1, 1, 1, 1), mode="reflect"), 3, stride=1)[:, 0]
-    residual = torch.polar(torch.exp(log_amp - avg), torch.angle(spec))
+    if (H, W) != (s, s):  # bilinear to the same size is the identity
+        grey = F.interpolate(grey, size=(s, s), mode="bilinear", align_corners=False)
+    spec = torch.fft.fft2(grey[:, 0])  # (B, s, s)
+    log_amp = spec.abs().clamp_(min=1e-12).log_()
+    padded = F.pad(log_amp[:, None], (1, 1, 1, 1), mode="reflect")
+    cpu = x.device.type == "cpu" and not torch.compiler.is_compiling()
+    if cpu:  # avg_pool2d's sum, in its order (row by row), then / 9
+        p = padded[:, 0]
+        avg = p[:, 0:s, 0:s].clone()
+        for i in range(3):
+            for j in range(3):
+                if i or j:
+                    avg += p[:, i:i + s, j:j + s]
+        avg /= 9
+    else:
+        avg = F.avg_pool2d(padded, 3, stride=1)[:, 0]
+    residual = torch.polar(log_amp.sub_(avg).exp_(), torch.angle(spec))
     mag = torch.fft.ifft2(residual).abs()  # (B, s, s)
-    k = torch.arange(5, dtype=torch.float32, device=x.device) - 2
-    g = torch.exp(-(k ** 2) / (2 * 8.0 ** 2))
-    g = g / g.sum()
     mag = F.pad(mag[:, None], (2, 2, 2, 2), mode="reflect")
-    mag = F.conv2d(F.conv2d(mag, g.view(1, 1, 1, 5)), g.view(1, 1, 5, 1))  # separable Gaussian, then squared
-    return F.interpolate(mag * mag, size=(H, W), mode="bilinear", align_corners=False)[:, 0]
+    if cpu:  # the two convolutions' multiply-adds, in their order
+        g, gl = _saliency_gauss_cpu()
+        m = mag[:, 0]
+        rows = torch.mul(m[:, :, 0:s], gl[0])  # (B, s + 4, s)
+        for j in range(1, 5):
+            rows.addcmul_(m[:, :, j:j + s], g[j])
+        sal = torch.mul(rows[:, 0:s], gl[0])  # (B, s, s)
+        for i in range(1, 5):
+            sal.addcmul_(rows[:, i:i + s], g[i])
+    else:
+        g = _saliency_gauss(x.device)
+        sal = F.conv2d(F.conv2d(mag, g.view(1, 1, 1, 5)), g.view(1, 1, 5, 1))[:, 0]  # separable Gaussian
+    sal = sal.mul_(sal)  # squared
+    if (H, W) != (s, s):
+        sal = F.interpolate(sal[:, None], size=(H, W), mode="bilinear", align_corners=False)[:, 0]
+    return sal
 
 
 class SaliencyMix(_Mixer):
