@@ -122,4 +122,4 @@ def test_box_applies_to_matching_leaves_only(gen, device, dgen):
 
 def test_cutmix_needs_spatial_dims(device):
     with pytest.raises(ValueError, match="spatial"):
-        mixlab.CutMix()(torch.rand(4, 3).to(device))
+        mixlab.CutMix()(torch.rand(4, 3).to(device), torch.arange(4).to(device))
