@@ -160,6 +160,217 @@ class MLP(nn.Module):
         return self.net(x)
 
 
+# ---------------------------------------------------------------------------------------------
+# CPU-sized fast models (issue 13, "Speed of the lab"): time-to-accuracy on 2 CPU cores.
+# ---------------------------------------------------------------------------------------------
+
+_TTA = ("none", "flip", "flip-translate")
+
+
+class _TTAMixin:
+    """Test-time augmentation in the EVAL-mode forward only (training forwards are untouched).
+
+    ``tta="flip"`` averages the logits of the image and its mirror image (airbench's
+    ``tta_level=1``); ``"flip-translate"`` also averages in the mirrored pair shifted by one
+    pixel up-left and down-right (reflect padding; airbench's ``tta_level=2``, 3x the flip cost).
+    """
+
+    def _check_tta(self, tta):
+        if tta not in _TTA:
+            raise ValueError(f"tta must be one of {_TTA}, got {tta!r}")
+        self.tta = tta
+
+    def forward(self, x):
+        if self.training or self.tta == "none":
+            return self._forward(x)
+        logits = 0.5 * (self._forward(x) + self._forward(x.flip(-1)))
+        if self.tta == "flip":
+            return logits
+        H, W = x.shape[-2:]
+        padded = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect") if min(H, W) > 1 else \
+            nn.functional.pad(x, (1, 1, 1, 1), mode="replicate")
+        shifted = [padded[..., :H, :W], padded[..., 2:H + 2, 2:W + 2]]
+        trans = sum(0.5 * (self._forward(s) + self._forward(s.flip(-1))) for s in shifted) / len(shifted)
+        return 0.5 * logits + 0.5 * trans
+
+
+class _ScaledBiasBN(nn.BatchNorm2d):
+    """airbench's BatchNorm: no trainable scale, a bias whose learning rate is ``bias_scale ** 2`` times the rest.
+
+    airbench trains BatchNorm biases with a 64x learning rate (``bias_scaler``) and the same decay
+    rate as the other weights; the lab has one lr for all parameters, so the bias is stored
+    divided by ``bias_scale`` = 8 and multiplied back in the forward: an SGD step on the stored
+    value moves the real bias 8 * 8 = 64 times as far, and coupled weight decay still shrinks
+    it at the common rate ``lr * wd`` (exactly airbench's parameter groups).
+    """
+
+    def __init__(self, channels, momentum=0.6, eps=1e-12, bias_scale=8.0):
+        super().__init__(channels, eps=eps, momentum=1 - momentum, affine=False)
+        self.bias_scale = float(bias_scale)
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x):
+        use_batch = self.training or self.running_mean is None
+        return nn.functional.batch_norm(x, self.running_mean, self.running_var, None, self.bias * self.bias_scale,
+                                        use_batch, self.momentum, self.eps)
+
+
+def _dirac_conv(cin, cout, k=3):
+    """3x3 'same' conv without bias; airbench initialises its first ``cin`` filters as identities."""
+    conv = nn.Conv2d(cin, cout, k, padding=k // 2, bias=False)
+    with torch.no_grad():
+        nn.init.dirac_(conv.weight[:min(cin, cout)])
+    return conv
+
+
+class _ConvGroup(nn.Module):
+    """airbench's conv group: conv, max-pool 2 (skipped on a 1-pixel map), BN, act, conv, BN, act."""
+
+    def __init__(self, cin, cout, pool, act, bn_momentum):
+        super().__init__()
+        self.conv1 = _dirac_conv(cin, cout)
+        self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
+        self.norm1 = _ScaledBiasBN(cout, bn_momentum)
+        self.conv2 = _dirac_conv(cout, cout)
+        self.norm2 = _ScaledBiasBN(cout, bn_momentum)
+        self.act = act()
+
+    def forward(self, x):
+        x = self.act(self.norm1(self.pool(self.conv1(x))))
+        return self.act(self.norm2(self.conv2(x)))
+
+
+class AirbenchCPU(_TTAMixin, nn.Module):
+    """airbench's network (Keller Jordan, github.com/KellerJordan/cifar10-airbench, ``lib_airbench93/94``), sized for CPUs.
+
+    Design taken from airbench: a frozen 2x2 *whitening* convolution first (its ``2 * C * 4``
+    filters are the +/- eigenvectors of the training patches' covariance scaled by
+    1/sqrt(eigenvalue), so the next layers see decorrelated input) with a trainable bias
+    (trained throughout; airbench freezes it after 3 epochs) and GELU; three conv groups (conv,
+    max-pool, BN, GELU, conv, BN, GELU) of ``widths`` channels (airbench94 uses 64/256/256,
+    airbench93 64/128/128, the class default; the registered ``airbench-cpu`` uses 32/64/64,
+    about a quarter of airbench93's multiply-adds, which is what 2 CPU cores can train in minutes);
+    BatchNorm with momentum 0.6, no scale and a 64x-learning-rate bias (see
+    :class:`_ScaledBiasBN`); identity-initialised (Dirac) 3x3 convs; global max-pool; a linear
+    head without bias whose logits are multiplied by 1/9. Optional flip / flip+translate test-time
+    augmentation in the eval-mode forward (``tta``).
+
+    What differs from airbench and why: it runs in float32 (no fp16 on a CPU), and the whitening
+    filters are computed from the FIRST TRAINING BATCH the model sees (the lab gives a model no
+    data before training; airbench uses 5,000 training images) -- a buffer ``whitened`` records
+    that it happened, so checkpoints and resumed runs keep the same filters (with ``--mix`` the
+    first batch is already mixed, so the two arms of a ``compare`` whiten from slightly different
+    statistics). Activations and weights use the channels-last memory format
+    (``channels_last=True``; about 10% faster on the 2-core EPYC here). No lookahead/EMA of
+    the weights (the lab's loop has no hook for it). Pools are skipped where the map is already
+    1 pixel, so 8x8 inputs (``digits``) work; inputs below 2x2 pixels are refused.
+
+    The matching hyperparameters (airbench's, converted to the lab's mean-reduced loss and
+    coupled weight decay, see docs/RESULTS.md): SGD (Nesterov) momentum 0.85, lr = 1.5 * B / 1024
+    at batch B, weight decay 1.33e-3, label smoothing 0.2, one-cycle schedule, flip + crop.
+    """
+
+    def __init__(self, in_channels, num_classes, size, widths=(64, 128, 128), whiten_kernel=2, act="gelu",
+                 bn_momentum=0.6, logit_scale=1 / 9, tta="none", channels_last=True):
+        super().__init__()
+        self._check_tta(tta)
+        self.channels_last = bool(channels_last)
+        h, w = size
+        k = whiten_kernel
+        if h < k or w < k:
+            raise ValueError(f"airbench-style models need images of at least {k}x{k} pixels, got {h}x{w}")
+        act_cls = {"gelu": nn.GELU, "relu": lambda: nn.ReLU(inplace=True)}[act]
+        self.whiten = nn.Conv2d(in_channels, 2 * in_channels * k * k, k, padding=0, bias=True)
+        self.whiten.weight.requires_grad_(False)
+        self.register_buffer("whitened", torch.zeros((), dtype=torch.bool))
+        self.act0 = act_cls()
+        groups, cin, side = [], self.whiten.out_channels, min(h, w) - k + 1
+        for cout in widths:
+            groups.append(_ConvGroup(cin, cout, pool=side >= 2, act=act_cls, bn_momentum=bn_momentum))
+            side = side // 2 if side >= 2 else side
+            cin = cout
+        self.groups = nn.Sequential(*groups)
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.head = nn.Linear(cin, num_classes, bias=False)
+        self.logit_scale = float(logit_scale)
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    @torch.no_grad()
+    def init_whitening(self, x, eps=5e-4):
+        """Set the whitening filters from the k x k patches of the (normalised) batch ``x`` (B, C, H, W)."""
+        k = self.whiten.kernel_size[0]
+        c = x.shape[1]
+        patches = x.float().unfold(2, k, 1).unfold(3, k, 1).transpose(1, 3).reshape(-1, c * k * k)
+        cov = patches.T @ patches / patches.shape[0]
+        evals, evecs = torch.linalg.eigh(cov)                      # ascending
+        evals, evecs = evals.flip(0), evecs.T.flip(0)              # rows: eigenvectors, largest first
+        filters = (evecs / torch.sqrt(evals.clamp_min(0) + eps)[:, None]).reshape(c * k * k, c, k, k)
+        self.whiten.weight.copy_(torch.cat([filters, -filters]))
+        self.whitened.fill_(True)
+
+    def _forward(self, x):
+        if self.training and not bool(self.whitened):
+            self.init_whitening(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.groups(self.act0(self.whiten(x)))
+        return self.head(self.pool(x).flatten(1)) * self.logit_scale
+
+
+class _Residual(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.body = nn.Sequential(_conv_bn(c, c), _conv_bn(c, c))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class ResNet9Narrow(_TTAMixin, nn.Module):
+    """David Page's DAWNBench ResNet-9 ("How to train your ResNet", myrtle.ai, 2018), narrowed for CPUs.
+
+    Page's layout: prep conv -> [conv, pool, +residual(conv, conv)] -> [conv, pool] ->
+    [conv, pool, +residual(conv, conv)] -> global max-pool -> linear, logits x 0.125; 3x3 convs
+    with BatchNorm and ReLU. His widths are 64/128/256/512; ``widths`` divides them (default by
+    4: 16/32/64/128) so an epoch fits a CPU budget. Pools are skipped where the map is already
+    1 pixel, so 8x8 inputs work. Optional flip / flip+translate TTA in the eval-mode forward.
+    Page's recipe: SGD Nesterov momentum 0.9, batch 512, weight decay 5e-4 x 512, label smoothing
+    0.2, one-cycle (linear) schedule, crop + flip (+ cutout).
+    """
+
+    def __init__(self, in_channels, num_classes, size, widths=(16, 32, 64, 128), tta="none", channels_last=True):
+        super().__init__()
+        self._check_tta(tta)
+        self.channels_last = bool(channels_last)
+        h, w = size
+        side = min(h, w)
+        w0, w1, w2, w3 = widths
+
+        def pool():
+            nonlocal side
+            if side >= 2:
+                side //= 2
+                return nn.MaxPool2d(2)
+            return nn.Identity()
+
+        self.net = nn.Sequential(
+            _conv_bn(in_channels, w0),
+            _conv_bn(w0, w1), pool(), _Residual(w1),
+            _conv_bn(w1, w2), pool(),
+            _conv_bn(w2, w3), pool(), _Residual(w3),
+            nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+        )
+        self.head = nn.Linear(w3, num_classes, bias=False)
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def _forward(self, x):
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.head(self.net(x)) * 0.125
+
+
 def _image(builder):
     def build(input_shape, num_classes):
         if len(input_shape) != 3:
@@ -178,6 +389,11 @@ MODELS = {
     "resnet18": _image(_torchvision_resnet(18)),
     "resnet34": _image(_torchvision_resnet(34)),
     "mlp": lambda shape, n: MLP(math.prod(shape), n),
+    # CPU-sized fast models (docs/RESULTS.md, "Time to accuracy on 2 CPU cores"); "-notta" without flip-TTA.
+    "airbench-cpu": _image(lambda c, n, s: AirbenchCPU(c, n, s, widths=(32, 64, 64), tta="flip")),
+    "airbench-cpu-notta": _image(lambda c, n, s: AirbenchCPU(c, n, s, widths=(32, 64, 64), tta="none")),
+    "airbench-cpu-wide": _image(lambda c, n, s: AirbenchCPU(c, n, s, widths=(64, 128, 128), tta="flip")),
+    "resnet9-narrow": _image(lambda c, n, s: ResNet9Narrow(c, n, s, tta="flip")),
 }
 
 
