@@ -45,10 +45,11 @@ def test_compiled_with_generator_gives_the_eager_numbers(make, fresh_dynamo):
     # dynamo cannot put a torch.Generator in a full graph: fullgraph=False runs the draws eagerly
     eager = make(torch.Generator().manual_seed(5))
     compiled_t = make(torch.Generator().manual_seed(5))
-    compiled = torch.compile(lambda x: compiled_t(x), fullgraph=False, backend="aot_eager")
+    compiled = torch.compile(lambda x, y: compiled_t(x, y)[0], fullgraph=False, backend="aot_eager")
     for B in (8, 7):
         x = torch.rand(B, 3, 6, 6, generator=torch.Generator().manual_seed(B))
-        torch.testing.assert_close(compiled(x), eager(x))
+        y = torch.arange(B) % 5
+        torch.testing.assert_close(compiled(x, y), eager(x, y)[0])
 
 
 class _Rows(torch.utils.data.Dataset):
