@@ -195,6 +195,15 @@ PRESETS: dict[str, dict] = {
     "article000": dict(dataset="cifar10", model="article000-cnn", loss="bce", epochs=30, batch_size=128,
                        lr=1e-3, optimizer="adam", schedule="constant", mix="mixup", alpha=0.2,
                        mode="sample", p=0.2, augment="none"),
+    # Time to accuracy on 2 CPU cores (docs/RESULTS.md section 3): airbench's recipe on a CPU-sized
+    # airbench network (SGD-Nesterov lr 0.75 and wd 1.33e-3 = airbench's values for the lab's mean loss,
+    # one-cycle, label smoothing 0.2, flip-TTA in the model); one arm, no mixing.
+    "fmnist-fast": dict(dataset="fashion-mnist", model="airbench-cpu", epochs=5, batch_size=512, lr=0.75,
+                        optimizer="sgd", momentum=0.85, weight_decay=1.33e-3, schedule="onecycle",
+                        label_smoothing=0.2, augment="flip", mix="none", seeds=[0]),
+    "cifar10-fast": dict(dataset="cifar10", model="airbench-cpu", epochs=5, batch_size=512, lr=0.75,
+                         optimizer="sgd", momentum=0.85, weight_decay=1.33e-3, schedule="onecycle",
+                         label_smoothing=0.2, augment="crop-flip", mix="none", seeds=[0]),
     # Article 001 (fastai v1): MNIST 3 vs 7, simple_cnn((3,16,16,2)), alpha 0.4, one lambda per
     # sample with max(lam, 1 - lam), 8 epochs, fastai's defaults (AdamW-style, lr 3e-3, wd 0.01, bs 64).
     "fastai-mnist-sample": dict(dataset="mnist", classes=[3, 7], model="simple-cnn", epochs=8, batch_size=64,
