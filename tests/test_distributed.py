@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 import mixlab
 from mixlab import distributed as D
 from mixlab.lab import distributed as LD
+from mixlab.lab.models import AirbenchCPU
 
 WORLD = 2
 DEADLINE_S = 90.0
@@ -207,13 +208,32 @@ def _two_rank_worker(info):
         out["mismatch_refused"] = torch.tensor("differs between ranks" in str(e))
     LD.barrier()
     out["ddp"] = _ddp_part(info)
+    # airbench-cpu whitens from its first training batch: each rank's shard differs, the filters must not.
+    net = AirbenchCPU(3, 5, (8, 8), widths=(4, 4, 4)).train()
+    net(_whitening_batch(info.rank))
+    out["whiten"] = net.whiten.weight.detach().clone()
     return out
+
+
+def _whitening_batch(rank):
+    return torch.randn(6, 3, 8, 8, generator=torch.Generator().manual_seed(100 + rank))
 
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     """One 2-process job runs the collectives, global-pairing and DDP-training checks."""
     return results(run_ranks(tmp_path_factory.mktemp("two_ranks"), _two_rank_worker))
+
+
+def test_two_ranks_share_rank0_whitening(two_ranks):
+    """airbench-cpu's frozen whitening filters: rank 0's (from its own first batch) on every rank."""
+    single = AirbenchCPU(3, 5, (8, 8), widths=(4, 4, 4))
+    single.init_whitening(_whitening_batch(0))  # no process group here: rank 0's batch alone
+    other = AirbenchCPU(3, 5, (8, 8), widths=(4, 4, 4))
+    other.init_whitening(_whitening_batch(1))
+    assert not torch.allclose(single.whiten.weight, other.whiten.weight)  # the shards would disagree
+    for r in two_ranks:
+        assert torch.equal(r["whiten"], single.whiten.weight)
 
 
 def test_two_ranks_collectives_and_global_pairing(two_ranks):

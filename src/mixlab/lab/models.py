@@ -258,7 +258,8 @@ class AirbenchCPU(_TTAMixin, nn.Module):
     What differs from airbench and why: it runs in float32 (no fp16 on a CPU), and the whitening
     filters are computed from the FIRST TRAINING BATCH the model sees (the lab gives a model no
     data before training; airbench uses 5,000 training images) -- a buffer ``whitened`` records
-    that it happened, so checkpoints and resumed runs keep the same filters (with ``--mix`` the
+    that it happened, so checkpoints and resumed runs keep the same filters; under DDP rank 0's
+    filters are broadcast to every rank (with ``--mix`` the
     first batch is already mixed, so the two arms of a ``compare`` whiten from slightly different
     statistics). Activations and weights use the channels-last memory format
     (``channels_last=True``; about 10% faster on the 2-core EPYC here). No lookahead/EMA of
@@ -307,6 +308,12 @@ class AirbenchCPU(_TTAMixin, nn.Module):
         evals, evecs = evals.flip(0), evecs.T.flip(0)              # rows: eigenvectors, largest first
         filters = (evecs / torch.sqrt(evals.clamp_min(0) + eps)[:, None]).reshape(c * k * k, c, k, k)
         self.whiten.weight.copy_(torch.cat([filters, -filters]))
+        # Under DDP every rank whitens from its own shard's first batch, and DDP syncs this frozen
+        # weight only at construction: take rank 0's filters everywhere (every rank gets here on its
+        # first training forward).
+        if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and torch.distributed.get_world_size() > 1:
+            torch.distributed.broadcast(self.whiten.weight.data, src=0)
         self.whitened.fill_(True)
 
     def _forward(self, x):
