@@ -147,3 +147,37 @@ def test_mix_collate_takes_any_transform_and_its_stop_epoch():
     assert bool((target.lam == 1).all())  # mixing stopped
     with pytest.raises(ValueError, match=r"\['alpha'\] would be ignored"):
         MixCollate(transform=choice, alpha=0.4)
+
+
+def _draws(collate, seed, epochs=2, **loader_kw):
+    """Per epoch, per batch: (lam, partners, box) as plain tuples, from a seeded loader with two workers."""
+    loader = DataLoader(_Images(64), batch_size=8, collate_fn=collate, num_workers=2, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed), **loader_kw)
+    out = []
+    for epoch in range(epochs):
+        collate.set_epoch(epoch)
+        batches = []
+        for _, t in loader:
+            box = None if t.params.region is None else tuple(t.params.region.box.flatten().tolist())
+            batches.append((tuple(t.lam.tolist()), tuple(t.params.index.tolist()), box))
+        out.append(batches)
+    return out
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+@pytest.mark.parametrize("kind", ["mixup", "cutmix"])
+def test_collate_draws_differ_across_batches_workers_and_epochs_and_repeat(kind, persistent):
+    # 8 batches an epoch, 4 per worker (batch i is built by worker i % 2)
+    make = lambda: MixCollate(kind=kind, alpha=0.4)  # noqa: E731
+    run = _draws(make(), seed=7, persistent_workers=persistent)
+    for epoch in run:
+        assert len(epoch) == 8
+        lams = [lam for lam, _, _ in epoch]
+        assert len(set(lams)) == 8, f"batches repeat their lam within an epoch: {[round(v[0], 4) for v in lams]}"
+        assert len({index for _, index, _ in epoch}) == 8, "batches repeat their partners"
+        if kind == "cutmix":
+            assert len({box for _, _, box in epoch}) == 8, "batches repeat their box"
+        assert set(lams[0::2]).isdisjoint(lams[1::2])  # the two workers never share a draw
+    assert set(run[0]).isdisjoint(run[1])  # a new epoch draws anew
+    assert _draws(make(), seed=7, persistent_workers=persistent) == run  # a seeded loader repeats exactly
+    assert _draws(make(), seed=8, persistent_workers=persistent) != run  # and its seed matters
