@@ -126,3 +126,57 @@ def test_the_model_argument_of_0_1_still_works():
     assert model(pixel_values=torch.zeros(2, 1, 16, 16)).logits.shape == (2, 10)  # no hook left on the model
     with pytest.raises(TypeError, match="torch model"):
         mixup_for_trainer(mixlab.MixUp(0.4), "vit", num_classes=10)
+
+
+def _one_sgd_step(tmp_path, mixer, *, batch, accumulate, lr=0.5):
+    """One optimizer step (SGD, constant lr, no clipping) over 8 digits; the update and the collated batches."""
+    train, _ = _data()
+    eight = _Digits(train.x[:8], train.y[:8])
+    model = _vit()
+    before = torch.cat([p.detach().flatten() for p in model.parameters()])
+    collator, loss_func = mixup_for_trainer(mixer, num_classes=10)
+    batches = []
+
+    def capturing(features):
+        out = collator(features)
+        batches.append((out["pixel_values"].clone(), out["labels"]))
+        return out
+
+    args = _args(tmp_path, per_device_train_batch_size=batch, gradient_accumulation_steps=accumulate, max_steps=1,
+                 lr_scheduler_type="constant", max_grad_norm=0.0, weight_decay=0.0, logging_steps=1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=eight, data_collator=capturing,
+                                   compute_loss_func=loss_func, optimizers=(optimizer, None))
+    trainer.train()
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert sum(len(labels) for _, labels in batches) == 8
+    return after - before, batches
+
+
+def _expected_step(batches, lr=0.5):
+    """-lr * the gradient of the mean, over all 8 rows, of each micro-batch's own mixed (or plain) loss."""
+    model = _vit()
+    model.train()
+    total = 0.0
+    for x, labels in batches:
+        logits = model(pixel_values=x).logits
+        if isinstance(labels, MixedLabels):
+            total = total + labels.target.loss(torch.nn.functional.cross_entropy, logits, reduction="sum")
+        else:
+            total = total + torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+    (total / 8).backward()
+    return torch.cat([-lr * p.grad.flatten() for p in model.parameters()])
+
+
+def test_gradient_accumulation_gives_the_update_of_the_whole_batch(tmp_path):
+    steps = {}
+    for batch, accumulate in ((8, 1), (4, 2)):
+        mixer = mixlab.MixUp(1.0, mode="sample", generator=torch.Generator().manual_seed(0))
+        update, batches = _one_sgd_step(tmp_path, mixer, batch=batch, accumulate=accumulate)
+        assert len(batches) == accumulate and all(isinstance(b[1], MixedLabels) for b in batches)
+        torch.testing.assert_close(update, _expected_step(batches), rtol=1e-4, atol=1e-6)
+        off = mixlab.MixUp(1.0)
+        off.enabled = False  # the same rows unmixed: 2 x 4 must equal 8 x 1 exactly as the plain Trainer does
+        steps[batch], _ = _one_sgd_step(tmp_path, off, batch=batch, accumulate=accumulate)
+    torch.testing.assert_close(steps[4], steps[8], rtol=1e-4, atol=1e-6)
+
