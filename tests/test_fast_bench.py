@@ -46,6 +46,23 @@ def test_quick_bench_writes_json_schema(tmp_path, capsys):
     assert not list(tmp_path.glob("*.tmp*"))  # written atomically
 
 
+def test_timm_group_pits_each_mode_against_timm(tmp_path):
+    pytest.importorskip("timm.data")
+    path = tmp_path / "bench.json"
+    assert bench.main(["--quick", "--no-targets", "--timm-shape", "4x3x16x16", "--json", str(path)]) == 0
+    data = json.loads(path.read_text())
+    assert [g["kind"] for g in data["groups"]] == ["input", "timm"]
+    group = data["groups"][1]
+    assert group["shape"] == [4, 3, 16, 16] and group["floor"] == "copy floor"
+    rows = {r["name"]: r for r in group["rows"]}
+    for mode in ("batch", "pair", "elem"):
+        for name in (f"mixlab.timm Mixup ({mode})", f"timm Mixup ({mode})"):
+            assert not rows[name]["skipped"], rows[name]["note"]
+            assert set(rows[name]) == ROW_KEYS and rows[name]["runs"] == 3
+    goals = [g for g in data["goals"] if g["goal"].startswith("mixlab.timm")]
+    assert len(goals) == 3 and all(g["value"] is not None for g in goals)
+
+
 @pytest.mark.parametrize("argv", [["--runs", "3"], ["--shapes", "3x"], ["--dtypes", "int7"], ["--classes", "1"]])
 def test_bench_rejects_bad_options(argv, capsys):
     with pytest.raises(SystemExit) as e:

@@ -21,7 +21,7 @@ import sys
 
 import torch
 
-from .rows import input_rows, method_rows, target_rows
+from .rows import TIMM_MODES, input_rows, method_rows, target_rows, timm_rows
 from .timing import format_group, group_json, header, run_group
 
 __all__ = ["main", "run"]
@@ -77,6 +77,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-targets", action="store_true", help="skip the target-side groups")
     p.add_argument("--no-methods", action="store_true", help="skip the mask-method group (FMix, ResizeMix, SaliencyMix)")
     p.add_argument("--methods-shape", type=_shape, default=None, help="shape of the method group, default 64x3x64x64")
+    p.add_argument("--no-timm", action="store_true", help="skip the timm-recipe group (mixlab.timm.Mixup vs timm)")
+    p.add_argument("--timm-shape", type=_shape, default=None,
+                   help="shape of the timm-recipe group, default 64x3x224x224 (--quick skips the group unless given)")
     p.add_argument("--quick", action="store_true", help="a fast smoke run: one tiny shape, float32, 3 rounds")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", default=None, help="also write the table as JSON")
@@ -152,6 +155,17 @@ def run(settings: dict, device: torch.device, seed: int = 0, out=None) -> dict:
         title = f"methods {'x'.join(map(str, shape))} float32 (alpha 1)"
         print(format_group(title, rows, "mixlab MixUp call (sample)"), file=out, flush=True)
         result["groups"].append(group_json("method", title, rows, "mixlab MixUp call (sample)", shape=list(shape)))
+    if not settings.get("no_timm"):
+        shape = tuple(settings["timm_shape"])
+        x = _make_batch(shape, "float32", device, gen)
+        y = torch.randint(0, 1000, (shape[0],), generator=gen, device=device)
+        rows = timm_rows(x, y, 1000, seed=seed)
+        run_group(rows, runs=settings["runs"], warmup=settings["warmup"], device=device)
+        title = (f"timm recipe {'x'.join(map(str, shape))} float32 (mixup 0.8, cutmix 1.0, switch 0.5, "
+                 f"smoothing 0.1, 1000 classes)")
+        print(format_group(title, rows, "copy floor"), file=out, flush=True)
+        result["groups"].append(group_json("timm", title, rows, "copy floor", shape=list(shape)))
+        del x, rows
     result["header"]["loadavg_end"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
     result["goals"] = goals(result)
     print(format_goals(result["goals"]), file=out)
@@ -211,6 +225,12 @@ def _goals(result: dict, stat: str) -> list:
                     _stat(result, "method", m, "mixup SaliencyMix", stat))
     goal("SaliencyMix (per row) >= 3x faster than the PyPI mixup package's", theirs / mine if mine and theirs else None,
          lambda v: v >= 3.0)
+    tg = lambda g: g["kind"] == "timm"  # noqa: E731
+    for mode in TIMM_MODES:
+        mine, theirs = (_stat(result, "timm", tg, f"mixlab.timm Mixup ({mode})", stat),
+                        _stat(result, "timm", tg, f"timm Mixup ({mode})", stat))
+        goal(f"mixlab.timm Mixup ({mode}) at least as fast as timm's (timm / mixlab >= 1)",
+             theirs / mine if mine and theirs else None, lambda v: v >= 1.0)
     ce = _stat(result, "target", lambda g: g.get("num_classes") == 1000, "mixlab .loss (int targets)", stat)
     plain = _stat(result, "target", lambda g: g.get("num_classes") == 1000, "plain CE", stat)
     goal("mixed CE, int targets, 1000 classes <= 1.2x plain CE", ce / plain if ce and plain else None,
@@ -247,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     settings["no_targets"] = ns.no_targets
     settings["no_methods"] = ns.no_methods or ns.quick
     settings["methods_shape"] = ns.methods_shape or (64, 3, 64, 64)
+    settings["no_timm"] = ns.no_timm or (ns.quick and ns.timm_shape is None)
+    settings["timm_shape"] = ns.timm_shape or (64, 3, 224, 224)
     device = torch.device(ns.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda was given but CUDA is not available")

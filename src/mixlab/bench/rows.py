@@ -131,6 +131,44 @@ def peer_rows(x, y, num_classes, work) -> list:
     ]
 
 
+TIMM_RECIPE = dict(mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5, prob=1.0, label_smoothing=0.1)
+TIMM_MODES = ("batch", "pair", "elem")
+
+
+def timm_rows(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, seed: int) -> list:
+    """Rows for timm's common recipe (mixup 0.8, cutmix 1.0, switch 0.5, smoothing 0.1), each mode: the
+    ``mixlab.timm.Mixup`` drop-in against ``timm.data.Mixup`` itself, both mixing their own copy of the batch
+    in place (as timm does), sampling and dense targets included; the copy floor and mixlab's own
+    ``MixUpOrCutMix`` (per row, out of place) for scale."""
+    from mixlab import timm as ml_timm
+
+    g = torch.Generator(device=x.device).manual_seed(seed)
+    floor_dst = torch.empty_like(x)
+    work = x.clone()  # every in-place row mixes this copy over and over (convex mixes stay in range)
+
+    def ours(mode):
+        m = ml_timm.Mixup(mode=mode, num_classes=num_classes, generator=g, **TIMM_RECIPE)
+        return lambda: lambda: m(work, y)
+
+    def theirs(mode):
+        def make():
+            m = _peer("timm.data").Mixup(mode=mode, num_classes=num_classes, **TIMM_RECIPE)
+            if x.shape[0] % 2:
+                raise Skip("timm needs an even batch size")
+            return lambda: m(work, y)
+        return make
+
+    native = mixlab.MixUpOrCutMix(0.8, 1.0, mode="sample", generator=g)
+    rows = [
+        make_row("copy floor", lambda: lambda: floor_dst.copy_(x), "dst.copy_(x) into a preallocated tensor"),
+        make_row("mixlab MixUpOrCutMix (sample)", lambda: lambda: native(x, y), "native, out of place, per row"),
+    ]
+    for mode in TIMM_MODES:
+        rows += [make_row(f"mixlab.timm Mixup ({mode})", ours(mode), "in place, flip pairs, dense targets"),
+                 make_row(f"timm Mixup ({mode})", theirs(mode), "timm.data.Mixup, in place")]
+    return rows
+
+
 def target_rows(batch: int, num_classes: int, *, device, seed: int) -> list:
     """Rows for the target side: forward + backward of the loss w.r.t. the logits."""
     g = torch.Generator(device=device).manual_seed(seed)
