@@ -59,8 +59,10 @@ class MixedLabels:
     """The mixed target of a training batch, under ``batch["labels"]``, for ``loss_func`` only.
 
     Not a tensor on purpose: ``.to(device)`` moves it (as the Trainer and accelerate move a batch),
-    ``.target`` is the :class:`mixlab.MixedTarget`; any other use raises :class:`MixedLabelsError`
-    saying to pass ``compute_loss_func`` (a model's own loss must never see mixed labels).
+    ``.target`` is the :class:`mixlab.MixedTarget`, ``.ne(value)`` compares its class ids (the Trainer
+    counts the rows of an accumulated batch with ``labels.ne(-100)`` to pass ``num_items_in_batch`` to
+    ``loss_func``); any other use raises :class:`MixedLabelsError` saying to pass ``compute_loss_func``
+    (a model's own loss must never see mixed labels).
     """
 
     __slots__ = ("target",)
@@ -73,6 +75,10 @@ class MixedLabels:
         if device is None or isinstance(device, torch.dtype):
             raise MixedLabelsError(_FORGOT)
         return MixedLabels(self.target.to(device))
+
+    def ne(self, other) -> torch.Tensor:
+        """``target.y != other``: how the Trainer counts the rows for ``num_items_in_batch``."""
+        return self.target.y.ne(other)
 
     def __getattr__(self, name):
         raise MixedLabelsError(f"{_FORGOT} (it asked for labels.{name})")
@@ -156,9 +162,42 @@ class MixupCollator:
         return out
 
 
+def _over_items(loss_sum, num_items_in_batch):
+    """``loss_sum / num_items_in_batch``: the Trainer's count over the whole accumulated batch (and devices)."""
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(loss_sum.device)
+    return loss_sum / num_items_in_batch
+
+
+def _plain_loss(logits, labels, label_smoothing, num_items_in_batch):
+    labels = labels.to(logits.device)
+    if num_items_in_batch is None:
+        return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+    loss_sum = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing, reduction="sum")
+    return _over_items(loss_sum, num_items_in_batch)
+
+
+def _mixed_loss(target, logits, num_items_in_batch):
+    if num_items_in_batch is None:
+        return target.loss(F.cross_entropy, logits)
+    return _over_items(target.loss(F.cross_entropy, logits, reduction="sum"), num_items_in_batch)
+
+
 def _loss(label_smoothing):
     def loss_func(outputs, labels, num_items_in_batch=None):
-        """The ``Trainer``'s ``compute_loss_func``: mixed cross-entropy for mixed batches, plain otherwise."""
+        """The ``Trainer``'s ``compute_loss_func``: mixed cross-entropy for mixed batches, plain otherwise.
+
+        Args:
+            outputs: the model's output (``.logits`` or ``["logits"]``).
+            labels: :class:`MixedLabels` (a mixed training batch) or integer class ids ``(B,)``.
+            num_items_in_batch: the Trainer's count of labelled rows over all the micro-batches of one
+                optimizer step (gradient accumulation). Given, the loss is the sum over this
+                micro-batch divided by it, so accumulated steps add up to the mean over the whole
+                batch (the Trainer does not rescale a ``compute_loss_func`` loss); ``None``, the mean.
+
+        Returns:
+            The scalar loss.
+        """
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
         if labels is None:
             raise ValueError("mixlab.transformers: the batch has no `labels`")
@@ -168,9 +207,8 @@ def _loss(label_smoothing):
                                    "(evaluation): the collator could not tell the evaluation DataLoader from the "
                                    "training one (a spawned worker?); use dataloader_num_workers=0 or the fork "
                                    "start method")
-            target = labels.target.to(logits.device)
-            return target.loss(F.cross_entropy, logits)
-        return F.cross_entropy(logits.float(), labels.to(logits.device), label_smoothing=label_smoothing)
+            return _mixed_loss(labels.target.to(logits.device), logits, num_items_in_batch)
+        return _plain_loss(logits, labels, label_smoothing, num_items_in_batch)
 
     return loss_func
 
@@ -218,10 +256,10 @@ class MixupHook:
             raise ValueError("mixlab.transformers: the batch has no `labels`")
         params, self.params = self.params, None
         if params is None:
-            return F.cross_entropy(logits.float(), labels.to(logits.device), label_smoothing=self.label_smoothing)
+            return _plain_loss(logits, labels, self.label_smoothing, num_items_in_batch)
         target = MixedTarget(labels.to(params.device), params, num_classes=self.num_classes,
                              label_smoothing=self.label_smoothing)
-        return target.loss(F.cross_entropy, logits)
+        return _mixed_loss(target, logits, num_items_in_batch)
 
     def remove(self):
         self.handle.remove()
