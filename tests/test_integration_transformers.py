@@ -180,3 +180,17 @@ def test_gradient_accumulation_gives_the_update_of_the_whole_batch(tmp_path):
         steps[batch], _ = _one_sgd_step(tmp_path, off, batch=batch, accumulate=accumulate)
     torch.testing.assert_close(steps[4], steps[8], rtol=1e-4, atol=1e-6)
 
+
+
+def test_the_trainers_label_smoothing_factor_is_refused_not_ignored(tmp_path):
+    train, _ = _data()
+    collator, loss_func = mixup_for_trainer(mixlab.MixUp(0.4), num_classes=10)
+    trainer = transformers.Trainer(model=_vit(), args=_args(tmp_path, max_steps=1, label_smoothing_factor=0.1),
+                                   train_dataset=train, data_collator=collator, compute_loss_func=loss_func)
+    with pytest.raises(ValueError, match=r"label_smoothing_factor=0\.1.*mixup_for_trainer\(\.\.\., label_smoothing"):
+        trainer.train()
+    # the same smoothing given to mixup_for_trainer too: applied once, so accepted
+    collator, loss_func = mixup_for_trainer(mixlab.MixUp(0.4), num_classes=10, label_smoothing=0.1)
+    trainer = transformers.Trainer(model=_vit(), args=_args(tmp_path, max_steps=1, label_smoothing_factor=0.1),
+                                   train_dataset=train, data_collator=collator, compute_loss_func=loss_func)
+    assert trainer.train().training_loss > 0
