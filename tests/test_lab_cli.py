@@ -257,3 +257,94 @@ def test_mix_stop_epoch_ends_mixing(tmp_path):
     assert stopped[3] < always[3] - 0.3  # after the stop: the plain loss, far below the mixed one
     assert main(["train", "--mix-stop-epoch", "x"]) == 2
     assert main(["train", "--dataset", "digits", "--mix-stop-epoch", "-1", "--out", str(tmp_path / "bad")]) == 2
+
+
+# ---- the lab without its optional packages (`pip install mixlab` without the `lab` extra) ----------------------
+
+# Runs `main(argv)` in a fresh interpreter where the top-level packages named in argv[1] cannot be imported,
+# as in an environment without them: a meta path finder ahead of the real ones raises ModuleNotFoundError.
+_WITHOUT = r'''
+import sys
+
+
+class _NotInstalled:
+    def __init__(self, names):
+        self.names = frozenset(n for n in names.split(",") if n)
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _NotInstalled(sys.argv[1]))
+from mixlab.lab.cli import main
+
+sys.exit(main(sys.argv[2:]))
+'''
+LAB_MODULES = {"torchvision": "torchvision", "matplotlib": "matplotlib", "tqdm": "tqdm", "sklearn": "scikit-learn",
+               "PIL": "pillow", "scipy": "scipy"}  # import name -> pip name
+
+
+def _mixlab_without(modules, argv, cwd, env_extra=None):
+    import os
+    import time
+
+    env = {**os.environ, "MIXLAB_CACHE": str(cwd / "cache"), **(env_extra or {})}
+    start = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", _WITHOUT, ",".join(modules), *argv], capture_output=True, text=True,
+                         cwd=cwd, env=env, timeout=600)
+    return res, time.perf_counter() - start
+
+
+def _assert_one_line_refusal(res, names):
+    lines = res.stderr.splitlines()
+    assert res.returncode == 2 and len(lines) == 1, (res.returncode, res.stderr[-3000:])
+    (line,) = lines
+    assert line.startswith("mixlab: ") and "Traceback" not in line
+    for name in names:
+        assert name in line, line
+    assert "pip install" in line and '"mixlab[lab]"' in line, line
+
+
+@pytest.mark.parametrize("command, blocked, extra", [
+    ("compare", ["matplotlib", "sklearn"], []),  # the digits set needs scikit-learn, the report matplotlib
+    ("train", ["matplotlib"], ["--mix", "mixup"]),  # trained, then died writing the report
+    ("train", sorted(LAB_MODULES), ["--mix", "none"]),  # every optional package of the lab, named at once
+])
+def test_lab_without_its_packages_says_so_before_any_work(tmp_path, command, blocked, extra):
+    out = tmp_path / "run"
+    res, seconds = _mixlab_without(blocked, [command, *TINY, *extra, "--out", str(out)], tmp_path)
+    _assert_one_line_refusal(res, [LAB_MODULES[m] for m in blocked])
+    assert "not installed" in res.stderr
+    assert not out.exists(), "a run folder was made: the check came after work had started"
+    assert not (tmp_path / "cache").exists(), "data was read before the check"
+    assert seconds < 60, f"took {seconds:.0f} s: the check must come before any training"
+
+
+def test_preview_without_matplotlib_says_so(tmp_path):
+    png = tmp_path / "mixed.png"
+    res, _ = _mixlab_without(["matplotlib"], ["preview", "--dataset", "digits", "--out", str(png)], tmp_path)
+    _assert_one_line_refusal(res, ["matplotlib"])
+    assert not png.exists()
+
+
+def test_datasets_needs_no_optional_package(tmp_path):
+    res, _ = _mixlab_without(sorted(LAB_MODULES), ["datasets", "--json"], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = {r["name"]: r for r in json.loads(res.stdout)}
+    assert rows["digits"]["present"] is False and "scikit-learn" in rows["digits"]["how_to_get"]
+
+
+def test_a_broken_lab_package_is_named_in_one_line(tmp_path):
+    import os
+
+    stub = tmp_path / "stub" / "torchvision"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text('raise RuntimeError("operator torchvision::nms does not exist")\n')
+    out = tmp_path / "run"
+    res, _ = _mixlab_without([], ["train", *TINY, "--model", "resnet18", "--out", str(out)], tmp_path,
+                             env_extra={"PYTHONPATH": os.pathsep.join([str(tmp_path / "stub"),
+                                                                       *filter(None, [os.environ.get("PYTHONPATH")])])})
+    _assert_one_line_refusal(res, ["torchvision", "RuntimeError", "torchvision::nms does not exist"])
+    assert not out.exists()
