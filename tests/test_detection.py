@@ -2,6 +2,8 @@
 torchvision detector trains on the result."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -108,3 +110,145 @@ def test_a_torchvision_detector_trains_on_mixed_batches(gen, one_thread):
         opt.zero_grad()
         loss.backward()
         opt.step()
+
+
+# --- per-box keys: instance masks, area, iscrowd follow their boxes ---------------------------------
+
+def _instance_batch(gen, B=5, H=40, W=48, n=4, masks=True):
+    """Images whose pixels say where they come from (channel 0 the image, 1 the row, 2 the column).
+
+    Image ``i`` holds ``n`` instances labelled ``10 * i + k``, each with a random mask inside its
+    box's pixel footprint (see :func:`_footprint`), ``area`` its pixel count (the box's area without
+    masks), ``iscrowd`` ``k % 2`` and a per-image ``image_id``.
+    """
+    rows = torch.arange(H, dtype=torch.float32).view(H, 1).expand(H, W)
+    cols = torch.arange(W, dtype=torch.float32).view(1, W).expand(H, W)
+    images = torch.stack([torch.stack([torch.full((H, W), float(i)), rows, cols]) for i in range(B)])
+    targets = []
+    for i in range(B):
+        xy = torch.rand(n, 2, generator=gen) * torch.tensor([W - 6.0, H - 6.0])
+        wh = 3 + torch.rand(n, 2, generator=gen) * 14
+        boxes = torch.cat([xy, (xy + wh).minimum(torch.tensor([float(W), float(H)]))], 1)
+        m = torch.zeros(n, H, W, dtype=torch.uint8)
+        for k in range(n):
+            fp = _footprint(boxes[k], H, W)
+            m[k] = (fp & (torch.rand(H, W, generator=gen) < 0.6)).to(torch.uint8)
+            ys, xs = torch.nonzero(fp, as_tuple=True)
+            m[k, ys[len(ys) // 2], xs[len(xs) // 2]] = 1
+        t = {"boxes": boxes, "labels": 10 * i + torch.arange(n), "iscrowd": torch.arange(n) % 2,
+             "image_id": torch.tensor([i])}
+        if masks:
+            t["masks"] = m
+            t["area"] = m.flatten(1).sum(1).float()
+        else:
+            t["area"] = detection.box_area(boxes)
+        targets.append(t)
+    return images, targets
+
+
+def _footprint(box, H, W):
+    """The box rounding rule: pixel (r, c) is inside ``xyxy`` box iff it overlaps it,
+    ``floor(x0) <= c < ceil(x1)`` and ``floor(y0) <= r < ceil(y1)``."""
+    x0, y0, x1, y1 = box.tolist()
+    r = torch.arange(H).view(H, 1)
+    c = torch.arange(W).view(1, W)
+    return (c >= math.floor(x0)) & (c < math.ceil(x1)) & (r >= math.floor(y0)) & (r < math.ceil(y1))
+
+
+def _check_instances(mixed, out, targets):
+    """Every mask lies inside its box and covers exactly its instance's visible pixels; area matches."""
+    H, W = mixed.shape[-2:]
+    checked = 0
+    for i, t in enumerate(out):
+        n = t["boxes"].shape[0]
+        assert t["masks"].shape == (n, H, W) and t["area"].shape == t["iscrowd"].shape == (n,)
+        src, sy, sx = (mixed[i, c].long() for c in range(3))
+        for box, label, mask, area, crowd in zip(t["boxes"], t["labels"], t["masks"], t["area"], t["iscrowd"]):
+            j, k = divmod(int(label), 10)
+            fp = _footprint(box, H, W)
+            m = mask.bool()
+            assert not (m & ~fp).any(), f"image {i}, instance {int(label)}: mask pixels outside its box"
+            visible = (src == j) & targets[j]["masks"][k].bool()[sy, sx] & fp
+            assert torch.equal(m, visible), f"image {i}, instance {int(label)}: mask is not its visible pixels"
+            assert float(area) == float(m.sum())
+            assert int(crowd) == k % 2
+            checked += 1
+    return checked
+
+
+def _pasted_rect(image, i):
+    """The rectangle (y0, y1, x0, x1) of pixels that did not come from image ``i``, or None."""
+    ys, xs = torch.nonzero(image[0] != i, as_tuple=True)
+    if ys.numel() == 0:
+        return None
+    return int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+
+
+@pytest.mark.parametrize("mode", ["batch", "sample"])
+def test_cutmix_pastes_the_partners_instance_masks_and_hides_the_originals(mode, gen):
+    images, targets = _instance_batch(gen)
+    cut = detection.CutMix(alpha=1.0, min_visible=0.3, mode=mode, generator=gen)
+    checked = 0
+    for _ in range(6):
+        mixed, out = cut(images, targets)
+        checked += _check_instances(mixed, out, targets)
+        for i, t in enumerate(out):
+            assert torch.equal(t["image_id"], torch.tensor([i]))
+    assert checked > 40
+
+
+def test_mosaic_moves_instance_masks_with_their_pixels(gen):
+    images, targets = _instance_batch(gen, B=6)
+    mosaic = detection.Mosaic(min_visible=0.3, generator=gen)
+    checked = 0
+    for _ in range(4):
+        mixed, out = mosaic(images, targets)
+        checked += _check_instances(mixed, out, targets)
+        for i, t in enumerate(out):
+            assert torch.equal(t["image_id"], torch.tensor([i]))
+    assert checked > 40
+
+
+def test_area_without_masks_is_the_visible_box_area(gen):
+    images, targets = _instance_batch(gen, masks=False)
+    mixed, out = detection.Mosaic(generator=gen)(images, targets)
+    for t in out:  # boxes clipped to their tile: the visible area is the clipped box's
+        torch.testing.assert_close(t["area"], detection.box_area(t["boxes"]))
+    mixed, out = detection.CutMix(generator=gen)(images, targets)
+    for i, t in enumerate(out):
+        rect = _pasted_rect(mixed[i], i)
+        area = detection.box_area(t["boxes"])
+        if rect is not None:  # the original's boxes lose the part the paste covers
+            y0, y1, x0, x1 = rect
+            own = t["labels"] // 10 == i
+            area[own] -= detection.box_area(detection.clip_boxes(t["boxes"][own], x0, y0, x1, y1))
+        torch.testing.assert_close(t["area"], area)
+
+
+def test_mixup_concatenates_masks_area_iscrowd_unchanged(gen):
+    images, targets = _instance_batch(gen)
+    mixed, out = detection.MixUp(generator=gen)(images, targets)
+    for i, t in enumerate(out):
+        j = int(t["labels"][-1]) // 10
+        for key in ("masks", "area", "iscrowd", "labels"):
+            want = targets[i][key] if j == i else torch.cat([targets[i][key], targets[j][key]])
+            assert torch.equal(t[key], want), key
+        assert torch.equal(t["image_id"], torch.tensor([i]))
+
+
+@pytest.mark.parametrize("transform", [detection.CutMix, detection.Mosaic])
+def test_unknown_per_box_keys_are_refused_not_carried_stale(transform, gen):
+    images, targets = _instance_batch(gen, n=3)
+    for t in targets:
+        t["keypoints"] = torch.rand(3, 17, 3)
+    with pytest.raises(ValueError, match=r"targets\[0\]\['keypoints'\].*one row per box"):
+        transform(generator=gen)(images, targets)
+    mixed, out = detection.MixUp(generator=gen)(images, targets)  # nothing moves: carried unchanged
+    assert all(t["keypoints"].shape[0] == t["boxes"].shape[0] for t in out)
+
+
+def test_masks_of_the_wrong_size_are_refused(gen):
+    images, targets = _instance_batch(gen, n=3)
+    targets[2]["masks"] = targets[2]["masks"][:, :20]
+    with pytest.raises(ValueError, match=r"targets\[2\]\['masks'\] must be \(3, 40, 48\)"):
+        detection.Mosaic(generator=gen)(images, targets)
