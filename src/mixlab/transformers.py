@@ -28,6 +28,8 @@ use with an error that says to pass ``compute_loss_func``.
 """
 from __future__ import annotations
 
+import sys
+
 try:
     import transformers
 except ImportError as e:  # pragma: no cover - depends on the environment
@@ -162,6 +164,36 @@ class MixupCollator:
         return out
 
 
+def _calling_trainer(frame, depth: int = 8):
+    """The ``transformers.Trainer`` among the ``self`` of ``frame`` and its next callers, or None."""
+    module = sys.modules.get("transformers.trainer")  # not imported: no Trainer is calling
+    trainer_cls = getattr(module, "Trainer", None)
+    while trainer_cls is not None and frame is not None and depth > 0:
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, trainer_cls):
+            return owner
+        frame, depth = frame.f_back, depth - 1
+    return None
+
+
+def _check_trainer_smoothing(label_smoothing: float) -> None:
+    """Refuse a ``label_smoothing_factor`` of the calling Trainer that the loss would silently ignore.
+
+    With ``compute_loss_func`` the Trainer skips its own label smoother, and neither the collator
+    nor the loss is given the ``TrainingArguments``; the Trainer is found among the loss's callers.
+
+    Raises:
+        ValueError: ``args.label_smoothing_factor`` is not 0 and differs from ``label_smoothing``.
+    """
+    trainer = _calling_trainer(sys._getframe(2))
+    factor = getattr(getattr(trainer, "args", None), "label_smoothing_factor", 0.0) or 0.0
+    if factor and factor != label_smoothing:
+        raise ValueError(f"mixlab.transformers: TrainingArguments(label_smoothing_factor={factor}) is ignored with "
+                         f"compute_loss_func (the Trainer skips its label smoother; mixup_for_trainer has "
+                         f"label_smoothing={label_smoothing}): set label_smoothing_factor=0 and pass "
+                         f"mixup_for_trainer(..., label_smoothing={factor}) instead")
+
+
 def _over_items(loss_sum, num_items_in_batch):
     """``loss_sum / num_items_in_batch``: the Trainer's count over the whole accumulated batch (and devices)."""
     if torch.is_tensor(num_items_in_batch):
@@ -197,7 +229,12 @@ def _loss(label_smoothing):
 
         Returns:
             The scalar loss.
+
+        Raises:
+            ValueError: the calling Trainer's ``args.label_smoothing_factor`` is set and differs
+                from ``mixup_for_trainer``'s ``label_smoothing`` (it would be ignored).
         """
+        _check_trainer_smoothing(label_smoothing)
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
         if labels is None:
             raise ValueError("mixlab.transformers: the batch has no `labels`")
@@ -251,6 +288,7 @@ class MixupHook:
         return args, kwargs
 
     def loss(self, outputs, labels, num_items_in_batch=None):
+        _check_trainer_smoothing(self.label_smoothing)
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs.logits
         if labels is None:
             raise ValueError("mixlab.transformers: the batch has no `labels`")
@@ -277,7 +315,9 @@ def mixup_for_trainer(mixer, model: torch.nn.Module | None = None, *, num_classe
         num_classes: the classifier's number of labels.
         input_key: the batch key to mix (default the first of ``pixel_values``, ``inputs_embeds``
             present).
-        label_smoothing: for both the mixed and the evaluation loss.
+        label_smoothing: for both the mixed and the evaluation loss. The Trainer's own
+            ``TrainingArguments(label_smoothing_factor=...)`` cannot reach ``compute_loss_func``:
+            the first loss call raises if it is set to another value (give it here instead).
 
     Returns:
         ``(collator, loss_func)``: a :class:`MixupCollator` and the function to pass as
