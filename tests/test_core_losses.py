@@ -135,3 +135,53 @@ def test_label_errors_name_what_came(gen):
     # a partner batch smaller than the index range
     with pytest.raises(IndexError, match="partner rows in .* but the partner labels holds 2 rows"):
         MixedTarget(torch.arange(3), MixParams(torch.ones(3), torch.tensor([0, 2, 1])), partner=torch.arange(2))
+
+
+@pytest.mark.parametrize("shape", [(4, 5, 3, 6), (3, 4, 7), (2, 6, 2, 3, 2), (5, 5), (7,)])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_soft_cross_entropy_takes_classes_on_dim_1_like_torch(shape, reduction, gen):
+    # dense logits (B, C, *S): the classes are dim 1, as in F.cross_entropy with probability targets
+    logits = torch.randn(shape, generator=gen, dtype=torch.float64)
+    probs = torch.randn(shape, generator=gen, dtype=torch.float64).softmax(1 if len(shape) > 1 else 0)
+    torch.testing.assert_close(soft_cross_entropy(logits, probs, reduction=reduction),
+                               F.cross_entropy(logits, probs, reduction=reduction))
+
+
+def _dense_target(gen, method, B=6, C=5, H=4, W=7, ignore=255, smoothing=0.0):
+    x = torch.rand(B, 3, H, W, generator=gen)
+    mask = torch.randint(0, C, (B, H, W), generator=gen)
+    mask[torch.rand(B, H, W, generator=gen) < 0.3] = ignore  # ignored pixels in both sources
+    mask[0] = ignore  # a row whose own labels are all ignored
+    mixer = {"mixup": mixlab.MixUp(alpha=1.0, mode="sample", generator=gen),
+             "cutmix": mixlab.CutMix(alpha=1.0, mode="sample", generator=gen),
+             "none": mixlab.MixUp(alpha=0.0)}[method]
+    params = mixer.sample(x)
+    return mask, MixedTarget(mask, params, ignore_index=ignore, label_smoothing=smoothing)
+
+
+@pytest.mark.parametrize("method", ["mixup", "cutmix", "none"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_soft_route_equals_loss_route_with_ignored_pixels(method, reduction, smoothing, gen):
+    C, ignore = 5, 255
+    mask, target = _dense_target(gen, method, C=C, ignore=ignore, smoothing=smoothing)
+    logits = torch.randn(mask.shape[0], C, *mask.shape[1:], generator=gen, dtype=torch.float64, requires_grad=True)
+    soft = target.soft(C)
+    ignored = torch.stack([t == ignore for t in target.targets]).all(0)  # (B, H, W): no source has a label
+    assert bool(ignored.any()) and bool((soft.sum(1)[ignored] == 0).all())  # all-zero soft rows
+    got = soft_cross_entropy(logits, soft.double(), reduction=reduction)
+    crit = nn.CrossEntropyLoss(ignore_index=ignore, reduction=reduction)
+    want = target.loss(crit, logits)
+    torch.testing.assert_close(got, want)
+    v = torch.randn(want.shape, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(torch.autograd.grad((got * v).sum(), logits)[0],
+                               torch.autograd.grad((want * v).sum(), logits)[0])
+    if method == "none":  # nothing mixed: torch's own mean over the non-ignored pixels
+        plain = F.cross_entropy(logits, mask, ignore_index=ignore, reduction=reduction, label_smoothing=smoothing)
+        torch.testing.assert_close(got, plain)
+
+
+def test_soft_route_equals_functional_loss_route_with_ignore_minus_100(gen):
+    mask, target = _dense_target(gen, "cutmix", C=4, ignore=-100)
+    logits = torch.randn(mask.shape[0], 4, *mask.shape[1:], generator=gen)
+    torch.testing.assert_close(soft_cross_entropy(logits, target.soft(4)), target.loss(F.cross_entropy, logits))
