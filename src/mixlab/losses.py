@@ -19,29 +19,63 @@ def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
 
 
 def _check_pair(logits, target, name="target_probs"):
-    if not isinstance(logits, torch.Tensor) or not isinstance(target, torch.Tensor):
-        raise TypeError("logits and target_probs must be tensors")
+    for arg, value in (("logits", logits), (name, target)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{arg} must be a torch.Tensor, got {type(value).__name__}")
     if logits.shape != target.shape:
         raise ValueError(f"{name} must have the logits' shape {tuple(logits.shape)}, got {tuple(target.shape)}")
     if not target.is_floating_point():
         raise TypeError(f"{name} must be a float tensor of probabilities, got dtype {target.dtype}")
 
 
+def _class_dim(logits: torch.Tensor, dim) -> int:
+    """The class dimension: ``dim`` if given, else 1 (0 for ``(C,)`` logits), as in ``F.cross_entropy``."""
+    nd = logits.ndim
+    if nd == 0:
+        raise ValueError("logits must have a class dimension, got a 0-dim tensor")
+    if dim is None:
+        return 1 if nd > 1 else 0
+    if isinstance(dim, bool) or not isinstance(dim, int) or not -nd <= dim < nd:
+        raise ValueError(f"dim must be an int in [{-nd}, {nd}) for logits of shape {tuple(logits.shape)}, "
+                         f"got {dim!r}")
+    return dim
+
+
 def soft_cross_entropy(
-    logits: torch.Tensor, target_probs: torch.Tensor, *, dim: int = -1, reduction: str = "mean"
+    logits: torch.Tensor, target_probs: torch.Tensor, *, dim: int | None = None, reduction: str = "mean"
 ) -> torch.Tensor:
     """Cross-entropy against probability rows: ``-sum_c q_c log softmax(logits)_c``.
 
     Args:
-        logits: ``(B, C)`` (or any shape with classes on ``dim``).
-        target_probs: same shape, rows of probabilities (mixed one-hot labels).
-        reduction: ``"mean"`` over the batch, ``"sum"`` or ``"none"`` (per sample).
+        logits: ``(B, C)``, dense ``(B, C, *S)`` (segmentation) or ``(C,)``. The classes are on
+            dim 1 (dim 0 for ``(C,)``), as in ``F.cross_entropy``.
+        target_probs: the logits' shape, probability rows over the class dim
+            (``MixedTarget.soft()``). A position that carries no label (``ignore_index``) is an
+            all-zero row.
+        dim: the class dimension, to override the default (``-1`` for classes-last logits such
+            as ``(B, T, C)``).
+        reduction: ``"mean"`` (the summed loss divided by the total target mass
+            ``target_probs.sum()``), ``"sum"``, or ``"none"`` (per position: ``(B,)`` or
+            ``(B, *S)``).
 
-    Equals ``F.cross_entropy(logits, target_probs)``, and with mixed one-hot rows equals the
-    paper's ``lam * ce(logits, y_a) + (1 - lam) * ce(logits, y_b)``.
+    Returns:
+        The loss, computed in float32 (float64 for float64 logits).
+
+    When every row sums to 1 the mass is the number of positions, so this equals
+    ``F.cross_entropy(logits, target_probs)``, and with mixed one-hot rows the paper's
+    ``lam * ce(logits, y_a) + (1 - lam) * ce(logits, y_b)``. A row with less mass weighs less
+    in the mean: a position whose labels are all ignored (a zero row) counts for nothing, one
+    whose partner label alone is ignored counts ``lam``. That is the divisor of
+    ``MixedTarget.loss`` with torch's cross-entropy, so on ``MixedTarget.soft()`` rows the two
+    routes agree with ignored positions too, and with nothing mixed this is
+    ``F.cross_entropy(logits, y, ignore_index=...)``: the mean over the non-ignored positions.
     """
     _check_pair(logits, target_probs)
-    loss = -(target_probs * F.log_softmax(logits.float(), dim=dim)).sum(dim)
+    dim = _class_dim(logits, dim)
+    acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    loss = -(target_probs * F.log_softmax(logits.to(acc), dim=dim)).sum(dim)
+    if reduction == "mean":
+        return loss.sum() / target_probs.to(acc).sum()
     return _reduce(loss, reduction)
 
 
@@ -50,8 +84,17 @@ def soft_bce_with_logits(
 ) -> torch.Tensor:
     """Binary cross-entropy with logits against soft targets in [0, 1] (multi-label mixup).
 
-    Numerically stable (no sigmoid then log, unlike a hand-written
-    ``-(t * log(sigmoid(z)) + (1 - t) * log(1 - sigmoid(z)))``, which needs an ``eps``); ``"mean"`` averages over every element.
+    Element-wise, so it has no class dimension to choose: ``(B, C)`` and dense ``(B, C, *S)``
+    logits are both fine. Numerically stable (no sigmoid then log, unlike a hand-written
+    ``-(t * log(sigmoid(z)) + (1 - t) * log(1 - sigmoid(z)))``, which needs an ``eps``).
+
+    Args:
+        logits: any shape.
+        target_probs: the logits' shape, float targets in [0, 1] (``MixedTarget.soft()``).
+        pos_weight: as in ``nn.BCEWithLogitsLoss``: broadcast against the target from the
+            right, so for dense ``(B, C, *S)`` logits pass it as ``(C, 1, ..., 1)``; a ``(C,)``
+            vector would weigh the last dim.
+        reduction: ``"mean"`` over every element, ``"sum"`` or ``"none"``.
     """
     _check_pair(logits, target_probs)
     return F.binary_cross_entropy_with_logits(
