@@ -14,6 +14,14 @@ With ``compute_loss_func`` given, ``Trainer.compute_loss`` pops ``"labels"`` bef
 cross-entropy. Evaluation batches are left unmixed with their integer labels, and ``loss_func``
 gives the plain cross-entropy for them.
 
+Gradient accumulation: the Trainer does not rescale a ``compute_loss_func`` loss; it passes
+``num_items_in_batch``, the row count of all the micro-batches of one optimizer step (it counts
+``labels.ne(-100)``, which :class:`MixedLabels` answers). ``loss_func`` divides the sum over its
+micro-batch by it, so ``k`` accumulation steps of ``B`` rows update as one batch of ``k * B`` rows.
+Label smoothing goes to ``mixup_for_trainer(..., label_smoothing=...)``: ``compute_loss_func``
+makes the Trainer skip its own ``label_smoothing_factor``, so ``loss_func`` raises if it is set
+to another value.
+
 Training or evaluation: the Trainer uses one collator for both, so the collator asks accelerate
 which DataLoader it is collating for (the Trainer's training loader is the one it builds with
 ``is_training=True``: its ``worker_init_fn`` is transformers' ``seed_worker``, or it shuffles). If it
