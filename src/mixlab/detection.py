@@ -3,9 +3,9 @@
 Inputs are ``(images, targets)`` as torchvision's detection models take them: ``images`` a
 ``(B, C, H, W)`` tensor (or a list of equal-size ``(C, H, W)`` tensors), ``targets`` a list of
 ``B`` dicts holding ``"boxes"`` ``(N, 4)`` in ``xyxy`` pixels (a plain tensor or
-``tv_tensors.BoundingBoxes``) and ``"labels"`` ``(N,)``; other keys are carried along when they
-hold one row per box. Each transform returns the same structure, with a per-box loss weight
-``"weights"`` ``(N,)`` in every target (1 where the input had none):
+``tv_tensors.BoundingBoxes``) and ``"labels"`` ``(N,)``. Each transform returns the same
+structure, with a per-box loss weight ``"weights"`` ``(N,)`` in every target (1 where the input
+had none):
 
 - :class:`MixUp` ("Bag of Freebies for Training Object Detection Neural Networks", Zhang et al.
   2019): ``lam * image_i + (1 - lam) * image_j``; the boxes of both images are kept, weighted
@@ -17,6 +17,25 @@ hold one row per box. Each transform returns the same structure, with a per-box 
   canvas around a random centre; each contributes the corner that falls in its quadrant, at its
   own scale; boxes are shifted and clipped to the quadrant and kept when ``min_visible`` of
   their area remains.
+
+Per-box keys (a tensor whose first dim is the number of boxes ``N``) follow their boxes:
+
+- ``"masks"`` ``(N, H, W)`` instance masks (plain or ``tv_tensors.Mask``) move with the pixels:
+  Mosaic crops them with their image and places them in its tile; CutMix pastes the partner's
+  masks cropped to the pasted box and zeroes the original's masks under it. A mask therefore
+  lies inside its box under the rule "pixel ``(r, c)`` is inside box ``xyxy`` iff it overlaps
+  it: ``floor(x0) <= c < ceil(x1)`` and ``floor(y0) <= r < ceil(y1)``" whenever it did in the
+  input (crops and shifts are whole pixels).
+- ``"area"`` is recomputed as the visible area: the mask's pixel count when there are masks,
+  else the box's area not covered (the clipped box's for moved boxes).
+- ``"labels"``, ``"iscrowd"`` and ``"weights"`` are kept, dropped with their box.
+- Boxes dropped by the ``min_visible`` filter (on box areas, not mask pixels) drop all of
+  their per-box values.
+- Other per-box keys (keypoints, for instance) are refused by CutMix and Mosaic, which would
+  have to move them, with an error naming the key; MixUp, which moves nothing, concatenates
+  every per-box key of both images unchanged.
+- Per-image values (non-tensors, ``"image_id"``, ``"orig_size"``, ``"size"``, tensors whose
+  first dim is not the number of boxes in some target) are the original image's.
 
 Host step: targets are Python lists of per-image tensors, so the box bookkeeping runs per image
 and reads the partners and regions back once per call (a sync on an accelerator); the pixels are
@@ -53,62 +72,158 @@ def _stack(images):
     raise TypeError(f"images must be a (B, C, H, W) tensor or a list of (C, H, W) tensors, got {V.describe(images)}")
 
 
-def _check_targets(targets, B: int) -> list:
+_HANDLED = ("boxes", "labels", "weights", "masks", "area", "iscrowd")
+# per-image keys that may happen to have one row per box (torchvision's COCO image_id is (1,), DETR's sizes (2,))
+_PER_IMAGE = ("image_id", "orig_size", "size")
+
+
+def _is_rows(v, n: int) -> bool:
+    return isinstance(v, torch.Tensor) and v.ndim >= 1 and v.shape[0] == n
+
+
+def _check_one(t, i: int, size) -> dict:
+    """Check ``targets[i]`` (boxes, labels and the handled per-box keys); add unit ``weights``."""
+    if not isinstance(t, dict) or "boxes" not in t or "labels" not in t:
+        raise ValueError(f"targets[{i}] must be a dict with 'boxes' (N, 4) xyxy and 'labels' (N,), "
+                         f"got {V.describe(t)}")
+    boxes = t["boxes"]
+    if not isinstance(boxes, torch.Tensor) or boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"targets[{i}]['boxes'] must be an (N, 4) tensor of xyxy boxes, got {V.describe(boxes)}")
+    fmt = getattr(boxes, "format", None)
+    if fmt is not None and str(getattr(fmt, "name", fmt)).upper() != "XYXY":
+        raise ValueError(f"targets[{i}]['boxes'] are in format {fmt}; convert them to XYXY "
+                         "(torchvision.transforms.v2.ConvertBoundingBoxFormat('XYXY'))")
+    n = boxes.shape[0]
+    for key in ("labels", "weights", "area", "iscrowd"):
+        if key in t and not (_is_rows(t[key], n) and t[key].ndim == 1):
+            raise ValueError(f"targets[{i}][{key!r}] must be a tensor of shape ({n},) (one value per box), "
+                             f"got {V.describe(t[key])}")
+    if "masks" in t:
+        m = t["masks"]
+        if not isinstance(m, torch.Tensor) or tuple(m.shape) != (n, *size):
+            raise ValueError(f"targets[{i}]['masks'] must be ({n}, {size[0]}, {size[1]}) instance masks "
+                             f"(one per box, the image's size), got {V.describe(m)}")
+    t = dict(t)
+    t.setdefault("weights", torch.ones(n, device=boxes.device))
+    return t
+
+
+def _check_targets(targets, B: int, size, moves: str | None = None) -> tuple[list, tuple]:
+    """Check the targets and find their per-box keys.
+
+    Args:
+        targets: the list of ``B`` target dicts.
+        B: the batch size.
+        size: ``(H, W)`` of the images (instance masks must have it).
+        moves: the transform's name when it moves or crops boxes (per-box keys it does not handle are
+            then refused), ``None`` when it does not (MixUp: every per-box key is carried unchanged).
+
+    Returns:
+        The targets (copies, with unit ``"weights"`` added where missing) and their per-box keys.
+    """
     if not isinstance(targets, (list, tuple)) or len(targets) != B:
         raise ValueError(f"targets must be a list of {B} dicts (one per image), got {V.describe(targets)}")
-    out = []
-    for i, t in enumerate(targets):
-        if not isinstance(t, dict) or "boxes" not in t or "labels" not in t:
-            raise ValueError(f"targets[{i}] must be a dict with 'boxes' (N, 4) xyxy and 'labels' (N,)")
-        boxes = t["boxes"]
-        if not isinstance(boxes, torch.Tensor) or boxes.ndim != 2 or boxes.shape[1] != 4:
-            raise ValueError(f"targets[{i}]['boxes'] must be an (N, 4) tensor of xyxy boxes, got {V.describe(boxes)}")
-        fmt = getattr(boxes, "format", None)
-        if fmt is not None and str(getattr(fmt, "name", fmt)).upper() != "XYXY":
-            raise ValueError(f"targets[{i}]['boxes'] are in format {fmt}; convert them to XYXY "
-                             "(torchvision.transforms.v2.ConvertBoundingBoxFormat('XYXY'))")
-        n = boxes.shape[0]
-        if t["labels"].shape[:1] != (n,):
-            raise ValueError(f"targets[{i}]['labels'] must hold {n} labels (one per box), got shape "
-                             f"{tuple(t['labels'].shape)}")
-        t = dict(t)
-        t.setdefault("weights", torch.ones(n, device=boxes.device))
-        out.append(t)
-    return out
+    out = [_check_one(t, i, size) for i, t in enumerate(targets)]
+    keys = []
+    for key in dict.fromkeys(k for t in out for k in t):
+        present = [i for i, t in enumerate(out) if key in t]
+        rows = [i for i in present if _is_rows(out[i][key], out[i]["boxes"].shape[0])]
+        if key in _PER_IMAGE or not rows or (key not in _HANDLED and len(rows) < len(present)):
+            continue  # a per-image value: the original image's is kept
+        if len(present) < B:
+            missing = next(i for i in range(B) if i not in present)
+            raise ValueError(f"targets[{present[0]}] has the per-box key {key!r} and targets[{missing}] has not; "
+                             f"every target must hold the same per-box keys to be mixed")
+        if moves and key not in _HANDLED:
+            i = rows[0]
+            raise ValueError(f"targets[{i}][{key!r}] holds one row per box (shape {tuple(out[i][key].shape)}) "
+                             f"and {moves} moves and crops boxes; it handles {', '.join(_HANDLED)} only. "
+                             f"Drop {key!r} before mixing (MixUp, which moves nothing, carries it)")
+        keys.append(key)
+    return out, tuple(keys)
 
 
 def _plain(boxes: torch.Tensor) -> torch.Tensor:
     return boxes.as_subclass(torch.Tensor) if type(boxes) is not torch.Tensor else boxes
 
 
-def _rewrap(boxes: torch.Tensor, like: torch.Tensor, canvas) -> torch.Tensor:
-    """Keep a ``tv_tensors.BoundingBoxes`` marker (and the canvas size) on new boxes."""
+def _rewrap(value: torch.Tensor, like: torch.Tensor, canvas) -> torch.Tensor:
+    """Keep a ``tv_tensors`` marker (BoundingBoxes with the canvas size, or Mask) on new values."""
     if type(like) is torch.Tensor or "torchvision.tv_tensors" not in sys.modules:
-        return boxes
+        return value
     tv = sys.modules["torchvision.tv_tensors"]
-    return tv.BoundingBoxes(boxes, format="XYXY", canvas_size=canvas)
+    if isinstance(like, tv.BoundingBoxes):
+        return tv.BoundingBoxes(value, format="XYXY", canvas_size=canvas)
+    if isinstance(like, tv.Mask):
+        return tv.Mask(value)
+    return value
 
 
-def _take(t: dict, keep: torch.Tensor, boxes: torch.Tensor, weights: torch.Tensor, canvas) -> dict:
-    """The target ``t`` restricted to ``keep`` rows, with new boxes and weights."""
+def _take(t: dict, keep: torch.Tensor, boxes: torch.Tensor, masks, visible: torch.Tensor, canvas) -> dict:
+    """The target ``t`` restricted to its ``keep`` boxes, with new boxes and (if ``t`` has them) masks.
+
+    ``area``, when present, becomes the visible area: the masks' pixel count when there are masks,
+    else ``visible[keep]``.
+    """
     n = t["boxes"].shape[0]
-    out = {k: (v[keep] if isinstance(v, torch.Tensor) and v.shape[:1] == (n,) else v) for k, v in t.items()}
+    out = {k: (_plain(v)[keep] if k in _HANDLED and _is_rows(v, n) else v) for k, v in t.items()}
     out["boxes"] = _rewrap(boxes[keep], t["boxes"], canvas)
-    out["weights"] = weights[keep]
+    if masks is not None:
+        out["masks"] = _rewrap(masks, t["masks"], canvas)
+    if "area" in t:
+        area = masks.flatten(1).sum(1) if masks is not None else visible[keep]
+        out["area"] = area.to(t["area"].dtype)
     return out
 
 
-def _cat(a: dict, b: dict) -> dict:
-    out = {}
-    for k in a:
-        va, vb = a[k], b.get(k)
-        if isinstance(va, torch.Tensor) and isinstance(vb, torch.Tensor) and va.ndim and vb.ndim \
-                and va.shape[1:] == vb.shape[1:]:
-            out[k] = torch.cat([_plain(va), _plain(vb)])
-            if k == "boxes":
-                out[k] = _rewrap(out[k], va, getattr(va, "canvas_size", None))
-        else:
-            out[k] = va
+def _moved(t: dict, src, dst, min_visible: float, canvas) -> dict:
+    """``t``'s instances seen through the window ``src`` of their image, pasted at ``dst``.
+
+    Windows are ``(y0, y1, x0, x1)`` integer pixel rectangles of one size. Boxes are shifted and
+    clipped to ``dst`` and kept when their clipped area is positive and at least ``min_visible`` of
+    their own; masks are cropped to ``src`` and placed at ``dst`` on an empty canvas, like the pixels.
+    """
+    (sy0, sy1, sx0, sx1), (dy0, dy1, dx0, dx1) = src, dst
+    b = _plain(t["boxes"]).float()
+    shift = b.new_tensor([dx0 - sx0, dy0 - sy0, dx0 - sx0, dy0 - sy0])
+    clipped = clip_boxes(b + shift, dx0, dy0, dx1, dy1)
+    visible = box_area(clipped)
+    keep = (visible > 0) & (visible >= min_visible * box_area(b).clamp(min=1e-12))
+    masks = None
+    if "masks" in t:
+        m = _plain(t["masks"])[keep]
+        masks = m.new_zeros((m.shape[0], *canvas))
+        masks[:, dy0:dy1, dx0:dx1] = m[:, sy0:sy1, sx0:sx1]
+    return _take(t, keep, clipped.to(t["boxes"].dtype), masks, visible, canvas)
+
+
+def _covered(t: dict, rect, min_visible: float, canvas) -> dict:
+    """``t``'s instances with the rectangle ``rect`` ``(y0, y1, x0, x1)`` pasted over them.
+
+    Boxes are kept unchanged when at least ``min_visible`` of their area stays uncovered; their
+    masks are zeroed under ``rect``.
+    """
+    y0, y1, x0, x1 = rect
+    b = _plain(t["boxes"])
+    area = box_area(b.float())
+    visible = area - box_area(clip_boxes(b.float(), x0, y0, x1, y1))
+    keep = visible >= min_visible * area.clamp(min=1e-12)
+    masks = None
+    if "masks" in t:
+        masks = _plain(t["masks"])[keep].clone()
+        masks[:, y0:y1, x0:x1] = 0
+    return _take(t, keep, b, masks, visible, canvas)
+
+
+def _cat(a: dict, b: dict, keys) -> dict:
+    """``a`` with ``b``'s boxes appended: the per-box ``keys`` concatenated, the rest ``a``'s."""
+    out = dict(a)
+    for k in keys:
+        va, vb = _plain(a[k]), _plain(b[k])
+        if va.shape[1:] != vb.shape[1:]:
+            raise ValueError(f"targets' {k!r} rows must have one shape to be concatenated, got "
+                             f"{tuple(va.shape[1:])} and {tuple(vb.shape[1:])}")
+        out[k] = _rewrap(torch.cat([va, vb.to(va.dtype)]), a[k], getattr(a[k], "canvas_size", None))
     return out
 
 
@@ -146,7 +261,7 @@ class MixUp:
 
     def __call__(self, images, targets):
         x, listed = _stack(images)
-        targets = _check_targets(targets, x.shape[0])
+        targets, keys = _check_targets(targets, x.shape[0], tuple(x.shape[-2:]))
         params = sample_params(x.shape[0], alpha=self.alpha, mode=self.mode, generator=self.generator,
                                device=x.device)
         mixed = mix(x, params)
@@ -158,7 +273,7 @@ class MixUp:
                 out.append(dict(targets[i]))
                 continue
             b = dict(targets[j], weights=targets[j]["weights"] * (1 - lam))
-            out.append(_cat(a, b))
+            out.append(_cat(a, b, keys))
         return _out_images(mixed, listed), out
 
 
@@ -181,7 +296,7 @@ class CutMix:
     def __call__(self, images, targets):
         x, listed = _stack(images)
         B, H, W = x.shape[0], x.shape[-2], x.shape[-1]
-        targets = _check_targets(targets, B)
+        targets, keys = _check_targets(targets, B, (H, W), moves="CutMix")
         base = sample_params(B, alpha=self.alpha, mode=self.mode, generator=self.generator, device=x.device)
         n = min(B, 1) if self.mode == "batch" else B
         region, lam = sample_box(base.lam[:n], (H, W), generator=self.generator)
@@ -195,16 +310,10 @@ class CutMix:
             if j == i or y1 <= y0 or x1 <= x0:
                 out.append(dict(targets[i]))
                 continue
-            own, other = targets[i], targets[j]
-            ob = _plain(own["boxes"]).float()
-            area = box_area(ob)
-            hidden = box_area(clip_boxes(ob, x0, y0, x1, y1))
-            keep_own = (area - hidden) >= self.min_visible * area.clamp(min=1e-12)
-            pb = clip_boxes(other["boxes"].float(), x0, y0, x1, y1)
-            keep_other = box_area(pb) >= self.min_visible * box_area(other["boxes"]).clamp(min=1e-12)
-            a = _take(own, keep_own, ob.to(own["boxes"].dtype), own["weights"], (H, W))
-            b = _take(other, keep_other & (box_area(pb) > 0), pb.to(other["boxes"].dtype), other["weights"], (H, W))
-            out.append(_cat(a, b))
+            rect = (y0, y1, x0, x1)
+            a = _covered(targets[i], rect, self.min_visible, (H, W))
+            b = _moved(targets[j], rect, rect, self.min_visible, (H, W))
+            out.append(_cat(a, b, keys))
         return _out_images(mixed, listed), out
 
 
@@ -236,7 +345,7 @@ class Mosaic:
     def __call__(self, images, targets):
         x, listed = _stack(images)
         B, H, W = x.shape[0], x.shape[-2], x.shape[-1]
-        targets = _check_targets(targets, B)
+        targets, keys = _check_targets(targets, B, (H, W), moves="Mosaic")
         g = self.generator
         parts = [torch.arange(B, device=x.device)] + [partner_index(B, generator=g, device=x.device) for _ in range(3)]
         u = torch.rand(B, 2, device=x.device, **rng(g))
@@ -255,12 +364,7 @@ class Mosaic:
             for q, ((dy0, dy1), (dx0, dx1), (sy0, sy1), (sx0, sx1)) in enumerate(quads):
                 j = int(parts[q][i])
                 out_x[i, :, dy0:dy1, dx0:dx1] = x[j, :, sy0:sy1, sx0:sx1]
-                t = targets[j]
-                b = _plain(t["boxes"]).float()
-                shifted = b + torch.tensor([dx0 - sx0, dy0 - sy0, dx0 - sx0, dy0 - sy0], dtype=b.dtype, device=b.device)
-                clipped = clip_boxes(shifted, dx0, dy0, dx1, dy1)
-                keep = (box_area(clipped) > 0) & (box_area(clipped) >= self.min_visible * box_area(b).clamp(min=1e-12))
-                part = _take(t, keep, clipped.to(t["boxes"].dtype), t["weights"], (H, W))
-                acc = part if acc is None else _cat(acc, part)
+                part = _moved(targets[j], (sy0, sy1, sx0, sx1), (dy0, dy1, dx0, dx1), self.min_visible, (H, W))
+                acc = part if acc is None else _cat(acc, part, keys)
             out_t.append(acc)
         return _out_images(out_x, listed), out_t
