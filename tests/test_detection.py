@@ -252,3 +252,127 @@ def test_masks_of_the_wrong_size_are_refused(gen):
     targets[2]["masks"] = targets[2]["masks"][:, :20]
     with pytest.raises(ValueError, match=r"targets\[2\]\['masks'\] must be \(3, 40, 48\)"):
         detection.Mosaic(generator=gen)(images, targets)
+
+
+# --- box weights in torchvision's detectors -------------------------------------------------------
+
+def test_weighted_fastrcnn_loss_scales_each_proposal(gen):
+    roi = pytest.importorskip("torchvision.models.detection.roi_heads")
+    F = torch.nn.functional
+    C, sizes = 5, (25, 15)
+    logits = torch.randn(sum(sizes), C, generator=gen)
+    regression = torch.randn(sum(sizes), 4 * C, generator=gen)
+    labels = [torch.randint(0, C, (n,), generator=gen) for n in sizes]
+    targets = [torch.randn(n, 4, generator=gen) for n in sizes]
+    ones = [torch.ones(n) for n in sizes]
+    got = detection.weighted_fastrcnn_loss(logits, regression, labels, targets, ones)
+    torch.testing.assert_close(got, roi.fastrcnn_loss(logits, regression, labels, targets))  # weight 1: torchvision's
+    weights = [torch.rand(n, generator=gen) * (torch.rand(n, generator=gen) > 0.3) for n in sizes]
+    lab, tgt, w = torch.cat(labels), torch.cat(targets), torch.cat(weights)
+    cls = box = 0.0
+    for p in range(lab.numel()):  # each proposal's torchvision term, times its weight, over all N proposals
+        cls += w[p] * F.cross_entropy(logits[p:p + 1], lab[p:p + 1])
+        if lab[p] > 0:
+            pred = regression[p].view(C, 4)[lab[p]]
+            box += w[p] * F.smooth_l1_loss(pred, tgt[p], beta=1 / 9, reduction="sum")
+    got = detection.weighted_fastrcnn_loss(logits, regression, labels, targets, weights)
+    torch.testing.assert_close(got, (cls / lab.numel(), box / lab.numel()))
+
+
+def _detector(tvd):
+    torch.manual_seed(0)
+    return tvd.fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None, num_classes=5,
+                                                     min_size=64, max_size=64).train()
+
+
+def _detection_batch(gen, B=2, S=64):
+    images = torch.rand(B, 3, S, S, generator=gen)
+    targets = []
+    for _ in range(B):
+        xy = torch.rand(3, 2, generator=gen) * (S - 24)
+        boxes = torch.cat([xy, xy + 8 + torch.rand(3, 2, generator=gen) * 14], 1)
+        targets.append({"boxes": boxes, "labels": torch.randint(1, 5, (3,), generator=gen)})
+    return list(images), targets
+
+
+def _losses(model, images, targets, weights=None):
+    torch.manual_seed(0)  # the same proposal sampling in every call
+    if weights is not None:
+        targets = [dict(t, weights=w) for t, w in zip(targets, weights)]
+    return model(images, targets)
+
+
+def test_weight_box_losses_weights_the_box_head_per_matched_box(gen, one_thread):
+    tvd = pytest.importorskip("torchvision.models.detection")
+    F = torch.nn.functional
+    model = _detector(tvd)
+    images, targets = _detection_batch(gen)
+    stock = _losses(model, images, targets)
+    handle = detection.weight_box_losses(model)
+    ones = [torch.ones(3), torch.ones(3)]
+    torch.testing.assert_close(_losses(model, images, targets, ones), stock)  # weight 1: torchvision's losses
+    torch.testing.assert_close(_losses(model, images, targets), stock)        # no weights: the same
+
+    heads, seen = model.roi_heads, {}
+    inner = heads.select_training_samples
+    def spy(proposals, targets):  # noqa: E306 - the proposals' labels and matched boxes, as sampled
+        out = inner(proposals, targets)
+        seen.update(matched=out[1], labels=out[2], regression=out[3])
+        return out
+    heads.select_training_samples = spy
+    hook = heads.box_predictor.register_forward_hook(lambda m, i, o: seen.update(out=o))
+    weights = [torch.tensor([0.0, 1.0, 1.0]), torch.ones(3)]
+    got = _losses(model, images, targets, weights)
+    hook.remove()
+    heads.select_training_samples = inner
+    labels, logits, regression = torch.cat(seen["labels"]), *seen["out"]
+    N = labels.numel()
+    # the proposals matched to box 0 of image 0 (its gt box is one of them) contribute nothing
+    dropped = torch.cat([(seen["labels"][0] > 0) & (seen["matched"][0] == 0),
+                         torch.zeros_like(seen["labels"][1], dtype=torch.bool)])
+    assert int(dropped.sum()) >= 1
+    cls = F.cross_entropy(logits, labels, reduction="none")[~dropped].sum() / N
+    pos = (labels > 0) & ~dropped
+    box = F.smooth_l1_loss(regression.view(N, -1, 4)[pos, labels[pos]], torch.cat(seen["regression"])[pos],
+                           beta=1 / 9, reduction="sum") / N
+    torch.testing.assert_close(got["loss_classifier"], cls)
+    torch.testing.assert_close(got["loss_box_reg"], box)
+    assert float(got["loss_classifier"]) < float(stock["loss_classifier"])
+    for key in ("loss_objectness", "loss_rpn_box_reg"):  # the RPN is not weighted
+        torch.testing.assert_close(got[key], stock[key])
+
+    zero = _losses(model, images, targets, [torch.zeros(3), torch.zeros(3)])
+    assert float(zero["loss_box_reg"]) == 0.0  # no box left to regress to
+    handle.remove()
+    torch.testing.assert_close(_losses(model, images, targets, weights), stock)  # removed: torchvision's again
+
+
+def test_a_detector_trains_on_mixup_with_box_weights(gen, one_thread):
+    tvd = pytest.importorskip("torchvision.models.detection")
+    model = _detector(tvd)
+    detection.weight_box_losses(model)
+    images, targets = _detection_batch(gen, B=4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    mixed, out = detection.MixUp(generator=gen)(images, targets)
+    assert any(((t["weights"] > 0) & (t["weights"] < 1)).any() for t in out)
+    before = [p.detach().clone() for p in model.roi_heads.parameters()]
+    losses = model(mixed, out)  # the weights travel in the targets
+    loss = sum(losses.values())
+    assert torch.isfinite(loss)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.roi_heads.parameters()))
+
+
+def test_weight_box_losses_names_what_it_needs():
+    with pytest.raises(TypeError, match=r"model must be a torchvision two-stage detector .*roi_heads.*got Linear"):
+        detection.weight_box_losses(torch.nn.Linear(2, 2))
+
+
+def test_ultralytics_style_mixup_keeps_lam_near_half(gen):
+    """The documented alternative without weights: ``MixUp(alpha=32)``, lam ~ Beta(32, 32)."""
+    images, targets = _batch(gen, B=64)
+    mixed, out = detection.MixUp(alpha=32.0, generator=gen)(images, targets)
+    lam = torch.stack([t["weights"][0] for i, t in enumerate(out) if int(t["labels"][-1]) != i])
+    assert lam.min() > 0.3 and lam.max() < 0.7
