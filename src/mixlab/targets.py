@@ -4,9 +4,17 @@ Two routes give the training signal of a mixed batch:
 
 - ``.soft(num_classes)``: dense rows ``lam * onehot(y) + (1 - lam) * onehot(y[index])``, for a
   loss that takes probabilities (:func:`mixlab.losses.soft_cross_entropy`, BCE with logits).
-- ``.loss(criterion, logits)``: ``lam * criterion(logits, y) + (1 - lam) * criterion(logits,
-  y[index])`` per sample, then reduced (the paper's ``mixup_criterion``). With integer labels and
-  cross-entropy this is one fused kernel with no dense target, the fast route for many classes.
+- ``.loss(criterion, logits)``: the mixed loss, in one of two forms chosen by the criterion:
+
+  - *loss mixing*, ``lam * criterion(logits, y) + (1 - lam) * criterion(logits, y[index])`` per
+    sample, then reduced (the paper's ``mixup_criterion``): cross-entropy and NLL (with integer
+    labels one fused kernel with no dense target, the fast route for many classes), BCE, BCE
+    with logits, KL divergence, and any other criterion (your own losses, focal, ...).
+  - *label mixing*, ``criterion(pred, lam * y + (1 - lam) * y[index])``: the regression losses
+    MSE, L1, smooth L1 and Huber (``nn.MSELoss``, ``nn.L1Loss``, ``nn.SmoothL1Loss``,
+    ``nn.HuberLoss`` and ``F.mse_loss``, ``F.l1_loss``, ``F.smooth_l1_loss``, ``F.huber_loss``).
+    The loss on the mixed labels is the mixup objective for regression (C-Mixup, Yao et al.
+    2022, mixes the labels the same way).
 
 Labels of every kind: class indices ``(B,)``; one-hot / soft / multi-hot float rows ``(B, C)``;
 dense class maps ``(B, *S)`` (segmentation, with ``ignore_index``) and float maps
@@ -14,21 +22,34 @@ dense class maps ``(B, *S)`` (segmentation, with ``ignore_index``) and float map
 (CutMix, a mask) dense maps follow the region position by position (a pasted position takes the
 partner's label); everything else is weighted per row with the exact kept fraction ``lam``.
 
-Which losses are exact under both routes: any loss that is *affine in the target*, which
-includes cross-entropy (with or without ``weight`` and ``label_smoothing``), soft-target
-cross-entropy, and BCE / BCE-with-logits (with or without ``pos_weight``). For losses that are
-not (MSE, L1, focal, ...) the routes differ: for MSE the loss route exceeds the soft route by the
-constant ``lam * (1 - lam) * (y_a - y_b) ** 2`` and has the same gradient.
+Why two forms: mixing the losses equals the loss on the mixed labels exactly when the loss is
+*affine in the target*, which includes cross-entropy (with or without ``weight`` and
+``label_smoothing``), soft-target cross-entropy, and BCE / BCE-with-logits (with or without
+``pos_weight``); for these the routes agree. MSE, L1, smooth L1 and Huber are not: mixed MSE
+losses exceed the MSE on the mixed labels by ``lam * (1 - lam) * (y_a - y_b) ** 2`` (same
+gradient), and for L1, smooth L1 and Huber the gradients differ too, so ``.loss`` mixes their
+labels: ``.loss(nn.L1Loss(), pred)`` is ``nn.L1Loss()(pred, target.soft())`` for float32 labels.
+``KLDivLoss`` keeps loss mixing: it differs from the KL divergence to the mixed labels by a term
+that does not depend on the prediction (same gradient). For another loss not affine in the
+target, ``.loss`` mixes the losses; to train on the mixed labels instead, call it on
+``.soft()``.
+
+Ignored labels: ``.soft()`` gives an ignored position (``ignore_index`` in every source) an
+all-zero row, and a position whose partner label alone is ignored a row of mass ``lam``; the
+cross-entropy of such rows is what ``.loss`` gives those positions.
 
 Normalisation of ``"mean"``: with class indices and torch's cross-entropy / NLL, ``.loss``
 divides by the mixed weight ``sum_i sum_j w_ij * weight[t_ij] * (t_ij != ignore_index)``, the
 generalisation of torch's own class-index mean, so with nothing mixed it equals
 ``criterion(logits, y)`` exactly and training and validation losses share a scale (without
-class weights and ignored labels the divisor is the number of elements). ``.soft()`` with
-``F.cross_entropy`` on probabilities divides by the number of elements instead (torch's
-convention for probability targets): the two routes agree for ``"sum"`` and ``"none"``
-always, and for ``"mean"`` when there are no class weights and no ignored labels. Other losses
-average their per-sample mixed losses over the batch.
+class weights and ignored labels the divisor is the number of elements).
+:func:`mixlab.losses.soft_cross_entropy` on ``.soft()`` rows divides by the total row mass,
+which is the same divisor without class weights, so the two routes agree for every reduction,
+with ignored labels too. ``F.cross_entropy`` on probabilities divides by the number of elements
+instead (torch's convention for probability targets): it agrees for ``"sum"`` and ``"none"``
+always, and for ``"mean"`` when there are no class weights and no ignored labels. Other
+loss-mixed losses average their per-sample mixed losses over the batch; label-mixed losses
+reduce as the criterion does on the mixed labels (``"none"``: each sample's mean, ``(B,)``).
 """
 from __future__ import annotations
 
@@ -201,8 +222,11 @@ class MixedTarget:
 
         Returns:
             ``(B, C)`` rows (summing to 1 for class labels) or ``(B, C, *S)`` for class maps,
-            with the classes on dim 1 (what ``F.cross_entropy`` takes); float labels keep their
-            shape. Positions whose label is ``ignore_index`` in both sources are all zero.
+            with the classes on dim 1 (what ``F.cross_entropy`` and
+            :func:`mixlab.losses.soft_cross_entropy` take); float labels keep their shape.
+            Positions whose label is ``ignore_index`` in every source are all-zero rows, and a
+            source whose label is ignored adds nothing to its position's row (which then sums
+            to less than 1); ``soft_cross_entropy``'s ``"mean"`` divides by that mass.
         """
         num_classes = V.num_classes(num_classes) or self.num_classes
         eps = self.label_smoothing if label_smoothing is None else V.smoothing(label_smoothing)
@@ -248,6 +272,10 @@ class MixedTarget:
     def loss(self, criterion, logits: torch.Tensor, *, reduction: str | None = None) -> torch.Tensor:
         """The mixed loss: ``sum_j w_j * criterion(logits, target_j)`` per element, then reduced.
 
+        For the regression losses MSE, L1, smooth L1 and Huber (modules or functions) it is the
+        loss on the mixed labels instead, ``criterion(logits, sum_j w_j * target_j)``; the module
+        docstring says why and which losses give the same value either way.
+
         Args:
             criterion: an ``nn.Module`` loss with a ``reduction`` attribute (for example
                 ``nn.CrossEntropyLoss()``; it is copied, never modified) or a function that
@@ -258,11 +286,17 @@ class MixedTarget:
 
         Returns:
             The reduced loss; for ``"none"``, per-sample mixed losses ``(B,)`` (``(B, *S)`` for
-            class maps, as the criterion itself returns).
+            class maps, as the criterion itself returns; each sample's mean for label-mixed
+            losses).
+
+        Raises:
+            TypeError: a float-target loss (BCE, MSE, L1, ...) with integer class labels.
+            ValueError: a bad ``reduction``, logits without the batch size, or label smoothing
+                that cannot be applied.
         """
-        if self.is_class_index and isinstance(criterion, _FLOAT_TARGET_LOSSES):
+        if self.is_class_index and _needs_float_targets(criterion):
             raise TypeError(
-                f"{type(criterion).__name__} needs float targets, but y holds integer class labels; "
+                f"{_name(criterion)} needs float targets, but y holds integer class labels; "
                 "pass one-hot / multi-hot float labels to MixedTarget, or use .soft(num_classes) as the target"
             )
         own = getattr(criterion, "reduction", "mean") if isinstance(criterion, torch.nn.Module) else "mean"
@@ -276,6 +310,8 @@ class MixedTarget:
         fused = _fused_settings(criterion)
         if self.is_class_index and fused is not None:
             return self._fused_loss(logits, fused, eps, reduction)
+        if not self.is_class_index and _mixes_labels(criterion):
+            return self._label_mixed_loss(criterion, logits, eps, reduction)
         if self.is_class_index and eps:
             raise ValueError(f"label_smoothing={eps} cannot be applied to {_name(criterion)} with integer labels; "
                              "use nn.CrossEntropyLoss / nn.NLLLoss, or .soft(num_classes) with a soft-target loss")
@@ -307,6 +343,27 @@ class MixedTarget:
             if eager_cpu:  # the gather refused a label: say which (free when labels are fine)
                 self._check_range(logits.shape[1], ignore)
             raise
+
+    def _mixed_labels(self, eps: float) -> torch.Tensor:
+        """``sum_j w_j * target_j`` in the labels' dtype (per row, or per position under a region)."""
+        mixed = None
+        for t, w in zip(self.targets, self._term_weights(self.y.ndim)):
+            acc = torch.promote_types(t.dtype, torch.float32)
+            term = w.to(device=t.device, dtype=acc) * t.to(acc)
+            mixed = term if mixed is None else mixed + term
+        if eps:
+            if self.y.ndim < 2:
+                raise ValueError(f"label_smoothing={eps} needs class labels, but y holds float values of shape "
+                                 f"{tuple(self.y.shape)} (regression)")
+            mixed = mixed * (1 - eps) + eps / mixed.shape[1]  # smoothing commutes with mixing
+        return mixed.to(self.y.dtype)
+
+    def _label_mixed_loss(self, criterion, pred, eps, reduction):
+        """``criterion(pred, mixed labels)``; for ``"none"``, each sample's mean ``(B,)``."""
+        loss = _with_reduction(criterion, reduction)(pred, self._mixed_labels(eps))
+        if reduction == "none" and loss.ndim > 1:  # element-wise: reduce each sample like "mean" does
+            loss = loss.flatten(1).mean(1)
+        return loss
 
     def _generic_loss(self, criterion, logits, eps, reduction):
         call = _per_element(criterion, eps)
@@ -354,6 +411,33 @@ _FLOAT_TARGET_LOSSES = (
     torch.nn.BCEWithLogitsLoss, torch.nn.BCELoss, torch.nn.MSELoss, torch.nn.L1Loss,
     torch.nn.SmoothL1Loss, torch.nn.HuberLoss, torch.nn.KLDivLoss,
 )
+_FLOAT_TARGET_FUNCTIONS = (
+    F.binary_cross_entropy_with_logits, F.binary_cross_entropy, F.mse_loss, F.l1_loss, F.smooth_l1_loss,
+    F.huber_loss, F.kl_div,
+)
+# Not affine in the target: ``.loss`` applies them to the mixed labels (see the module docstring).
+_LABEL_MIXED_LOSSES = (torch.nn.MSELoss, torch.nn.L1Loss, torch.nn.SmoothL1Loss, torch.nn.HuberLoss)
+_LABEL_MIXED_FUNCTIONS = (F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss)
+
+
+def _needs_float_targets(criterion) -> bool:
+    return isinstance(criterion, _FLOAT_TARGET_LOSSES) or any(criterion is f for f in _FLOAT_TARGET_FUNCTIONS)
+
+
+def _mixes_labels(criterion) -> bool:
+    """True for the regression losses whose mixed loss is the loss on the mixed labels."""
+    return isinstance(criterion, _LABEL_MIXED_LOSSES) or any(criterion is f for f in _LABEL_MIXED_FUNCTIONS)
+
+
+def _with_reduction(criterion, reduction: str):
+    """``criterion`` reducing with ``reduction`` (a module is shallow-copied when it differs, never modified)."""
+    if isinstance(criterion, torch.nn.Module):
+        if criterion.reduction == reduction:
+            return criterion
+        copied = copy.copy(criterion)
+        copied.reduction = reduction
+        return copied
+    return lambda i, t: criterion(i, t, reduction=reduction)
 
 
 def _name(criterion) -> str:
