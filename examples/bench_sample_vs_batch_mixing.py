@@ -72,7 +72,8 @@ def main(argv=None) -> dict:
     ds, source = load_images(n)
     loaders = {
         "plain": DataLoader(ds, batch_size=128),
-        "batch mixing (MixCollate, every row)": DataLoader(ds, batch_size=128, collate_fn=MixCollate(alpha=0.2, seed=0)),
+        "batch mixing (MixCollate, every row)": DataLoader(ds, batch_size=128,
+                                                           collate_fn=MixCollate.from_options(alpha=0.2, seed=0)),
         "sample mixing (MixupDataset, p=0.2)": DataLoader(MixupDataset(ds, 10, p=0.2, alpha=0.2), batch_size=128),
         "sample mixing (MixupDataset, p=1.0)": DataLoader(MixupDataset(ds, 10, p=1.0, alpha=0.2), batch_size=128),
     }

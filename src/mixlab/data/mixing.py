@@ -1,7 +1,7 @@
 """Mixing inside PyTorch data loading: batch mixing in the collate, sample mixing in the dataset.
 
-- :class:`MixCollate` mixes whole batches inside ``DataLoader`` workers (cheap on uint8
-  images: the main process receives batches that are already mixed).
+- :class:`MixCollate` mixes whole batches inside ``DataLoader`` workers with any mixlab transform
+  (cheap on uint8 images: the main process receives batches that are already mixed).
 - :class:`MixupDataset` is sample-level mixing inside ``Dataset.__getitem__`` (a fraction ``p`` of samples is
   mixed with a random partner in ``__getitem__``), done correctly. It loads two samples for each
   mixed one and mixes one pair at a time, so it is slower than batch mixing; prefer
@@ -29,7 +29,8 @@ from ..params import MixParams
 from .. import _validate as V
 from ..sampling import mix_seed, sample_beta
 from ..targets import MixedTarget
-from ..transforms import CutMix, MixUp
+from .. import CutMix, MixUp
+from ..transforms import apply_schedule, check_schedule
 
 __all__ = ["MixCollate", "MixupDataset", "SharedEpoch", "Linear", "mix_seed"]
 
@@ -54,7 +55,8 @@ class SharedEpoch:
 class Linear:
     """A picklable linear schedule: ``start`` at epoch 0 to ``end`` at ``num_epochs``, then flat.
 
-    Example: ``MixCollate(alpha=Linear(0.4, 0.0, 10))`` anneals alpha to 0 over ten epochs.
+    Example: ``MixCollate(MixUp(0.4, inplace=True), alpha_schedule=Linear(0.4, 0.0, 10))`` anneals
+    alpha to 0 over ten epochs.
     """
 
     def __init__(self, start: float, end: float, num_epochs: int):
@@ -88,13 +90,10 @@ def _check_stop(stop_epoch):
     return stop_epoch
 
 
-class _EpochSchedule:
-    """alpha and p as pure functions of the epoch, and the shared epoch itself."""
+class _Epoch:
+    """The current epoch, in shared memory so that ``DataLoader`` workers read what ``set_epoch`` wrote."""
 
-    def __init__(self, alpha, p, stop_epoch):
-        self.alpha = _check_schedule(alpha, "alpha", V.alpha)
-        self.p = _check_schedule(p, "p", V.probability)
-        self.stop_epoch = _check_stop(stop_epoch)
+    def __init__(self):
         self._epoch = SharedEpoch()
 
     @property
@@ -105,6 +104,16 @@ class _EpochSchedule:
         """Set the epoch; call it in the main process before ``iter(loader)`` each epoch."""
         self._epoch.set(epoch)
 
+
+class _EpochSchedule(_Epoch):
+    """alpha and p as pure functions of the epoch, and the shared epoch itself."""
+
+    def __init__(self, alpha, p, stop_epoch):
+        super().__init__()
+        self.alpha = _check_schedule(alpha, "alpha", V.alpha)
+        self.p = _check_schedule(p, "p", V.probability)
+        self.stop_epoch = _check_stop(stop_epoch)
+
     def at(self, epoch: int) -> tuple[float, float]:
         """``(alpha, p)`` in force at ``epoch`` (``(0, 0)`` from ``stop_epoch`` on)."""
         if self.stop_epoch is not None and epoch >= self.stop_epoch:
@@ -112,92 +121,153 @@ class _EpochSchedule:
         return _resolve(self.alpha, epoch, V.alpha, "alpha"), _resolve(self.p, epoch, V.probability, "p")
 
 
-class MixCollate(_EpochSchedule):
-    """A ``collate_fn`` that mixes each batch in the ``DataLoader`` worker that builds it.
+def _is_mixer(obj) -> bool:
+    """Whether ``obj`` is a mixlab transform: callable as ``obj(x, y)``, with a ``.sample``."""
+    return callable(obj) and callable(getattr(obj, "sample", None))
+
+
+def _switches(mixer):
+    """The ``enabled`` switches that turn ``mixer`` off.
+
+    Returns:
+        ``[mixer]`` when it has one, else the switches of every transform it chooses from (a
+        :class:`mixlab.RandomChoice`), or None when some part has none.
+    """
+    if hasattr(mixer, "enabled"):
+        return [mixer]
+    members = getattr(mixer, "transforms", None)
+    if not isinstance(members, (list, tuple)) or not members:
+        return None
+    found = [_switches(t) for t in members]
+    return None if any(f is None for f in found) else [s for f in found for s in f]
+
+
+def _spelling_error(options: dict) -> TypeError:
+    """The one error for the old keyword spelling ``MixCollate(alpha=0.4, ...)`` or a missing mixer."""
+    got = ", ".join(f"{k}={v!r}" for k, v in options.items()) if options else "no mixer"
+    hint = " (pass the transform as the first argument)" if "transform" in options else ""
+    return TypeError(
+        "MixCollate takes the mixer to apply: MixCollate(mixer, *, base_collate=None, stop_epoch=None, "
+        "alpha_schedule=None), e.g. MixCollate(mixlab.MixUp(0.4, inplace=True)); the options spelling is "
+        "MixCollate.from_options(kind='mixup', alpha=0.4, p=..., mode=..., seed=..., soft=..., num_classes=...); "
+        f"got {got}{hint}")
+
+
+class MixCollate(_Epoch):
+    """A ``collate_fn`` that mixes each batch, with one mixlab transform, in the worker that builds it.
+
+    The mixer is built once and kept: its own generator gives the draws, so every batch draws
+    anew. In a ``DataLoader`` worker a mixlab transform draws from a stream of the worker's own,
+    seeded from its generator's seed and ``get_worker_info().seed`` (which the loader derives from
+    its own seed and the worker id; without a generator, from the worker's global RNG, which the
+    loader seeds the same way): workers never repeat each other, epochs differ, and a loader seeded
+    with ``generator=torch.Generator().manual_seed(...)`` repeats exactly. In the main process
+    (``num_workers=0``) the mixer's generator (or torch's global RNG) is used as is.
 
     Args:
+        mixer: any mixlab transform (``MixUp``, ``CutMix``, ``FMix``, ``RandomChoice([...])``...:
+            callable as ``mixer(x, y)`` with a ``.sample``). Build it with ``inplace=True``: the
+            collated batch is fresh. ``soft=True`` on the mixer gives dense soft labels.
         base_collate: turns a list of samples into a batch ``(inputs, labels)``; default
-            ``torch.utils.data.default_collate``. ``inputs`` may be a tensor or a nested batch;
-            uint8 images are mixed in float32 and rounded back, so workers ship uint8.
-        kind: ``"mixup"`` or ``"cutmix"``.
-        alpha: Beta concentration, or a function ``epoch -> alpha`` (e.g. :class:`Linear`).
-        p: probability that a row is mixed, or a function ``epoch -> p``.
-        stop_epoch: no mixing from this epoch on (``None``: never stop).
-        mode, keep_dominant, pairing: as :class:`mixlab.MixUp` (``mode`` also for CutMix).
-        seed: mixed into each worker's seed. In a worker the draws come from
-            ``get_worker_info().seed`` (itself derived from the loader's seed, so seed the loader
-            with ``generator=torch.Generator().manual_seed(...)``) and the epoch; in the main
-            process (``num_workers=0``) from ``seed`` (default ``torch.initial_seed()``) and
-            the epoch. Each worker's stream restarts at every epoch, so runs repeat.
-        generator: in the main process only, draw from this generator instead (no per-epoch
-            restart); ignored in workers, where a copied generator would repeat across workers.
-        soft: return dense soft labels ``(B, C)`` (needs ``num_classes``) instead of a
-            :class:`~mixlab.MixedTarget`.
-        num_classes, label_smoothing: for the target.
-        transform: any mixlab transform to mix with instead (``FMix()``, ``RandomChoice([...])``...):
-            its own options and generator apply (per-worker streams), and ``stop_epoch`` still
-            ends mixing; ``kind``, ``alpha``, ``p``, ``mode``... must then be left at their defaults.
+            ``torch.utils.data.default_collate``. uint8 images are mixed in float32 and rounded
+            back, so workers ship uint8.
+        stop_epoch: no mixing from this epoch on (batches with ``lam = 1`` targets), through the
+            mixer's ``enabled`` switch (a ``RandomChoice``'s: those of its transforms), which
+            it then sets for every batch.
+        alpha_schedule: a picklable function ``epoch -> alpha`` (e.g. :class:`Linear`) that sets
+            ``mixer.alpha`` each epoch.
 
     Returns (when called with a list of samples):
-        ``(mixed_inputs, MixedTarget)``, or ``(mixed_inputs, soft_labels)`` with ``soft=True``.
-        Batches of epochs without mixing carry a target with ``lam = 1``.
+        what ``mixer(inputs, labels)`` returns: ``(mixed_inputs, MixedTarget)``, or
+        ``(mixed_inputs, soft_labels)`` for a mixer built with ``soft=True``. Both pickle, so
+        workers send them to the main process.
+
+    Raises:
+        TypeError: without a mixer, or with the old keyword spelling (``MixCollate(alpha=0.4)``:
+            use :meth:`from_options`), or when ``mixer`` is not a mixlab transform.
+        ValueError: ``stop_epoch`` for a mixer with no ``enabled`` switch, ``alpha_schedule``
+            for one with no single ``alpha`` (``MixUpOrCutMix``, ``RandomChoice``).
 
     Example:
-        >>> collate = MixCollate(alpha=0.4, stop_epoch=8)
-        >>> # loader = DataLoader(ds, 64, collate_fn=collate, num_workers=2, persistent_workers=True)
+        >>> import mixlab
+        >>> collate = MixCollate(mixlab.MixUp(0.4, inplace=True), stop_epoch=8)
+        >>> # loader = DataLoader(ds, 64, collate_fn=collate, num_workers=2, persistent_workers=True,
+        >>> #                     generator=torch.Generator().manual_seed(0))
         >>> # for epoch in range(10):
         >>> #     collate.set_epoch(epoch)          # before iter(loader)
         >>> #     for x, target in loader: loss = target.loss(criterion, model(x.float() / 255))
     """
 
-    def __init__(self, base_collate=None, *, kind: str = "mixup", alpha: Schedule = 0.2, p: Schedule = 1.0,
-                 stop_epoch: int | None = None, mode: str = "batch", keep_dominant: bool = False,
-                 pairing: str = "permutation", seed: int | None = None, generator: torch.Generator | None = None,
-                 soft: bool = False, num_classes: int | None = None, label_smoothing: float = 0.0, transform=None):
-        super().__init__(alpha, p, stop_epoch)
-        if transform is not None:
-            if not callable(transform) or not callable(getattr(transform, "sample", None)):
-                raise TypeError(f"transform must be a mixlab transform (MixUp, FMix, RandomChoice...), got "
-                                f"{type(transform).__name__}")
-            given = {k: v for k, v in dict(kind=(kind, "mixup"), alpha=(alpha, 0.2), p=(p, 1.0), mode=(mode, "batch"),
-                                           keep_dominant=(keep_dominant, False), pairing=(pairing, "permutation"),
-                                           seed=(seed, None), generator=(generator, None)).items() if v[0] != v[1]}
-            if given:
-                raise ValueError(f"MixCollate(transform=...) draws with the transform's own options; {sorted(given)} "
-                                 "would be ignored: set them on the transform")
+    def __init__(self, mixer=None, *, base_collate=None, stop_epoch: int | None = None,
+                 alpha_schedule: Callable[[int], float] | None = None, **options):
+        if mixer is None or options:
+            raise _spelling_error(options)
+        if not _is_mixer(mixer):
+            hint = "; base_collate is keyword-only: MixCollate(mixer, base_collate=...)" if callable(mixer) else ""
+            raise TypeError(f"mixer must be a mixlab transform (MixUp, CutMix, FMix, RandomChoice([...]): callable "
+                            f"with .sample), got {V.describe(mixer)}{hint}")
         if base_collate is not None and not callable(base_collate):
-            raise TypeError(f"base_collate must be callable or None, got {type(base_collate).__name__}")
+            raise TypeError(f"base_collate must be callable or None, got {V.describe(base_collate)}")
+        super().__init__()
+        self.stop_epoch = None if stop_epoch is None else V.integer(stop_epoch, "stop_epoch", minimum=0)
+        self._switch = _switches(mixer)
+        if self.stop_epoch is not None and self._switch is None:
+            raise ValueError(f"stop_epoch needs a mixer with an 'enabled' switch (a mixlab transform, or a "
+                             f"RandomChoice of them), got {type(mixer).__name__}")
+        check_schedule(mixer, None, alpha_schedule)
+        self.mixer, self.base_collate, self.alpha_schedule = mixer, base_collate, alpha_schedule
+
+    @classmethod
+    def from_options(cls, base_collate=None, *, kind: str = "mixup", alpha: Schedule = 0.2, p: float = 1.0,
+                     stop_epoch: int | None = None, mode: str = "batch", keep_dominant: bool = False,
+                     pairing: str = "permutation", seed: int | None = None, generator: torch.Generator | None = None,
+                     soft: bool = False, num_classes: int | None = None,
+                     label_smoothing: float = 0.0) -> "MixCollate":
+        """The options spelling: builds ``MixUp`` or ``CutMix`` (in place) and returns ``MixCollate(mixer, ...)``.
+
+        Args:
+            base_collate, stop_epoch: as :class:`MixCollate`.
+            kind: ``"mixup"`` or ``"cutmix"``.
+            alpha: Beta concentration, or a function ``epoch -> alpha`` (e.g. :class:`Linear`),
+                which becomes the ``alpha_schedule``.
+            p, mode, keep_dominant, pairing, num_classes, label_smoothing, soft: the mixer's
+                options (``keep_dominant`` for MixUp only; ``soft=True`` needs ``num_classes``).
+            seed: seeds the mixer's generator (``torch.Generator().manual_seed(seed)``).
+            generator: the mixer's generator instead (not with ``seed``).
+
+        Returns:
+            ``MixCollate(mixer, base_collate=..., stop_epoch=..., alpha_schedule=...)``.
+        """
         if kind not in ("mixup", "cutmix"):
             raise ValueError(f"kind must be 'mixup' or 'cutmix', got {kind!r}")
-        V.generator(generator)
+        if callable(p):
+            raise TypeError(f"p must be a number in [0, 1], got {V.describe(p)} (MixCollate schedules alpha only; "
+                            "MixupDataset takes p as a function of the epoch)")
+        if seed is not None and generator is not None:
+            raise ValueError("give seed or generator, not both (seed seeds the mixer's generator)")
         if soft and num_classes is None:
-            raise ValueError("soft=True needs num_classes to build dense labels")
-        self.base_collate = base_collate
-        self.kind, self.mode, self.keep_dominant, self.pairing = kind, mode, bool(keep_dominant), pairing
-        self.seed, self.generator, self.soft = seed, generator, bool(soft)
-        self.num_classes = V.num_classes(num_classes)
-        self.label_smoothing = label_smoothing
-        self.transform = transform
-        self._make(1.0, 1.0, None)  # validate mode / pairing / smoothing now, not in a worker
-        self._stream = None  # (key, generator) of this process: restarted when the epoch changes
+            raise ValueError("soft=True needs num_classes to build dense labels, got num_classes=None")
+        if keep_dominant and kind != "mixup":
+            raise ValueError(f"keep_dominant applies to kind='mixup' only, got kind={kind!r}")
+        if seed is not None:
+            generator = torch.Generator().manual_seed(V.integer(seed, "seed"))
+        schedule = alpha if callable(alpha) else None
+        options = dict(mode=mode, p=p, pairing=pairing, generator=generator, num_classes=num_classes,
+                       label_smoothing=label_smoothing, soft=soft, inplace=True)  # the collated batch is fresh
+        start = V.alpha(alpha(0), "alpha(0)") if schedule is not None else V.alpha(alpha)
+        if kind == "mixup":
+            mixer = MixUp(start, keep_dominant=keep_dominant, **options)
+        else:
+            mixer = CutMix(start, **options)
+        return cls(mixer, base_collate=base_collate, stop_epoch=stop_epoch, alpha_schedule=schedule)
 
-    def _make(self, alpha, p, generator):
-        common = dict(p=p, mode=self.mode, pairing=self.pairing, generator=generator,
-                      num_classes=self.num_classes, label_smoothing=self.label_smoothing)
-        if self.kind == "cutmix":
-            return CutMix(alpha, inplace=True, **common)  # the collated batch is fresh: mix it in place
-        return MixUp(alpha, keep_dominant=self.keep_dominant, inplace=True, **common)
-
-    def _generator(self, epoch: int) -> torch.Generator:
-        info = torch.utils.data.get_worker_info()
-        if info is None and self.generator is not None:
-            return self.generator
-        base = info.seed if info is not None else (torch.initial_seed() if self.seed is None else self.seed)
-        key = (base, epoch)
-        if self._stream is None or self._stream[0] != key:
-            g = torch.Generator().manual_seed(mix_seed(base, self.seed or 0, epoch))
-            self._stream = (key, g)
-        return self._stream[1]
+    def _schedule(self, epoch: int) -> None:
+        """Set the mixer's ``enabled`` and ``alpha`` for ``epoch`` (pure functions of the epoch)."""
+        if self.stop_epoch is not None:
+            for switch in self._switch:
+                apply_schedule(switch, epoch, stop_epoch=self.stop_epoch)
+        if self.alpha_schedule is not None:
+            apply_schedule(self.mixer, epoch, alpha=self.alpha_schedule)
 
     def __call__(self, samples):
         collate = self.base_collate or torch.utils.data.default_collate
@@ -205,29 +275,13 @@ class MixCollate(_EpochSchedule):
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
             raise TypeError(f"MixCollate needs batches (inputs, labels); base_collate returned {type(batch).__name__}"
                             f"{'' if not isinstance(batch, (tuple, list)) else f' of length {len(batch)}'}")
-        x, y = batch
-        epoch = self.epoch
-        if self.transform is not None:
-            if self.stop_epoch is not None and epoch >= self.stop_epoch:  # schedules end: unmixed, lam 1
-                B = y.shape[0]
-                params = MixParams(torch.ones(B), torch.arange(B))
-                x_mixed, target = x, MixedTarget(y, params, num_classes=self.num_classes,
-                                                 label_smoothing=self.label_smoothing)
-            else:
-                x_mixed, target = self.transform(x, y)
-        else:
-            alpha, p = self.at(epoch)
-            mixer = self._make(alpha, p, self._generator(epoch))
-            x_mixed, target = mixer(x, y)
-        if isinstance(target, torch.Tensor):  # a transform built with soft=True
-            return x_mixed, target
-        if self.soft:
-            return x_mixed, target.soft()
-        return x_mixed, target
+        self._schedule(self.epoch)
+        mixed, target = self.mixer(batch[0], batch[1])
+        return mixed, target
 
     def __repr__(self):
-        return (f"MixCollate(kind={self.kind!r}, alpha={self.alpha!r}, p={self.p!r}, stop_epoch={self.stop_epoch}, "
-                f"mode={self.mode!r})")
+        return (f"MixCollate({self.mixer!r}, stop_epoch={self.stop_epoch}, alpha_schedule={self.alpha_schedule!r}, "
+                f"base_collate={self.base_collate!r})")
 
 
 def _one_hot_row(label, num_classes: int) -> torch.Tensor:
