@@ -6,15 +6,15 @@ Two routes give the training signal of a mixed batch:
   loss that takes probabilities (:func:`mixlab.losses.soft_cross_entropy`, BCE with logits).
 - ``.loss(criterion, logits)``: the mixed loss, in one of two forms chosen by the criterion:
 
-  - *loss mixing*, ``lam * criterion(logits, y) + (1 - lam) * criterion(logits, y[index])`` per
-    sample, then reduced (the paper's ``mixup_criterion``): cross-entropy and NLL (with integer
-    labels one fused kernel with no dense target, the fast route for many classes), BCE, BCE
-    with logits, KL divergence, and any other criterion (your own losses, focal, ...).
-  - *label mixing*, ``criterion(pred, lam * y + (1 - lam) * y[index])``: the regression losses
-    MSE, L1, smooth L1 and Huber (``nn.MSELoss``, ``nn.L1Loss``, ``nn.SmoothL1Loss``,
-    ``nn.HuberLoss`` and ``F.mse_loss``, ``F.l1_loss``, ``F.smooth_l1_loss``, ``F.huber_loss``).
-    The loss on the mixed labels is the mixup objective for regression (C-Mixup, Yao et al.
-    2022, mixes the labels the same way).
+    - *loss mixing*, ``lam * criterion(logits, y) + (1 - lam) * criterion(logits, y[index])`` per
+      sample, then reduced (the paper's ``mixup_criterion``): cross-entropy and NLL (with integer
+      labels one fused kernel with no dense target, the fast route for many classes), BCE, BCE
+      with logits, KL divergence, and any other criterion (your own losses, focal, ...).
+    - *label mixing*, ``criterion(pred, lam * y + (1 - lam) * y[index])``: the regression losses
+      MSE, L1, smooth L1 and Huber (``nn.MSELoss``, ``nn.L1Loss``, ``nn.SmoothL1Loss``,
+      ``nn.HuberLoss`` and ``F.mse_loss``, ``F.l1_loss``, ``F.smooth_l1_loss``, ``F.huber_loss``).
+      The loss on the mixed labels is the mixup objective for regression (C-Mixup, Yao et al.
+      2022, mixes the labels the same way).
 
 Labels of every kind: class indices ``(B,)``; one-hot / soft / multi-hot float rows ``(B, C)``;
 dense class maps ``(B, *S)`` (segmentation, with ``ignore_index``) and float maps
