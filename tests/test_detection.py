@@ -337,12 +337,12 @@ def test_weight_box_losses_weights_the_box_head_per_matched_box(gen, one_thread)
                            beta=1 / 9, reduction="sum") / N
     torch.testing.assert_close(got["loss_classifier"], cls)
     torch.testing.assert_close(got["loss_box_reg"], box)
-    assert float(got["loss_classifier"]) < float(stock["loss_classifier"])
+    assert got["loss_classifier"].detach() < stock["loss_classifier"].detach()
     for key in ("loss_objectness", "loss_rpn_box_reg"):  # the RPN is not weighted
         torch.testing.assert_close(got[key], stock[key])
 
     zero = _losses(model, images, targets, [torch.zeros(3), torch.zeros(3)])
-    assert float(zero["loss_box_reg"]) == 0.0  # no box left to regress to
+    assert zero["loss_box_reg"].detach() == 0.0  # no box left to regress to
     handle.remove()
     torch.testing.assert_close(_losses(model, images, targets, weights), stock)  # removed: torchvision's again
 

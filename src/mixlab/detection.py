@@ -37,6 +37,18 @@ Per-box keys (a tensor whose first dim is the number of boxes ``N``) follow thei
 - Per-image values (non-tensors, ``"image_id"``, ``"orig_size"``, ``"size"``, tensors whose
   first dim is not the number of boxes in some target) are the original image's.
 
+Box weights: only MixUp makes weights other than 1 (CutMix and Mosaic carry the input's).
+torchvision's detectors ignore a ``"weights"`` key; two ways to train on MixUp:
+
+- weighted: ``handle = weight_box_losses(model)`` on a Faster / Mask / Keypoint R-CNN, then
+  ``model(images, targets)`` with the returned targets: each sampled proposal's box-head
+  classification and regression terms are multiplied by the weight of the box it is matched to
+  (background proposals weigh 1; the RPN, mask and keypoint losses are not weighted; see
+  :func:`weight_box_losses` for exactly what is and is not).
+- weight-free (ultralytics' YOLOv5/v8 recipe, and the way for detectors without a box head hook:
+  RetinaNet, FCOS, SSD): ``MixUp(alpha=32.0)``, so ``lam ~ Beta(32, 32)`` stays near 0.5
+  (standard deviation 0.06), and pass only ``"boxes"`` and ``"labels"``: every box counts fully.
+
 Host step: targets are Python lists of per-image tensors, so the box bookkeeping runs per image
 and reads the partners and regions back once per call (a sync on an accelerator); the pixels are
 mixed by the core, on the device.
@@ -46,6 +58,7 @@ Convention: ``lam`` weights the original image; boxes are ``xyxy`` in pixels.
 from __future__ import annotations
 
 import sys
+import types
 
 import torch
 
@@ -55,7 +68,7 @@ from .params import MixParams, sample_box, sample_params
 from .pairing import partner_index
 from .sampling import rng
 
-__all__ = ["MixUp", "CutMix", "Mosaic", "box_area", "clip_boxes"]
+__all__ = ["MixUp", "CutMix", "Mosaic", "box_area", "clip_boxes", "weight_box_losses", "weighted_fastrcnn_loss"]
 
 
 def _stack(images):
@@ -368,3 +381,138 @@ class Mosaic:
                 acc = part if acc is None else _cat(acc, part, keys)
             out_t.append(acc)
         return _out_images(out_x, listed), out_t
+
+
+# --- box weights in torchvision's two-stage detectors ----------------------------------------------
+
+_SAMPLES = "_mixlab_box_weight_samples"
+_OUTPUTS = "_mixlab_box_weight_outputs"
+
+
+def weighted_fastrcnn_loss(class_logits, box_regression, labels, regression_targets, weights):
+    """torchvision's Fast R-CNN box-head loss with one weight per sampled proposal.
+
+    ``torchvision.models.detection.roi_heads.fastrcnn_loss`` with each proposal's term multiplied
+    by its weight; the sums are divided by the number of sampled proposals ``N`` as torchvision
+    does, so weights of 1 give its losses (up to summation order) and a weight of 0 removes the
+    proposal's terms.
+
+    Args:
+        class_logits: ``(N, num_classes)`` box-head class scores.
+        box_regression: ``(N, 4 * num_classes)`` box-head regressions.
+        labels: per image, the ``(n_i,)`` int64 labels of the sampled proposals (0 background).
+        regression_targets: per image, the ``(n_i, 4)`` encoded box targets.
+        weights: per image, the ``(n_i,)`` proposal weights.
+
+    Returns:
+        ``(classification_loss, box_loss)``: ``sum_p w_p * CE_p / N`` and
+        ``sum_{p: label_p > 0} w_p * smooth_l1_p / N`` (``beta = 1/9``, summed over the 4 coordinates).
+    """
+    F = torch.nn.functional
+    labels = torch.cat(labels, dim=0)
+    targets = torch.cat(regression_targets, dim=0)
+    w = torch.cat(weights, dim=0)
+    if w.shape != labels.shape:
+        raise ValueError(f"weights must hold one weight per sampled proposal, shape {tuple(labels.shape)}, "
+                         f"got shape {tuple(w.shape)}")
+    N = labels.numel()
+    ce = F.cross_entropy(class_logits, labels, reduction="none")
+    classification = (w.to(ce.dtype) * ce).sum() / N
+    pos = torch.where(labels > 0)[0]
+    pred = box_regression.reshape(N, box_regression.size(-1) // 4, 4)[pos, labels[pos]]
+    l1 = F.smooth_l1_loss(pred, targets[pos], beta=1 / 9, reduction="none").sum(1)
+    box = (w[pos].to(l1.dtype) * l1).sum() / N
+    return classification, box
+
+
+def _proposal_weights(targets, matched, labels) -> list:
+    """Per image, each sampled proposal's weight: its matched box's for foreground, 1 for background."""
+    out = []
+    for i, (t, idx, lab) in enumerate(zip(targets, matched, labels)):
+        ones = torch.ones(lab.shape, device=lab.device)
+        w = t.get("weights")
+        if w is None:
+            out.append(ones)
+            continue
+        n = t["boxes"].shape[0]
+        if not _is_rows(w, n) or w.ndim != 1:
+            raise ValueError(f"targets[{i}]['weights'] must hold one weight per box, shape ({n},), "
+                             f"got {V.describe(w)}")
+        out.append(torch.where(lab > 0, _plain(w).to(ones)[idx], ones) if n else ones)
+    return out
+
+
+def _select_weighted(heads, proposals, targets):
+    """``RoIHeads.select_training_samples``, keeping the sampled proposals' labels, targets and weights."""
+    proposals, matched, labels, regression = type(heads).select_training_samples(heads, proposals, targets)
+    setattr(heads, _SAMPLES, (labels, regression, _proposal_weights(targets, matched, labels)))
+    return proposals, matched, labels, regression
+
+
+def _keep_outputs(predictor, inputs, output):
+    setattr(predictor, _OUTPUTS, output)
+
+
+def _reweight(heads, inputs, output):
+    samples = vars(heads).pop(_SAMPLES, None)
+    outputs = vars(heads.box_predictor).pop(_OUTPUTS, None)
+    if not heads.training or samples is None or outputs is None:
+        return None
+    result, losses = output
+    classification, box = weighted_fastrcnn_loss(*outputs, *samples)
+    return result, dict(losses, loss_classifier=classification, loss_box_reg=box)
+
+
+class _BoxWeightsHandle:
+    """Undoes :func:`weight_box_losses` with :meth:`remove`."""
+
+    def __init__(self, heads, hooks):
+        self._heads, self._hooks = heads, hooks
+
+    def remove(self) -> None:
+        """Restore torchvision's box-head losses on the model."""
+        for h in self._hooks:
+            h.remove()
+        vars(self._heads).pop("select_training_samples", None)
+        vars(self._heads).pop(_SAMPLES, None)
+
+
+def weight_box_losses(model):
+    """Weight a torchvision two-stage detector's box-head losses by the targets' ``"weights"``.
+
+    For Faster / Mask / Keypoint R-CNN (``model.roi_heads`` a ``RoIHeads``): in training, each
+    sampled proposal's classification (cross-entropy) and, for foreground proposals, box-regression
+    (smooth L1) term is multiplied by the weight of the ground-truth box it is matched to (IoU at
+    least ``box_fg_iou_thresh``, 0.5 by default); background proposals weigh 1. The sums are divided
+    by the number of sampled proposals as in torchvision (:func:`weighted_fastrcnn_loss`), so
+    weights of 1, or targets without ``"weights"``, give torchvision's losses and a weight of 0
+    removes the proposals matched to that box from ``loss_classifier`` and ``loss_box_reg``.
+
+    Not weighted: the RPN's ``loss_objectness`` and ``loss_rpn_box_reg`` (class-agnostic: a box of
+    weight 0 still trains the RPN to propose it), the mask and keypoint losses, and the sampling (a
+    box of weight 0 still claims its proposals, which do not become background, and they count in
+    the sampler's foreground quota). Installed with hooks on this model object (deep copies keep
+    them; re-apply after building or loading a model).
+
+    Args:
+        model: a torchvision ``GeneralizedRCNN`` (``fasterrcnn_*``, ``maskrcnn_*``,
+            ``keypointrcnn_*``).
+
+    Returns:
+        A handle whose ``remove()`` restores torchvision's losses.
+    """
+    try:
+        from torchvision.models.detection.roi_heads import RoIHeads
+    except ImportError as err:  # pragma: no cover - torchvision is needed for its detectors
+        raise ImportError("weight_box_losses needs torchvision (pip install torchvision)") from err
+    heads = getattr(model, "roi_heads", None)
+    if not isinstance(heads, RoIHeads):
+        raise TypeError(f"model must be a torchvision two-stage detector (Faster/Mask/Keypoint R-CNN, whose "
+                        f"model.roi_heads is a RoIHeads), got {type(model).__name__}; for other detectors "
+                        "use the weight-free MixUp(alpha=32.0) (see mixlab.detection)")
+    if "select_training_samples" in vars(heads):
+        raise ValueError("model.roi_heads.select_training_samples is already replaced (weight_box_losses "
+                         "called twice?); remove the first handle before installing again")
+    heads.select_training_samples = types.MethodType(_select_weighted, heads)
+    hooks = [heads.box_predictor.register_forward_hook(_keep_outputs), heads.register_forward_hook(_reweight)]
+    return _BoxWeightsHandle(heads, hooks)
