@@ -261,23 +261,25 @@ def test_mix_stop_epoch_ends_mixing(tmp_path):
 
 # ---- the lab without its optional packages (`pip install mixlab` without the `lab` extra) ----------------------
 
-# Runs `main(argv)` in a fresh interpreter where the top-level packages named in argv[1] cannot be imported,
-# as in an environment without them: a meta path finder ahead of the real ones raises ModuleNotFoundError.
+# Runs `main(argv)` in a fresh interpreter where the top-level packages named in argv[1] are not found, exactly
+# as in an environment without them: the path finder is wrapped to find nothing under those names, so `import`
+# raises ModuleNotFoundError and importlib.util.find_spec returns None (which other libraries' probes rely on).
 _WITHOUT = r'''
+import importlib.machinery
 import sys
 
-
-class _NotInstalled:
-    def __init__(self, names):
-        self.names = frozenset(n for n in names.split(",") if n)
-
-    def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in self.names:
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
+HIDDEN = frozenset(n for n in sys.argv[1].split(",") if n)
 
 
-sys.meta_path.insert(0, _NotInstalled(sys.argv[1]))
+class _PathFinderWithout(importlib.machinery.PathFinder):
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name.partition(".")[0] in HIDDEN:
+            return None
+        return super().find_spec(name, path, target)
+
+
+sys.meta_path[:] = [_PathFinderWithout if f is importlib.machinery.PathFinder else f for f in sys.meta_path]
 from mixlab.lab.cli import main
 
 sys.exit(main(sys.argv[2:]))
@@ -297,14 +299,14 @@ def _mixlab_without(modules, argv, cwd, env_extra=None):
     return res, time.perf_counter() - start
 
 
-def _assert_one_line_refusal(res, names):
+def _assert_one_line_refusal(res, names, install='pip install "mixlab[lab]"'):
     lines = res.stderr.splitlines()
     assert res.returncode == 2 and len(lines) == 1, (res.returncode, res.stderr[-3000:])
     (line,) = lines
     assert line.startswith("mixlab: ") and "Traceback" not in line
     for name in names:
         assert name in line, line
-    assert "pip install" in line and '"mixlab[lab]"' in line, line
+    assert install in line, line
 
 
 @pytest.mark.parametrize("command, blocked, extra", [
@@ -346,5 +348,72 @@ def test_a_broken_lab_package_is_named_in_one_line(tmp_path):
     res, _ = _mixlab_without([], ["train", *TINY, "--model", "resnet18", "--out", str(out)], tmp_path,
                              env_extra={"PYTHONPATH": os.pathsep.join([str(tmp_path / "stub"),
                                                                        *filter(None, [os.environ.get("PYTHONPATH")])])})
-    _assert_one_line_refusal(res, ["torchvision", "RuntimeError", "torchvision::nms does not exist"])
+    _assert_one_line_refusal(res, ["torchvision", "RuntimeError: operator torchvision::nms does not exist"],
+                             install="pip install --force-reinstall torchvision")
     assert not out.exists()
+
+
+def _optional_imports(files) -> dict:
+    """Top-level names of every `import` (module level or inside functions) in ``files`` that are neither the
+    standard library nor mixlab's own dependencies (torch, numpy) nor mixlab: ``{name: [file:line, ...]}``."""
+    import ast
+
+    found: dict = {}
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.partition(".")[0]
+                if top not in sys.stdlib_module_names and top not in ("torch", "numpy", "mixlab", "__future__"):
+                    found.setdefault(top, []).append(f"{path.name}:{node.lineno}")
+    return found
+
+
+def test_the_package_check_covers_every_optional_import_of_the_lab():
+    from mixlab.lab import cli
+
+    src = Path(cli.__file__).resolve().parents[1]  # src/mixlab
+    files = [*sorted((src / "lab").rglob("*.py")), *sorted((src / "data").rglob("*.py")),
+             *sorted(src.rglob("puzzlemix.py"))]  # the lab's --mix puzzlemix: scipy's max-flow
+    found = _optional_imports(files)
+    found.pop("gco")  # PuzzleMix(solver="gco") only: the lab builds PuzzleMix with the default "builtin" solver
+    assert {"matplotlib", "sklearn", "torchvision", "tqdm", "PIL", "scipy"} <= set(found)  # the walk sees them
+    for command in ("compare", "train"):
+        unchecked = {k: v for k, v in found.items() if k not in cli.NEEDS[command]}
+        assert not unchecked, f"mixlab {command} would die later on these imports: {unchecked}"
+    assert set(cli.NEEDS["preview"]) <= set(cli.NEEDS["compare"]) and cli.NEEDS["datasets"] == ()
+    assert set(cli.NEEDS["compare"]) <= set(cli.LAB_PACKAGES)
+
+
+def test_the_package_check_matches_the_lab_extra():
+    import importlib.metadata
+    import re
+    import tomllib
+
+    from mixlab.lab import cli
+
+    pyproject = tomllib.loads((Path(cli.__file__).resolve().parents[3] / "pyproject.toml").read_text())
+    extra = {re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower() for r in pyproject["project"]["optional-dependencies"]["lab"]}
+    assert extra == set(cli.LAB_EXTRA)
+    outside = set(cli.LAB_PACKAGES.values()) - extra
+    assert outside == {"scipy"}  # not in the extra: scikit-learn brings it, and the message names it when missing
+    assert any(r.split(";")[0].strip().lower().startswith("scipy")
+               for r in importlib.metadata.requires("scikit-learn") or [])
+
+
+def test_check_packages_passes_here_and_names_what_is_missing(monkeypatch):
+    from mixlab.lab import cli
+
+    for command in cli.NEEDS:
+        cli.check_packages(command)  # the test environment has the lab extra
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # `import tqdm` raises ModuleNotFoundError
+    with pytest.raises(cli.MissingPackages, match=r"the lab \(mixlab train\) needs tqdm \(not installed\); "
+                                                  r'install it with: pip install "mixlab\[lab\]"$'):
+        cli.check_packages("train")
+    cli.check_packages("preview")  # no progress bars there
+    assert main(["train", "--dataset", "digits", "--out", "never-made"]) == 2 and not Path("never-made").exists()

@@ -13,13 +13,20 @@ Examples::
     mixlab compare --out runs/demo --resume          # after Ctrl-C
     mixlab preview --dataset fashion-mnist --alpha 0.2 --out mixed.png
 
-A user error (an option, the data, a config file, the run folder, a diverged run) prints one
-line, ``mixlab: <message>``, on stderr and exits with status 2; ``--debug`` adds the traceback.
-Anything else is a bug in mixlab and shows its traceback.
+A user error (an option, the data, a config file, the run folder, a diverged run, a package the
+subcommand needs that is missing) prints one line, ``mixlab: <message>``, on stderr and exits
+with status 2; ``--debug`` adds the traceback. Anything else is a bug in mixlab and shows its
+traceback.
+
+The lab needs the ``lab`` extra (``pip install "mixlab[lab]"``): torchvision, matplotlib, tqdm,
+scikit-learn, pillow, and scipy (which scikit-learn brings). ``main`` imports every package the
+subcommand needs (``NEEDS``) before any work, so a missing one is named at once rather than
+after training.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -30,7 +37,7 @@ from pathlib import Path
 from .config import (AUGMENTS, LOSSES, MAX_SEED, MIXES, NORMALIZES, OPTIMIZERS, PRESETS, SCHEDULES, LabConfig,
                      LabError, load_config_file, resolve_config)
 
-__all__ = ["main", "build_parser", "UsageError"]
+__all__ = ["main", "build_parser", "check_packages", "UsageError", "MissingPackages", "NEEDS"]
 
 
 class UsageError(LabError):
@@ -41,6 +48,63 @@ class UsageError(LabError):
 # TypeError with complete messages), files and folders, and mixlab's own errors. Anything else is a bug.
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
                LabError)
+
+
+class MissingPackages(LabError):
+    """The subcommand needs packages that are not installed, or installed but failing to import."""
+
+
+# The optional packages the lab imports (import name -> pip name): the `lab` extra of pyproject.toml, and
+# scipy, which scikit-learn requires. Where: torchvision (lab/models.py: the resnet models), matplotlib
+# (lab/report.py: the plots; preview's PNG), tqdm (lab/train.py: progress bars), scikit-learn
+# (data/_tabular.py: digits, wine, breast-cancer, iris), pillow (data/_images.py: image folders and
+# tarballs; matplotlib's PNGs), scipy (lab/stats.py: t-intervals and McNemar; PuzzleMix's graph cut).
+LAB_PACKAGES = {"torchvision": "torchvision", "matplotlib": "matplotlib", "tqdm": "tqdm", "sklearn": "scikit-learn",
+                "PIL": "pillow", "scipy": "scipy"}
+LAB_EXTRA = ("torchvision", "matplotlib", "tqdm", "scikit-learn", "pillow")  # pip names in mixlab[lab]
+# What each subcommand may import, by import name: whatever its options, so no run dies on an import later.
+NEEDS = {
+    "compare": tuple(LAB_PACKAGES),
+    "train": tuple(LAB_PACKAGES),
+    "preview": ("matplotlib", "PIL", "sklearn", "scipy"),  # data, the PNG, PuzzleMix: no model, no bars
+    "datasets": (),  # says itself whether scikit-learn's sets are present
+    "bench": (),  # a missing peer library is a skipped row
+}
+
+
+def check_packages(command: str) -> None:
+    """Import every package ``command`` needs (``NEEDS``); raise :class:`MissingPackages` naming all
+    that are missing or fail to import, with the command that installs them."""
+    missing, broken = [], []
+    for module in NEEDS.get(command, ()):
+        pip = LAB_PACKAGES.get(module, module)
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            if e.name is None or e.name.partition(".")[0] == module:
+                missing.append(pip)
+            else:  # installed, but a module it imports is not
+                broken.append((pip, e))
+        except Exception as e:  # e.g. a torchvision built for another torch: RuntimeError
+            broken.append((pip, e))
+    # a package that fails only because another one of the list is missing is fixed by installing that one
+    broken = [(pip, e) for pip, e in broken if not (isinstance(e, ImportError) and e.name is not None and
+                                                    LAB_PACKAGES.get(e.name.partition(".")[0]) in missing)]
+    if not missing and not broken:
+        return
+    what, fixes = [], []
+    if missing:
+        what.append(f"{', '.join(missing)} (not installed)")
+        others = [p for p in missing if p not in LAB_EXTRA]
+        fixes.append(f"install {'them' if len(missing) > 1 else 'it'} with: "
+                     + " ".join(['pip install "mixlab[lab]"', *others]))
+    for pip, e in broken:
+        what.append(f"{pip} (installed, but importing it fails: {type(e).__name__}: {_one_line(e)})")
+    if broken:
+        names = [p for p, _ in broken]
+        fixes.append(f"reinstall {'them' if len(names) > 1 else 'it'} with: "
+                     f"pip install --force-reinstall {' '.join(names)}")
+    raise MissingPackages(f"the lab (mixlab {command}) needs {' and '.join(what)}; {'; '.join(fixes)}")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -494,6 +558,7 @@ def main(argv=None) -> int:
     debug = "--debug" in (args[:args.index("--")] if "--" in args else args)
     try:
         ns = build_parser().parse_args(args)
+        check_packages(ns.command)  # before any work: a missing package is named now, not after training
         if ns.command in ("compare", "train"):
             return _run(ns)
         if ns.command == "preview":
