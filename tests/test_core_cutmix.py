@@ -72,16 +72,13 @@ def test_box_lam_extremes(device):
     assert (box[1, :, 1] - box[1, :, 0]).prod() == 0 and lam[1] == 1  # lam 1: nothing pasted
 
 
-def test_correct_lam_false_keeps_drawn_value(gen, device):
+def test_lam_is_always_the_kept_share_correct_lam_is_gone(gen, device):
+    # 0.3 offered correct_lam=False (timm's drawn lam, wrong for clipped boxes); the contract derives lam from the box
     x = torch.rand(6, 1, 5, 5, generator=gen).to(device)
-    g1, g2 = torch.Generator(device=device).manual_seed(3), torch.Generator(device=device).manual_seed(3)
-    _, t_exact = mixlab.CutMix(mode="sample", generator=g1)(x, torch.arange(6, device=device))
-    _, t_drawn = mixlab.CutMix(mode="sample", correct_lam=False, generator=g2)(x, torch.arange(6, device=device))
-    assert torch.equal(t_exact.params.region.box, t_drawn.params.region.box)
-    g3 = torch.Generator(device=device).manual_seed(3)
-    expected = mixlab.sample_params(6, alpha=1.0, mode="sample", generator=g3, device=device).lam
-    torch.testing.assert_close(t_drawn.lam, expected)
-
+    _, t = mixlab.CutMix(mode="sample", generator=gen)(x, torch.arange(6, device=device))
+    assert torch.equal(t.params.lam, t.params.region.kept())
+    with pytest.raises(TypeError, match="CutMix has no option 'correct_lam'"):
+        mixlab.CutMix(correct_lam=False)
 
 def test_mixup_or_cutmix_rows(device, dgen):
     B, shape = 64, (1, 6, 6)

@@ -10,7 +10,7 @@ import mixlab.policies
 import mixlab.transforms
 
 
-@pytest.mark.parametrize("module", [mixlab.ops, mixlab.transforms, mixlab.policies])
+@pytest.mark.parametrize("module", [mixlab.ops, mixlab.methods.mixup, mixlab.methods.cutmix, mixlab.policies])
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0

@@ -421,7 +421,7 @@ def test_gridmix_mask_equals_the_reference_grid(lam, n_holes, cut_area, cx, cy, 
         return real_rand(*size, **kw)
 
     monkeypatch.setattr(torch, "rand", fake_rand)
-    monkeypatch.setattr(mixlab.transforms, "sample_params",
+    monkeypatch.setattr(mixlab.mixer, "sample_params",
                         lambda B, **kw: MixParams(torch.full((B,), lam), torch.arange(B).flip(0)))
     p = t.sample(torch.rand(2, 3, H, W))
     ref = reference_gridmix_mask(H, W, lam, n_holes, 1.0, cut_area, 1.0, cx, cy)
@@ -436,8 +436,18 @@ def test_gridmix_rows_and_errors(gen):
     own = (out[:, 0] == torch.arange(6).view(6, 1, 1)).flatten(1).double().mean(1)
     moved = p.index != torch.arange(6)
     torch.testing.assert_close(own[moved], p.lam[moved].double(), atol=1e-7, rtol=0)
-    with pytest.raises(ValueError, match="n_holes=20 is more than half"):
+    with pytest.raises(ValueError, match="n_holes up to 20 is more than half"):
         mixlab.GridMix(n_holes=20).sample(torch.rand(2, 3, 32, 32))
+
+
+@pytest.mark.parametrize("mode", ["batch", "sample"])
+def test_gridmix_n_holes_check_is_static_in_every_mode(mode):
+    # 0.2 checked the drawn value on CPU in batch mode only: sample mode (and every accelerator) went on silently
+    t = mixlab.GridMix(n_holes=(2, 12), cut_area_ratio=(0.5, 1.0), mode=mode, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"n_holes up to 12 is more than half the narrowest cut region's width \(22"):
+        t.sample(torch.rand(3, 3, 32, 32))
+    # the check reads no drawn value (host reads of a device tensor would sync): the same on every device
+    mixlab.GridMix(n_holes=(2, 11), cut_area_ratio=(0.5, 1.0), mode=mode).sample(torch.rand(3, 3, 32, 32))
 
 
 ALL_METHODS = {

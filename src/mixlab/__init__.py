@@ -9,10 +9,12 @@ from .pairing import partner_index
 from .params import MixParams, sample_box, sample_params
 from .sampling import sample_beta, sample_dirichlet
 from .targets import MixedTarget
-from .transforms import CutMix, MixUp, MixUpOrCutMix, RandomChoice, mix_pair
-from .methods import FMix, GridMix, ResizeMix, SaliencyMix, SmoothMix, TokenMix
-from .puzzlemix import PuzzleMix
-from . import policies  # noqa: E402  (label-side policies: Remix, CMixup, regmixup_loss)
+from .mixer import Mixer
+from . import methods
+from .methods import (CMixup, CutMix, FMix, GridMix, MixUp, MixUpOrCutMix, PuzzleMix, Remix, ResizeMix,
+                      SaliencyMix, SmoothMix, TokenMix)
+from .transforms import RandomChoice, mix_pair
+from . import policies  # noqa: E402  (label-side policies: regmixup_loss, transmix_target)
 
 __version__ = "0.2.0.dev0"
 
@@ -36,6 +38,6 @@ def __getattr__(name):
 
 
 __all__ = [
-    "MixParams", "sample_params", "sample_box", "sample_beta", "sample_dirichlet", "partner_index",
+    "Mixer", "methods", "Remix", "CMixup", "MixParams", "sample_params", "sample_box", "sample_beta", "sample_dirichlet", "partner_index",
     "mix", "mix_pair", "MixedTarget", "MixUp", "CutMix", "MixUpOrCutMix", "RandomChoice", "FMix", "GridMix", "ResizeMix", "SaliencyMix", "SmoothMix", "TokenMix", "PuzzleMix", "ManifoldMixup", "losses", "regions", "policies",
 ]

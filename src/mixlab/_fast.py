@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 
 __all__ = [
-    "lerp", "paste", "ROW_LOOP_MIN_NUMEL", "CHUNK_NUMEL", "memory_format", "cast_back", "choose_form",
+    "lerp", "paste", "select", "resized_paste", "box_mean3", "gauss5", "eager_cpu", "ROW_LOOP_MIN_NUMEL", "CHUNK_NUMEL", "memory_format", "cast_back", "choose_form",
     "lerp_gather", "lerp_perm_inplace", "lerp_flip_inplace", "compiled_lerp_gather",
 ]
 
@@ -270,9 +270,12 @@ def paste(x, src, lam, index, box, linear, *, inplace: bool) -> torch.Tensor | N
 
     Returns:
         The mixed batch (``x`` itself when ``inplace``), or ``None`` when this form does not
-        apply (in place with blended rows), so the caller takes the generic route.
+        apply (off the CPU, under tracing, an empty batch, in place with blended rows), so the
+        caller takes the generic route.
     """
     B, D = x.shape[0], box.shape[1]
+    if not eager_cpu(x) or B == 0:
+        return None
     boxes = box.tolist()  # (B, D, 2) as lists
     lin = [False] * B if linear is None else linear.tolist()
     if inplace and any(lin):
@@ -299,4 +302,117 @@ def paste(x, src, lam, index, box, linear, *, inplace: bool) -> torch.Tensor | N
         else:
             out[i].copy_(x[i])
             out[i][regions[i]] = src[j][regions[i]]
+    return out
+
+
+# -- the CPU fast paths of the mask methods (FMix's select, ResizeMix's paste, SaliencyMix's filters) ------------
+# Each takes the generic form's inputs and returns the same bits, or ``None`` where it does not apply
+# (the caller then runs the generic torch form). Whether a form applies is decided here, from static facts.
+
+def eager_cpu(t: torch.Tensor) -> bool:
+    """True for a CPU tensor outside ``torch.compile`` tracing: where host reads are free and loops pay."""
+    return t.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def select(x, src, index, take, *, inplace: bool) -> torch.Tensor | None:
+    """``torch.where(take, src[index], x)`` as a bitwise select on integer views (CPU eager).
+
+    ``x ^ ((src[index] ^ x) & -take)`` picks every element's bits from one of the two rows, so the
+    result is the same bits as ``torch.where`` (NaNs, signed zeros included), in three vectorised
+    in-place passes after the partner gather (``torch.where``'s CPU kernel is scalar: several
+    times slower at 64x3x64x64). ``take`` is bool, broadcastable to ``x`` (a batch-level mask is
+    passed as one row). Returns ``None`` where the form does not apply: other devices, tracing,
+    dtypes or layouts that differ, non-contiguous leaves, an empty batch.
+    """
+    itype = _BITS.get(x.element_size())
+    if (itype is None or not eager_cpu(x) or x.shape[0] == 0 or x.dtype != src.dtype or x.is_complex()
+            or not x.is_contiguous() or not src.is_contiguous() or x.shape[1:] != src.shape[1:]):
+        return None
+    bits = take.to(itype).neg_()  # all ones where the partner is taken
+    out = src.index_select(0, index)  # (B, ...) the partners
+    o, xi = out.view(itype), x.view(itype)
+    o.bitwise_xor_(xi).bitwise_and_(bits)  # (partner ^ x) where taken, else 0
+    if inplace:  # x's own rows were read by the gather already
+        xi.bitwise_xor_(o)
+        return x
+    o.bitwise_xor_(xi)
+    return out
+
+
+def resized_paste(x, src, index, box, resize, *, nearest: bool, inplace: bool) -> torch.Tensor | None:
+    """ResizeMix on CPU eager: resize each partner only into its box (no full-size partner or mask).
+
+    Args:
+        x, src, index: the leaf, the partner batch and the partner rows.
+        box: int64 ``(B, D, 2)`` boxes over the last ``D`` dims (host reads are free on CPU).
+        resize: ``resize(rows, sizes) -> rows resized over the last D dims`` (the region's rule).
+        nearest: nearest-neighbour resizing (rows may then be selected after the shrink).
+        inplace: write into ``x``.
+
+    Returns:
+        The mixed leaf, or ``None`` off the CPU, under tracing, or for an empty batch.
+    """
+    if not eager_cpu(x) or x.shape[0] == 0:
+        return None
+    out = x if inplace else x.clone(memory_format=memory_format(x))
+    boxes, idx = box.tolist(), index.tolist()
+    D = box.shape[1]
+    lead = (slice(None),) * (x.ndim - D)
+    if all(b == boxes[0] for b in boxes):  # batch mode: one box, one resize
+        sizes = [hi - lo for lo, hi in boxes[0]]
+        if min(sizes) > 0:
+            rows = src if nearest else src.index_select(0, index)
+            patch = resize(rows, sizes)
+            patch = patch.index_select(0, index) if nearest else patch  # select rows after the shrink
+            out[lead + tuple(slice(lo, hi) for lo, hi in boxes[0])] = patch.to(x.dtype)
+        return out
+    patches = []
+    for i, (b, j) in enumerate(zip(boxes, idx)):  # patches first: in place, later rows may read written ones
+        sizes = [hi - lo for lo, hi in b]
+        if min(sizes) > 0:
+            patches.append((i, b, resize(src[j:j + 1], sizes)[0].to(x.dtype)))
+    for i, b, patch in patches:
+        out[i][lead[1:] + tuple(slice(lo, hi) for lo, hi in b)] = patch
+    return out
+
+
+def box_mean3(padded: torch.Tensor) -> torch.Tensor:
+    """``avg_pool2d(padded, 3, stride=1)`` of ``(B, 1, s + 2, s + 2)`` maps, as ``(B, s, s)``.
+
+    On CPU eager the nine slice adds run in ``avg_pool2d``'s order (row by row), then ``/ 9``: the
+    same bits, several times faster than the CPU pooling kernel on these 1-channel maps.
+    """
+    if not eager_cpu(padded):
+        return torch.nn.functional.avg_pool2d(padded, 3, stride=1)[:, 0]
+    p = padded[:, 0]
+    s = p.shape[-1] - 2
+    avg = p[:, 0:s, 0:s].clone()
+    for i in range(3):
+        for j in range(3):
+            if i or j:
+                avg += p[:, i:i + s, j:j + s]
+    return avg.div_(9)
+
+
+def gauss5(padded: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """The separable 5-tap filter ``taps`` over ``(B, 1, s + 4, s + 4)`` maps (rows, then columns), ``(B, s, s)``.
+
+    On CPU eager: five multiply-adds per direction in the convolution's order (same bits as the two
+    ``conv2d`` calls, which cost several times more on 1-channel maps).
+    """
+    if not eager_cpu(padded):
+        return torch.nn.functional.conv2d(torch.nn.functional.conv2d(padded, taps.view(1, 1, 1, 5)),
+                                          taps.view(1, 1, 5, 1))[:, 0]
+    m = padded[:, 0]
+    s = m.shape[-1] - 4
+    g, gl = taps.unbind(), taps.tolist()
+    rows = torch.mul(m[:, :, 0:s], gl[0])  # (B, s + 4, s)
+    for j in range(1, 5):
+        rows.addcmul_(m[:, :, j:j + s], g[j])
+    out = torch.mul(rows[:, 0:s], gl[0])  # (B, s, s)
+    for i in range(1, 5):
+        out.addcmul_(rows[:, i:i + s], g[i])
     return out

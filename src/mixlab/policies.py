@@ -23,159 +23,12 @@ from __future__ import annotations
 import torch
 
 from . import _validate as V
-from .ops import mix
-from .params import MixParams, sample_params
-from .sampling import rng
+from .methods.cmixup import CMixup
+from .methods.remix import Remix, balanced_partners
+from .params import MixParams
 from .targets import MixedTarget
-from .transforms import _batch_info, _Mixer
 
 __all__ = ["Remix", "CMixup", "balanced_partners", "regmixup_loss", "transmix_target"]
-
-
-def _counts(class_counts) -> torch.Tensor:
-    counts = torch.as_tensor(class_counts, dtype=torch.float64)
-    if counts.ndim != 1 or counts.numel() < 1 or not bool((counts > 0).all()):
-        raise ValueError(f"class_counts must be a 1-D sequence of positive counts (one per class), got {class_counts!r}")
-    return counts
-
-
-def balanced_partners(y: torch.Tensor, class_counts, *, generator=None) -> torch.Tensor:
-    """Partner rows drawn with probability proportional to ``1 / count[y_j]`` (with replacement).
-
-    Rare classes become partners as often as frequent ones in expectation (class-balanced
-    sampling of the second row, as in Remix's and BBN's re-balancing of long-tailed data).
-
-    Returns:
-        int64 ``(B,)`` indices into the batch.
-    """
-    counts = _counts(class_counts).to(y.device)
-    B = y.shape[0]
-    if B == 0:
-        return torch.zeros(0, dtype=torch.long, device=y.device)
-    w = (1.0 / counts[y.long()]).float()  # (B,)
-    return torch.multinomial(w.expand(B, B), 1, replacement=True, **rng(generator))[:, 0]
-
-
-class Remix(_Mixer):
-    """Remix (Chou et al. 2020): mix inputs with ``lam``, give the label to the minority class.
-
-    With ``n_i`` and ``n_j`` the class counts of a row and its partner, the label weight of the
-    original row is ``0`` when ``n_i / n_j >= kappa`` and ``lam < tau``, ``1`` when
-    ``n_i / n_j <= 1 / kappa`` and ``1 - lam < tau``, else ``lam`` (the paper's Eq. 4).
-
-    Args:
-        alpha: Beta concentration (the paper uses 1.0).
-        class_counts: training examples per class, ``(C,)``.
-        kappa, tau: the paper's imbalance ratio and share thresholds (defaults 3.0 and 0.5).
-        balanced: draw partners with probability ``1 / count`` instead of a permutation.
-        mode, p: as :class:`mixlab.MixUp`.
-
-    Returns (when called): ``(mixed_x, MixedTarget)`` whose ``lam`` is the label weight;
-    ``target.params`` mixes the labels, ``self.last_input_lam`` holds the inputs' ``lam``.
-    """
-
-    def __init__(self, alpha=1.0, *, class_counts, kappa=3.0, tau=0.5, balanced=False, mode="sample", p=1.0,
-                 generator=None, num_classes=None, label_smoothing=0.0, inplace=False, roles=None,
-                 soft=False, labels_getter="default"):
-        super().__init__(generator=generator, num_classes=num_classes, label_smoothing=label_smoothing,
-                         inplace=inplace, roles=roles, soft=soft, labels_getter=labels_getter)
-        self.alpha = V.alpha(alpha)
-        self.counts = _counts(class_counts)
-        self.kappa = V.real(kappa, "kappa", minimum=1.0)
-        self.tau = V.probability(tau, "tau")
-        self.balanced = bool(balanced)
-        self.mode = V.choice(mode, "mode", ("batch", "sample"))
-        self.p = V.probability(p)
-        self.last_input_lam = None
-
-    def sample(self, x, y=None) -> MixParams:
-        """The inputs' parameters (partners balanced when asked, which needs ``y``)."""
-        B, device, _ = _batch_info(x)
-        g = self._gen
-        params = sample_params(B, alpha=self.alpha, mode=self.mode, p=self.p, generator=g, device=device)
-        if self.balanced:
-            if y is None:
-                raise ValueError("Remix(balanced=True).sample needs the labels: call sample(x, y)")
-            params = MixParams(params.lam, balanced_partners(y, self.counts, generator=g))
-        return params
-
-    def label_params(self, params: MixParams, y: torch.Tensor) -> MixParams:
-        """The labels' parameters: the inputs' ``lam`` rebalanced by the class counts (Eq. 4)."""
-        counts = self.counts.to(y.device)
-        if y.device.type == "cpu" and y.numel() and int(y.max()) >= counts.numel():
-            raise ValueError(f"labels reach {int(y.max())}, but class_counts has {counts.numel()} classes")
-        ratio = counts[y.long()] / counts[y.long()[params.index]]  # n_i / n_j
-        lam = params.lam
-        lam_y = torch.where((ratio >= self.kappa) & (lam < self.tau), torch.zeros_like(lam), lam)
-        lam_y = torch.where((ratio <= 1 / self.kappa) & (1 - lam < self.tau), torch.ones_like(lam), lam_y)
-        return MixParams(lam_y, params.index)
-
-    def __call__(self, x, y=None):
-        if y is None:
-            raise ValueError("Remix needs the labels: call it as remix(x, y)")
-        params = self.sample(x, y)
-        mixed = mix(x, params, inplace=self.inplace, roles=self.roles)
-        self.last_input_lam = params.lam
-        target = MixedTarget(y, self.label_params(params, y), num_classes=self.num_classes,
-                             label_smoothing=self.label_smoothing)
-        return mixed, target
-
-    def __repr__(self):
-        return f"Remix(alpha={self.alpha}, kappa={self.kappa}, tau={self.tau}, balanced={self.balanced})"
-
-
-class CMixup(_Mixer):
-    """C-Mixup (Yao et al. 2022): mixup for regression with partners of similar targets.
-
-    Row ``i``'s partner is drawn with probability ``exp(-||y_i - y_j||^2 / (2 bandwidth^2))``
-    over the batch (the paper samples from the training set with the same kernel; within the
-    batch is its mini-batch form), then inputs and targets are mixed with ``lam ~ Beta(alpha,
-    alpha)``.
-
-    Args:
-        alpha: Beta concentration (the paper uses 2.0 in most tasks).
-        bandwidth: the Gaussian kernel's width on the targets (the paper's sigma).
-        mode, p: as :class:`mixlab.MixUp`.
-    """
-
-    def __init__(self, alpha=2.0, *, bandwidth=1.0, mode="sample", p=1.0, generator=None, inplace=False, roles=None,
-                 soft=False, labels_getter="default"):
-        super().__init__(generator=generator, num_classes=None, label_smoothing=0.0,
-                         inplace=inplace, roles=roles, soft=soft, labels_getter=labels_getter)
-        self.alpha = V.alpha(alpha)
-        self.bandwidth = V.real(bandwidth, "bandwidth", positive=True)
-        self.mode = V.choice(mode, "mode", ("batch", "sample"))
-        self.p = V.probability(p)
-
-    def partners(self, y: torch.Tensor, generator=None) -> torch.Tensor:
-        """Partner rows drawn from the label-distance kernel (a row may draw itself)."""
-        B = y.shape[0]
-        if B == 0:
-            return torch.zeros(0, dtype=torch.long, device=y.device)
-        flat = y.reshape(B, -1).float()
-        d2 = torch.cdist(flat, flat).pow(2)  # (B, B)
-        logits = -d2 / (2 * self.bandwidth ** 2)
-        probs = torch.softmax(logits, dim=1)  # rows sum to 1: the kernel normalised per row
-        return torch.multinomial(probs, 1, **rng(generator))[:, 0]
-
-    def sample(self, x, y=None) -> MixParams:
-        if y is None:
-            raise ValueError("CMixup draws partners from the targets: call sample(x, y)")
-        B, device, _ = _batch_info(x)
-        g = self._gen
-        base = sample_params(B, alpha=self.alpha, mode=self.mode, p=self.p, generator=g, device=device)
-        return MixParams(base.lam, self.partners(y, g))
-
-    def __call__(self, x, y=None):
-        if y is None:
-            raise ValueError("CMixup needs the regression targets: call it as cmixup(x, y)")
-        if not y.is_floating_point():
-            raise TypeError(f"CMixup is for regression targets (float), got dtype {y.dtype}; use MixUp for classes")
-        params = self.sample(x, y)
-        return mix(x, params, inplace=self.inplace, roles=self.roles), MixedTarget(y, params)
-
-    def __repr__(self):
-        return f"CMixup(alpha={self.alpha}, bandwidth={self.bandwidth}, mode={self.mode!r})"
 
 
 def regmixup_loss(criterion, logits: torch.Tensor, y: torch.Tensor, target: MixedTarget, *, eta: float = 1.0):
@@ -197,10 +50,15 @@ def regmixup_loss(criterion, logits: torch.Tensor, y: torch.Tensor, target: Mixe
         torch.Size([])
     """
     eta = V.real(eta, "eta", minimum=0.0)
-    B = y.shape[0]
+    if not isinstance(target, MixedTarget):
+        raise TypeError(f"target must be the MixedTarget of the mixed rows, got {V.describe(target)}")
+    B = target.params.batch_size  # the mixed rows: as many as the clean ones
+    if not isinstance(y, torch.Tensor) or y.ndim == 0 or y.shape[0] != B:
+        raise ValueError(f"y must hold the {B} clean labels of the batch the target was mixed from (dim 0), "
+                         f"got {V.describe(y)}")
     if not isinstance(logits, torch.Tensor) or logits.ndim == 0 or logits.shape[0] != 2 * B:
         got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise ValueError(f"logits must hold the clean and the mixed rows, {2 * B} on dim 0, got {got}")
+        raise ValueError(f"logits must hold the clean and the mixed rows, {2 * B} on dim 0 for {B} labels, got {got}")
     return criterion(logits[:B], y) + eta * target.loss(criterion, logits[B:])
 
 

@@ -143,11 +143,14 @@ class Box(Region):
         linear: optional bool ``(B,)``: rows marked True are blended with ``lam`` instead of
             pasted (the MixUp rows of a per-row MixUp-or-CutMix batch; their boxes are empty).
             Integer leaves cannot be blended, so a region with ``linear`` does not paste them.
+        blend: optional float32 ``(B,)``: the original's weight in the ``linear`` rows, so that
+            :meth:`kept` (the lam) comes from the region for every row.
     """
 
     box: torch.Tensor
     shape: tuple
     linear: Optional[torch.Tensor] = None
+    blend: Optional[torch.Tensor] = None
 
     def __post_init__(self):
         shape = tuple(self.shape)
@@ -164,6 +167,10 @@ class Box(Region):
         if lin is not None and (not isinstance(lin, torch.Tensor) or lin.dtype != torch.bool
                                 or lin.shape != (box.shape[0],)):
             raise ValueError(f"Box.linear must be a bool tensor of shape ({box.shape[0]},) or None")
+        bl = self.blend
+        if bl is not None and (lin is None or not isinstance(bl, torch.Tensor) or not bl.is_floating_point()
+                               or bl.shape != (box.shape[0],)):
+            raise ValueError(f"Box.blend must be a float tensor of shape ({box.shape[0]},), given with Box.linear")
 
     @property
     def batch_size(self) -> int:
@@ -178,7 +185,10 @@ class Box(Region):
 
     def kept(self) -> torch.Tensor:
         volume = (self.box[..., 1] - self.box[..., 0]).clamp(min=0).prod(dim=1).to(torch.float64)
-        return (1 - volume / math.prod(self.shape)).to(torch.float32)
+        kept = (1 - volume / math.prod(self.shape)).to(torch.float32)
+        if self.blend is not None:
+            kept = torch.where(self.linear, self.blend.to(torch.float32), kept)
+        return kept
 
     def weight(self, lam: torch.Tensor, ndim: int) -> torch.Tensor:
         w = self.mask(ndim).to(torch.float32)
@@ -188,14 +198,13 @@ class Box(Region):
         return torch.where(self.linear.view(view), (1 - lam.to(torch.float32)).view(view), w)
 
     def rows(self, sl: slice) -> "Box":
-        return Box(_rows(self.box, sl), self.shape, _rows(self.linear, sl))
+        return Box(_rows(self.box, sl), self.shape, _rows(self.linear, sl), _rows(self.blend, sl))
 
     def to(self, device) -> "Box":
-        return Box(self.box.to(device), self.shape, _move(self.linear, device))
+        return Box(self.box.to(device), self.shape, _move(self.linear, device), _move(self.blend, device))
 
     def apply(self, x, src, lam, index, *, fast=True, inplace=False):
-        if fast and x.device.type == "cpu" and not torch.compiler.is_compiling() and x.shape[0] > 0:
-            # CPU eager: slice copies of the boxes, no full-size mask or gather (box values are on the host).
+        if fast:  # CPU eager: slice copies of the boxes, no full-size mask or gather (the door decides)
             out = _fast.paste(x, src, lam, index, self.box, self.linear, inplace=inplace)
             if out is not None:
                 return out

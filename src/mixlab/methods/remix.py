@@ -1,0 +1,108 @@
+"""Remix (Chou et al. 2020, "Remix: Rebalanced Mixup"): inputs are mixed with ``lam``, but when one
+row's class is ``kappa`` times as frequent as the other's and its share is below ``tau``, the
+label goes wholly to the rarer class. Optionally partners are drawn with probability inversely
+proportional to their class count (``balanced=True``).
+
+Convention: ``lam`` weights the original row; the target carries the label weights.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import _validate as V
+from ..mixer import Mixer
+from ..params import MixParams, sample_params
+from ..registry import register
+from ..sampling import rng
+
+__all__ = ["Remix", "balanced_partners", "check_class_counts"]
+
+
+def check_class_counts(counts) -> torch.Tensor:
+    """``counts`` as a float64 ``(C,)`` tensor of positive class counts (else one clear error)."""
+    t = torch.as_tensor(counts, dtype=torch.float64)
+    if t.ndim != 1 or t.numel() < 1 or not bool((t > 0).all()):
+        raise ValueError(f"class_counts must be a 1-D sequence of positive counts (one per class), got {counts!r}")
+    return t
+
+
+def balanced_partners(y: torch.Tensor, class_counts, *, generator=None) -> torch.Tensor:
+    """Partner rows drawn with probability proportional to ``1 / count[y_j]`` (with replacement).
+
+    Rare classes become partners as often as frequent ones in expectation (class-balanced
+    sampling of the second row, as in Remix's and BBN's re-balancing of long-tailed data).
+
+    Returns:
+        int64 ``(B,)`` indices into the batch.
+    """
+    counts = check_class_counts(class_counts).to(y.device)
+    B = y.shape[0]
+    if B == 0:
+        return torch.zeros(0, dtype=torch.long, device=y.device)
+    w = (1.0 / counts[y.long()]).float()  # (B,)
+    return torch.multinomial(w.expand(B, B), 1, replacement=True, **rng(generator))[:, 0]
+
+
+def _check_labels(y, B: int, counts: torch.Tensor, name: str) -> None:
+    if y is None:
+        raise ValueError(f"{name} needs the labels (class indices): call it as t(x, y) or t.sample(x, y)")
+    if not isinstance(y, torch.Tensor) or y.shape != (B,) or y.is_floating_point():
+        raise ValueError(f"{name}: y must be class indices of shape ({B},) for {B} inputs, got {V.describe(y)}")
+    if y.device.type == "cpu" and y.numel() and int(y.max()) >= counts.numel():
+        raise ValueError(f"{name}: labels reach {int(y.max())}, but class_counts has {counts.numel()} classes")
+
+
+@register("remix-balanced", inputs=("images", "sequences", "volumes", "tokens", "vectors"), needs=("labels",),
+          balanced=True)
+@register("remix", inputs=("images", "sequences", "volumes", "tokens", "vectors"), needs=("labels",))
+class Remix(Mixer):
+    """Remix (Chou et al. 2020): mix inputs with ``lam``, give the label to the minority class.
+
+    With ``n_i`` and ``n_j`` the class counts of a row and its partner, the label weight of the
+    original row is ``0`` when ``n_i / n_j >= kappa`` and ``lam < tau``, ``1`` when
+    ``n_i / n_j <= 1 / kappa`` and ``1 - lam < tau``, else ``lam`` (the paper's Eq. 4).
+
+    Args:
+        alpha: Beta concentration (the paper uses 1.0).
+        class_counts: training examples per class, ``(C,)``.
+        kappa, tau: the paper's imbalance ratio and share thresholds (defaults 3.0 and 0.5).
+        balanced: draw partners with probability ``1 / count`` instead of by ``pairing``.
+        mode: ``"sample"`` (default) or ``"batch"``.
+        Shared options: see :class:`mixlab.Mixer`.
+
+    Returns (when called): ``(mixed_x, MixedTarget)`` whose ``params.lam`` is the label weight;
+    ``self.last_input_lam`` holds the inputs' ``lam``.
+    """
+
+    default_mode = "sample"
+
+    def __init__(self, alpha=1.0, *, class_counts, kappa=3.0, tau=0.5, balanced=False, **common):
+        super().__init__(**common)
+        self.alpha = V.alpha(alpha)
+        self.counts = check_class_counts(class_counts)
+        self.kappa = V.real(kappa, "kappa", minimum=1.0)
+        self.tau = V.probability(tau, "tau")
+        self.balanced = bool(balanced)
+        if self.balanced and self.pairing != "permutation":
+            raise ValueError("Remix(balanced=True) draws partners by class count; pairing= does not apply")
+        self.last_input_lam = None
+
+    def draw_pairs(self, B, y, g, device) -> MixParams:
+        _check_labels(y, B, self.counts, type(self).__name__)
+        params = sample_params(B, alpha=self.alpha, mode=self.mode, p=self.p, pairing=self.pairing, generator=g,
+                               device=device)
+        if self.balanced:
+            params = MixParams(params.lam, balanced_partners(y, self.counts, generator=g))
+        return params
+
+    def target_params(self, params: MixParams, y: torch.Tensor) -> MixParams:
+        """The labels' parameters: the inputs' ``lam`` rebalanced by the class counts (Eq. 4)."""
+        self.last_input_lam = params.lam
+        counts = self.counts.to(y.device)
+        ratio = counts[y.long()] / counts[y.long()[params.index]]  # n_i / n_j
+        lam = params.lam
+        lam_y = torch.where((ratio >= self.kappa) & (lam < self.tau), torch.zeros_like(lam), lam)
+        lam_y = torch.where((ratio <= 1 / self.kappa) & (1 - lam < self.tau), torch.ones_like(lam), lam_y)
+        return MixParams(lam_y, params.index)
+
+    label_params = target_params  # the 0.2 name
