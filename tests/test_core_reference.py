@@ -127,7 +127,10 @@ def test_mse_loss_route_has_the_soft_route_gradient(gen):
     torch.testing.assert_close(g_loss, g_soft)
     lam = target.lam[:, None]
     gap = (lam * (1 - lam) * (target.y_a - target.y_b) ** 2).mean()
-    torch.testing.assert_close(target.loss(nn.MSELoss(), pred) - F.mse_loss(pred, target.soft()), gap)
+    mixed_losses = (lam * (pred - target.y_a) ** 2 + (1 - lam) * (pred - target.y_b) ** 2).mean()
+    # MSE takes the label-mixing route (the loss on the mixed label): loss mixing would add lam(1-lam)(y_a-y_b)^2
+    torch.testing.assert_close(mixed_losses - target.loss(nn.MSELoss(), pred), gap)
+    torch.testing.assert_close(target.loss(nn.MSELoss(), pred), F.mse_loss(pred, target.soft()))
 
 
 def test_mixed_loss_adapter(gen):
