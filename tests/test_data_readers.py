@@ -239,3 +239,20 @@ def test_safe_load_plain_types(tmp_path):
     obj = {"a": [1, 2.5, "s", b"b", (1, 2)], "n": None, "t": True}
     (tmp_path / "p").write_bytes(pickle.dumps(obj, protocol=2))
     assert safe_load(tmp_path / "p") == obj
+
+
+@pytest.mark.parametrize("content, message", [
+    (pickle.dumps({"data": np.zeros((1, 3072), np.uint8), "labels": [0], "x": _Evil("/nonexistent/pwned")},
+                  protocol=2), r"test_batch: refusing to load posix\.system: a CIFAR batch holds only"),
+    (b"not a pickle at all", r"test_batch: "),
+])
+def test_refused_cifar_pickles_are_data_errors(tmp_path, content, message):
+    """A refused or unreadable pickle is a ValueError, like every other bad data file (the lab's one-line
+    errors), and still a pickle.UnpicklingError for callers that catch that."""
+    _write_cifar(tmp_path / "c")
+    (tmp_path / "c" / "test_batch").write_bytes(content)
+    with pytest.raises(ValueError, match=message) as e:
+        load_dataset("cifar10", data_dir=tmp_path / "c", cache_dir=False)
+    assert str(tmp_path / "c" / "test_batch") in str(e.value)
+    with pytest.raises(ValueError, match=message):
+        safe_load(tmp_path / "c" / "test_batch")

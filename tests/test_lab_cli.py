@@ -417,3 +417,42 @@ def test_check_packages_passes_here_and_names_what_is_missing(monkeypatch):
         cli.check_packages("train")
     cli.check_packages("preview")  # no progress bars there
     assert main(["train", "--dataset", "digits", "--out", "never-made"]) == 2 and not Path("never-made").exists()
+
+
+# ---- a crafted CIFAR pickle -----------------------------------------------------------------------------------
+
+class _RunsACommand:
+    """Unpickles as ``os.system(command)`` (``posix.system`` in the file): the pickle must be refused unrun."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_cifar_pickle_is_one_line_not_a_traceback(tmp_path, capsys):
+    import pickle
+
+    import numpy as np
+
+    batches = tmp_path / "cifar" / "cifar-10-batches-py"  # the official layout
+    batches.mkdir(parents=True)
+    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
+        batch = {"data": np.full((4, 3072), i, dtype=np.uint8), "labels": [0, 1, 2, 3], "batch_label": name}
+        (batches / name).write_bytes(pickle.dumps(batch, protocol=2))
+    (batches / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}, protocol=2))
+    marker = tmp_path / "pwned"
+    crafted = {"data": np.zeros((4, 3072), np.uint8), "labels": [0, 1, 2, 3], "x": _RunsACommand(marker)}
+    (batches / "data_batch_2").write_bytes(pickle.dumps(crafted, protocol=2))
+    assert b"posix\nsystem" in (batches / "data_batch_2").read_bytes()
+
+    out = tmp_path / "run"
+    rc = main(["compare", "--dataset", "cifar10", "--data-dir", str(tmp_path / "cifar"), "--epochs", "1",
+               "--quiet", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"mixlab: CIFAR file {batches / 'data_batch_2'}: refusing to load posix.system"), err
+    assert not marker.exists(), "the crafted pickle ran its command"
