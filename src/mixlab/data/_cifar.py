@@ -7,7 +7,9 @@ would run whatever a crafted file asks for (``__reduce__`` can call ``os.system`
 (old and new module path), ``_frombuffer`` (what protocol-5 pickles of arrays use),
 ``ndarray``, ``dtype``, and ``_codecs.encode`` (how Python 3 writes bytes into protocol-2
 pickles). Dicts, lists, strings and numbers need no ``find_class`` at all. Anything else
-raises ``pickle.UnpicklingError`` before any of the file's objects is called.
+raises :class:`CIFARPickleError` before any of the file's objects is called: a ``ValueError``
+naming the file, like every other bad data file (the lab prints it as one line), and a
+``pickle.UnpicklingError`` too.
 
 Even those few callables are handed out only in guarded form, because each can make far more
 data than the file holds: ``numpy.ndarray(shape, dtype, buffer, offset, strides)`` called
@@ -47,7 +49,8 @@ import torch
 from . import _images
 from ._cache import cached, source_signature
 
-__all__ = ["SafeUnpickler", "safe_load", "find_cifar_batches", "load_cifar_batches", "TRAIN_BATCHES"]
+__all__ = ["SafeUnpickler", "CIFARPickleError", "safe_load", "find_cifar_batches", "load_cifar_batches",
+           "TRAIN_BATCHES"]
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 _NAMES = (*TRAIN_BATCHES, "test_batch")
@@ -65,6 +68,14 @@ _ALLOWED = {
 MAX_ROWS = 100_000  # rows per batch and list length; official batches hold 10,000
 _DTYPE_NAMES = {"b1", "u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f2", "f4", "f8", "bool", "uint8", "int8",
                 "int16", "uint16", "int32", "uint32", "int64", "uint64", "float16", "float32", "float64"}
+
+
+class CIFARPickleError(pickle.UnpicklingError, ValueError):
+    """A CIFAR file the safe unpickler refused or could not read, with the file's path in the message.
+
+    A ``ValueError`` like every other bad data file the readers report (``mixlab`` prints it as one
+    line, status 2), and a ``pickle.UnpicklingError`` for callers that catch that.
+    """
 
 
 class _NdarrayTag:
@@ -179,13 +190,16 @@ class SafeUnpickler(pickle._Unpickler):  # the Python unpickler: its BUILD and A
 
 
 def safe_load(path: Path, data: bytes | None = None) -> object:
-    """Unpickle ``path`` (or ``data`` read from it) with ``SafeUnpickler``, ``encoding='latin1'``."""
+    """Unpickle ``path`` (or ``data`` read from it) with ``SafeUnpickler``, ``encoding='latin1'``.
+
+    A refused or malformed pickle raises :class:`CIFARPickleError` (a ``ValueError``), anything
+    else unreadable a ``ValueError``; both name ``path``."""
     if data is None:
         data = Path(path).read_bytes()
     try:
         return SafeUnpickler(io.BytesIO(data), encoding="latin1").load()
     except pickle.UnpicklingError as e:
-        raise pickle.UnpicklingError(f"CIFAR file {path}: {e}") from None
+        raise CIFARPickleError(f"CIFAR file {path}: {e}") from None
     except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, MemoryError,
             OverflowError, RecursionError, SystemError, struct.error) as e:
         raise ValueError(f"CIFAR file {path}: not a readable pickle ({type(e).__name__}: {e})") from None
