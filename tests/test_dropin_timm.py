@@ -37,6 +37,30 @@ def test_mixup_rows_equal_timms_for_fixed_lams(monkeypatch, mode, smoothing, gen
     torch.testing.assert_close(oy, ty)
 
 
+@pytest.mark.parametrize("mode", ["batch", "pair", "elem"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.uint8])
+@pytest.mark.parametrize("alphas", [(0.8, 1.0), (1.0, 0.0), (0.0, 1.0)])
+def test_in_place_pair_kernel_gives_mixs_numbers(mode, dtype, alphas):
+    """On CPU the call mixes flip pairs in place (mixlab._timm_fast); the numbers are mixlab.mix's with the
+    same params, odd batches and channels_last included."""
+    for seed, B in ((0, 8), (1, 7), (2, 6)):
+        x = torch.rand(B, 3, 12, 10, generator=torch.Generator().manual_seed(seed))
+        x = (x * 255).to(dtype) if dtype == torch.uint8 else x.to(dtype)
+        if seed == 2:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = torch.arange(B) % 5
+        kw = dict(mixup_alpha=alphas[0], cutmix_alpha=alphas[1], mode=mode, prob=0.8, num_classes=5)
+        out, target = mt.Mixup(generator=torch.Generator().manual_seed(seed), **kw)(x.clone(), y)
+        params = mt.Mixup(generator=torch.Generator().manual_seed(seed), **kw).params(x)
+        ref = mixlab.mix(x.clone(), params, inplace=True)
+        assert out.dtype == dtype and out.stride() == x.stride()
+        if dtype == torch.uint8:
+            assert (out.int() - ref.int()).abs().max() <= 1
+        else:
+            torch.testing.assert_close(out, ref)
+        torch.testing.assert_close(target, mt.mixup_target(y, 5, params.lam, 0.1))
+
+
 def test_defaults_and_attributes_are_timms():
     ours, theirs = mt.Mixup(), tm.Mixup()
     for name in ("mixup_alpha", "cutmix_alpha", "cutmix_minmax", "mix_prob", "switch_prob", "mode", "correct_lam",

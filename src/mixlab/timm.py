@@ -12,8 +12,9 @@ What differs, on purpose:
 
 - Odd batch sizes work (the middle row of a ``flip`` pairing is its own partner, left unmixed);
   timm asserts the batch is even.
-- Draws come from torch (a ``generator=`` may be given) instead of numpy's global state, and the
-  whole batch is mixed in one vectorised call (per-element modes loop over rows in timm).
+- Draws come from torch (a ``generator=`` may be given) instead of numpy's global state. On CPU
+  the batch is mixed in place pair by pair (``mixlab._timm_fast``: each flip pair read and written
+  once, no copy of the batch; timm clones it); elsewhere, or under autograd, by :func:`mixlab.mix`.
 - CutMix boxes follow mixlab's ``sample_box`` (side ``floor(S * sqrt(1 - lam))``, centre anywhere,
   clipped): timm's own box has side ``2 * (cut // 2)``; with ``correct_lam=True`` (the default)
   ``lam`` is the exact pasted share either way.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import torch
 
+from . import _timm_fast
 from . import _validate as V
 from .ops import mix
 from .params import MixParams, sample_box
@@ -108,12 +110,20 @@ class Mixup:
 
     def params(self, x: torch.Tensor) -> MixParams:
         """The random state of one call (flip pairing), as :class:`mixlab.MixParams`."""
+        lam, index, box, linear, shape = self._sample(x)
+        if box is None:
+            return MixParams(lam, index)
+        return MixParams(lam, index, Box(box, shape, linear=linear))
+
+    def _sample(self, x: torch.Tensor):
+        """One call's draws: ``lam (B,)``, the flip ``index (B,)``, and the CutMix ``box (B, 2, 2)`` with the
+        MixUp rows ``linear (B,)`` among them (``box`` None without CutMix, ``linear`` None without MixUp)."""
         if not isinstance(x, torch.Tensor) or x.ndim < 3:
             raise ValueError(f"x must be a batch of images (B, C, H, W), got {V.describe(x)}")
         B, shape, device = x.shape[0], tuple(x.shape[-2:]), x.device
         index = partner_index(B, "flip", device=device)
         if not self.mixup_enabled or B <= 1:
-            return MixParams(torch.ones(B, device=device), index)
+            return torch.ones(B, device=device), index, None, None, shape
         g = self.generator
         n = 1 if self.mode == "batch" else ((B + 1) // 2 if self.mode == "pair" else B)
         if self.mixup_alpha > 0 and self.cutmix_alpha > 0:
@@ -137,18 +147,29 @@ class Mixup:
             rows = torch.arange(B, device=device)
         lam = lam[rows].contiguous()
         if self.cutmix_alpha == 0:  # MixUp only: a plain lerp
-            return MixParams(lam, index)
+            return lam, index, None, None, shape
         box = torch.where(cut[:, None, None], box, torch.zeros_like(box))[rows].contiguous()
         linear = None if self.mixup_alpha == 0 else (~cut)[rows].contiguous()  # MixUp rows of a mixed batch
-        return MixParams(lam, index, Box(box, shape, linear=linear))
+        return lam, index, box, linear, shape
+
+    def _mix_inplace(self, x: torch.Tensor) -> torch.Tensor:
+        """Draw and mix ``x`` in place; return the per-row ``lam`` (the original rows' weights)."""
+        if not _timm_fast.applies(x):  # accelerators, autograd, compiling: the generic route
+            params = self.params(x)
+            mix(x, params, inplace=True)
+            return params.lam
+        lam, _, box, linear, _ = self._sample(x)
+        if self.mixup_enabled and x.shape[0] > 1:
+            _timm_fast.mix_flip_inplace(x, lam.tolist(), None if box is None else box.tolist(),
+                                        None if linear is None else linear.tolist())
+        return lam
 
     def __call__(self, x, target):
         """Mix ``x`` in place (as timm) and return ``(x, dense soft targets (B, num_classes))``."""
         if self.mode == "half":
             raise ValueError("mode='half' is FastCollateMixup's; use batch, pair or elem")
-        params = self.params(x)
-        mix(x, params, inplace=True)
-        return x, mixup_target(target, self.num_classes, params.lam, self.label_smoothing, self.multi_label)
+        lam = self._mix_inplace(x)
+        return x, mixup_target(target, self.num_classes, lam, self.label_smoothing, self.multi_label)
 
     def __repr__(self):
         return (f"{type(self).__name__}(mixup_alpha={self.mixup_alpha}, cutmix_alpha={self.cutmix_alpha}, "
@@ -188,6 +209,5 @@ class FastCollateMixup(Mixup):
             soft = mixup_target(target, self.num_classes, torch.ones(B), self.label_smoothing, self.multi_label)
             soft = lam[:, None] * soft[:h] + (1 - lam[:, None]) * soft[params.index]
             return mixed, soft
-        params = self.params(images)
-        mix(images, params, inplace=True)
-        return images, mixup_target(target, self.num_classes, params.lam, self.label_smoothing, self.multi_label)
+        lam = self._mix_inplace(images)
+        return images, mixup_target(target, self.num_classes, lam, self.label_smoothing, self.multi_label)

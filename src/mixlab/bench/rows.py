@@ -142,12 +142,14 @@ def timm_rows(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, seed: int) 
     ``MixUpOrCutMix`` (per row, out of place) for scale."""
     from mixlab import timm as ml_timm
 
-    g = torch.Generator(device=x.device).manual_seed(seed)
     floor_dst = torch.empty_like(x)
     work = x.clone()  # every in-place row mixes this copy over and over (convex mixes stay in range)
 
+    def gen():  # one generator per row: a row's draws (MixUp or CutMix, batch mode) do not hang on other rows
+        return torch.Generator(device=x.device).manual_seed(seed)
+
     def ours(mode):
-        m = ml_timm.Mixup(mode=mode, num_classes=num_classes, generator=g, **TIMM_RECIPE)
+        m = ml_timm.Mixup(mode=mode, num_classes=num_classes, generator=gen(), **TIMM_RECIPE)
         return lambda: lambda: m(work, y)
 
     def theirs(mode):
@@ -158,7 +160,7 @@ def timm_rows(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, seed: int) 
             return lambda: m(work, y)
         return make
 
-    native = mixlab.MixUpOrCutMix(0.8, 1.0, mode="sample", generator=g)
+    native = mixlab.MixUpOrCutMix(0.8, 1.0, mode="sample", generator=gen())
     rows = [
         make_row("copy floor", lambda: lambda: floor_dst.copy_(x), "dst.copy_(x) into a preallocated tensor"),
         make_row("mixlab MixUpOrCutMix (sample)", lambda: lambda: native(x, y), "native, out of place, per row"),
