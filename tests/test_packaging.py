@@ -1,5 +1,6 @@
 """The wheel carries the package only (with py.typed), and the README's quick start runs from it outside
-the repository, in a fresh virtual environment that sees this one's packages (torch) but not the source tree."""
+the repository, in a fresh virtual environment that sees this one's packages (torch) but not the source tree.
+Installed without the `lab` extra, the `mixlab` command names the missing packages in one line."""
 from __future__ import annotations
 
 import re
@@ -24,12 +25,17 @@ def _quick_start() -> str:
     return setup + block + "\nprint('quick start ok', float(loss))\n"
 
 
-def test_wheel_contents_and_readme_quick_start_from_the_wheel(tmp_path):
-    dist = tmp_path / "dist"
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    dist = tmp_path_factory.mktemp("dist")
     run = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist),
                           str(ROOT)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
-    (wheel,) = dist.glob("mixlab-*.whl")
+    (built,) = dist.glob("mixlab-*.whl")
+    return built
+
+
+def test_wheel_contents_and_readme_quick_start_from_the_wheel(tmp_path, wheel):
     import mixlab
 
     assert f"mixlab-{mixlab.__version__}" in wheel.name.replace("_", "-")
@@ -58,3 +64,48 @@ def test_wheel_contents_and_readme_quick_start_from_the_wheel(tmp_path):
     run = subprocess.run([str(py), "-c", "import mixlab, sys; print(mixlab.__file__)"], capture_output=True,
                          text=True, cwd=tmp_path, timeout=120, env={"PATH": "/usr/bin:/bin"})
     assert str(env_dir) in run.stdout and str(ROOT / "src") not in run.stdout  # the wheel, not the checkout
+
+
+# the lab's optional packages as they appear in site-packages (modules, .libs and .dist-info), and mixlab itself
+_LAB_ENTRIES = ("torchvision", "matplotlib", "mpl_toolkits", "tqdm", "sklearn", "scikit_learn", "pil", "pillow",
+                "scipy", "mixlab", "__editable__")
+
+
+def test_mixlab_command_without_the_lab_extra(tmp_path, wheel):
+    """`pip install mixlab` (no extras): torch and numpy only. `mixlab compare` refuses at once, in one line."""
+    import sysconfig
+
+    parent = Path(sysconfig.get_paths()["purelib"])
+    core = tmp_path / "core-site"  # this environment's packages minus the lab's (and minus mixlab)
+    core.mkdir()
+    for entry in parent.iterdir():
+        if not entry.name.lower().startswith(_LAB_ENTRIES) and entry.suffix != ".pth":
+            (core / entry.name).symlink_to(entry)
+    env_dir = tmp_path / "env"
+    venv.EnvBuilder(system_site_packages=False, with_pip=False).create(env_dir)
+    py = env_dir / "bin" / "python"
+    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, timeout=60).stdout.strip()
+    Path(purelib, "_core.pth").write_text(f"{core}\n")
+    env = {"PATH": f"{env_dir / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "MIXLAB_CACHE": str(tmp_path / "cache")}
+    run = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--force-reinstall", "--no-cache-dir", "-q",
+                          str(wheel)], capture_output=True, text=True, cwd=tmp_path, timeout=600, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    probe = subprocess.run([str(py), "-c", "import torch, numpy, mixlab, importlib.util as u; "
+                            "print([m for m in ('torchvision', 'matplotlib', 'tqdm', 'sklearn', 'PIL', 'scipy') "
+                            "if u.find_spec(m)], mixlab.__file__)"],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=300, env=env)
+    assert probe.returncode == 0 and probe.stdout.startswith("[] ") and str(env_dir) in probe.stdout, \
+        probe.stdout + probe.stderr[-2000:]
+
+    out = tmp_path / "run"
+    for argv in (["compare", "--dataset", "digits"], ["train", "--dataset", "fashion-mnist", "--epochs", "1"]):
+        run = subprocess.run([str(env_dir / "bin" / "mixlab"), *argv, "--out", str(out)], capture_output=True,
+                             text=True, cwd=tmp_path, timeout=300, env=env)
+        assert run.returncode == 2 and len(run.stderr.splitlines()) == 1, (run.returncode, run.stderr[-3000:])
+        assert run.stderr == (f"mixlab: the lab (mixlab {argv[0]}) needs torchvision, matplotlib, tqdm, scikit-learn, "
+                              'pillow, scipy (not installed); install them with: pip install "mixlab[lab]" scipy\n')
+        assert not out.exists() and not (tmp_path / "cache").exists()
+    run = subprocess.run([str(env_dir / "bin" / "mixlab"), "datasets"], capture_output=True, text=True, cwd=tmp_path,
+                         timeout=300, env=env)
+    assert run.returncode == 0 and "digits" in run.stdout, run.stderr[-3000:]
