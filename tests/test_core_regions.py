@@ -69,7 +69,10 @@ def test_integer_map_under_mixup_is_an_error_when_marked_or_kept_otherwise(gen):
     B = 4
     batch = {"image": torch.rand(B, 3, 5, 5, generator=gen), "mask": torch.zeros(B, 5, 5, dtype=torch.long)}
     p = mixlab.sample_params(B, alpha=1.0, generator=gen)
-    assert mixlab.mix(batch, p)["mask"] is batch["mask"]  # unmarked integer leaves: kept
+    # a map laid out like the image's positions is never left unmixed beside mixed images (0.2 kept it silently)
+    with pytest.raises(ValueError, match=r"batch\['mask'\].*blend whole rows.*MixedTarget.*roles="):
+        mixlab.mix(batch, p)
+    assert mixlab.mix(batch, p, roles={"mask": "keep"})["mask"] is batch["mask"]  # asked for: kept
     with pytest.raises(ValueError, match=r"batch\['mask'\].*blend whole rows.*MixedTarget"):
         mixlab.mix(batch, p, roles={"mask": "paste"})
     both = mixlab.MixUpOrCutMix(mode="sample", generator=gen).sample(batch)

@@ -5,8 +5,10 @@
 - ``"mix"``: floating, complex and ``uint8`` leaves (inputs). Blended with ``lam``, or combined
   by ``params.region`` where the region covers the leaf's trailing dims.
 - ``"paste"``: integer and bool maps that must follow a region exactly (segmentation masks):
-  the default for integer / bool leaves whose trailing dims the region covers, and for
-  ``torchvision.tv_tensors.Mask``. Pasting keeps values exact; they cannot be blended, so a
+  the default for integer / bool leaves whose trailing dims the region covers, for
+  ``torchvision.tv_tensors.Mask``, and for any integer or bool leaf laid out like the input's
+  positions (``(B, *S)`` or ``(B, 1, *S)`` beside ``(B, C, *S)`` inputs) and any ``uint8`` leaf
+  ``(B, *S)``, so a segmentation mask in a dict batch is never blended as an image. Pasting keeps values exact; they cannot be blended, so a
   ``"paste"`` leaf without a binary region covering it is an error that says what to do.
 - ``"keep"``: returned as they are: other integer and bool leaves (class labels, ids).
 
@@ -86,7 +88,25 @@ def _lookup(table: dict, path: str):
     return best
 
 
-def _leaf_role(leaf: torch.Tensor, path: str, table: dict, params: MixParams, used: set) -> str:
+def _is_map(leaf: torch.Tensor, ref: torch.Tensor | None) -> bool:
+    """An integer / bool leaf laid out like the input's positions, ``(B, *S)`` or ``(B, 1, *S)`` beside an input
+    ``(B, C, *S)``, or a ``uint8`` leaf ``(B, *S)`` (a segmentation map). Pasted by binary regions, never blended."""
+    if ref is None or leaf is ref or ref.ndim < 3 or leaf.is_floating_point() or leaf.is_complex():
+        return False
+    spatial = tuple(ref.shape[2:])
+    if leaf.dtype == torch.uint8:  # uint8 with a channel dim is an image; without one, a map
+        return tuple(leaf.shape[1:]) == spatial
+    return tuple(leaf.shape[1:]) in (spatial, (1,) + spatial)
+
+
+def _reference(leaves) -> torch.Tensor | None:
+    """The input that sets the positions: the floating leaf with the most dims, else the blendable one."""
+    floats = [leaf for _, leaf in leaves if isinstance(leaf, torch.Tensor) and leaf.is_floating_point()]
+    pool = floats or [leaf for _, leaf in leaves if isinstance(leaf, torch.Tensor) and _blendable(leaf)]
+    return max(pool, key=lambda t: t.ndim) if pool else None
+
+
+def _leaf_role(leaf: torch.Tensor, path: str, table: dict, params: MixParams, used: set, ref=None) -> str:
     key = _lookup(table, path)
     kind = _tv_kind(leaf)
     if key is not None:
@@ -97,7 +117,7 @@ def _leaf_role(leaf: torch.Tensor, path: str, table: dict, params: MixParams, us
             f"batch leaf {path} is a tv_tensors.BoundingBoxes: detection boxes are not lerped or pasted "
             f"by this transform; mix detection batches with mixlab.detection (MixUp, CutMix, Mosaic), or pass "
             f"roles={{{path!r}: 'keep'}} to leave them as they are")
-    elif kind == "mask":
+    elif kind == "mask" or _is_map(leaf, ref):
         role = "paste"
     elif _blendable(leaf):
         role = "mix"
@@ -118,7 +138,8 @@ def _check_pasteable(leaf: torch.Tensor, path: str, params: MixParams) -> None:
     what = f"batch leaf {path} ({V.describe(leaf)}) is a map to paste (an integer mask, a tv_tensors.Mask " \
            "or roles='paste')"
     fix = ("pass it as the target instead (MixedTarget(mask, params) weighs its two sources per row or per "
-           "position), or mix with a region method such as CutMix, which pastes it")
+           f"position), or mix with a region method such as CutMix, which pastes it; if it is an image, say so with "
+           f"roles={{{path!r}: 'mix'}}, or roles={{{path!r}: 'keep'}} to leave it as it is")
     if region is None:
         raise ValueError(f"{what}, but these params blend whole rows (MixUp): class ids have no convex "
                          f"combination; {fix}")
@@ -229,13 +250,15 @@ def mix(batch, params: MixParams, *, partner=None, inplace: bool = False, roles=
     B = params.batch_size
     table, used, plan, leaves = _role_table(roles), set(), {}, []
 
-    def classify(leaf, path):
+    def collect(leaf, path):
         _check_leaf(leaf, path, B)
         leaves.append((path, leaf))
-        plan[path] = _leaf_role(leaf, path, table, params, used)
         return leaf
 
-    tree_map_with_path(classify, batch)
+    tree_map_with_path(collect, batch)
+    ref = _reference(leaves)
+    for path, leaf in leaves:
+        plan[path] = _leaf_role(leaf, path, table, params, used, ref)
     unknown = sorted(set(table) - used)
     if unknown:
         raise ValueError(f"roles names {unknown}, which match no leaf of the batch; its leaves are "

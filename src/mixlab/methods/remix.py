@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import _fast
 from .. import _validate as V
 from ..mixer import Mixer
 from ..params import MixParams, sample_params
@@ -35,7 +36,11 @@ def balanced_partners(y: torch.Tensor, class_counts, *, generator=None) -> torch
     Returns:
         int64 ``(B,)`` indices into the batch.
     """
-    counts = check_class_counts(class_counts).to(y.device)
+    return _balanced(y, check_class_counts(class_counts), generator)
+
+
+def _balanced(y: torch.Tensor, counts: torch.Tensor, generator) -> torch.Tensor:
+    counts = counts.to(y.device)
     B = y.shape[0]
     if B == 0:
         return torch.zeros(0, dtype=torch.long, device=y.device)
@@ -48,7 +53,7 @@ def _check_labels(y, B: int, counts: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} needs the labels (class indices): call it as t(x, y) or t.sample(x, y)")
     if not isinstance(y, torch.Tensor) or y.shape != (B,) or y.is_floating_point():
         raise ValueError(f"{name}: y must be class indices of shape ({B},) for {B} inputs, got {V.describe(y)}")
-    if y.device.type == "cpu" and y.numel() and int(y.max()) >= counts.numel():
+    if _fast.eager_cpu(y) and y.numel() and int(y.max()) >= counts.numel():  # a free host read on CPU only
         raise ValueError(f"{name}: labels reach {int(y.max())}, but class_counts has {counts.numel()} classes")
 
 
@@ -92,7 +97,7 @@ class Remix(Mixer):
         params = sample_params(B, alpha=self.alpha, mode=self.mode, p=self.p, pairing=self.pairing, generator=g,
                                device=device)
         if self.balanced:
-            params = MixParams(params.lam, balanced_partners(y, self.counts, generator=g))
+            params = MixParams(params.lam, _balanced(y, self.counts, g))
         return params
 
     def target_params(self, params: MixParams, y: torch.Tensor) -> MixParams:
