@@ -1,5 +1,6 @@
 """The documentation site builds in strict mode (a broken API reference or link fails CI), and what it
-is built from: every public module has an API entry, reST roles in docstrings are rendered as links."""
+is built from: every public module has an API entry, reST roles in docstrings are rendered as links,
+the methods table is read from the registry."""
 from __future__ import annotations
 
 import os
@@ -96,3 +97,21 @@ def test_top_level_names_link_to_their_entries(site):
     for name in mixlab.__all__:
         assert re.search(rf'<a class="autorefs autorefs-internal"[^>]*><code>{name}</code></a>', section), name
 
+
+def test_methods_page_lists_every_registered_method(site):
+    import mixlab.methods
+
+    page = (site / "methods" / "index.html").read_text()
+    table = page[page.index("<th>method</th>"):]
+    table = table[:table.index("</table>")]
+    names = mixlab.methods.available()
+    assert len(names) >= 12
+    for name in names:
+        info = mixlab.methods.get(name)
+        row = re.search(rf"<tr>\s*<td><code>{re.escape(name)}</code></td>(.*?)</tr>", table, re.S)
+        assert row, f"{name} missing from the methods table"
+        anchor = f"{info.cls.__module__}.{info.cls.__qualname__}"
+        assert f'href="../api/methods/#{anchor}"' in row[1], (name, row[1])
+        assert (">yes<" if info.alpha else ">no<") in row[1]
+        assert ", ".join(info.inputs) in row[1]
+    assert len(re.findall(r"<tr>\s*<td><code>", table)) == len(names)
