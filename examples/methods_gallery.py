@@ -2,8 +2,10 @@
 
     python examples/methods_gallery.py --data ../shared/datasets/cifar10-jpg.tar.gz --out docs/img/methods.png
 
-Each row is one method applied to the same 6 test images with the same partners (a fixed roll),
-each panel titled with the row's lam (the share of the original image) and its partner. Without
+Each row is one registered method (``mixlab.methods.available(inputs="images")``, built with
+``mixlab.methods.get(name).build``) applied to the same 6 test images with the same partners (a
+fixed roll, unless the method draws its own), each panel titled with its lam (the share of the
+original image) and its partner. Without
 ``--data`` (or ``$MIXLAB_CIFAR10``) it draws on synthetic stripes, so it always runs.
 """
 from __future__ import annotations
@@ -45,23 +47,43 @@ def synthetic_images(n: int = N) -> torch.Tensor:
     return torch.stack(imgs)
 
 
+# Options for 32x32 images where a method's defaults suit 224x224 ones, by class (variants share them).
+SMALL_IMAGE_OPTIONS = {
+    "GridMix": dict(n_holes=(3, 6)),
+    "ResizeMix": dict(scale=(0.3, 0.7)),
+    "TokenMix": dict(patch_size=4),
+    "Remix": dict(class_counts=(500, 250, 120, 60, 30, 15)),  # a long tail over the 6 images' labels 0..5
+}
+# Extra rows: a registered method with other options, "label": (name, options).
+EXTRA_ROWS = {
+    "fmix (soft edges)": ("fmix", dict(max_soft=0.1)),
+    "cutmix on the patch grid": ("cutmix", dict(patch_size=8)),
+}
+
+
 def methods(seed: int) -> dict:
-    g = lambda: torch.Generator().manual_seed(seed)  # noqa: E731
-    common = dict(mode="sample", pairing="roll")
-    return {
-        "MixUp (alpha 1)": mixlab.MixUp(alpha=1.0, generator=g(), **common),
-        "CutMix": mixlab.CutMix(alpha=1.0, generator=g(), **common),
-        "MixUp or CutMix (per row)": mixlab.MixUpOrCutMix(generator=g(), **common),
-        "FMix": mixlab.FMix(alpha=1.0, generator=g(), **common),
-        "FMix (soft edges)": mixlab.FMix(alpha=1.0, max_soft=0.1, generator=g(), **common),
-        "GridMix": mixlab.GridMix(alpha=1.0, n_holes=(3, 6), generator=g(), **common),
-        "ResizeMix": mixlab.ResizeMix(scale=(0.3, 0.7), generator=g(), **common),
-        "SaliencyMix": mixlab.SaliencyMix(alpha=1.0, generator=g(), **common),
-        "SmoothMix": mixlab.SmoothMix(generator=g(), **common),
-        "TokenMix (4x4 patches)": mixlab.TokenMix(alpha=1.0, patch_size=4, generator=g(), **common),
-        "CutMix on the patch grid": mixlab.CutMix(alpha=1.0, patch_size=8, generator=g(), **common),
-        "PuzzleMix (saliency: image gradient)": _with_saliency(mixlab.PuzzleMix(alpha=1.0, generator=g(), **common)),
-    }
+    """One row per registered method that mixes images (regression ones need float targets: not here),
+    then the extra rows; each a callable ``(x, y) -> (mixed, target)``."""
+    registry = mixlab.methods
+    rows = {}
+    for name in registry.available(inputs="images", task="classification"):
+        if "targets" in registry.get(name).needs:
+            continue
+        rows[name] = _build(registry.get(name), seed)
+        rows.update({label: _build(registry.get(of), seed, **options)
+                     for label, (of, options) in EXTRA_ROWS.items() if of == name})
+    return rows
+
+
+def _build(info, seed: int, **options):
+    """``info.build`` with a fixed seed, per-row draws and partners by roll (or the method's own partners)."""
+    options = {**SMALL_IMAGE_OPTIONS.get(info.cls.__name__, {}), **options}
+    common = dict(mode="sample", generator=torch.Generator().manual_seed(seed))
+    try:
+        mixer = info.build(alpha=1.0, pairing="roll", **common, **options)
+    except ValueError:  # it draws its own partners (remix-balanced: by class count)
+        mixer = info.build(alpha=1.0, **common, **options)
+    return _with_saliency(mixer) if "saliency" in info.needs else mixer
 
 
 def _with_saliency(puzzle):
@@ -71,6 +93,7 @@ def _with_saliency(puzzle):
         sal = torch.nn.functional.pad((gray[:, 1:] - gray[:, :-1]).abs(), (0, 0, 0, 1)) \
             + torch.nn.functional.pad((gray[:, :, 1:] - gray[:, :, :-1]).abs(), (0, 1))
         return puzzle(x, y, saliency=sal)
+    call.mixer = puzzle
     return call
 
 
@@ -95,9 +118,11 @@ def main(argv=None) -> str:
     axes[0, 0].set_ylabel("originals", fontsize=7)
     for r, (name, t) in enumerate(rows.items(), start=1):
         mixed, target = t(x, y)
+        lam = getattr(getattr(t, "mixer", t), "last_input_lam", None)  # Remix: target.lam is the label's weight
+        lam = target.lam if lam is None else lam
         for j in range(N):
             axes[r, j].imshow(mixed[j].clamp(0, 1).permute(1, 2, 0).numpy())
-            axes[r, j].set_title(f"lam {target.lam[j].item():.2f}, with {int(target.params.index[j])}", fontsize=7)
+            axes[r, j].set_title(f"lam {lam[j].item():.2f}, with {int(target.params.index[j])}", fontsize=7)
         axes[r, 0].set_ylabel(name, fontsize=7)
     for ax in axes.flat:
         ax.set_xticks([])

@@ -115,3 +115,24 @@ def test_methods_page_lists_every_registered_method(site):
         assert (">yes<" if info.alpha else ">no<") in row[1]
         assert ", ".join(info.inputs) in row[1]
     assert len(re.findall(r"<tr>\s*<td><code>", table)) == len(names)
+
+
+
+def test_gallery_rows_come_from_the_registry():
+    """examples/methods_gallery.py (docs/img/methods.png) has a row for every image method of the registry."""
+    import importlib.util
+
+    import torch
+
+    import mixlab.methods
+
+    spec = importlib.util.spec_from_file_location("mixlab_docs_gallery", ROOT / "examples" / "methods_gallery.py")
+    gallery = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gallery)
+    rows = gallery.methods(seed=0)
+    wanted = [n for n in mixlab.methods.available(inputs="images") if mixlab.methods.get(n).task != "regression"]
+    assert [n for n in rows if n in mixlab.methods.available()] == wanted
+    x, y = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.arange(6)
+    for name, mixer in rows.items():
+        mixed, target = mixer(x, y)
+        assert mixed.shape == x.shape and target.params.index.shape == (6,), name
