@@ -21,7 +21,9 @@ What a method needs is read from the registry, never from its name: ``needs`` (`
 ``targets``, ``saliency``: a saliency method is built with ``model=`` so a call with ``(x, y)`` is
 enough) and ``task`` (regression methods use float targets and MSE; an integration that is for class
 labels by design must refuse them clearly). An integration that hands the mixer only the inputs
-cannot serve a method that needs more: those cases are strict xfails naming the line at fault.
+must still serve a method that needs more: each integration hands the mixer the labels and applies its
+label rule (``target_params``); 0.3's first version of this module found fastai, Hugging Face and DDP
+passing the inputs alone and Keras refusing every method but its own two (24 cases, all fixed).
 
 Framework imports happen inside the tests, so the DDP ranks (spawned, importing this module) start
 with torch and mixlab only.
@@ -148,54 +150,10 @@ def check_close(a, b, *, what=""):
     torch.testing.assert_close(a.double(), b.double(), rtol=1e-5, atol=1e-6, msg=lambda m: f"{what}: {m}")
 
 
-# --------------------------------------------------------------------------- what each integration cannot do
-
-ONLY_INPUTS = {  # integrations whose mixing call passes the inputs alone: file, function, call
-    "fastai": "src/mixlab/fastai.py MixCallback.before_batch calls self.mixer.sample(xb[0])",
-    "transformers": "src/mixlab/transformers.py MixupCollator.mix calls self.mixer.sample(x)",
-    "distributed": "src/mixlab/distributed.py GlobalMixer.sample calls self.transform.sample(global_x)",
-}
-TARGET_RULE = {  # ... and then weights the labels with the inputs' params (Mixer.target_params skipped)
-    "fastai": "MixCallback.before_batch builds MixedTarget(yb[0], params)",
-    "transformers": "MixupCollator.mix builds MixedTarget(labels, params, ...)",
-    "distributed": "GlobalMixer.__call__ builds MixedTarget(y, params, partner=...)",
-}
-NEED_ERROR = {  # what such a mixer then raises, by registry need
-    "labels": "ValueError '<Method> needs the labels (class indices)'",
-    "targets": "ValueError 'CMixup draws partners from the regression targets'",
-    "saliency": "ValueError 'PuzzleMix(model=...) needs the labels for the saliency'",
-}
-
-
-def only_inputs_gap(integration, name):
-    """The strict xfail for a method whose registry ``needs`` an integration that passes only ``x`` cannot meet."""
-    info = methods.get(name)
-    needs = [n for n in info.needs if n in NEED_ERROR]
-    if integration == "transformers" and info.task == "regression":
-        return None  # refused by design (class labels only): asserted, not xfailed
-    if not needs:
-        return None
-    reason = (f"{ONLY_INPUTS[integration]} without the labels, so a method whose registry needs="
-              f"{tuple(needs)} raises {'; '.join(NEED_ERROR[n] for n in needs)}; and {TARGET_RULE[integration]}, "
-              "skipping the mixer's target_params (Remix's label rule)")
-    return pytest.mark.xfail(strict=True, raises=ValueError, reason=reason)
-
-
-KERAS_GAP = pytest.mark.xfail(
-    strict=True, raises=TypeError,
-    reason="src/mixlab/keras.py MixedPyDataset.__init__ accepts only mixlab.keras.MixUp/CutMix (isinstance "
-           "_KerasMixer) and raises TypeError 'mixer must be mixlab.keras.MixUp or CutMix' for any registry "
-           "mixlab.Mixer")
-
-
 def cases(integration=None, *, extra=None):
     out = []
     for name in NAMES:
-        marks = []
-        if integration in ONLY_INPUTS and (mark := only_inputs_gap(integration, name)) is not None:
-            marks.append(mark)
-        if extra is not None:
-            marks.append(extra)
+        marks = [] if extra is None else [extra]
         out.append(pytest.param(name, marks=marks, id=name))
     return out
 
@@ -385,7 +343,7 @@ def test_lightning_mix_callback(name, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
-@pytest.mark.parametrize("name", cases("keras", extra=KERAS_GAP))
+@pytest.mark.parametrize("name", cases("keras"))
 def test_keras_mixed_pydataset(name):
     os.environ.setdefault("KERAS_BACKEND", "torch")
     keras = pytest.importorskip("keras")
@@ -400,14 +358,15 @@ def test_keras_mixed_pydataset(name):
         def __len__(self):
             return 1
 
-        def __getitem__(self, index):
-            return x.clone(), y.clone()
+        def __getitem__(self, index):  # Keras's channels_last layout (B, H, W, C)
+            return x.permute(0, 2, 3, 1).numpy().copy(), y.clone().numpy()
 
+    assert keras.config.image_data_format() == "channels_last"
     options = {} if is_regression(name) else {"soft": True}
     ds = MixedPyDataset(Batches(), build(name, **options))
     assert len(ds) == 1
     mixed, labels = ds[0]
-    mixed = torch.as_tensor(keras.ops.convert_to_numpy(mixed))
+    mixed = torch.as_tensor(keras.ops.convert_to_numpy(mixed)).permute(0, 3, 1, 2)  # back to (B, C, H, W)
     assert not torch.equal(mixed, x) and torch.equal(mixed, ref_x)
     if is_regression(name):
         labels = labels.soft() if isinstance(labels, mixlab.MixedTarget) else torch.as_tensor(labels)

@@ -314,10 +314,8 @@ def test_mixup_dataset_draws_do_not_repeat_across_workers_and_batches():
     assert run(7)[1] == first  # the same loader seed repeats exactly
 
 
-@pytest.mark.xfail(reason="RandomChoice (src/mixlab/transforms.py) draws its choice from one generator copied into "
-                          "every worker: workers repeat each other's choices and every epoch repeats the first",
-                   strict=False)
 def test_random_choice_choices_differ_across_workers_and_epochs():
+    # 0.2: the choice came from one generator copied into every worker (workers repeated each other, epochs the first)
     choice = mixlab.RandomChoice([mixlab.MixUp(1.0, inplace=True), mixlab.CutMix(1.0, inplace=True)],
                                  generator=_seeded(0))
     runs = _draws(MixCollate(choice), seed=7, epochs=2)

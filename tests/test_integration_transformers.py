@@ -58,19 +58,19 @@ def test_trainer_trains_with_mixup_and_evaluates_unmixed(tmp_path):
         seen["mixed" if isinstance(labels, MixedLabels) else "plain"] += 1
         return loss_func(outputs, labels, num_items_in_batch)
 
-    trainer = transformers.Trainer(model=model, args=_args(tmp_path), train_dataset=train, eval_dataset=val,
-                                   data_collator=collator, compute_loss_func=counting)
+    trainer = transformers.Trainer(model=model, args=_args(tmp_path, max_steps=400), train_dataset=train,
+                                   eval_dataset=val, data_collator=collator, compute_loss_func=counting)
     result = trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    assert losses[-1] < losses[0] - 0.4, losses
+    assert losses[-1] < losses[0] - 0.3, losses  # 400 mixed steps (200 gave 0.15-0.45 below the start over seeds 0-3)
     metrics = trainer.evaluate()
-    assert seen["mixed"] == 200 and seen["plain"] > 0  # every training step mixed; evaluation not
+    assert seen["mixed"] == 400 and seen["plain"] > 0  # every training step mixed; evaluation not
     assert metrics["eval_loss"] < 2.0 and result.training_loss > 0
     model.eval()
     with torch.no_grad():
         x = torch.stack([val[i]["pixel_values"] for i in range(300)])
         acc = (model(pixel_values=x).logits.argmax(1) == val.y).float().mean()
-    assert acc > 0.3  # chance: 0.1 (a tiny ViT after 200 mixed steps)
+    assert acc > 0.3  # chance: 0.1 (a tiny ViT after 400 mixed steps)
 
 
 def test_the_collator_mixes_inputs_and_carries_mixed_labels():

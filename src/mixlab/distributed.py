@@ -28,6 +28,7 @@ from ._tree import first_leaf, tree_map_with_path
 from .ops import mix
 from .params import MixParams
 from .targets import MixedTarget
+from .mixer import label_params
 
 __all__ = ["DistInfo", "get_info", "gather_sizes", "gather_batch", "local_params", "GlobalMixer", "GlobalMixUp"]
 
@@ -192,19 +193,25 @@ class GlobalMixer:
             raise ValueError("GlobalMixer: the transform's generator differs between ranks; seed it identically "
                              "on every rank (e.g. torch.Generator().manual_seed(run_seed))")
 
-    def sample(self, x, sizes: list[int]) -> tuple[MixParams, object]:
-        """Gather ``x`` and draw the global params.
+    def sample(self, x, sizes: list[int], global_y=None) -> tuple[MixParams, object]:
+        """Gather ``x`` and draw the global params (from the gathered labels ``global_y`` too, for methods whose
+        draw reads them: Remix's balanced partners, C-Mixup's kernel, PuzzleMix's saliency).
 
         Returns:
             ``(params, global_x)``: this rank's rows of the global parameters (``index``
             points into the global batch) and the gathered, detached global batch.
         """
+        return self._sample(x, sizes, global_y)[:2]
+
+    def _sample(self, x, sizes, global_y):
         if self._check:
             self._verify_generator()
         global_x = gather_batch(x, sizes)
-        params = self.transform.sample(global_x)
+        params = self.transform.sample(global_x, global_y)
         rank = dist.get_rank() if _running() else 0
-        return local_params(params, sum(sizes[:rank]), sizes[rank]), global_x
+        start, n = sum(sizes[:rank]), sizes[rank]
+        labels = None if global_y is None else local_params(label_params(self.transform, params, global_y), start, n)
+        return local_params(params, start, n), global_x, labels
 
     def __call__(self, x, y=None):
         """Mix this rank's batch. Returns ``(mixed_x, MixedTarget)``, or ``mixed_x`` without ``y``."""
@@ -212,12 +219,13 @@ class GlobalMixer:
         if not isinstance(leaf, torch.Tensor) or leaf.ndim == 0:
             raise TypeError("x must be a tensor or nested batch of tensors with a leading batch dimension")
         sizes = gather_sizes(leaf.shape[0])
-        params, global_x = self.sample(x, sizes)
+        global_y = None if y is None else gather_batch(y, sizes)
+        params, global_x, y_params = self._sample(x, sizes, global_y)
         # The gathered batch is the partner batch; params.index points into it.
         mixed = mix(x, params, partner=global_x)
         if y is None:
             return mixed
-        target = MixedTarget(y, params, partner=gather_batch(y, sizes), num_classes=self.transform.num_classes,
+        target = MixedTarget(y, y_params, partner=global_y, num_classes=self.transform.num_classes,
                              label_smoothing=self.transform.label_smoothing)
         return mixed, target
 

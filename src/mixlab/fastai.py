@@ -30,6 +30,7 @@ import torch
 
 from .ops import mix
 from .targets import MixedTarget
+from .mixer import label_params
 from .transforms import CutMix as _CutMix
 from .transforms import apply_schedule, check_schedule
 from .transforms import MixUp as _MixUp
@@ -67,13 +68,14 @@ class MixCallback(Callback):
         if not self.training or not len(self.learn.yb) or not getattr(self.mixer, "enabled", True):
             return
         xb, yb = self.learn.xb, self.learn.yb
-        params = self.mixer.sample(xb[0])
+        labels = yb[0] if len(yb) == 1 else None
+        params = self.mixer.sample(xb[0], labels)  # methods whose draw reads the labels (Remix, PuzzleMix) get them
         # the Learner owns this batch: mix it in place (no fresh allocation; 1.1x the copy floor at 224x224)
         self.learn.xb = tuple(mix(x, params, inplace=not x.requires_grad) for x in xb)
         if any(_is_class_index(y) for y in yb):
             if len(yb) != 1:
                 raise ValueError(f"loss mixing needs a single integer target, got {len(yb)} targets")
-            self._mixed_target = MixedTarget(yb[0], params)
+            self._mixed_target = MixedTarget(yb[0], label_params(self.mixer, params, yb[0]))  # Remix's label rule
         else:
             self.learn.yb = tuple(self._mix_target(y, params) for y in yb)
 

@@ -208,8 +208,13 @@ class Schedule(keras.callbacks.Callback):
         super().__init__()
         from .transforms import check_schedule
 
-        if not isinstance(mixer, _KerasMixer):
-            raise TypeError(f"mixer must be mixlab.keras.MixUp or CutMix, got {type(mixer).__name__}")
+        from .mixer import Mixer
+
+        if not isinstance(mixer, (_KerasMixer, Mixer)):
+            raise TypeError(f"mixer must be mixlab.keras.MixUp or CutMix, or a mixlab.Mixer, got {type(mixer).__name__}")
+        if isinstance(mixer, Mixer) and partner is not None:
+            raise ValueError("partner= (two-stream mixing) needs mixlab.keras.MixUp or CutMix; a mixlab.Mixer mixes "
+                             "each batch with a shuffle of itself")
         self.mixer = mixer
         self.stop_epoch, self.alpha_schedule = check_schedule(mixer, stop_epoch, alpha_schedule)
 
@@ -220,11 +225,15 @@ class Schedule(keras.callbacks.Callback):
 
 
 class MixedPyDataset(keras.utils.PyDataset):
-    """A ``keras.utils.PyDataset`` whose batches are mixed by a mixlab Keras mixer.
+    """A ``keras.utils.PyDataset`` whose batches are mixed by a mixlab Keras mixer or by any mixlab method.
 
     Args:
         dataset: a ``PyDataset`` (or any sequence) of ``(images, labels)`` batches.
-        mixer: :class:`MixUp` or :class:`CutMix`.
+        mixer: :class:`MixUp` or :class:`CutMix` (Keras ops: any backend, on the backend's device), or any
+            :class:`mixlab.Mixer` (every registered method: FMix, GridMix, ...), which mixes on the CPU in
+            torch and hands Keras numpy arrays, so it works under every backend. Give that mixer
+            ``num_classes`` for integer labels: the batch's labels become its soft ``(B, C)`` rows. Images
+            in Keras's ``channels_last`` layout are mixed as ``(B, C, H, W)`` and returned in their layout.
         partner: optional second dataset of the same length for two-stream mixing (the
             example's two shuffled copies); otherwise each batch is mixed with a shuffle of itself.
         **kwargs: ``workers``, ``use_multiprocessing``, ``max_queue_size`` for ``PyDataset``.
@@ -233,8 +242,13 @@ class MixedPyDataset(keras.utils.PyDataset):
 
     def __init__(self, dataset, mixer, *, partner=None, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(mixer, _KerasMixer):
-            raise TypeError(f"mixer must be mixlab.keras.MixUp or CutMix, got {type(mixer).__name__}")
+        from .mixer import Mixer
+
+        if not isinstance(mixer, (_KerasMixer, Mixer)):
+            raise TypeError(f"mixer must be mixlab.keras.MixUp or CutMix, or a mixlab.Mixer, got {type(mixer).__name__}")
+        if isinstance(mixer, Mixer) and partner is not None:
+            raise ValueError("partner= (two-stream mixing) needs mixlab.keras.MixUp or CutMix; a mixlab.Mixer mixes "
+                             "each batch with a shuffle of itself")
         if partner is not None and len(partner) != len(dataset):
             raise ValueError(f"partner must have as many batches as dataset ({len(dataset)}), got {len(partner)}")
         self.dataset, self.mixer, self.partner = dataset, mixer, partner
@@ -244,6 +258,8 @@ class MixedPyDataset(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         first = tuple(self.dataset[index])[:2]
+        if not isinstance(self.mixer, _KerasMixer):
+            return _torch_mix(self.mixer, *first)
         if self.partner is None:
             return self.mixer(*first)
         return self.mixer(first, tuple(self.partner[index])[:2])
@@ -252,3 +268,21 @@ class MixedPyDataset(keras.utils.PyDataset):
         for ds in (self.dataset, self.partner):
             if ds is not None and hasattr(ds, "on_epoch_end"):
                 ds.on_epoch_end()
+
+
+def _torch_mix(mixer, x, y):
+    """Mix one ``(images, labels)`` batch with a torch :class:`mixlab.Mixer`; numpy arrays back (any backend)."""
+    import numpy as np
+    import torch
+
+    xt, yt = torch.as_tensor(np.asarray(x)), torch.as_tensor(np.asarray(y))
+    if yt.ndim == 2 and yt.shape[1] == 1 and not yt.is_floating_point():
+        yt = yt[:, 0]
+    last = xt.ndim == 4 and keras.config.image_data_format() == "channels_last"
+    if last:
+        xt = xt.permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W): the layout mixlab's regions cut
+    mixed, target = mixer(xt, yt)
+    soft = target if isinstance(target, torch.Tensor) else target.soft()
+    if last:
+        mixed = mixed.permute(0, 2, 3, 1)
+    return np.ascontiguousarray(mixed.numpy()), soft.to(torch.float32).numpy()

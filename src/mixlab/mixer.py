@@ -48,7 +48,7 @@ from .regions import Region
 from .sampling import mix_seed, rng
 from .targets import MixedTarget
 
-__all__ = ["Mixer", "BatchTypeError", "worker_generator", "COMMON_OPTIONS"]
+__all__ = ["Mixer", "BatchTypeError", "worker_generator", "COMMON_OPTIONS", "label_params"]
 
 COMMON_OPTIONS = ("mode", "p", "pairing", "enabled", "generator", "num_classes", "label_smoothing", "inplace",
                   "roles", "soft", "labels_getter")
@@ -119,6 +119,12 @@ def _default_labels(batch):
     if isinstance(batch, dict) and (key := _label_key(batch)) is not None:
         return key, batch[key]
     return None
+
+
+def label_params(mixer, params: MixParams, y):
+    """The parameters ``mixer`` mixes labels ``y`` with (its ``target_params`` hook; the inputs' own otherwise)."""
+    hook = getattr(mixer, "target_params", None)
+    return params if hook is None or y is None else hook(params, y)
 
 
 def identity_params(B: int, device) -> MixParams:
@@ -260,9 +266,15 @@ class Mixer:
             return pairs
         return MixParams(region.kept(), pairs.index, region)
 
+    def target(self, y: torch.Tensor, params: MixParams, *, partner=None) -> MixedTarget:
+        """The :class:`~mixlab.MixedTarget` of labels ``y`` for inputs mixed with ``params`` (the method's label rule
+        applied, its ``num_classes`` and ``label_smoothing`` carried): what integrations that mix the inputs
+        themselves (after :meth:`sample`) use, so no label rule is lost on the way."""
+        return MixedTarget(y, self.target_params(params, y), partner=partner, num_classes=self.num_classes,
+                           label_smoothing=self.label_smoothing)
+
     def _target(self, y, params):
-        target = MixedTarget(y, self.target_params(params, y), num_classes=self.num_classes,
-                             label_smoothing=self.label_smoothing)
+        target = self.target(y, params)
         return target.soft() if self.soft else target
 
     def _labels(self, batch):

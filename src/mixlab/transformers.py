@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from . import _validate as V
 from .ops import mix
 from .targets import MixedTarget
+from .mixer import label_params
 
 __all__ = ["mixup_for_trainer", "MixupCollator", "MixedLabels", "MixedLabelsError", "MixupHook"]
 
@@ -164,11 +165,11 @@ class MixupCollator:
             raise ValueError(f"mixlab.transformers: no input to mix among the batch's keys {sorted(batch)}; "
                              f"expected one of {INPUT_KEYS} or input_key=")
         x = batch[keys[0]]
-        params = self.mixer.sample(x)
+        params = self.mixer.sample(x, labels)  # methods whose draw reads the labels (Remix, PuzzleMix) get them
         out = dict(batch)
         out[keys[0]] = mix(x, params, inplace=not x.requires_grad)  # the collated batch is ours
-        out["labels"] = MixedLabels(MixedTarget(labels, params, num_classes=self.num_classes,
-                                                label_smoothing=self.label_smoothing))
+        out["labels"] = MixedLabels(MixedTarget(labels, label_params(self.mixer, params, labels),
+                                                num_classes=self.num_classes, label_smoothing=self.label_smoothing))
         return out
 
 
@@ -303,7 +304,8 @@ class MixupHook:
         params, self.params = self.params, None
         if params is None:
             return _plain_loss(logits, labels, self.label_smoothing, num_items_in_batch)
-        target = MixedTarget(labels.to(params.device), params, num_classes=self.num_classes,
+        labels = labels.to(params.device)
+        target = MixedTarget(labels, label_params(self.mixer, params, labels), num_classes=self.num_classes,
                              label_smoothing=self.label_smoothing)
         return _mixed_loss(target, logits, num_items_in_batch)
 

@@ -75,6 +75,11 @@ class RandomChoice:
     def sample(self, x, y=None, **context) -> MixParams:
         return self.choose().sample(x, y, **context)
 
+    def target_params(self, params: MixParams, y) -> MixParams:
+        """The label rule of the transform chosen by the latest :meth:`sample` (Remix's, or the inputs' params)."""
+        hook = getattr(self.last, "target_params", None)
+        return params if hook is None else hook(params, y)
+
     def __call__(self, x, y=None, **context):
         return self.choose()(x, y, **context)
 

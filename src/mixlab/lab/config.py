@@ -17,6 +17,8 @@ import re
 from pathlib import Path
 from typing import Optional
 
+from mixlab import registry as _registry
+
 __all__ = ["LabConfig", "LabError", "PRESETS", "MIXES", "ALPHA_FREE", "MAX_SEED", "resolve_config", "load_config_file"]
 
 MAX_SEED = 2**32 - 1  # numpy's bound; mixlab.data and the per-rank streams derive larger seeds from it
@@ -29,16 +31,22 @@ class LabError(Exception):
     Raise it (or a subclass) with a complete message naming the option or file at fault.
     """
 
-MIXES = ("none", "mixup", "cutmix", "mixup-or-cutmix", "fmix", "saliencymix", "gridmix", "resizemix", "smoothmix",
-         "tokenmix", "remix", "remix-balanced", "puzzlemix")
+# The lab's methods: every registered classification method (mixlab.methods.available()), read from the registry.
+MIXES = ("none",) + tuple(_registry.available(task="classification"))
 # Methods that draw no lam from Beta(alpha, alpha) (ResizeMix: box scale ~ U(0.1, 0.8); SmoothMix: blob
 # width ~ U(0.25, 0.5)): one arm each whatever --alpha lists.
-ALPHA_FREE = ("resizemix", "smoothmix")
+ALPHA_FREE = tuple(m for m in MIXES[1:] if not _registry.get(m).alpha)
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
 LOSSES = ("ce", "bce")
 AUGMENTS = ("auto", "none", "crop-flip", "flip")
 NORMALIZES = ("dataset", "unit")
+
+
+def _options(info) -> tuple:
+    import inspect
+
+    return tuple(inspect.signature(info.cls).parameters)
 
 
 @dataclasses.dataclass
@@ -160,10 +168,11 @@ class LabConfig:
                 raise ValueError(f"--label-regex must be a Python regular expression, got {self.label_regex!r} "
                                  f"({e})") from None
         for m in self.mixes:
-            if m not in ("none", "mixup"):
-                need(self.mode != "pair", "mode", f"'batch' or 'sample' with {m}", self.mode)
-                need(not self.keep_dominant, "keep_dominant", f"off with {m} (it applies to mixup only)",
-                     self.keep_dominant)
+            if m != "none":
+                info = _registry.get(m)
+                need(self.mode in info.modes, "mode", f"one of {info.modes} with {m}", self.mode)
+                need(not self.keep_dominant or "keep_dominant" in _options(info), "keep_dominant",
+                     f"off with {m} (it applies to mixup only)", self.keep_dominant)
         return self
 
     @property

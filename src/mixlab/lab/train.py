@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import math
 import sys
 import time
@@ -152,64 +153,60 @@ def make_batch(data: LabData, idx: torch.Tensor, *, train: bool, augment: str = 
 
 def build_mixer(cfg: LabConfig, mix: str, num_classes: int, generator: torch.Generator, *,
                 alpha: Optional[float] = None, class_counts=None, input_shape=None, model=None, norm=None):
-    """The mixlab transform for ``mix`` (``None`` for the baseline), drawing from ``generator``.
+    """The registered method ``mix`` (``None`` for the baseline), configured from ``cfg``, drawing from ``generator``.
 
-    ``alpha`` overrides ``cfg.alpha`` (the arm's value when ``compare`` lists several);
-    ``class_counts`` (training rows per class) feeds Remix; ``input_shape`` ``(C, H, W)`` sets
-    TokenMix's patch grid (an 8 x 8 grid of tokens; 4 x 4 pixel patches on 32 px images) and
-    PuzzleMix's block grids (the official sides 2, 4, 8, 16 that divide the image, with 4-pixel
-    neighbourhoods where they fit); ``model`` gives PuzzleMix its input-gradient saliency
-    (one extra forward and backward per batch; without it, e.g. for a preview, the image's own
-    gradient magnitude stands in) and ``norm`` ``(mean, std)`` the normalisation it undoes for
-    its smoothness term.
+    Every method is built through the registry (:func:`mixlab.methods.get`) with the shared options
+    (``mode``, ``p``, pairing by flip in pair mode, ``num_classes``, ``label_smoothing``) and ``alpha`` when it
+    takes one; the options below are passed to the methods whose constructor has them, so a new method
+    needs no edit here:
+
+    - ``keep_dominant``, ``cutmix_alpha``, ``switch_prob``: from ``cfg``;
+    - ``class_counts`` (Remix): the training rows per class (ones when unknown);
+    - ``patch_size`` (token methods): the patch giving the grid nearest 8 x 8 tokens for ``input_shape``
+      ``(C, H, W)`` (4 x 4 pixel patches on 32 px images);
+    - ``n_holes`` (GridMix): 2 to 4 holes, valid from 8-pixel images up;
+    - ``block_num``, ``neigh_size`` (PuzzleMix): the official sides 2, 4, 8, 16 that divide the image,
+      with 4-pixel neighbourhoods where they fit; ``model`` gives its input-gradient saliency (one extra
+      forward and backward per batch; without it, e.g. for a preview, the image's own gradient magnitude
+      stands in) and ``norm`` ``(mean, std)`` the normalisation it undoes for its smoothness term.
+
+    ``alpha`` overrides ``cfg.alpha`` (the arm's value when ``compare`` lists several).
     """
     if mix == "none":
         return None
+    info = mixlab.methods.get(mix)
     if alpha is None:
         if isinstance(cfg.alpha, list):
             raise ValueError(f"--alpha lists {cfg.alpha}: build_mixer needs the arm's own alpha")
         alpha = cfg.alpha
-    cfg = dataclasses.replace(cfg, alpha=float(alpha))
-    ls = cfg.label_smoothing
-    if mix == "mixup":
-        return mixlab.MixUp(cfg.alpha, mode=cfg.mode, keep_dominant=cfg.keep_dominant, p=cfg.p,
-                            pairing="flip" if cfg.mode == "pair" else "permutation",  # pair mode pairs by flip
-                            generator=generator, num_classes=num_classes, label_smoothing=ls)
-    if mix == "cutmix":
-        return mixlab.CutMix(cfg.alpha, mode=cfg.mode, p=cfg.p, generator=generator, num_classes=num_classes,
-                             label_smoothing=ls)
-    if mix == "resizemix":
-        return mixlab.ResizeMix(mode=cfg.mode, p=cfg.p, generator=generator, num_classes=num_classes, label_smoothing=ls)
-    if mix == "smoothmix":
-        return mixlab.SmoothMix(mode=cfg.mode, p=cfg.p, generator=generator, num_classes=num_classes, label_smoothing=ls)
-    if mix == "tokenmix":
-        h, w = input_shape[-2:] if input_shape is not None and len(input_shape) == 3 else (32, 32)
+    options = dict(alpha=float(alpha), mode=cfg.mode, p=cfg.p, generator=generator, num_classes=num_classes,
+                   label_smoothing=cfg.label_smoothing)
+    if cfg.mode == "pair":
+        options["pairing"] = "flip"  # pair mode pairs by flip
+    sig = inspect.signature(info.cls).parameters
+    for name in ("keep_dominant", "cutmix_alpha", "switch_prob"):
+        if name in sig and name not in info.options:
+            options[name] = getattr(cfg, name)
+    h, w = input_shape[-2:] if input_shape is not None and len(input_shape) == 3 else (32, 32)
+    if "class_counts" in sig:
+        options["class_counts"] = torch.ones(num_classes) if class_counts is None else class_counts
+    if "patch_size" in sig and "tokens" in info.inputs:
         sizes = [q for q in range(1, math.gcd(h, w) + 1) if h % q == 0 and w % q == 0]
-        patch = min(sizes, key=lambda q: (abs(h // q - 8), q))  # the grid nearest 8 tokens a side
-        return mixlab.TokenMix(cfg.alpha, patch_size=patch, mode=cfg.mode, p=cfg.p, generator=generator,
-                               num_classes=num_classes, label_smoothing=ls)
-    if mix == "puzzlemix":
-        h, w = input_shape[-2:] if input_shape is not None and len(input_shape) == 3 else (32, 32)
-        sides = tuple(b for b in (2, 4, 8, 16) if h % b == 0 and w % b == 0 and min(h // b, w // b) >= 2) or (2,)
-        neigh = max(q for q in (1, 2, 4) if all((h // b) % q == 0 and (w // b) % q == 0 for b in sides))
-        mean, std = norm if norm is not None else (None, None)
-        return mixlab.PuzzleMix(cfg.alpha, block_num=sides, neigh_size=neigh, mode=cfg.mode, p=cfg.p,
-                                model=model if model is not None else _ImageGradient(),
-                                criterion=None if model is not None else _ImageGradient.score,
-                                mean=None if mean is None else mean.flatten(),
-                                std=None if std is None else std.flatten(),
-                                generator=generator, num_classes=num_classes, label_smoothing=ls)
-    if mix in ("remix", "remix-balanced"):
-        counts = torch.ones(num_classes) if class_counts is None else class_counts
-        return mixlab.policies.Remix(cfg.alpha, class_counts=counts, balanced=mix == "remix-balanced", mode=cfg.mode,
-                                     p=cfg.p, generator=generator, num_classes=num_classes, label_smoothing=ls)
-    if mix in ("fmix", "saliencymix", "gridmix"):
-        cls = {"fmix": mixlab.FMix, "saliencymix": mixlab.SaliencyMix, "gridmix": mixlab.GridMix}[mix]
-        extra = {"n_holes": (2, 4)} if mix == "gridmix" else {}  # 2 to 4 holes: valid from 8-pixel images up
-        return cls(cfg.alpha, mode=cfg.mode, p=cfg.p, generator=generator, num_classes=num_classes,
-                   label_smoothing=ls, **extra)
-    return mixlab.MixUpOrCutMix(cfg.alpha, cfg.cutmix_alpha, switch_prob=cfg.switch_prob, p=cfg.p, mode=cfg.mode,
-                                generator=generator, num_classes=num_classes, label_smoothing=ls)
+        options["patch_size"] = min(sizes, key=lambda q: (abs(h // q - 8), q))  # the grid nearest 8 tokens a side
+    if "n_holes" in sig:
+        options["n_holes"] = (2, 4)
+    if "block_num" in sig:
+        options.update(_puzzle_options(h, w, model, norm))
+    return info.build(**options)
+
+
+def _puzzle_options(h: int, w: int, model, norm) -> dict:
+    sides = tuple(b for b in (2, 4, 8, 16) if h % b == 0 and w % b == 0 and min(h // b, w // b) >= 2) or (2,)
+    neigh = max(q for q in (1, 2, 4) if all((h // b) % q == 0 and (w // b) % q == 0 for b in sides))
+    mean, std = norm if norm is not None else (None, None)
+    return dict(block_num=sides, neigh_size=neigh, model=model if model is not None else _ImageGradient(),
+                criterion=None if model is not None else _ImageGradient.score,
+                mean=None if mean is None else mean.flatten(), std=None if std is None else std.flatten())
 
 
 class _ImageGradient(torch.nn.Module):
