@@ -149,6 +149,13 @@ def test_lam_is_the_share_kept_and_the_input_is_untouched(name, mode, B, dtype, 
     g2 = torch.Generator(device=device).manual_seed(B + 7)
     inputs = build(name, mode=mode, pairing="flip" if mode == "pair" else "permutation", generator=g2,
                    **given).sample(x, y, **context(name, B, device))
+    if inputs.weights is not None:  # k-way: each output row is sum_j w_j x[index_j]; lam is the original's weight
+        v = x.double().flatten(1)[:, 0]  # the row constants
+        expected = (inputs.weights.double() * v[inputs.index]).sum(1)
+        atol = 0.51 if dtype == torch.uint8 else TOL[dtype] * 200
+        torch.testing.assert_close(mixed.double().flatten(1).mean(1), expected, atol=atol, rtol=0)
+        assert torch.equal(inputs.lam, inputs.weights[:, 0]) and torch.equal(inputs.index[:, 0], torch.arange(B))
+        return
     share, moved = kept_share(mixed, x, inputs.index)
     torch.testing.assert_close(share[moved], inputs.lam.double()[moved], atol=TOL[dtype] + 1e-6, rtol=0)
     if inputs.region is not None:
@@ -266,7 +273,7 @@ def _collect(loader):
     draws = []
     for _ in range(2):  # epochs
         for _, target in loader:
-            draws.append(tuple(torch.round(target.params.lam * 1e6).tolist()) + tuple(target.params.index.tolist()))
+            draws.append(tuple(torch.round(target.params.lam * 1e6).tolist()) + tuple(target.params.index.flatten().tolist()))
     return draws
 
 

@@ -121,7 +121,6 @@ def test_rank_generator_streams():
     (lambda: LD.ddp_mean(torch.ones(2, 2)), "per_sample_loss"),
     (lambda: D.GlobalMixUp(0.4), "seed= or generator="),
     (lambda: D.GlobalMixer(mixlab.MixUp(0.4)), "generator"),
-    (lambda: D.GlobalMixer(mixlab.MixUp(0.4, k=3, generator=torch.Generator())), "k=3"),
     (lambda: D.GlobalMixer(mixlab.MixUp(0.4, inplace=True, generator=torch.Generator())), "inplace"),
     (lambda: D.local_params(mixlab.sample_params(4, alpha=1.0), 3, 2), "outside"),
 ])

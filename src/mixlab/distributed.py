@@ -180,8 +180,6 @@ class GlobalMixer:
             raise TypeError(f"transform must be a mixlab MixUp, CutMix or MixUpOrCutMix, got {type(transform).__name__}")
         if transform.generator is None:
             raise ValueError("transform.generator must be a torch.Generator seeded identically on every rank, got None")
-        if getattr(transform, "k", 2) != 2:
-            raise ValueError(f"GlobalMixer supports two-way mixing (k=2), got k={transform.k}")
         if getattr(transform, "inplace", False):
             raise ValueError("GlobalMixer needs transform.inplace=False (the partner rows live in the gathered copy)")
         self.transform = transform
@@ -244,7 +242,7 @@ def GlobalMixUp(alpha: float = 1.0, *, seed: int | None = None, generator: torch
         generator: a generator seeded identically on every rank.
         mode: ``"sample"`` (default: one lambda per global row), ``"batch"`` or ``"pair"``.
         **kwargs: other :class:`~mixlab.MixUp` options (``keep_dominant``, ``p``, ``pairing``,
-            ``num_classes``, ``label_smoothing``); two-way mixing only.
+            ``num_classes``, ``label_smoothing``); k-way parameters shard too (column 0 renumbered to the local rows).
     """
     from .transforms import MixUp
 
