@@ -11,6 +11,7 @@ original image) and its partner. Without
 from __future__ import annotations
 
 import argparse
+import inspect
 import io
 import os
 import tarfile
@@ -79,10 +80,10 @@ def _build(info, seed: int, **options):
     """``info.build`` with a fixed seed, per-row draws and partners by roll (or the method's own partners)."""
     options = {**SMALL_IMAGE_OPTIONS.get(info.cls.__name__, {}), **options}
     common = dict(mode="sample", generator=torch.Generator().manual_seed(seed))
-    try:
-        mixer = info.build(alpha=1.0, pairing="roll", **common, **options)
-    except ValueError:  # it draws its own partners (remix-balanced: by class count)
-        mixer = info.build(alpha=1.0, **common, **options)
+    own_partners = "pairing" not in inspect.signature(info.cls).parameters or info.options.get("balanced")
+    if not own_partners:  # remix-balanced (by class count) and zetamixup (its ranking) draw their own
+        common["pairing"] = "roll"
+    mixer = info.build(alpha=1.0, **common, **options)
     return _with_saliency(mixer) if "saliency" in info.needs else mixer
 
 
@@ -122,7 +123,10 @@ def main(argv=None) -> str:
         lam = target.lam if lam is None else lam
         for j in range(N):
             axes[r, j].imshow(mixed[j].clamp(0, 1).permute(1, 2, 0).numpy())
-            axes[r, j].set_title(f"lam {lam[j].item():.2f}, with {int(target.params.index[j])}", fontsize=7)
+            partners = target.params.index[j]  # k-way methods mix several rows: name the largest partner
+            main_partner = int(partners[1]) if partners.ndim else int(partners)
+            axes[r, j].set_title(f"lam {lam[j].item():.2f}, with {main_partner}" + ("+" if partners.ndim else ""),
+                                 fontsize=7)
         axes[r, 0].set_ylabel(name, fontsize=7)
     for ax in axes.flat:
         ax.set_xticks([])
