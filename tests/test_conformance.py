@@ -159,7 +159,7 @@ def test_lam_is_the_share_kept_and_the_input_is_untouched(name, mode, B, dtype, 
     share, moved = kept_share(mixed, x, inputs.index)
     torch.testing.assert_close(share[moved], inputs.lam.double()[moved], atol=TOL[dtype] + 1e-6, rtol=0)
     if inputs.region is not None:
-        torch.testing.assert_close(inputs.lam, inputs.region.kept())
+        torch.testing.assert_close(inputs.lam, inputs.region.lam)
     assert params.lam.shape == (B,)
 
 

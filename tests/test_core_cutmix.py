@@ -38,7 +38,7 @@ def test_lam_is_the_exact_kept_fraction(shape, mode, device, dgen):
         torch.testing.assert_close(from_partner[moved], 1 - p.lam[moved])
         vol = (box[..., 1] - box[..., 0]).prod(1).float()
         torch.testing.assert_close(p.lam, 1 - vol / torch.tensor(shape[1:], device=device).prod().float())
-        torch.testing.assert_close(p.lam, p.region.kept())
+        torch.testing.assert_close(p.lam, p.region.lam)
         if mode == "batch":
             assert bool((box == box[:1]).all())
 
@@ -76,7 +76,7 @@ def test_lam_is_always_the_kept_share_correct_lam_is_gone(gen, device):
     # 0.3 offered correct_lam=False (timm's drawn lam, wrong for clipped boxes); the contract derives lam from the box
     x = torch.rand(6, 1, 5, 5, generator=gen).to(device)
     _, t = mixlab.CutMix(mode="sample", generator=gen)(x, torch.arange(6, device=device))
-    assert torch.equal(t.params.lam, t.params.region.kept())
+    assert torch.equal(t.params.lam, t.params.region.lam)
     with pytest.raises(TypeError, match="CutMix has no option 'correct_lam'"):
         mixlab.CutMix(correct_lam=False)
 

@@ -184,7 +184,7 @@ def test_binary_mask_region_mixes_pastes_and_labels_exactly(gen):
     values = torch.rand(B, H, W, generator=gen) < 0.3  # True: take the partner
     region = Mask(values)
     index = torch.randperm(B, generator=gen)
-    p = MixParams(region.kept(), index, region)
+    p = MixParams(region.lam, index, region)
     torch.testing.assert_close(p.lam, 1 - values.flatten(1).float().mean(1))
     x, seg = rows_labelled(B, (3, H, W)), rows_labelled(B, (H, W), torch.int64)
     out = mixlab.mix({"x": x, "seg": seg, "vec": torch.ones(B, 2)}, p)
@@ -202,7 +202,7 @@ def test_binary_mask_region_mixes_pastes_and_labels_exactly(gen):
 def test_soft_mask_region_blends_floats_and_refuses_integer_maps(gen):
     B, H, W = 4, 6, 6
     weights = torch.rand(B, H, W, generator=gen)
-    p = MixParams(Mask(weights).kept(), torch.randperm(B, generator=gen), Mask(weights))
+    p = MixParams(Mask(weights).lam, torch.randperm(B, generator=gen), Mask(weights))
     x = torch.rand(B, 3, H, W, generator=gen)
     w = weights[:, None]
     torch.testing.assert_close(mixlab.mix(x, p), (1 - w) * x + w * x[p.index])
@@ -226,7 +226,7 @@ def test_region_params_are_validated(gen):
 def test_global_mixer_slices_any_region(gen):
     # the distributed slicing goes through MixParams.rows: a Mask region is sliced like a Box
     values = torch.rand(6, 4, 4, generator=gen) < 0.5
-    p = MixParams(Mask(values).kept(), torch.randperm(6, generator=gen), Mask(values))
+    p = MixParams(Mask(values).lam, torch.randperm(6, generator=gen), Mask(values))
     from mixlab.distributed import local_params
 
     local = local_params(p, 2, 3)

@@ -315,7 +315,7 @@ class CutMix:
         region, lam = sample_box(base.lam[:n], (H, W), generator=self.generator)
         if n != B:
             region = type(region)(region.box.expand(B, -1, -1).contiguous(), (H, W))
-        params = MixParams(region.kept(), base.index, region)
+        params = MixParams(region.lam, base.index, region)
         mixed = mix(x, params)
         out = []
         for i, j in enumerate(params.index.tolist()):

@@ -264,7 +264,7 @@ class Mixer:
         region = self.draw(leaf, pairs.lam, pairs.index, g, y=y, **context)
         if region is None:
             return pairs
-        return MixParams(region.kept(), pairs.index, region)
+        return MixParams(region.lam, pairs.index, region)
 
     def target(self, y: torch.Tensor, params: MixParams, *, partner=None) -> MixedTarget:
         """The :class:`~mixlab.MixedTarget` of labels ``y`` for inputs mixed with ``params`` (the method's label rule

@@ -227,7 +227,7 @@ def sample_box(lam: torch.Tensor, shape, *, generator: torch.Generator | None = 
     The box's side in each of the ``D`` dimensions is ``floor(S_d * (1 - lam) ** (1 / D))``
     (the CutMix paper's ``sqrt(1 - lam)`` for images); its centre is uniform over every position
     ``0 .. S_d - 1`` (borders included); the box is clipped to the tensor, and the returned
-    ``lam`` is ``1 - box_volume / prod(S)`` exactly (``Box.kept()``).
+    ``lam`` is ``1 - box_volume / prod(S)`` exactly (``Box.lam``).
 
     Args:
         lam: float ``(B,)`` requested weights of the original rows.
@@ -251,4 +251,4 @@ def sample_box(lam: torch.Tensor, shape, *, generator: torch.Generator | None = 
     hi = torch.minimum(centre - cut // 2 + cut, sizes.long()).clamp(min=0)
     lo = torch.minimum(lo, hi)
     box = Box(torch.stack([lo, hi], dim=2), shape)  # (B, D, 2)
-    return box, box.kept()
+    return box, box.lam

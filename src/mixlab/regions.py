@@ -6,17 +6,22 @@ position separately (a soft mask). A :class:`Region` holds that per-position rul
 and knows four things about itself:
 
 - ``mask(ndim)``: which positions come from the partner, broadcastable to a leaf of ``ndim``
-  dims, ``(B, 1.., *shape)``: bool for a binary region, else the partner's float weight;
-- ``kept()``: the exact share of the original row in every row, ``(B,)`` float32 (the lam);
+  dims, ``(B, 1.., *shape)``: bool for a binary region, else the partner's share per position;
+- ``lam``: the exact share of the original row in every row, ``(B,)`` float32;
+- ``partner_share(lam, ndim)``: the partner's float32 share at every position (dense targets);
 - ``rows(sl)``: the same region for a slice of rows (sharding across ranks);
 - ``to(device)``.
+
+One vocabulary everywhere: ``lam`` is the original's share (``MixParams.lam``, ``Region.lam``,
+``Box.linear_lam``, ``MixedTarget.lam``), and the partner's is ``1 - lam`` per row or
+``partner_share`` per position (a ``Mask``'s ``values``, a ``Box``'s inside).
 
 :func:`mixlab.mix` applies it to every leaf whose trailing dims it covers (``apply``); MixUp
 is the same call with no region. A new method is a new ``Region`` subclass plus the transform
 that draws it; nothing in :mod:`mixlab.ops`, :mod:`mixlab.targets` or the distributed code
 changes.
 
-Convention: a region's mask marks the *partner's* positions; ``kept()`` is the weight of the
+Convention: a region's mask marks the *partner's* positions; ``lam`` is the weight of the
 original row, the ``lam`` of :class:`mixlab.MixParams`.
 """
 from __future__ import annotations
@@ -52,7 +57,8 @@ class Region:
         """``(B, 1.., *shape)``: True (or the partner's weight) where the partner is taken."""
         raise NotImplementedError
 
-    def kept(self) -> torch.Tensor:  # pragma: no cover - abstract
+    @property
+    def lam(self) -> torch.Tensor:  # pragma: no cover - abstract
         """``(B,)`` float32: the exact fraction of each row that stays the original."""
         raise NotImplementedError
 
@@ -72,8 +78,8 @@ class Region:
         D = len(self.shape)
         return leaf.ndim >= D + 1 and tuple(leaf.shape[-D:]) == tuple(self.shape)
 
-    def weight(self, lam: torch.Tensor, ndim: int) -> torch.Tensor:
-        """The partner's float32 weight at every position, ``(B, 1.., *shape)`` (dense targets use it)."""
+    def partner_share(self, lam: torch.Tensor, ndim: int) -> torch.Tensor:
+        """The partner's float32 share at every position, ``(B, 1.., *shape)`` (dense targets use it)."""
         return self.mask(ndim).to(torch.float32)
 
     def partner(self, src: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -100,7 +106,7 @@ class Region:
         if self.binary:
             out = torch.where(self.mask(x.ndim), xp, x)
         else:
-            out = blend(x, xp, self.weight(lam, x.ndim))
+            out = blend(x, xp, self.partner_share(lam, x.ndim))
         return out.contiguous(memory_format=_fast.memory_format(x))
 
 
@@ -143,14 +149,14 @@ class Box(Region):
         linear: optional bool ``(B,)``: rows marked True are blended with ``lam`` instead of
             pasted (the MixUp rows of a per-row MixUp-or-CutMix batch; their boxes are empty).
             Integer leaves cannot be blended, so a region with ``linear`` does not paste them.
-        blend: optional float32 ``(B,)``: the original's weight in the ``linear`` rows, so that
-            :meth:`kept` (the lam) comes from the region for every row.
+        linear_lam: optional float32 ``(B,)``: the original's share (lam) in the ``linear`` rows, so that
+            :attr:`lam` comes from the region for every row.
     """
 
     box: torch.Tensor
     shape: tuple
     linear: Optional[torch.Tensor] = None
-    blend: Optional[torch.Tensor] = None
+    linear_lam: Optional[torch.Tensor] = None
 
     def __post_init__(self):
         shape = tuple(self.shape)
@@ -167,10 +173,10 @@ class Box(Region):
         if lin is not None and (not isinstance(lin, torch.Tensor) or lin.dtype != torch.bool
                                 or lin.shape != (box.shape[0],)):
             raise ValueError(f"Box.linear must be a bool tensor of shape ({box.shape[0]},) or None")
-        bl = self.blend
+        bl = self.linear_lam
         if bl is not None and (lin is None or not isinstance(bl, torch.Tensor) or not bl.is_floating_point()
                                or bl.shape != (box.shape[0],)):
-            raise ValueError(f"Box.blend must be a float tensor of shape ({box.shape[0]},), given with Box.linear")
+            raise ValueError(f"Box.linear_lam must be a float tensor of shape ({box.shape[0]},), given with Box.linear")
 
     @property
     def batch_size(self) -> int:
@@ -183,14 +189,15 @@ class Box(Region):
     def mask(self, ndim: int) -> torch.Tensor:
         return box_mask(self.box, self.shape, ndim)
 
-    def kept(self) -> torch.Tensor:
+    @property
+    def lam(self) -> torch.Tensor:
         volume = (self.box[..., 1] - self.box[..., 0]).clamp(min=0).prod(dim=1).to(torch.float64)
         kept = (1 - volume / math.prod(self.shape)).to(torch.float32)
-        if self.blend is not None:
-            kept = torch.where(self.linear, self.blend.to(torch.float32), kept)
+        if self.linear_lam is not None:
+            kept = torch.where(self.linear, self.linear_lam.to(torch.float32), kept)
         return kept
 
-    def weight(self, lam: torch.Tensor, ndim: int) -> torch.Tensor:
+    def partner_share(self, lam: torch.Tensor, ndim: int) -> torch.Tensor:
         w = self.mask(ndim).to(torch.float32)
         if self.linear is None:
             return w
@@ -198,10 +205,10 @@ class Box(Region):
         return torch.where(self.linear.view(view), (1 - lam.to(torch.float32)).view(view), w)
 
     def rows(self, sl: slice) -> "Box":
-        return Box(_rows(self.box, sl), self.shape, _rows(self.linear, sl), _rows(self.blend, sl))
+        return Box(_rows(self.box, sl), self.shape, _rows(self.linear, sl), _rows(self.linear_lam, sl))
 
     def to(self, device) -> "Box":
-        return Box(self.box.to(device), self.shape, _move(self.linear, device), _move(self.blend, device))
+        return Box(self.box.to(device), self.shape, _move(self.linear, device), _move(self.linear_lam, device))
 
     def apply(self, x, src, lam, index, *, fast=True, inplace=False):
         if fast:  # CPU eager: slice copies of the boxes, no full-size mask or gather (the door decides)
@@ -222,7 +229,7 @@ class Mask(Region):
 
     The general region: FMix's thresholded Fourier noise, GridMix's grid, token sets of a ViT
     patch grid or a ``(B, N)`` token sequence are binary masks; SmoothMix's Gaussian blob is a
-    soft one. ``kept()`` is ``1 - mean(mask)`` over the covered positions, exactly.
+    soft one. ``lam`` is ``1 - mean(mask)`` over the covered positions, exactly.
 
     Attributes:
         values: ``(B, *shape)`` bool, or float in [0, 1] (the partner's weight per position).
@@ -252,7 +259,8 @@ class Mask(Region):
         m = self.values
         return m.view((m.shape[0],) + (1,) * (ndim - m.ndim) + tuple(m.shape[1:]))
 
-    def kept(self) -> torch.Tensor:
+    @property
+    def lam(self) -> torch.Tensor:
         taken = self.values.flatten(1).to(torch.float64).mean(dim=1)
         return (1 - taken).to(torch.float32)
 

@@ -150,13 +150,13 @@ class MixedTarget:
         D = len(region.shape)
         if self.is_class_index:
             if region.covers(self.y):
-                return region.weight(self.params.lam, self.y.ndim)[(slice(None),) + (0,) * (self.y.ndim - 1 - D)]
+                return region.partner_share(self.params.lam, self.y.ndim)[(slice(None),) + (0,) * (self.y.ndim - 1 - D)]
             raise ValueError(
                 f"y is an integer class map of shape {tuple(self.y.shape)}, but the inputs were mixed by a region "
                 f"over {tuple(region.shape)}: its trailing dims must be the region's, so each position takes the "
                 "label of the row it came from; resize the map to the input's size")
         if self.y.ndim >= D + 2 and tuple(self.y.shape[-D:]) == tuple(region.shape):  # (B, C, *S)
-            return region.weight(self.params.lam, D + 1)
+            return region.partner_share(self.params.lam, D + 1)
         return None
 
     # Convenience views for two-way mixing (the paper's y_a, y_b, lam).

@@ -106,7 +106,7 @@ class Mixup:
         sizes = torch.tensor([H, W], device=device)
         start = torch.floor(u[:, 2:] * (sizes - cut + 1)).long()
         box = torch.stack([start, start + cut], dim=2)  # (n, 2, 2)
-        return box, Box(box, shape).kept()  # minmax: lam is always the exact area (timm too)
+        return box, Box(box, shape).lam  # minmax: lam is always the exact area (timm too)
 
     def params(self, x: torch.Tensor) -> MixParams:
         """The random state of one call (flip pairing), as :class:`mixlab.MixParams`."""

@@ -22,7 +22,7 @@ class MixUpOrCutMix(Mixer):
 
     In ``"batch"`` mode one choice is made for the whole batch; in ``"sample"`` mode each row
     chooses, and both kinds of row share one call (MixUp rows carry an empty box marked
-    ``Box.linear``, with their own lam in ``Box.blend``). The choice is drawn on the device: no
+    ``Box.linear``, with their own lam in ``Box.linear_lam``). The choice is drawn on the device: no
     host sync. Because some rows may be blended, integer maps in the batch are refused (pass
     them as the target instead).
 
@@ -62,4 +62,4 @@ class MixUpOrCutMix(Mixer):
             lam_mix, lam_cut, use_cut = lam_mix.expand(B), lam_cut.expand(B), use_cut.expand(B)
         box = cut_boxes(lam_cut, B, shape, self.mode, g)
         boxes = torch.where(use_cut[:, None, None], box.box, torch.zeros_like(box.box))  # MixUp rows: empty box
-        return Box(boxes, shape, linear=(~use_cut).contiguous(), blend=lam_mix.contiguous())
+        return Box(boxes, shape, linear=(~use_cut).contiguous(), linear_lam=lam_mix.contiguous())

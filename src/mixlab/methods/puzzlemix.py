@@ -444,7 +444,7 @@ class PuzzleRegion(Region):
             moved there; -1 where no block lands (the official transport leaves zeros there).
         grid: ``(gh, gw)``, the transport grid.
 
-    ``kept()`` is ``keep``'s mean per row (the official ``ratio``). Leaves over ``(H, W)`` follow
+    ``lam`` is ``keep``'s mean per row (the official ``ratio``). Leaves over ``(H, W)`` follow
     the same transport and mask (integer maps too when the mask is binary). With transport, the
     original's content moves, so a dense *target* map cannot be weighted per position by
     :class:`mixlab.MixedTarget` (it would pair moved pixels with unmoved labels): put the map in
@@ -486,10 +486,11 @@ class PuzzleRegion(Region):
         m = ~k if self.binary else 1 - k
         return m.view((m.shape[0],) + (1,) * (ndim - 3) + tuple(m.shape[1:]))
 
-    def kept(self) -> torch.Tensor:
+    @property
+    def lam(self) -> torch.Tensor:
         return self.keep.to(torch.float32).flatten(1).mean(-1)
 
-    def weight(self, lam, ndim):
+    def partner_share(self, lam, ndim):
         if self.src is not None:
             raise ValueError("PuzzleMix moves blocks of the original rows too (transport), so a dense target map "
                              "cannot be weighted per position (moved pixels would keep unmoved labels): mix the map "
