@@ -94,4 +94,15 @@ def test_options_are_checked():
     with pytest.raises(TypeError, match="ZetaMixup has no option 'pairing'"):
         ZetaMixup(pairing="flip")
     with pytest.raises(ValueError, match="mode must be one of"):
-        ZetaMixup(mode="batch")
+        ZetaMixup(mode="pair")
+
+
+def test_batch_mode_reads_one_cyclic_order_from_every_row():
+    params = ZetaMixup(mode="batch", generator=torch.Generator().manual_seed(3)).sample(torch.rand(6, 2), torch.arange(6))
+    order = params.index[0].tolist()  # row 0's order, starting from itself
+    for i in range(6):  # every row reads the same cycle, starting from itself
+        start = order.index(i)
+        assert params.index[i].tolist() == order[start:] + order[:start]
+    W = dense(params)
+    torch.testing.assert_close(W.sum(1), torch.ones(6, dtype=torch.float64))
+    assert torch.equal(W.argmax(1), torch.arange(6))

@@ -260,8 +260,10 @@ def mixed_samples_png(data, cfg, path, *, n: int = 9, seed: int = 0, mix: str | 
             continue
         pic = img[i].permute(1, 2, 0).numpy()
         ai.imshow(pic.squeeze(-1) if pic.shape[-1] == 1 else pic, cmap="gray" if pic.shape[-1] == 1 else None)
-        j = int(partner[i])
-        ai.set_title(f"lam {float(lam[i]):.2f}: {names[int(y[i])]}\n+ #{j + 1} {names[int(y[j])]}", fontsize=7)
+        many = partner.ndim == 2  # k-way methods (zeta-mixup): name the largest partner
+        j = int(partner[i, 1]) if many and partner.shape[1] > 1 else int(partner[i, 0] if many else partner[i])
+        more = f" and {partner.shape[1] - 2} more" if many and partner.shape[1] > 2 else ""
+        ai.set_title(f"lam {float(lam[i]):.2f}: {names[int(y[i])]}\n+ #{j + 1} {names[int(y[j])]}{more}", fontsize=7)
         ab.barh(range(len(names)), soft[i].tolist(), color="tab:blue")
         ab.set_yticks(range(len(names)), names, fontsize=6)
         ab.yaxis.tick_right()  # class names beside the bars, clear of the image on the left

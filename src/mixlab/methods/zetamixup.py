@@ -15,7 +15,24 @@ from ..params import MixParams
 from ..registry import register
 from ..sampling import rng
 
-__all__ = ["ZetaMixup", "zeta_ranks"]
+__all__ = ["ZetaMixup", "zeta_ranks", "zeta_ranks_shared"]
+
+
+def zeta_ranks_shared(B: int, k: int, *, generator=None, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One ranking for the batch (``mode="batch"``): a single random cyclic order of the rows, read from each row.
+
+    Row ``i`` ranks row ``perm[(pos_i + r) mod B]`` at ``r + 1``: the official rotation of one permutation
+    so that each row ranks itself first, applied to one draw instead of one per row.
+
+    Returns:
+        As :func:`zeta_ranks`.
+    """
+    perm = torch.randperm(B, device=device, **rng(generator))
+    pos = torch.empty_like(perm).scatter_(0, perm, torch.arange(B, device=device))  # where each row sits
+    steps = torch.arange(k, device=device)
+    order = perm[(pos[:, None] + steps[None, :]) % B]  # (B, k): the row itself first
+    ranks = torch.arange(1, k + 1, device=device, dtype=torch.float64).expand(B, k)
+    return ranks, order
 
 
 def zeta_ranks(B: int, k: int, *, generator=None, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,11 +70,12 @@ class ZetaMixup(Mixer):
             official code). Weights beyond the first few ranks are tiny (rank 8: 0.2% at ``gamma = 2.8``),
             so ``k = 8`` gives nearly the same rows for ``B / 8`` times less mixing work; the kept
             weights are renormalised to sum to 1.
-        Shared options: see :class:`mixlab.Mixer` (``mode="sample"`` only: a ranking per row; no
-        ``pairing``: the ranking draws the partners).
+        mode: ``"sample"`` (default, the official: a random ranking per row) or ``"batch"`` (one random
+            cyclic order of the rows, which each row reads starting from itself).
+        Shared options: see :class:`mixlab.Mixer` (no ``pairing``: the ranking draws the partners).
     """
 
-    modes = ("sample",)
+    modes = ("batch", "sample")
     default_mode = "sample"
     unsupported = ("pairing",)
 
@@ -73,7 +91,8 @@ class ZetaMixup(Mixer):
         k = B if self.k is None else min(self.k, B)
         if B < 2:  # nothing to mix with: the row alone
             return MixParams.from_weights(torch.ones(B, 1, device=device), torch.arange(B, device=device)[:, None])
-        ranks, index = zeta_ranks(B, k, generator=g, device=device)
+        draw = zeta_ranks if self.mode == "sample" else zeta_ranks_shared
+        ranks, index = draw(B, k, generator=g, device=device)
         w = ranks.pow(-self.gamma)
         w = w / w.sum(dim=1, keepdim=True)  # (B, k): rows sum to 1
         if self.p < 1:  # rows p leaves unmixed keep all their weight
