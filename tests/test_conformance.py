@@ -117,6 +117,16 @@ def test_registry_lists_every_mixer_class_once_and_no_method_overrides_the_proto
         type("Bad", (Mixer,), {"__call__": lambda self, x, y=None: x})
 
 
+def test_every_entry_point_reads_the_registry():
+    from mixlab.lab.config import ALPHA_FREE, MIXES
+
+    assert list(MIXES) == ["none"] + methods.available(task="classification")
+    assert set(ALPHA_FREE) == {n for n in NAMES if not methods.get(n).alpha and methods.get(n).task == "classification"}
+    for name in NAMES:  # every method is mixlab.<Class>
+        cls = methods.get(name).cls
+        assert getattr(mixlab, cls.__name__) is cls and cls.__name__ in dir(mixlab)
+
+
 def test_options_that_do_nothing_do_not_exist():
     for name in NAMES:
         params = inspect.signature(methods.get(name).cls).parameters
@@ -297,6 +307,22 @@ def _loaders(name, seed):
 
     entries = {"transform": InWorker(), "MixCollate": MixCollate(build(name, mode="sample")),
                "RandomChoice": MixCollate(mixlab.RandomChoice([build(name, mode="sample"), build(name, mode="sample")]))}
+    try:  # the Hugging Face collator, run in the workers as the Trainer's DataLoader would
+        from mixlab.transformers import mixup_for_trainer
+    except ImportError:
+        return entries_loaders(entries, seed)
+    hf, _ = mixup_for_trainer(build(name, mode="sample"), num_classes=C)
+
+    class HF:
+        def __call__(self, batch):
+            out = hf([{"pixel_values": x, "labels": torch.tensor(y)} for x, y in batch])
+            return out["pixel_values"], out["labels"].target
+
+    entries["HF collator"] = HF()
+    return entries_loaders(entries, seed)
+
+
+def entries_loaders(entries, seed):
     return {k: torch.utils.data.DataLoader(_Rows(), batch_size=6, num_workers=2, collate_fn=c,
                                            generator=torch.Generator().manual_seed(seed))
             for k, c in entries.items()}

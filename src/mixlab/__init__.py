@@ -34,7 +34,14 @@ def __getattr__(name):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)  # its ImportError names the extra and the cause
+    registered = {info.cls.__name__: info.cls for info in map(methods.get, methods.available())}
+    if name in registered:  # every registered method is mixlab.<Class>, with no edit here
+        return registered[name]
     raise AttributeError(f"module 'mixlab' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | {methods.get(n).cls.__name__ for n in methods.available()})
 
 
 __all__ = [

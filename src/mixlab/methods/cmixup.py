@@ -10,6 +10,7 @@ import warnings
 
 import torch
 
+from .. import _fast
 from .. import _validate as V
 from ..mixer import Mixer
 from ..params import MixParams, sample_params
@@ -68,7 +69,7 @@ class CMixup(Mixer):
     @staticmethod
     def _warn_narrow(d2, h2) -> None:
         B = d2.shape[0]
-        if B < 2 or d2.device.type != "cpu" or torch.compiler.is_compiling():
+        if B < 2 or not _fast.eager_cpu(d2):  # the check reads values: free on CPU only
             return
         nearest = (d2 + torch.diag(torch.full((B,), float("inf"), dtype=d2.dtype))).min(dim=1).values
         if float(nearest.median()) > 2 * 9 * float(h2):  # a typical row's closest other row has weight < e^-9
