@@ -36,12 +36,12 @@ import inspect
 import multiprocessing
 import os
 import socket
-import time
 import traceback
 import warnings
 
 import pytest
 import torch
+from _spawn import run_to_deadline
 import torch.nn.functional as F
 from torch import nn
 
@@ -514,19 +514,7 @@ def two_ranks(tmp_path_factory):
     ctx = multiprocessing.get_context("spawn")
     paths = [str(out_dir / f"rank{r}.pt") for r in range(2)]
     procs = [ctx.Process(target=_ddp_entry, args=(r, port, paths[r])) for r in range(2)]
-    for p in procs:
-        p.start()
-    end = time.monotonic() + DEADLINE_S
-    try:
-        for p in procs:
-            p.join(max(0.0, end - time.monotonic()))
-        hung = [r for r, p in enumerate(procs) if p.is_alive()]
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join(5)
-    assert not hung, f"ranks {hung} still running after {DEADLINE_S} s"
+    run_to_deadline(procs, DEADLINE_S)
     results = []
     for r, path in enumerate(paths):
         assert os.path.exists(path), f"rank {r} wrote no result"

@@ -16,6 +16,7 @@ import traceback
 
 import pytest
 import torch
+from _spawn import run_to_deadline
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -59,19 +60,7 @@ def run_ranks(tmp_path, fn, *, timeout_s=30.0, deadline_s=DEADLINE_S, **kwargs) 
     port = free_port()
     procs = [ctx.Process(target=_entry, args=(r, WORLD, port, str(tmp_path), timeout_s, fn.__name__, kwargs))
              for r in range(WORLD)]
-    for p in procs:
-        p.start()
-    end = time.monotonic() + deadline_s
-    try:
-        for p in procs:
-            p.join(max(0.0, end - time.monotonic()))
-        hung = [r for r, p in enumerate(procs) if p.is_alive()]
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join(5)
-    assert not hung, f"ranks {hung} still running after {deadline_s} s"
+    run_to_deadline(procs, deadline_s)
     outcomes = []
     for r in range(WORLD):
         path = tmp_path / f"rank{r}.pt"
