@@ -173,6 +173,28 @@ def test_lam_is_the_share_kept_and_the_input_is_untouched(name, mode, B, dtype, 
     assert params.lam.shape == (B,)
 
 
+KIND_CASES = [(n, kind) for n in NAMES for kind in methods.get(n).inputs]
+
+
+@pytest.mark.parametrize("name, kind", KIND_CASES)
+def test_every_input_kind_the_registry_claims_mixes_with_lam_the_share_kept(name, kind, device):
+    B = 5
+    x = rows_of(B, INPUT_SHAPES[kind], torch.float32, device)
+    y = labels(name, B, device)
+    given = dict(saliency_given=True) if context(name, 0, device) else {}
+    g = torch.Generator(device=device).manual_seed(3)
+    mixed, _ = build(name, mode="sample", generator=g, **given)(x, y, **context(name, B, device))
+    assert mixed.shape == x.shape
+    g = torch.Generator(device=device).manual_seed(3)
+    params = build(name, mode="sample", generator=g, **given).sample(x, y, **context(name, B, device))
+    if params.weights is not None:
+        expected = (params.weights.double() * x.double().flatten(1)[:, 0][params.index]).sum(1)
+        torch.testing.assert_close(mixed.double().flatten(1).mean(1), expected)
+        return
+    share, moved = kept_share(mixed, x, params.index)
+    torch.testing.assert_close(share[moved], params.lam.double()[moved], atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("B", SIZES)
 @pytest.mark.parametrize("name, mode", CASES)
 def test_enabled_false_leaves_the_batch(name, mode, B, device):
