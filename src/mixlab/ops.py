@@ -156,7 +156,7 @@ def _check_index(params: MixParams, n: int, what: str) -> None:
     idx = params.index
     if idx.numel() == 0 or torch.compiler.is_compiling():
         return
-    if idx.device.type == "cpu":
+    if _fast.eager_cpu(idx):  # (compiling returned above)
         lo, hi = int(idx.min()), int(idx.max())
         if lo < 0 or hi >= n:
             raise IndexError(f"params.index holds partner rows in [{lo}, {hi}], but {what} holds {n} rows; "

@@ -58,6 +58,7 @@ import copy
 import torch
 import torch.nn.functional as F
 
+from . import _fast
 from . import _validate as V
 from .losses import mixed_cross_entropy
 from .ops import _check_index
@@ -120,7 +121,7 @@ class MixedTarget:
         # On CPU, knowing that no label is negative lets the fused loss skip masking ignore_index=-100
         # (a free host read here; elsewhere the loss masks, which needs no sync).
         self._nonneg = False
-        if self.is_class_index and src.device.type == "cpu" and not torch.compiler.is_compiling() and src.numel():
+        if self.is_class_index and _fast.eager_cpu(src) and src.numel():
             self._nonneg = int(src.min()) >= 0 and (partner is None or int(self.y.min()) >= 0)
 
     def _check_labels(self, y, name, any_batch=False):
@@ -199,11 +200,11 @@ class MixedTarget:
     def _check_range(self, num_classes: int, ignore) -> None:
         y = torch.stack([t.long() for t in self.targets])
         if ignore is not None:
-            y = y[y != ignore] if y.device.type == "cpu" and not torch.compiler.is_compiling() else \
+            y = y[y != ignore] if _fast.eager_cpu(y) else \
                 torch.where(y == ignore, torch.zeros_like(y), y)
         if y.numel() == 0:
             return
-        if y.device.type == "cpu" and not torch.compiler.is_compiling():
+        if _fast.eager_cpu(y):
             lo, hi = int(y.min()), int(y.max())
             if lo < 0 or hi >= num_classes:
                 skip = "" if ignore is None else f" (or ignore_index={ignore})"
@@ -325,7 +326,7 @@ class MixedTarget:
                              f"got {tuple(logits.shape)}")
         if not logits.is_floating_point():
             raise TypeError(f"logits must be floating point, got {logits.dtype}")
-        eager_cpu = logits.device.type == "cpu" and not torch.compiler.is_compiling()
+        eager_cpu = _fast.eager_cpu(logits)
         if not eager_cpu:
             self._check_range(logits.shape[1], ignore)  # an assert on the device: no host sync
         t = torch.stack(self.targets, 1) if self._stacked is None else self._stacked  # (B, k, *S)
