@@ -14,14 +14,22 @@ import torch
 
 __all__ = [
     "describe", "real", "alpha", "probability", "integer", "smoothing", "num_classes", "choice", "generator",
+    "MAX_ALPHA",
 ]
+
+# The largest Beta concentration accepted. A Beta(a, a) draw (:func:`mixlab.sampling.sample_beta`) is made in
+# float32 from Gamma(a + 1) draws; up to 1e6 its spread 1 / (2 sqrt(2a + 1)) >= 3.5e-4 spans thousands of float32
+# steps around 0.5 and the draws keep Beta's mean and variance (tests/test_library_hostile_inputs.py). Beyond it
+# lam is 0.5 to within a standard deviation of 3.5e-4 anyway, the draw is quantised more and more coarsely, and
+# above 3.4e38 ``a + 1`` overflows float32: a value that large is a typo (1e39 for 1e-3?), refused naming it.
+MAX_ALPHA = 1e6
 
 
 def describe(value) -> str:
     """A short description of what came: ``tensor of dtype torch.int64 and shape (8, 16)``, ``str 'x'``."""
     if isinstance(value, torch.Tensor):
         return f"tensor of dtype {value.dtype} and shape {tuple(value.shape)}"
-    text = repr(value)
+    text = " ".join(repr(value).split())  # one line: a container of tensors reprs over several
     return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
 
 
@@ -58,9 +66,15 @@ def real(value, name: str, *, minimum: float | None = None, maximum: float | Non
     return v
 
 
-def alpha(value, name: str = "alpha") -> float:
-    """A concentration parameter: a finite real number >= 0 (0 means "no mixing")."""
-    return real(value, name, minimum=0.0)
+def alpha(value, name: str = "alpha", *, positive: bool = False) -> float:
+    """A concentration parameter: a finite real number in [0, :data:`MAX_ALPHA`] (0 means "no mixing"; with
+    ``positive`` it must be > 0, as a Beta draw's)."""
+    v = real(value, name, minimum=None if positive else 0.0, positive=positive)
+    if v > MAX_ALPHA:
+        raise ValueError(f"{name} must be at most {MAX_ALPHA:g} (Beta({name}, {name}) has standard deviation 3.5e-4 "
+                         f"there, so lam is 0.5 for any larger value; its float32 draw overflows from 3.4e38), "
+                         f"got {v:g}")
+    return v
 
 
 def probability(value, name: str = "p") -> float:
@@ -113,7 +127,10 @@ def choice(value, name: str, options):
 
 
 def generator(value, name: str = "generator"):
-    """None or a ``torch.Generator``."""
+    """None or a ``torch.Generator`` on a device that draws random numbers (not ``meta``)."""
     if value is not None and not isinstance(value, torch.Generator):
         raise TypeError(f"{name} must be a torch.Generator or None, got {describe(value)}")
+    if value is not None and value.device.type == "meta":
+        raise ValueError(f"{name} must be a torch.Generator on a device that draws random numbers (the batch's: cpu, "
+                         f"cuda, ...), got a generator on meta")
     return value

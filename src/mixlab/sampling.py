@@ -69,8 +69,10 @@ def sample_beta(
 
     Args:
         n: number of draws.
-        alpha: first concentration, > 0 (any real scalar: Python, numpy or a 0-dim tensor).
-        beta: second concentration, > 0; defaults to ``alpha``.
+        alpha: first concentration, in (0, 1e6] (any real scalar: Python, numpy or a 0-dim tensor; the
+            bound is :data:`mixlab._validate.MAX_ALPHA`: up to it the float32 draw keeps Beta's mean and
+            spread, beyond it ``alpha + 1`` eventually overflows float32).
+        beta: second concentration, in (0, 1e6]; defaults to ``alpha``.
         generator: the random generator to draw from (on ``device``).
         device: where the draws are made and returned.
 
@@ -79,8 +81,8 @@ def sample_beta(
         so small that ``U ** (1 / alpha)`` underflows, draws are exactly 0 or 1 (the limit of
         Beta(a, a) as ``a -> 0`` is a fair coin on {0, 1}).
     """
-    alpha = V.real(alpha, "alpha", positive=True)
-    beta = alpha if beta is None else V.real(beta, "beta", positive=True)
+    alpha = V.alpha(alpha, "alpha", positive=True)
+    beta = alpha if beta is None else V.alpha(beta, "beta", positive=True)
     ga, ua = _log_gamma_parts((n,), alpha, generator, device)
     gb, ub = _log_gamma_parts((n,), beta, generator, device)
     if alpha == beta:
@@ -100,7 +102,7 @@ def sample_dirichlet(
         float32 tensor of shape ``(n, k)``; rows are >= 0, sum to 1 and are never NaN (for a
         vanishing ``alpha`` a row tends to a one-hot vector at a uniformly random component).
     """
-    alpha = V.real(alpha, "alpha", positive=True)
+    alpha = V.alpha(alpha, "alpha", positive=True)
     k = V.integer(k, "k", minimum=1)
     lg, lu = _log_gamma_parts((n, k), alpha, generator, device)  # (n, k) each
     du = lu - lu.max(dim=1, keepdim=True).values  # <= 0; the largest is exactly 0
