@@ -32,11 +32,15 @@ def balanced_partners(y: torch.Tensor, class_counts, *, generator=None) -> torch
 
     Rare classes become partners as often as frequent ones in expectation (class-balanced
     sampling of the second row, as in Remix's and BBN's re-balancing of long-tailed data).
+    ``y`` must hold class indices in ``[0, C)`` (an ``ignore_index`` such as -100 is refused).
 
     Returns:
         int64 ``(B,)`` indices into the batch.
     """
-    return _balanced(y, check_class_counts(class_counts), generator)
+    counts = check_class_counts(class_counts)
+    B = y.shape[0] if isinstance(y, torch.Tensor) and y.ndim == 1 else -1
+    _check_labels(y, B, counts, "balanced_partners")
+    return _balanced(y, counts, generator)
 
 
 def _balanced(y: torch.Tensor, counts: torch.Tensor, generator) -> torch.Tensor:
@@ -45,16 +49,27 @@ def _balanced(y: torch.Tensor, counts: torch.Tensor, generator) -> torch.Tensor:
     if B == 0:
         return torch.zeros(0, dtype=torch.long, device=y.device)
     w = (1.0 / counts[y.long()]).float()  # (B,)
-    return torch.multinomial(w.expand(B, B), 1, replacement=True, **rng(generator))[:, 0]
+    # B independent draws from one (B,) weight vector: linear in B (no (B, B) matrix), each row's partner
+    # distributed as w / w.sum(), as one draw per row of w expanded to (B, B) would be
+    return torch.multinomial(w, B, replacement=True, **rng(generator))
 
 
 def _check_labels(y, B: int, counts: torch.Tensor, name: str) -> None:
+    """``y`` holds ``B`` class indices in ``[0, C)`` (the range read on CPU only, where it is free)."""
     if y is None:
         raise ValueError(f"{name} needs the labels (class indices): call it as t(x, y) or t.sample(x, y)")
-    if not isinstance(y, torch.Tensor) or y.shape != (B,) or y.is_floating_point():
-        raise ValueError(f"{name}: y must be class indices of shape ({B},) for {B} inputs, got {V.describe(y)}")
-    if _fast.eager_cpu(y) and y.numel() and int(y.max()) >= counts.numel():  # a free host read on CPU only
-        raise ValueError(f"{name}: labels reach {int(y.max())}, but class_counts has {counts.numel()} classes")
+    if not isinstance(y, torch.Tensor) or y.shape != (B,) or y.is_floating_point() or y.is_complex() \
+            or y.dtype == torch.bool:
+        shape = "(B,)" if B < 0 else f"({B},) for {B} inputs"
+        raise ValueError(f"{name}: y must be class indices of shape {shape}, got {V.describe(y)}")
+    if not (_fast.eager_cpu(y) and y.numel()):
+        return
+    C = counts.numel()
+    if int(y.min()) < 0:
+        raise ValueError(f"{name}: y holds the label {int(y.min())}, but Remix weighs rows by class_counts and needs "
+                         f"class indices in [0, {C}); drop ignored rows (ignore_index) before mixing")
+    if int(y.max()) >= C:
+        raise ValueError(f"{name}: labels reach {int(y.max())}, but class_counts has {C} classes")
 
 
 @register("remix-balanced", inputs=("images", "sequences", "volumes", "tokens", "vectors"), needs=("labels",),
@@ -67,11 +82,17 @@ class Remix(Mixer):
     original row is ``0`` when ``n_i / n_j >= kappa`` and ``lam < tau``, ``1`` when
     ``n_i / n_j <= 1 / kappa`` and ``1 - lam < tau``, else ``lam`` (the paper's Eq. 4).
 
+    Labels must be class indices in ``[0, C)``: a row's label weight is read from its class count, so
+    rows with an ``ignore_index`` label (-100) cannot be weighted and are refused (one ``ValueError``
+    naming ``y``); drop them before mixing. (The range is checked for labels on the CPU; elsewhere
+    an out-of-range label fails in the device's index kernel.)
+
     Args:
         alpha: Beta concentration (the paper uses 1.0).
         class_counts: training examples per class, ``(C,)``.
         kappa, tau: the paper's imbalance ratio and share thresholds (defaults 3.0 and 0.5).
-        balanced: draw partners with probability ``1 / count`` instead of by ``pairing``.
+        balanced: draw partners with probability ``1 / count`` instead of by ``pairing`` (``B``
+            independent draws from one ``(B,)`` weight vector: time and memory linear in ``B``).
         mode: ``"sample"`` (default) or ``"batch"``.
         Shared options: see :class:`mixlab.Mixer`.
 
@@ -102,6 +123,7 @@ class Remix(Mixer):
 
     def target_params(self, params: MixParams, y: torch.Tensor) -> MixParams:
         """The labels' parameters: the inputs' ``lam`` rebalanced by the class counts (Eq. 4)."""
+        _check_labels(y, params.batch_size, self.counts, type(self).__name__)
         self.last_input_lam = params.lam
         counts = self.counts.to(y.device)
         ratio = counts[y.long()] / counts[y.long()[params.index]]  # n_i / n_j
