@@ -16,6 +16,10 @@ A method is a subclass that supplies hooks; it never overrides :meth:`Mixer.samp
 - ``target_params(params, y) -> MixParams``: how the labels are weighted (Remix's rule); the
   default is the inputs' own parameters.
 
+Inputs with an empty dimension after the batch (``(B, C, 0, W)`` images, ``(B, 0, D)`` tokens) are refused by
+:meth:`Mixer.sample` for every method, naming the method and the shape: they have no positions whose
+share could be kept. An empty batch (``B = 0``) mixes to an empty batch.
+
 ``lam`` comes from the region (:meth:`~mixlab.regions.Region.kept`, the exact share of the
 original) whenever there is one, so the label weight and the pixels cannot disagree.
 
@@ -259,6 +263,9 @@ class Mixer:
         B, device, leaf = _batch_info(x)
         if not self.enabled:
             return identity_params(B, device)
+        if 0 in leaf.shape[1:]:  # no positions to mix: the share kept is undefined (SmoothMix's mean would be NaN)
+            raise ValueError(f"{type(self).__name__} cannot mix inputs with an empty dimension: got shape "
+                             f"{tuple(leaf.shape)} (every dimension after the batch must be at least 1)")
         g = self._gen
         pairs = self.draw_pairs(B, y, g, device)
         region = self.draw(leaf, pairs.lam, pairs.index, g, y=y, **context)
