@@ -35,7 +35,9 @@ Per-box keys (a tensor whose first dim is the number of boxes ``N``) follow thei
   have to move them, with an error naming the key; MixUp, which moves nothing, concatenates
   every per-box key of both images unchanged.
 - Per-image values (non-tensors, ``"image_id"``, ``"orig_size"``, ``"size"``, tensors whose
-  first dim is not the number of boxes in some target) are the original image's.
+  first dim is the number of boxes in no target, or of one shape in every target) are the
+  original image's. A key with one row per box in some targets and a different number of rows
+  in others is refused, naming the key and the target (it would be left shorter than the boxes).
 
 Box weights: only MixUp makes weights other than 1 (CutMix and Mosaic carry the input's).
 torchvision's detectors ignore a ``"weights"`` key; two ways to train on MixUp:
@@ -141,8 +143,19 @@ def _check_targets(targets, B: int, size, moves: str | None = None) -> tuple[lis
     for key in dict.fromkeys(k for t in out for k in t):
         present = [i for i, t in enumerate(out) if key in t]
         rows = [i for i in present if _is_rows(out[i][key], out[i]["boxes"].shape[0])]
-        if key in _PER_IMAGE or not rows or (key not in _HANDLED and len(rows) < len(present)):
+        if key in _PER_IMAGE or not rows:
             continue  # a per-image value: the original image's is kept
+        if key not in _HANDLED and len(rows) < len(present):
+            shapes = {tuple(out[i][key].shape) if isinstance(out[i][key], torch.Tensor) else None for i in present}
+            if len(shapes) == 1:
+                continue  # one shape in every target (a per-image value that matches some box count): kept as such
+            i = next(i for i in present if i not in rows)
+            v, n = out[i][key], out[i]["boxes"].shape[0]
+            got = f"{v.shape[0]} row{'s' if v.shape[0] != 1 else ''}" if isinstance(v, torch.Tensor) and v.ndim \
+                else V.describe(v)
+            raise ValueError(f"targets[{i}][{key!r}] has {got} but targets[{i}] has {n} boxes, while "
+                             f"targets[{rows[0]}][{key!r}] holds one row per box: a per-box key needs one row per box "
+                             f"in every target")
         if len(present) < B:
             missing = next(i for i in range(B) if i not in present)
             raise ValueError(f"targets[{present[0]}] has the per-box key {key!r} and targets[{missing}] has not; "
