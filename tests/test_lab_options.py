@@ -347,3 +347,193 @@ def test_rank_whose_peer_froze_exits_1_with_a_message(tmp_path):
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
             p.communicate()
+
+
+# --- a preset named in a --config file ------------------------------------------------------------------------
+
+def test_a_preset_named_in_a_config_file_is_applied(tmp_path):
+    f = tmp_path / "opts.json"
+    f.write_text(json.dumps({"preset": "keras"}))
+    cfg = resolve_config({}, config_file=f)
+    assert cfg.preset == "keras"
+    assert (cfg.model, cfg.batch_size, cfg.mode, cfg.normalize) == ("keras-cnn", 64, "sample", "unit")  # its values
+    # defaults < preset < config file < command line
+    f.write_text(json.dumps({"preset": "keras", "batch_size": 32, "epochs": 4}))
+    cfg = resolve_config({"epochs": 2}, config_file=f)
+    assert (cfg.model, cfg.batch_size, cfg.epochs) == ("keras-cnn", 32, 2)
+    cfg = resolve_config({}, preset="demo", config_file=f)  # --preset on the command line wins over the file's
+    assert (cfg.preset, cfg.model, cfg.batch_size, cfg.lr) == ("demo", None, 32, 6e-3)
+
+
+def test_a_config_file_preset_reaches_the_run_and_its_record(tmp_path):
+    f = tmp_path / "opts.json"
+    f.write_text(json.dumps({"preset": "fastai-mnist-sample"}))
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--config", str(f), "--out", str(out)]) == 0
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    assert cfg["preset"] == "fastai-mnist-sample"                                    # recorded
+    assert (cfg["model"], cfg["classes"], cfg["batch_size"], cfg["keep_dominant"]) == ("simple-cnn", [3, 7], 64, True)
+    assert (cfg["dataset"], cfg["epochs"]) == ("digits", 1)                           # the flags still win
+    assert json.loads((out / "config.json").read_text())["data"]["num_classes"] == 2  # and it took effect
+
+
+def test_an_unknown_preset_in_a_config_file_is_one_line(tmp_path, capsys):
+    f = tmp_path / "opts.json"
+    f.write_text(json.dumps({"preset": "kears"}))
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--config", str(f), "--out", str(out)]) == 2
+    _one_error_line(capsys, str(f), "preset", "kears", "keras")
+    assert not out.exists()
+
+
+# --- everything a run needs of its data, checked before the first step ----------------------------------------
+
+def _no_training(monkeypatch):
+    from mixlab.lab import runner
+
+    monkeypatch.setattr(runner, "train_arm", lambda *a, **k: pytest.fail("training started"))
+
+
+@pytest.mark.filterwarnings("ignore:.*the training subset has no example:UserWarning")
+@pytest.mark.parametrize("mix", ["mixup", "puzzlemix,tokenmix,remix-balanced"])
+def test_a_training_set_without_every_class_is_refused_before_training(mix, tmp_path, capsys, monkeypatch):
+    _no_training(monkeypatch)
+    out = tmp_path / "run"
+    assert main(["compare", *TINY, "--train-size", "2", "--mix", mix, "--out", str(out)]) == 2
+    _one_error_line(capsys, "--train-size 2", "classes")
+    assert not out.exists(), "a data error must come before any work"
+
+
+@pytest.mark.filterwarnings("ignore:.*the training subset has no example:UserWarning")
+def test_every_seeds_data_is_checked_before_the_first_step(tmp_path, capsys, monkeypatch):
+    _no_training(monkeypatch)
+    out = tmp_path / "run"  # --classes 3,7 --train-size 2: seed 1 draws one row of each class, seed 3 two 3s
+    assert main(["train", *TINY, "--classes", "3,7", "--train-size", "2", "--seeds", "1,3", "--out", str(out)]) == 2
+    _one_error_line(capsys, "--train-size 2", "seed 3")
+    assert not out.exists()
+
+
+def test_a_two_row_training_set_with_every_class_gives_a_report(tmp_path):
+    out = tmp_path / "run"  # the report's preview shows the 2 rows there are (it asked for 9: IndexError)
+    assert main(["compare", *TINY, "--classes", "3,7", "--train-size", "2", "--seeds", "1", "--out", str(out)]) == 0
+    assert (out / "report.md").is_file() and (out / "plots" / "mixed_samples.png").is_file()
+
+
+def _tiny_image_folder(root: Path, side: int) -> Path:
+    """A {train,test}/<class>/ tree of ``side`` x ``side`` RGB images: 6 training and 2 test images per class."""
+    import numpy as np
+    from PIL import Image
+
+    for split, n in (("train", 6), ("test", 2)):
+        for c, base in (("a", 0), ("b", 120)):
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(np.full((side, side, 3), base + 20 * i, np.uint8)).save(root / split / c / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("argv, names", [
+    (["--dataset", "digits", "--model", "keras-cnn"], ["--model keras-cnn", "8x8", "16x16"]),
+    (["--dataset", "folder", "--data-dir", "{px}"], ["--model fast-cnn", "1x1"]),  # the default model
+    (["--dataset", "wine", "--model", "fast-cnn"], ["--model fast-cnn", "(13,)"]),    # tabular rows
+])
+def test_a_model_refuses_inputs_it_cannot_take_before_training(argv, names, tmp_path, capsys, monkeypatch):
+    _no_training(monkeypatch)
+    px = _tiny_image_folder(tmp_path / "px", 1)
+    argv = [a.replace("{px}", str(px)) for a in argv]
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--threads", "1", "--quiet", "--cache-dir", str(tmp_path / "cache"),
+                 *argv, "--out", str(out)]) == 2
+    _one_error_line(capsys, *names)
+    assert not out.exists()
+
+
+def test_each_image_models_minimum_side_is_exact():
+    from mixlab.lab.models import MODELS, check_input, min_side
+
+    for name in MODELS:
+        side = min_side(name)
+        if side is None:  # takes any input (mlp)
+            check_input(name, (3, 1, 1), 3)
+            continue
+        check_input(name, (1, side, side + 1), 3)  # a forward pass at the declared minimum works ...
+        if side > 1:                                # ... and one pixel less is refused, naming both
+            with pytest.raises(ValueError, match=rf"--model {name} needs images of at least {side}x{side} pixels"):
+                check_input(name, (1, side - 1, side + 1), 3)
+
+
+# --- preview: --n and --out checked before any work ------------------------------------------------------------
+
+def _no_data(monkeypatch):
+    from mixlab.lab import runner
+
+    monkeypatch.setattr(runner, "load_splits", lambda *a, **k: pytest.fail("the data was loaded"))
+
+
+@pytest.mark.parametrize("argv, names", [
+    (["--n", "2000"], ["--n", "2000", "64"]),
+    (["--n", "0"], ["--n"]),
+    (["--n", "20", "--train-size", "10"], ["--n 20", "--train-size 10"]),
+])
+def test_preview_bounds_n_before_any_work(argv, names, tmp_path, capsys, monkeypatch):
+    _no_data(monkeypatch)
+    png = tmp_path / "p.png"
+    assert main(["preview", "--dataset", "digits", *argv, "--out", str(png)]) == 2
+    _one_error_line(capsys, *names)
+    assert not png.exists()
+
+
+def test_preview_n_at_most_the_training_rows(tmp_path, capsys):
+    px = _tiny_image_folder(tmp_path / "px", 4)  # 12 training images
+    png = tmp_path / "p.png"
+    assert main(["preview", "--dataset", "folder", "--data-dir", str(px), "--cache-dir", str(tmp_path / "cache"),
+                 "--n", "20", "--out", str(png)]) == 2
+    _one_error_line(capsys, "--n 20", "12")
+    assert not png.exists()
+    assert main(["preview", "--dataset", "folder", "--data-dir", str(px), "--cache-dir", str(tmp_path / "cache"),
+                 "--n", "12", "--out", str(png)]) == 0
+    assert png.is_file()
+
+
+@pytest.mark.parametrize("where", ["folder", "missing-parent"])
+def test_preview_out_must_be_a_file_path(where, tmp_path, capsys, monkeypatch):
+    _no_data(monkeypatch)
+    target = tmp_path / "pics"
+    if where == "folder":
+        target.mkdir()
+    else:
+        target = target / "mixed.png"
+    assert main(["preview", "--dataset", "digits", "--out", str(target)]) == 2
+    line = _one_error_line(capsys, "--out", str(target if where == "folder" else target.parent))
+    assert ".tmp" not in line
+
+
+# --- a deeply nested --config file -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, '{"a": ' * 5000 + "1" + "}" * 5000,
+                                  '{"seeds": ' + "[" * 900 + "]" * 900 + "}"])
+def test_a_deeply_nested_config_file_is_one_line(text, tmp_path, capsys):
+    f = tmp_path / "deep.json"
+    f.write_text(text)
+    assert main(["train", *TINY, "--config", str(f), "--out", str(tmp_path / "run")]) == 2
+    line = _one_error_line(capsys, "--config", str(f))
+    assert len(line) < 500
+
+
+# --- presets are named for what they are ------------------------------------------------------------------------
+
+def test_preset_names_say_what_they_are(capsys):
+    import re
+
+    from mixlab.lab.config import PRESETS
+
+    assert not [n for n in PRESETS if re.search(r"article|\d{3}", n)]
+    assert "cifar10-bce" in PRESETS
+    new, old = resolve_config({}, preset="cifar10-bce"), resolve_config({}, preset="article000")  # old name: an alias
+    assert new == old and new.preset == "cifar10-bce" and (new.dataset, new.loss, new.p) == ("cifar10", "bce", 0.2)
+    assert LabConfig(preset="article000").validate().preset == "article000"  # an old run's config.json still loads
+    with pytest.raises(SystemExit):
+        main(["compare", "--help"])
+    help_text = capsys.readouterr().out
+    assert "cifar10-bce" in help_text and "article000" not in help_text
+    assert cli.build_parser().parse_args(["compare", "--preset", "article000"]).preset == "article000"
