@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from . import _timm_fast
+from . import _fast, _timm_fast
 from . import _validate as V
 from .ops import mix
 from .params import MixParams, sample_box
@@ -39,11 +39,23 @@ __all__ = ["Mixup", "FastCollateMixup", "mixup_target"]
 MODES = ("batch", "pair", "elem", "half")
 
 
+def _check_classes(target, num_classes: int, multi_label: bool) -> None:
+    """Class-index targets lie in ``[0, num_classes)`` (read on CPU only, where it is free; no device sync)."""
+    if multi_label or not isinstance(target, torch.Tensor) or not target.numel() or not _fast.eager_cpu(target):
+        return
+    lo, hi = int(target.min()), int(target.max())
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(f"target holds the class index {lo if lo < 0 else hi}, but num_classes={num_classes}: "
+                         f"class indices must lie in [0, {num_classes})")
+
+
 def mixup_target(target, num_classes: int, lam=1.0, smoothing: float = 0.0, multi_label: bool = False):
     """timm's ``mixup_target``: smoothed one-hot (or smoothed multi-label) rows mixed with their flip.
 
     ``lam`` may be a float or a ``(B,)`` / ``(B, 1)`` tensor of per-row weights (of the original row).
+    Class indices outside ``[0, num_classes)`` are refused naming ``target`` (on CPU).
     """
+    _check_classes(target, num_classes, multi_label)
     if multi_label:
         if target.ndim != 2 or target.shape[1] != num_classes:
             raise ValueError(f"multi-label mixup expects dense targets shaped (batch, {num_classes}), got "
@@ -168,6 +180,7 @@ class Mixup:
         """Mix ``x`` in place (as timm) and return ``(x, dense soft targets (B, num_classes))``."""
         if self.mode == "half":
             raise ValueError("mode='half' is FastCollateMixup's; use batch, pair or elem")
+        _check_classes(target, self.num_classes, self.multi_label)  # before x is mixed in place
         lam = self._mix_inplace(x)
         return x, mixup_target(target, self.num_classes, lam, self.label_smoothing, self.multi_label)
 
