@@ -109,3 +109,59 @@ def test_mixlab_command_without_the_lab_extra(tmp_path, wheel):
     run = subprocess.run([str(env_dir / "bin" / "mixlab"), "datasets"], capture_output=True, text=True, cwd=tmp_path,
                          timeout=300, env=env)
     assert run.returncode == 0 and "digits" in run.stdout, run.stderr[-3000:]
+
+
+def _core_env(tmp_path, exclude) -> tuple[Path, dict]:
+    """A fresh venv that sees this environment's packages except ``exclude`` (name prefixes), and no mixlab."""
+    import sysconfig
+
+    parent = Path(sysconfig.get_paths()["purelib"])
+    core = tmp_path / "core-site"
+    core.mkdir()
+    for entry in parent.iterdir():
+        if not entry.name.lower().startswith(exclude) and entry.suffix != ".pth":
+            (core / entry.name).symlink_to(entry)
+    env_dir = tmp_path / "env"
+    venv.EnvBuilder(system_site_packages=False, with_pip=False).create(env_dir)
+    py = env_dir / "bin" / "python"
+    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, timeout=60).stdout.strip()
+    Path(purelib, "_core.pth").write_text(f"{core}\n")
+    return py, {"PATH": f"{env_dir / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)}
+
+
+LIBRARY_ALONE = """
+import importlib.util, warnings
+assert importlib.util.find_spec("numpy") is None, "numpy is visible: the test would not show torch alone suffices"
+import torch, mixlab
+g = torch.Generator().manual_seed(0)
+x, y = torch.rand(8, 3, 16, 16, generator=g), torch.randint(0, 10, (8,), generator=g)
+for name in mixlab.methods.available(task="classification"):
+    info = mixlab.methods.get(name)
+    if info.needs:  # Remix needs class counts, PuzzleMix numpy and scipy: checked below
+        continue
+    opts = {"n_holes": (1, 2)} if name == "gridmix" else {"patch_size": 4} if name == "tokenmix" else {}
+    mixed, target = info.build(alpha=1.0, generator=g, **opts)(x, y)
+    loss = target.loss(torch.nn.functional.cross_entropy, torch.randn(8, 10, generator=g))
+    assert mixed.shape == x.shape and loss.ndim == 0
+try:
+    mixlab.PuzzleMix()
+except ImportError as e:
+    assert 'mixlab[puzzlemix]' in str(e), e
+else:
+    raise AssertionError("PuzzleMix built without numpy")
+print("ok")
+"""
+
+
+def test_the_library_installs_and_runs_with_torch_alone(tmp_path, wheel):
+    """`pip install mixlab`: torch is the only requirement; every method that needs nothing else mixes, PuzzleMix
+    says which extra it needs."""
+    py, env = _core_env(tmp_path, _LAB_ENTRIES + ("numpy",))
+    run = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--force-reinstall", "--no-cache-dir", "-q",
+                          str(wheel)], capture_output=True, text=True, cwd=tmp_path, timeout=600, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    warnings = ["-W", "error", "-W", "ignore:Failed to initialize NumPy"]  # torch's own note that numpy is absent
+    run = subprocess.run([str(py), *warnings, "-c", LIBRARY_ALONE], capture_output=True, text=True, cwd=tmp_path,
+                         timeout=600, env=env)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stdout[-2000:] + run.stderr[-3000:]

@@ -59,9 +59,9 @@ class MissingPackages(LabError):
 # (lab/report.py: the plots; preview's PNG), tqdm (lab/train.py: progress bars), scikit-learn
 # (data/_tabular.py: digits, wine, breast-cancer, iris), pillow (data/_images.py: image folders and
 # tarballs; matplotlib's PNGs), scipy (lab/stats.py: t-intervals and McNemar; PuzzleMix's graph cut).
-LAB_PACKAGES = {"torchvision": "torchvision", "matplotlib": "matplotlib", "tqdm": "tqdm", "sklearn": "scikit-learn",
-                "PIL": "pillow", "scipy": "scipy"}
-LAB_EXTRA = ("torchvision", "matplotlib", "tqdm", "scikit-learn", "pillow")  # pip names in mixlab[lab]
+LAB_PACKAGES = {"numpy": "numpy", "torchvision": "torchvision", "matplotlib": "matplotlib", "tqdm": "tqdm",
+                "sklearn": "scikit-learn", "PIL": "pillow", "scipy": "scipy"}
+LAB_EXTRA = ("numpy", "torchvision", "matplotlib", "tqdm", "scikit-learn", "pillow")  # pip names in mixlab[lab]
 # What each subcommand may import, by import name: whatever its options, so no run dies on an import later.
 NEEDS = {
     "compare": tuple(LAB_PACKAGES),

@@ -51,7 +51,10 @@ import functools
 import math
 from typing import Optional
 
-import numpy as np
+try:  # the graph cut runs on the host in numpy + scipy: the `puzzlemix` extra (the core needs torch alone)
+    import numpy as np
+except ImportError:  # pragma: no cover - exercised by the library-alone wheel test
+    np = None
 import torch
 import torch.nn.functional as F
 
@@ -545,6 +548,17 @@ def _channel_stat(value, name):
     return t
 
 
+def _require_host_solver() -> None:
+    """PuzzleMix's graph cut needs numpy and scipy (the ``puzzlemix`` extra): say so at construction."""
+    try:
+        import scipy.sparse.csgraph  # noqa: F401
+    except ImportError:
+        np_missing = np is None
+        raise ImportError("PuzzleMix solves its graph cut on the host with numpy and scipy"
+                          f"{' (numpy is not installed)' if np_missing else ' (scipy is not installed)'}: "
+                          "pip install \"mixlab[puzzlemix]\"") from None
+
+
 @register("puzzlemix", inputs=("images",), needs=("saliency",))
 class PuzzleMix(Mixer):
     """PuzzleMix (Kim et al. 2020): saliency-guided graph-cut masks plus optimal block transport.
@@ -600,6 +614,7 @@ class PuzzleMix(Mixer):
                  n_labels=3, transport=True, t_eps=0.8, t_size=-1, mean=None, std=None, solver="builtin",
                  model=None, criterion=None, **common):
         super().__init__(**common)
+        _require_host_solver()
         self.alpha = V.alpha(alpha)
         choices = block_num if isinstance(block_num, (tuple, list)) else (block_num,)
         if not choices:
