@@ -158,7 +158,10 @@ def _check_index(params: MixParams, n: int, what: str) -> None:
         return
     if _fast.eager_cpu(idx):  # (compiling returned above)
         lo, hi = int(idx.min()), int(idx.max())
-        if lo < 0 or hi >= n:
+        if lo < 0:
+            raise IndexError(f"params.index holds a negative partner row ({lo}); partner rows must lie in [0, {n}) "
+                             f"({what} holds {n} rows)")
+        if hi >= n:
             raise IndexError(f"params.index holds partner rows in [{lo}, {hi}], but {what} holds {n} rows; "
                              f"pass a partner batch of at least {hi + 1} rows, or params drawn for this batch")
     else:

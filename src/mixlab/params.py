@@ -66,6 +66,10 @@ class MixParams:
                                  f"{V.describe(w)} and {tuple(index.shape)}")
             if self.region is not None:
                 raise ValueError("MixParams.region is only supported for two-way mixing (no k-way weights)")
+        if index.numel() and index.device.type == "cpu" and not torch.compiler.is_compiling():  # free on CPU only
+            lo = int(index.min())
+            if lo < 0:
+                raise ValueError(f"MixParams.index must hold partner rows >= 0, got {lo}")
         if self.region is not None:
             if not isinstance(self.region, Region):
                 raise TypeError(f"MixParams.region must be a mixlab.regions.Region or None, got "
