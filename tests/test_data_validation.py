@@ -5,7 +5,11 @@ Numbered as in the issue "the lab refuses bad data before it trains":
 1 labels out of range, 2 empty splits, 3 image sizes, 4 a class only in the test split,
 5 CIFAR label types / batches.meta, 6 CSV label column, 7 optional label_regex group,
 8 decompression bombs and oversized tar members, 9 zero-variance channels,
-10 crafted CIFAR pickles that decode larger than the file, 11 cache key content hash.
+10 crafted CIFAR pickles that decode larger than the file, 11 cache key content hash,
+12 high bit depth images (16-bit, 32-bit, float), 13 pickles that nest deep or share
+references (and error messages bounded in length), 14 caps on bytes and pixels, 15 the class
+count of CIFAR batches comes from their labels, 16 CSV encodings and long fields, 17 a missing
+CIFAR batch named, 18 a full disk (the cache, write_idx), 19 refused pickles anywhere.
 """
 from __future__ import annotations
 
@@ -541,3 +545,98 @@ def test_11_large_files_hashed_at_both_ends(tmp_path, monkeypatch):
     assert _cache.source_signature([path])[0][3] != h
     path.write_bytes(bytes(2000) + b"\x01" + bytes(2999))  # middle changed: size and mtime are all that cover it
     assert _cache.source_signature([path])[0][3] == h
+
+
+# ----- shared by 12..19: a bad file ends in one short line naming it ---------------------------
+
+MAX_LINE = 1000  # what the CLI prints after "mixlab: " (long enough for every message, far below MB lines)
+
+
+def _one_line(exc, *names):
+    """The message of ``exc`` is one line of at most MAX_LINE characters naming each of ``names``."""
+    text = str(exc)
+    assert "\n" not in text and len(text) <= MAX_LINE, (len(text), text[:300])
+    for name in names:
+        assert str(name) in text, (name, text)
+    return text
+
+
+# ----- 12. high bit depth images: decoded to the lab's 0..255, or refused ----------------------
+
+RAMP = np.arange(256, dtype=np.uint8).reshape(16, 16)  # every 8-bit value once
+
+
+def _tiff(w, h, data: bytes, bits: int, sample_format: int) -> bytes:
+    """A one-strip little-endian grey TIFF written by hand (Pillow cannot save unsigned 32-bit)."""
+    entries = [(256, 4, w), (257, 4, h), (258, 3, bits), (259, 3, 1), (262, 3, 1), (273, 4, 0),
+               (277, 3, 1), (278, 4, h), (279, 4, len(data)), (339, 3, sample_format)]
+    ifd_size = 2 + 12 * len(entries) + 4
+    entries = [(t, k, 8 + ifd_size if t == 273 else v) for t, k, v in entries]
+    ifd = struct.pack("<H", len(entries)) + b"".join(
+        struct.pack("<HHI", t, k, 1) + (struct.pack("<HH", v, 0) if k == 3 else struct.pack("<I", v))
+        for t, k, v in entries) + struct.pack("<I", 0)
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + data
+
+
+def _encoded(kind: str) -> bytes:
+    """RAMP written in a high bit depth; decoding it right gives RAMP back."""
+    from PIL import Image
+    buf = io.BytesIO()
+    if kind in ("png16", "tiff16"):
+        Image.fromarray(RAMP.astype(np.uint16) * 257).save(buf, format="PNG" if kind == "png16" else "TIFF")
+    elif kind == "tiff-float":
+        Image.fromarray(RAMP.astype(np.float32) / 255).save(buf, format="TIFF")
+    elif kind == "tiff-int32":
+        Image.fromarray(RAMP.astype(np.int32) << 23).save(buf, format="TIFF")  # signed: 0..2**31-1
+    elif kind == "tiff-uint32":
+        return _tiff(16, 16, (RAMP.astype("<u4") << 24).tobytes(), 32, 1)  # unsigned: up to 0xFF000000
+    elif kind == "pgm16":
+        return b"P5 16 16 65535\n" + (RAMP.astype(">u2") * 257).tobytes()
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["png16", "tiff16", "tiff-float", "tiff-int32", "tiff-uint32", "pgm16"])
+def test_12_high_bit_depth_images_decode_to_the_8_bit_range(kind):
+    pytest.importorskip("PIL")
+    x = _images.decode_images([_encoded(kind)], [f"a/ramp.{kind}"], workers=1)
+    assert x.shape == (1, 1, 16, 16)
+    assert np.array_equal(x[0, 0].numpy(), RAMP), (kind, x[0, 0].numpy().ravel()[::17].tolist())
+
+
+def test_12_high_bit_depth_tree_through_load_dataset(tmp_path):
+    pytest.importorskip("PIL")
+    for c in "ab":
+        for i in range(2):
+            (tmp_path / "t" / c).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "t" / c / f"{i}.png").write_bytes(_encoded("png16"))
+    d = load_dataset("folder", data_dir=tmp_path / "t", cache_dir=False, test_fraction=0.5)
+    assert np.array_equal(d.x_train[0, 0].numpy(), RAMP)
+    assert d.mean == pytest.approx((127.5 / 255,))  # before: 99.5% of the pixels at 255
+
+
+def test_12_sixteen_bit_rgb_png_keeps_its_high_byte():
+    pytest.importorskip("PIL")
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    px = np.zeros((1, 3, 3), ">u2")
+    px[0, 0], px[0, 1], px[0, 2] = (0x1234, 0xFFFF, 0x00FF), (0x8000, 0x0100, 0), (0, 0, 0x7FFF)
+    raw = b"".join(b"\x00" + row.tobytes() for row in px)
+    blob = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 3, 1, 16, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    x = _images.decode_images([blob], ["rgb16.png"], workers=1)
+    assert x[0, :, 0].T.tolist() == [[0x12, 0xFF, 0x00], [0x80, 0x01, 0], [0, 0, 0x7F]]
+
+
+@pytest.mark.parametrize("values,shown", [
+    (np.full((4, 4), 3.5, np.float32), r"float pixels span 3\.5\.\.3\.5"),
+    (np.full((4, 4), np.nan, np.float32), r"float pixels hold NaN or infinite values"),
+    (np.full((4, 4), -5, np.int32), r"signed 32-bit pixels hold negative values \(min -5\)"),
+])
+def test_12_high_bit_depth_images_outside_their_range_are_refused(tmp_path, values, shown):
+    Image = pytest.importorskip("PIL.Image")
+    buf = io.BytesIO()
+    Image.fromarray(values).save(buf, format="TIFF")
+    t = _tree_with(tmp_path, "odd.tif", buf.getvalue())
+    with pytest.raises(ValueError, match=rf"image a/odd\.tif: {shown}") as e:
+        load_dataset("folder", data_dir=t, cache_dir=False)
+    _one_line(e.value, "a/odd.tif")
