@@ -4,6 +4,7 @@ Convention everywhere: ``lam`` is the weight of the original row,
 ``mixed = lam * x + (1 - lam) * x[index]``.
 """
 from . import losses, regions
+from ._tree import tree_map_with_path
 from .ops import mix
 from .pairing import partner_index
 from .params import MixParams, sample_box, sample_params
@@ -45,6 +46,6 @@ def __dir__():
 
 
 __all__ = [
-    "Mixer", "methods", "Remix", "CMixup", "MixParams", "sample_params", "sample_box", "sample_beta", "sample_dirichlet", "partner_index",
+    "Mixer", "methods", "tree_map_with_path", "Remix", "CMixup", "MixParams", "sample_params", "sample_box", "sample_beta", "sample_dirichlet", "partner_index",
     "mix", "mix_pair", "MixedTarget", "MixUp", "CutMix", "MixUpOrCutMix", "RandomChoice", "FMix", "GridMix", "ResizeMix", "SaliencyMix", "SmoothMix", "TokenMix", "PuzzleMix", "ManifoldMixup", "losses", "regions", "policies",
 ]

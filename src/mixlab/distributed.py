@@ -30,7 +30,7 @@ from .params import MixParams
 from .targets import MixedTarget
 from .mixer import label_params
 
-__all__ = ["DistInfo", "get_info", "gather_sizes", "gather_batch", "local_params", "GlobalMixer", "GlobalMixUp"]
+__all__ = ["DistInfo", "get_info", "env_int", "gather_sizes", "gather_batch", "local_params", "GlobalMixer", "GlobalMixUp"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +67,9 @@ def _check_index(name: str, value) -> int:
     return value
 
 
-def _env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int) -> int:
+    """The integer environment variable ``name`` (torchrun's ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), or ``default``
+    when it is unset or empty; a non-integer value is an error naming the variable."""
     value = os.environ.get(name)
     if value is None or value == "":
         return default
@@ -82,7 +84,7 @@ def get_info() -> DistInfo:
     if not _running():
         return DistInfo()
     rank, world = dist.get_rank(), dist.get_world_size()
-    local = _env_int("LOCAL_RANK", rank)
+    local = env_int("LOCAL_RANK", rank)
     device = torch.device("cuda", local) if dist.get_backend() == "nccl" else torch.device("cpu")
     return DistInfo(rank, world, local, device, rank == 0)
 

@@ -20,8 +20,23 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from mixlab._tree import tree_map_with_path
-from mixlab.distributed import DistInfo, _check_index, _collective_device, _env_int, _running, gather_sizes, get_info
+from mixlab import tree_map_with_path
+from mixlab.distributed import DistInfo, env_int, gather_sizes, get_info
+
+
+def _running() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _collective_device() -> torch.device:
+    return get_info().device
+
+
+def _check_index(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+    return value
+
 
 __all__ = [
     "init_from_env", "shutdown", "is_main", "barrier", "rank_seed", "rank_generator", "shard", "all_reduce_sum",
@@ -53,8 +68,8 @@ def init_from_env(timeout_s: float = 300.0, *, backend: str | None = None) -> Di
         return get_info()
     if "WORLD_SIZE" not in os.environ:
         return DistInfo()
-    world, rank = _env_int("WORLD_SIZE", 1), _env_int("RANK", 0)
-    local = _env_int("LOCAL_RANK", rank)
+    world, rank = env_int("WORLD_SIZE", 1), env_int("RANK", 0)
+    local = env_int("LOCAL_RANK", rank)
     if not dist.is_available():
         raise RuntimeError(f"WORLD_SIZE={world} is set but this torch build has no torch.distributed")
     if backend is None:
