@@ -1,6 +1,6 @@
 """Every mixing method on the same CIFAR-10 images: the gallery in docs/img/methods.png.
 
-    python examples/methods_gallery.py --data ../shared/datasets/cifar10-jpg.tar.gz --out docs/img/methods.png
+    python examples/methods_gallery.py --data path/to/cifar10-jpg.tar.gz --out docs/img/methods.png
 
 Each row is one registered method (``mixlab.methods.available(inputs="images")``, built with
 ``mixlab.methods.get(name).build``) applied to the same 6 test images with the same partners (a
