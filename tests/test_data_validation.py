@@ -590,12 +590,16 @@ def _encoded(kind: str) -> bytes:
         Image.fromarray(RAMP.astype(np.int32) << 23).save(buf, format="TIFF")  # signed: 0..2**31-1
     elif kind == "tiff-uint32":
         return _tiff(16, 16, (RAMP.astype("<u4") << 24).tobytes(), 32, 1)  # unsigned: up to 0xFF000000
+    elif kind == "tiff12":  # packed 12-bit samples, two in three bytes (Pillow reads them into I;16 unscaled)
+        v = (RAMP.astype(np.uint32) << 4).ravel()
+        packed = bytes(b for a, c in zip(v[0::2], v[1::2]) for b in (a >> 4, (a & 0xF) << 4 | c >> 8, c & 0xFF))
+        return _tiff(16, 16, packed, 12, 1)
     elif kind == "pgm16":
         return b"P5 16 16 65535\n" + (RAMP.astype(">u2") * 257).tobytes()
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("kind", ["png16", "tiff16", "tiff-float", "tiff-int32", "tiff-uint32", "pgm16"])
+@pytest.mark.parametrize("kind", ["png16", "tiff16", "tiff-float", "tiff-int32", "tiff-uint32", "tiff12", "pgm16"])
 def test_12_high_bit_depth_images_decode_to_the_8_bit_range(kind):
     pytest.importorskip("PIL")
     x = _images.decode_images([_encoded(kind)], [f"a/ramp.{kind}"], workers=1)

@@ -12,8 +12,11 @@ Layouts understood (a single enclosing top folder, e.g. ``cifar10-jpg/``, is ski
 Class names are the sorted distinct folder names (or regex labels), so labels follow
 alphabetical order like torchvision's ``ImageFolder``. Images are converted to one common
 form: all grey-level images give 1 channel, otherwise RGB (alpha dropped, palettes expanded,
-grey images repeated to 3 channels). Sizes are kept if all images agree; otherwise every
-image is resized with PIL's bilinear filter to the most common size ``(W, H)``.
+grey images repeated to 3 channels). Pixels are uint8 0..255: a 16-bit image keeps its high
+byte (``v >> 8``, as Pillow does for 16-bit RGB; a 12-bit TIFF ``v >> 4``), a 32-bit integer
+image is scaled by its type's range (unsigned ``v >> 24``; signed ``v >> 23``, negative values
+refused), a float image must hold values in [0, 1] (``round(v * 255)``; NaN, infinity or values
+outside refused). Sizes are kept if all images agree; otherwise every image is resized with PIL's bilinear filter to the most common size ``(W, H)``.
 Decoding uses PIL in a pool of (at most) 2 threads; the source is read sequentially.
 
 Refused, with a ``ValueError`` naming the file: a tar member (or CIFAR batch file) larger than
@@ -48,7 +51,7 @@ __all__ = ["IMAGE_EXTENSIONS", "is_image_tree", "is_tarball", "load_image_tree",
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 _TEST_NAMES = ("test", "valid", "val")
-_GREY = {"1", "L", "LA", "I", "I;16", "F"}
+_GREY = {"1", "L", "LA", "La"}  # 8-bit grey modes; 16-bit, 32-bit and float ones: _high_depth
 _CHUNK = 512
 MAX_MEMBER_BYTES = 64 << 20  # largest tar member / CIFAR batch file read (official batches are ~30 MiB)
 
@@ -172,6 +175,56 @@ def _bomb(name: str, detail) -> ValueError:
                       f"PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS} pixels)")
 
 
+def _int_format(img) -> tuple[int, bool]:
+    """``(bits, signed)`` of a mode ``"I"`` image: a TIFF says it (BitsPerSample, SampleFormat 2 =
+    signed); other formats (PNG, PGM) use mode ``"I"`` for unsigned 16-bit samples."""
+    if img.format == "TIFF":
+        tags = getattr(img, "tag_v2", {})
+        bits, fmt = tags.get(258, (32,)), tags.get(339, 1)
+        bits = bits[0] if isinstance(bits, tuple) else bits
+        fmt = fmt[0] if isinstance(fmt, tuple) else fmt
+        return int(bits), fmt == 2
+    return 16, False
+
+
+def _high_depth(img, name: str) -> np.ndarray:
+    """A 16-bit, 32-bit integer or float grey image scaled to uint8 (see the module notes), or a
+    ``ValueError`` naming the image when its values lie outside the range its type implies."""
+    mode = img.mode
+    if mode.startswith("I;16"):  # unsigned 16-bit: the high byte, as Pillow does for 16-bit RGB
+        bits = _int_format(img)[0] if img.format == "TIFF" else 16  # a 12-bit TIFF is read into I;16 unscaled
+        return (np.asarray(img) >> max(min(bits, 16) - 8, 0)).astype(np.uint8)
+    if mode == "F":
+        arr = np.array(img, dtype=np.float32)
+        if not np.isfinite(arr).all():
+            raise ValueError(f"image {name}: float pixels hold NaN or infinite values; expected values in [0, 1]")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < 0 or hi > 1:
+            raise ValueError(f"image {name}: float pixels span {lo:g}..{hi:g}; mixlab reads float images as "
+                             "values in [0, 1] (scaled by 255); rescale the file to [0, 1] or save it as 8-bit")
+        arr *= 255
+        return np.rint(arr, out=arr).astype(np.uint8)
+    if mode != "I":
+        raise ValueError(f"image {name}: unsupported pixel mode {mode!r}; expected 8-bit, 16-bit, 32-bit or "
+                         "float pixels")
+    bits, signed = _int_format(img)
+    arr = np.array(img)  # int32 (an unsigned 32-bit TIFF wraps: read its bits as uint32)
+    if signed:
+        lo = int(arr.min()) if arr.size else 0
+        if lo < 0:
+            raise ValueError(f"image {name}: signed {bits}-bit pixels hold negative values (min {lo}); mixlab "
+                             f"scales 0..{2 ** (bits - 1) - 1} to 0..255 and has no place for negative values")
+        arr >>= bits - 9
+        return arr.astype(np.uint8)
+    if bits == 32:
+        return (arr.view(np.uint32) >> 24).astype(np.uint8)
+    lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+    if lo < 0 or hi >= 1 << bits:
+        raise ValueError(f"image {name}: {bits}-bit pixels span {lo}..{hi}, outside 0..{(1 << bits) - 1}")
+    arr >>= bits - 8
+    return arr.astype(np.uint8)
+
+
 def _decode_one(blob: bytes, name: str) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
     try:
@@ -182,9 +235,12 @@ def _decode_one(blob: bytes, name: str) -> np.ndarray:
             raise _bomb(name, f"{w}x{h} = {w * h} pixels")
         if w < 1 or h < 1:
             raise ValueError(f"image {name}: {w}x{h} pixels; expected a width and height of at least 1")
-        if img.mode not in ("L", "RGB"):
-            img = img.convert("L" if img.mode in _GREY else "RGB")
-        arr = np.asarray(img)  # decodes; ~2x faster than a convert() copy for 32x32 JPEGs
+        if img.mode.startswith("I") or img.mode == "F":
+            arr = _high_depth(img, name)
+        else:
+            if img.mode not in ("L", "RGB"):
+                img = img.convert("L" if img.mode in _GREY else "RGB")
+            arr = np.asarray(img)  # decodes; ~2x faster than a convert() copy for 32x32 JPEGs
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise _bomb(name, e) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
