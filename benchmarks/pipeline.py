@@ -1,23 +1,25 @@
-"""Data pipeline throughput: mixing whole uint8 batches in memory vs article 000's per-sample mixing.
+"""Data pipeline throughput: mixing whole uint8 batches in memory vs a per-sample mixing ``Dataset``.
 
 Both pipelines start from the same decoded CIFAR-10 training images held in memory as uint8
 (decoding is not timed), go through a ``torch.utils.data.DataLoader`` (``num_workers=0``,
 batch 128, shuffled) and hand the training loop normalised float32 images and 10-class soft
-labels, with mixup on about 1 image in 5 at alpha 0.2, as in the article.
+labels, with mixup on about 1 image in 5 at alpha 0.2, as in Ta-Ying Cheng's tutorial
+*Enhancing Neural Networks with Mixup in PyTorch* (Towards Data Science; "the tutorial" below).
 
-- article 000: a ``Dataset`` whose ``__getitem__`` transforms one image (``ToTensor`` +
+- the tutorial: a ``Dataset`` whose ``__getitem__`` transforms one image (``ToTensor`` +
   ``Normalize``) and, for every 5th index, transforms a random second image and mixes the two
-  images and their one-hot labels (the article's code, with its bugs fixed).
+  images and their one-hot labels (the tutorial's code, with its bugs fixed).
 - mixlab: a ``Dataset`` that returns a whole uint8 batch for a list of indices (a
   ``BatchSampler``); the batch is mixed in place by ``mixlab.MixUp(alpha=0.2, p=0.2,
   mode="sample", inplace=True)``, either in uint8 before converting and normalising, or in
   float32 after; soft labels from the target.
 
-Images come from ``../shared/datasets/cifar10-jpg.tar.gz`` when present (the first
-``--images`` training JPEGs), else random uint8 images (printed in the header).
-Goal from issue 4: the mixlab pipeline at least 5x the article's images per second.
+Images come from ``--data`` (or ``$MIXLAB_CIFAR10``): a CIFAR-10 JPEG tarball
+(``cifar10-jpg/{train,test}/<class>/<nnnn>.jpg``; the first ``--images`` training JPEGs), else
+random uint8 images (printed in the header).
+Goal: the mixlab pipeline at least 5x the tutorial's images per second.
 
-    python benchmarks/pipeline.py [--images 10000] [--repeats 3] [--json PATH]
+    python benchmarks/pipeline.py [--data cifar10-jpg.tar.gz] [--images 10000] [--repeats 3] [--json PATH]
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 import mixlab
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-TARBALL = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cifar10-jpg.tar.gz"
+TARBALL = Path(os.environ.get("MIXLAB_CIFAR10", "cifar10-jpg.tar.gz"))  # --data overrides it
 
 
 def load_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
@@ -63,8 +65,8 @@ def load_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
     return imgs, rng.integers(0, 10, size=n).astype(np.int64), f"random uint8 images ({TARBALL} absent)"
 
 
-class ArticleDataset(Dataset):
-    """Article 000's dataset, corrected: per-sample transform, mixup on every 5th index."""
+class TutorialDataset(Dataset):
+    """The tutorial's dataset, corrected: per-sample transform, mixup on every 5th index."""
 
     def __init__(self, data: np.ndarray, targets: np.ndarray, seed: int):
         from torchvision import transforms
@@ -104,9 +106,9 @@ class BatchDataset(Dataset):
         return self.data[idx], self.targets[idx]  # (B, 3, 32, 32) uint8, (B,)
 
 
-def article_epoch(data, targets, batch, seed) -> int:
+def tutorial_epoch(data, targets, batch, seed) -> int:
     g = torch.Generator().manual_seed(seed)
-    loader = DataLoader(ArticleDataset(data, targets, seed), batch_size=batch, shuffle=True, generator=g)
+    loader = DataLoader(TutorialDataset(data, targets, seed), batch_size=batch, shuffle=True, generator=g)
     n = 0
     for images, labels in loader:
         n += images.shape[0]
@@ -141,13 +143,17 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads first")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--data", default=None, help="a CIFAR-10 JPEG tarball (default: $MIXLAB_CIFAR10)")
     ns = ap.parse_args(argv)
+    if ns.data:
+        global TARBALL
+        TARBALL = Path(ns.data)
     if ns.threads:
         torch.set_num_threads(ns.threads)
     data, targets, source = load_images(ns.images, ns.seed)
     chw = torch.from_numpy(data).permute(0, 3, 1, 2).contiguous()  # (N, 3, 32, 32) uint8, once
     ys = torch.from_numpy(targets)
-    runs = {"article 000 (per-sample Dataset)": lambda: article_epoch(data, targets, ns.batch, ns.seed),
+    runs = {"tutorial (per-sample Dataset)": lambda: tutorial_epoch(data, targets, ns.batch, ns.seed),
             "mixlab (mixed in uint8)": lambda: mixlab_epoch(chw, ys, ns.batch, ns.seed),
             "mixlab (normalised, mixed in f32)": lambda: mixlab_epoch(chw, ys, ns.batch, ns.seed, mix_uint8=False)}
     rates = {k: [] for k in runs}
@@ -159,8 +165,8 @@ def main(argv=None) -> int:
     print(f"# data pipeline | torch {torch.__version__} | {torch.get_num_threads()} threads | load avg "
           f"{[round(v, 2) for v in os.getloadavg()]}\n# {source}; batch {ns.batch}, DataLoader num_workers=0, "
           f"mixup alpha 0.2 on ~1 in 5 images; median of {ns.repeats} interleaved epochs")
-    base = statistics.median(rates["article 000 (per-sample Dataset)"])
-    print(f"{'pipeline':<36}{'images/s':>12}{'x article':>11}")
+    base = statistics.median(rates["tutorial (per-sample Dataset)"])
+    print(f"{'pipeline':<36}{'images/s':>12}{'x tutorial':>11}")
     rows = []
     for k, v in rates.items():
         m = statistics.median(v)

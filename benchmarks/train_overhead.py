@@ -5,7 +5,7 @@ round after round) after a warm-up, and the median step time of each is printed 
 overhead over the baseline (and the same for the minimum step). Goal from issue 4: mixlab's step at
 most 3% slower.
 
-The model is article 000's CNN (4 conv + 2 fc) on a CIFAR-sized float32 batch (default
+The model is the CNN of Ta-Ying Cheng's tutorial *Enhancing Neural Networks with Mixup in PyTorch* (4 conv + 2 fc) on a CIFAR-sized float32 batch (default
 128x3x32x32, 10 classes); the loss is cross-entropy, mixed through ``MixedTarget.loss``.
 
     python benchmarks/train_overhead.py [--batch 128] [--runs 15] [--json PATH]
@@ -24,8 +24,8 @@ import torch.nn as nn
 import mixlab
 
 
-class ArticleCNN(nn.Module):
-    """Article 000's network: 4 conv layers then 2 fully connected layers, for 3x32x32 inputs."""
+class TutorialCNN(nn.Module):
+    """The tutorial's network: 4 conv layers then 2 fully connected layers, for 3x32x32 inputs."""
 
     def __init__(self, num_classes: int = 10):
         super().__init__()
@@ -44,7 +44,7 @@ def make_steps(batch: int, seed: int):
     x = torch.rand(batch, 3, 32, 32, generator=g)  # (B, 3, 32, 32)
     y = torch.randint(0, 10, (batch,), generator=g)
     torch.manual_seed(seed)
-    model = ArticleCNN()
+    model = TutorialCNN()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     criterion = nn.CrossEntropyLoss()
     mixup = mixlab.MixUp(alpha=0.2, mode="sample", generator=g)
@@ -62,7 +62,7 @@ def make_steps(batch: int, seed: int):
         mixed, target = mixup(x, y)
         train(mixed, lambda out: target.loss(criterion, out))
 
-    def with_paper():  # article 004's mixup_data / mixup_criterion
+    def with_paper():  # the official code's mixup_data / mixup_criterion
         lam = float(torch.distributions.Beta(0.2, 0.2).sample())
         index = torch.randperm(batch, generator=g)
         mixed = lam * x + (1 - lam) * x[index]
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
             times[k].append(time.perf_counter() - t0)
     base = statistics.median(times["no mixup"])
     print(f"# train-step overhead | torch {torch.__version__} | {torch.get_num_threads()} threads | "
-          f"load avg {[round(v, 2) for v in os.getloadavg()]}\n# article 000 CNN, batch {ns.batch}x3x32x32 "
+          f"load avg {[round(v, 2) for v in os.getloadavg()]}\n# the tutorial's CNN, batch {ns.batch}x3x32x32 "
           f"float32, Adam; median of {ns.runs} interleaved steps after {ns.warmup} warm-up steps")
     base_min = min(times["no mixup"])
     print(f"{'step':<20}{'median ms':>11}{'overhead':>10}{'min ms':>10}{'overhead':>10}")

@@ -1,4 +1,4 @@
-"""Loading speed: article 000's sample-level mixing (MixupDataset) against batch mixing (MixCollate).
+"""Loading speed: sample-level mixing (MixupDataset, as in the TDS tutorial) against batch mixing (MixCollate).
 
 Run:  python examples/bench_sample_vs_batch_mixing.py --n 20000
 Fast: python examples/bench_sample_vs_batch_mixing.py --fast
@@ -8,7 +8,7 @@ One pass over ``--n`` uint8 28x28 images (Fashion-MNIST's training images when
 depend on the pixels), each item converted to float in ``__getitem__`` as a typical dataset
 does, batch 128, ``num_workers=0``, in the main process with one torch thread (as a DataLoader worker runs). Prints samples per second of:
 plain loading, batch mixing in the collate (every row mixed), and sample mixing with
-``p=0.2`` (the article's 1 in 5) and ``p=1``. The best of ``--repeats`` passes is reported.
+``p=0.2`` (the tutorial's 1 in 5) and ``p=1``. The best of ``--repeats`` passes is reported.
 """
 from __future__ import annotations
 
