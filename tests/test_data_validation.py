@@ -644,3 +644,115 @@ def test_12_high_bit_depth_images_outside_their_range_are_refused(tmp_path, valu
     with pytest.raises(ValueError, match=rf"image a/odd\.tif: {shown}") as e:
         load_dataset("folder", data_dir=t, cache_dir=False)
     _one_line(e.value, "a/odd.tif")
+
+
+# ----- 13. pickles that nest deep or share references; error messages bounded ------------------
+
+def _batch_with_extra_item(key_ops: bytes, value_ops: bytes = b"K\x00") -> bytes:
+    """A valid one-row batch (protocol 2) with one more dict item, written as raw pickle opcodes
+    spliced in before the final SETITEMS (the base pickle's memo is not touched: indices >= 200)."""
+    base = pickle.dumps({"data": np.zeros((1, 3072), np.uint8), "labels": [0]}, protocol=2)
+    assert base.endswith(b"u.")
+    return base[:-2] + key_ops + value_ops + b"u."
+
+
+def _shared_tuples(depth: int) -> bytes:
+    """``t = (); t = (t, t)`` ``depth`` times: DUP + TUPLE2, a few bytes per level, 2**depth leaves."""
+    return b")" + b"2\x86" * depth
+
+
+def _wide_shared_tuples(width: int, levels: int) -> bytes:
+    """Each level a tuple of ``width`` references to the level below (memo GETs): width**levels leaves."""
+    ops = b")"
+    for i in range(levels):
+        ops += b"q" + bytes([200 + i]) + b"0(" + (b"h" + bytes([200 + i])) * width + b"t"  # PUT, POP, MARK, GETs
+    return ops
+
+
+def test_13_deeply_nested_shared_key_refused(tmp_path):
+    c = _cifar(tmp_path / "c")
+    (c / "data_batch_2").write_bytes(_batch_with_extra_item(_shared_tuples(20)))  # hashing it: 2**20 tuples
+    with pytest.raises(ValueError, match=r"data_batch_2: objects nested more than \d+ levels deep") as e:
+        load_dataset("cifar10", data_dir=c, cache_dir=False)
+    assert isinstance(e.value, pickle.UnpicklingError)
+    _one_line(e.value, c / "data_batch_2")
+
+
+def test_13_sixty_four_levels_of_shared_tuples_end_quickly(tmp_path):
+    """Before: hashing the key visits 2**64 tuples (never returns; depth 28 took 79 s and 4.5 GB)."""
+    import subprocess
+    import sys
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(_batch_with_extra_item(_shared_tuples(64)))
+    code = ("import sys; from mixlab.data._cifar import safe_load\n"
+            "try:\n    safe_load(sys.argv[1])\nexcept ValueError as e:\n    print(e); sys.exit(3)\n")
+    try:
+        run = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("safe_load did not return within 60 s")
+    assert run.returncode == 3, run.stderr[-2000:]
+    _one_line(run.stdout.strip(), path, "nested more than")
+
+
+def test_13_wide_shared_references_refused(tmp_path):
+    c = _cifar(tmp_path / "c")  # a key of 200 x 200 x 200 shared references: 8 million tuples to hash
+    (c / "data_batch_4").write_bytes(_batch_with_extra_item(_wide_shared_tuples(200, 3)))
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"data_batch_4: more than \d+ objects built") as e:
+        load_dataset("cifar10", data_dir=c, cache_dir=False)
+    assert time.perf_counter() - start < 5
+    _one_line(e.value, c / "data_batch_4")
+
+
+class _Call:
+    def __init__(self, fn, *args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return (self.fn, self.args)
+
+
+def _nested_list(width=50, levels=3):
+    """Shared nested lists: a few hundred bytes pickled, width**levels items in their repr."""
+    v = [0] * width
+    for _ in range(levels - 1):
+        v = [v] * width
+    return v
+
+
+def _nested_tuple(width=50, levels=3):
+    v = ("x" * 100,) * width
+    for _ in range(levels - 1):
+        v = (v,) * width
+    return v
+
+
+@pytest.mark.parametrize("batch,match", [
+    ({"data": np.zeros((1, 3072), np.uint8), "labels": [_nested_list()]},
+     r"labels must be integers, got list \[\["),  # before: a 375 kB line
+    ({"data": np.zeros((1, 3072), np.uint8), _nested_tuple(): 0},
+     r"expected keys 'data' \(numpy array\) and 'labels', found keys"),  # before: 12.5 MB
+    ({"data": _Call(np.dtype, _nested_list()), "labels": [0]}, r"refusing numpy dtype \[\["),
+    ({"data": _Call(_reconstruct_fn(), np.ndarray, tuple(range(100_000)), b"b"), "labels": [0]},
+     r"refusing numpy _reconstruct\(ndarray, shape \(0, 1, 2, "),
+    ({"data": np.zeros((1, 3072), np.uint8), "labels": [0], "batch_label": "x" * 1_000_000},
+     None),  # a long value nobody shows: loads
+], ids=["labels", "keys", "dtype", "reconstruct", "long-string"])
+def test_13_error_messages_show_bounded_reprs(tmp_path, batch, match):
+    c = _cifar(tmp_path / "c")
+    (c / "data_batch_2").write_bytes(pickle.dumps(batch, protocol=2))
+    if match is None:
+        assert load_dataset("cifar10", data_dir=c, cache_dir=False).x_train.shape[0] == 17
+        return
+    with pytest.raises((ValueError, TypeError), match=rf"data_batch_2: .*{match}") as e:
+        load_dataset("cifar10", data_dir=c, cache_dir=False)
+    _one_line(e.value, c / "data_batch_2")
+
+
+def test_13_real_batches_stay_far_below_the_pickle_caps():
+    """A full-size batch (10,000 rows, labels a list of 10,000 ints, as the official files) loads."""
+    blob = pickle.dumps({"batch_label": "b", "labels": [i % 10 for i in range(10_000)],
+                         "data": np.zeros((10_000, 3072), np.uint8), "filenames": [f"f{i}.png" for i in range(10_000)]},
+                        protocol=2)
+    x, y = cifar_mod._read_batch("data_batch_1", blob)
+    assert x.shape == (10_000, 3, 32, 32) and y.tolist() == [i % 10 for i in range(10_000)]
