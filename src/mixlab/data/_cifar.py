@@ -26,6 +26,12 @@ whose opcodes can be checked: about 0.1 s slower per 10,000-row batch, paid once
 cache). After loading, a batch's ``data`` must be a C-contiguous array (no
 views, no zero strides) of at most ``MAX_ROWS`` rows whose size does not exceed the bytes
 read, and its ``labels`` a list (or integer array) of at most ``MAX_ROWS`` Python ints.
+
+The unpickler's work is bounded too (see :class:`SafeUnpickler`): containers nested more than
+``MAX_PICKLE_DEPTH`` (16) deep, or a load whose opcodes plus objects put into containers (a
+shared reference counted each time) pass ``MAX_PICKLE_WORK`` (2 million), are refused before the
+work is done: 200 bytes of ``t = (t, t)`` nested 64 times are 2**64 tuples to hash as a dict key.
+Every value a message shows goes through ``_limits.short_repr`` (at most 120 characters).
 Files (and tar members) above ``_images.MAX_MEMBER_BYTES`` (64 MiB) are refused unread.
 
 Batches are read from a folder (or its ``cifar-10-batches-py/``) or straight from the official
@@ -48,6 +54,7 @@ import torch
 
 from . import _images
 from ._cache import cached, source_signature
+from ._limits import clip, short_list, short_name, short_repr
 
 __all__ = ["SafeUnpickler", "CIFARPickleError", "safe_load", "find_cifar_batches", "load_cifar_batches",
            "TRAIN_BATCHES"]
@@ -66,6 +73,9 @@ _ALLOWED = {
 
 
 MAX_ROWS = 100_000  # rows per batch and list length; official batches hold 10,000
+MAX_PICKLE_DEPTH = 16  # containers inside containers; a CIFAR batch nests 2 (dict > list), numpy's args 2
+MAX_PICKLE_WORK = 2_000_000  # opcodes + objects put into containers (shared ones each time): a 10,000-row
+#                              batch with its file names ~150,000 (protocol 2), one of MAX_ROWS rows ~1.5 million
 _DTYPE_NAMES = {"b1", "u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f2", "f4", "f8", "bool", "uint8", "int8",
                 "int16", "uint16", "int32", "uint32", "int64", "uint64", "float16", "float32", "float64"}
 
@@ -95,7 +105,7 @@ def _guard_reconstruct(real):
         if subtype is not _NDARRAY or tuple(shape) != (0,):
             raise pickle.UnpicklingError(
                 f"refusing numpy _reconstruct({'ndarray' if subtype is _NDARRAY else type(subtype).__name__}, "
-                f"shape {shape!r}): numpy pickles "
+                f"shape {short_repr(shape)}): numpy pickles "
                 "write a plain ndarray of shape (0,) and fill it from the file's bytes")
         return real(np.ndarray, (0,), dtype)
     return _reconstruct
@@ -112,14 +122,15 @@ def _guard_frombuffer(real):
 
 def _dtype(name, align=False, copy=True):
     if not isinstance(name, str) or name not in _DTYPE_NAMES:
-        raise pickle.UnpicklingError(f"refusing numpy dtype {name!r}: only plain integer, float and bool types")
+        raise pickle.UnpicklingError(f"refusing numpy dtype {short_repr(name)}: only plain integer, float and "
+                                     "bool types")
     return np.dtype(name, align, copy)
 
 
 def _encode(obj, encoding="utf-8", errors="strict"):
     if not isinstance(obj, str) or encoding not in ("latin1", "latin-1", "latin_1"):
         raise pickle.UnpicklingError(
-            f"refusing _codecs.encode({type(obj).__name__}, {encoding!r}): pickles write bytes as a str "
+            f"refusing _codecs.encode({type(obj).__name__}, {short_repr(encoding)}): pickles write bytes as a str "
             "encoded to latin1, nothing else")
     return codecs.encode(obj, "latin1", errors)
 
@@ -141,13 +152,135 @@ def _check_build(inst, state) -> None:
                                      "it only for numpy arrays and dtypes")
 
 
-class SafeUnpickler(pickle._Unpickler):  # the Python unpickler: its BUILD and APPEND(S) can be checked
+class SafeUnpickler(pickle._Unpickler):  # the Python unpickler: its opcodes can be checked one by one
     """An unpickler that only reconstructs numpy arrays and plain built-in containers
     (through the guarded callables described in the module notes). Lists longer than
     ``MAX_ROWS`` are refused while they are read; ``__setstate__`` only reaches numpy arrays of
-    raw bytes and plain dtypes (a crafted dtype state could flag ``uint8`` as holding objects)."""
+    raw bytes and plain dtypes (a crafted dtype state could flag ``uint8`` as holding objects).
+
+    Work is bounded before it is done. Each container (tuple, list, dict, set, frozenset) gets a
+    weight, the number of objects in it counted as ``repr`` or ``hash`` walks it (a reference shared
+    n times counts n times), and a depth; a container deeper than ``MAX_PICKLE_DEPTH`` is refused,
+    and so is the load once its opcodes plus the weights put into containers pass
+    ``MAX_PICKLE_WORK`` (checked before the items are put in, i.e. before a key is hashed). A
+    container may not change once it is inside another (plain data pickles never do that), so the
+    weights stay exact: 64 levels of ``t = (t, t)`` are 200 bytes of pickle and 2**64 tuples to hash.
+    """
 
     dispatch = dict(pickle._Unpickler.dispatch)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._work = 0
+        self._sizes: dict[int, list] = {}  # id(container) -> [container, weight, depth, inside another]
+
+    # ---- accounting -----------------------------------------------------------------------------
+    def _charge(self, amount: int) -> None:
+        self._work += amount
+        if self._work > MAX_PICKLE_WORK:
+            raise pickle.UnpicklingError(
+                f"more than {MAX_PICKLE_WORK} objects built, a shared reference counted each time it is used (a "
+                "CIFAR batch of 10000 rows builds about 150000; the limit is mixlab.data._cifar.MAX_PICKLE_WORK)")
+
+    def _put_in(self, items) -> tuple[int, int]:
+        """Weight and depth of ``items`` about to go into a container: charged, marked as inside."""
+        weight = depth = 0
+        for v in items:
+            e = self._sizes.get(id(v))
+            if e is None:
+                weight += 1
+            else:
+                e[3] = True
+                weight += e[1]
+                depth = max(depth, e[2])
+        if depth + 1 > MAX_PICKLE_DEPTH:
+            raise pickle.UnpicklingError(
+                f"objects nested more than {MAX_PICKLE_DEPTH} levels deep (a CIFAR batch nests 2; the limit is "
+                "mixlab.data._cifar.MAX_PICKLE_DEPTH)")
+        self._charge(weight)
+        return weight, depth
+
+    def _built(self, items) -> None:
+        """Run before an opcode that makes a container of ``items``; registers it afterwards."""
+        weight, depth = self._put_in(items)
+        return lambda: self._register(self.stack[-1], weight + 1, depth + 1)
+
+    def _register(self, obj, weight: int, depth: int) -> None:
+        self._sizes[id(obj)] = [obj, weight, depth, False]
+
+    def _grow(self, target, items) -> None:
+        """Run before an opcode that puts ``items`` into the existing container ``target``."""
+        e = self._sizes.get(id(target))
+        if e is None:
+            return  # not a container: the opcode itself fails
+        if e[3]:
+            raise pickle.UnpicklingError(f"a {type(target).__name__} changed after it was put inside another object "
+                                         "(pickles of plain data never do this)")
+        if any(v is target for v in items):
+            raise pickle.UnpicklingError(f"a {type(target).__name__} that holds itself")
+        weight, depth = self._put_in(items)
+        e[1] += weight
+        e[2] = max(e[2], depth + 1)
+
+    def _marked(self):
+        """The container under the last MARK (APPENDS, SETITEMS, ADDITEMS), or None."""
+        return self.metastack[-1][-1] if self.metastack and self.metastack[-1] else None
+
+    # ---- containers made ------------------------------------------------------------------------
+    def _make(opcode, items):  # noqa: N805 (a class-body helper)
+        base = pickle._Unpickler.dispatch[opcode[0]]
+
+        def load(self):
+            register = self._built(items(self))
+            base(self)
+            register()
+        return load
+
+    dispatch[pickle.TUPLE[0]] = _make(pickle.TUPLE, lambda u: u.stack)
+    dispatch[pickle.TUPLE1[0]] = _make(pickle.TUPLE1, lambda u: u.stack[-1:])
+    dispatch[pickle.TUPLE2[0]] = _make(pickle.TUPLE2, lambda u: u.stack[-2:])
+    dispatch[pickle.TUPLE3[0]] = _make(pickle.TUPLE3, lambda u: u.stack[-3:])
+    dispatch[pickle.LIST[0]] = _make(pickle.LIST, lambda u: u.stack)
+    dispatch[pickle.DICT[0]] = _make(pickle.DICT, lambda u: u.stack)
+    dispatch[pickle.FROZENSET[0]] = _make(pickle.FROZENSET, lambda u: u.stack)
+    for _op in (pickle.EMPTY_TUPLE, pickle.EMPTY_LIST, pickle.EMPTY_DICT, pickle.EMPTY_SET):
+        dispatch[_op[0]] = _make(_op, lambda u: ())
+    del _make, _op
+
+    # ---- containers filled ----------------------------------------------------------------------
+    def _check_list(self):
+        top = self.stack[-1]
+        if isinstance(top, list) and len(top) > MAX_ROWS:
+            raise pickle.UnpicklingError(f"a list of more than {MAX_ROWS} items (a CIFAR batch holds 10000 rows)")
+
+    def load_append(self):
+        if len(self.stack) >= 2:
+            self._grow(self.stack[-2], self.stack[-1:])
+        pickle._Unpickler.load_append(self)
+        self._check_list()
+    dispatch[pickle.APPEND[0]] = load_append
+
+    def load_appends(self):
+        self._grow(self._marked(), self.stack)
+        pickle._Unpickler.load_appends(self)
+        self._check_list()
+    dispatch[pickle.APPENDS[0]] = load_appends
+
+    def load_setitem(self):
+        if len(self.stack) >= 3:
+            self._grow(self.stack[-3], self.stack[-2:])
+        pickle._Unpickler.load_setitem(self)
+    dispatch[pickle.SETITEM[0]] = load_setitem
+
+    def load_setitems(self):
+        self._grow(self._marked(), self.stack)
+        pickle._Unpickler.load_setitems(self)
+    dispatch[pickle.SETITEMS[0]] = load_setitems
+
+    def load_additems(self):
+        self._grow(self._marked(), self.stack)
+        pickle._Unpickler.load_additems(self)
+    dispatch[pickle.ADDITEMS[0]] = load_additems
 
     def load_build(self):
         inst, state = self.stack[-2], self.stack[-1]
@@ -155,24 +288,9 @@ class SafeUnpickler(pickle._Unpickler):  # the Python unpickler: its BUILD and A
         pickle._Unpickler.load_build(self)
         if isinstance(inst, np.dtype) and (inst.flags != 0 or inst.names is not None or inst.subdtype is not None
                                            or inst.kind not in "biuf"):
-            raise pickle.UnpicklingError(f"refusing numpy dtype state {state!r}: only plain integer, float and "
-                                         "bool types")
+            raise pickle.UnpicklingError(f"refusing numpy dtype state {short_repr(state)}: only plain integer, "
+                                         "float and bool types")
     dispatch[pickle.BUILD[0]] = load_build
-
-    def _check_list(self):
-        top = self.stack[-1]
-        if isinstance(top, list) and len(top) > MAX_ROWS:
-            raise pickle.UnpicklingError(f"a list of more than {MAX_ROWS} items (a CIFAR batch holds 10000 rows)")
-
-    def load_append(self):
-        pickle._Unpickler.load_append(self)
-        self._check_list()
-    dispatch[pickle.APPEND[0]] = load_append
-
-    def load_appends(self):
-        pickle._Unpickler.load_appends(self)
-        self._check_list()
-    dispatch[pickle.APPENDS[0]] = load_appends
 
     def find_class(self, module: str, name: str):
         if (module, name) in _ALLOWED:
@@ -185,8 +303,18 @@ class SafeUnpickler(pickle._Unpickler):  # the Python unpickler: its BUILD and A
             real = super().find_class(module, name)
             return _guard_reconstruct(real) if name == "_reconstruct" else _guard_frombuffer(real)
         raise pickle.UnpicklingError(
-            f"refusing to load {module}.{name}: a CIFAR batch holds only numpy arrays, lists, "
-            "dicts, strings and numbers (the file may be crafted or not a CIFAR batch)")
+            f"refusing to load {short_name(module, 60)}.{short_name(name, 60)}: a CIFAR batch holds only numpy "
+            "arrays, lists, dicts, strings and numbers (the file may be crafted or not a CIFAR batch)")
+
+
+def _counted(op):
+    def run(self):
+        self._charge(1)
+        op(self)
+    return run
+
+
+SafeUnpickler.dispatch = {code: _counted(op) for code, op in SafeUnpickler.dispatch.items()}
 
 
 def safe_load(path: Path, data: bytes | None = None) -> object:
@@ -199,10 +327,10 @@ def safe_load(path: Path, data: bytes | None = None) -> object:
     try:
         return SafeUnpickler(io.BytesIO(data), encoding="latin1").load()
     except pickle.UnpicklingError as e:
-        raise CIFARPickleError(f"CIFAR file {path}: {e}") from None
+        raise CIFARPickleError(f"CIFAR file {path}: {clip(e)}") from None
     except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, MemoryError,
             OverflowError, RecursionError, SystemError, struct.error) as e:
-        raise ValueError(f"CIFAR file {path}: not a readable pickle ({type(e).__name__}: {e})") from None
+        raise ValueError(f"CIFAR file {path}: not a readable pickle ({type(e).__name__}: {clip(e)})") from None
 
 
 def _get(d: dict, key: str):
@@ -228,7 +356,7 @@ def _int_labels(path: str, labels) -> np.ndarray:
         raise ValueError(f"CIFAR file {path}: {len(labels)} labels, more than the {MAX_ROWS} a batch may hold")
     for i, v in enumerate(labels):
         if type(v) is not int and (isinstance(v, bool) or not isinstance(v, numbers.Integral)):
-            raise TypeError(f"CIFAR file {path}: labels must be integers, got {type(v).__name__} {v!r} "
+            raise TypeError(f"CIFAR file {path}: labels must be integers, got {type(v).__name__} {short_repr(v)} "
                             f"at index {i}")
     try:
         return np.array(labels, dtype=np.int64)
@@ -245,7 +373,7 @@ def _read_batch(path: str, blob: bytes) -> tuple[np.ndarray, np.ndarray]:
     data, labels = _get(d, "data"), _get(d, "labels")
     if not isinstance(data, np.ndarray) or labels is None:
         raise ValueError(f"CIFAR file {path}: expected keys 'data' (numpy array) and 'labels', "
-                         f"found keys {sorted(map(str, d))}")
+                         f"found keys {short_list(d)}")
     # a crafted pickle can describe an array larger than the file (a broadcast view); refuse before use
     if not data.flags.c_contiguous or data.nbytes > len(blob):
         raise ValueError(f"CIFAR file {path}: 'data' is not a plain array stored in the file (shape "
@@ -295,10 +423,10 @@ def _read_sources(where: Path) -> dict[str, tuple[str, bytes]]:
             for m in tf:
                 base = m.name.rsplit("/", 1)[-1]
                 if m.isfile() and base in wanted and base not in found:
-                    _images.check_member_size(f"CIFAR tarball {where}: member {m.name!r}", m.size)
-                    found[base] = (f"{where}:{m.name}", tf.extractfile(m).read())
+                    _images.check_member_size(f"CIFAR tarball {where}: member '{short_name(m.name)}'", m.size)
+                    found[base] = (f"{where}:{short_name(m.name)}", tf.extractfile(m).read())
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-        raise ValueError(f"CIFAR tarball {where}: corrupt or truncated ({type(e).__name__}: {e})") from None
+        raise ValueError(f"CIFAR tarball {where}: corrupt or truncated ({type(e).__name__}: {clip(e)})") from None
     missing = [n for n in _NAMES if n not in found]
     if missing:
         raise ValueError(f"CIFAR tarball {where}: missing members {missing}")
@@ -342,7 +470,7 @@ def _check_labels(where: Path, sources: dict, parts: list, classes: list[str], f
     seen = set(np.unique(np.concatenate([p[1] for p in parts[:5]])).tolist())
     only_test = [c for c in np.unique(parts[5][1]).tolist() if c not in seen]
     if only_test:
-        raise ValueError(f"CIFAR file {sources['test_batch'][0]}: class {only_test[0]} ({classes[only_test[0]]!r}) "
+        raise ValueError(f"CIFAR file {sources['test_batch'][0]}: class {only_test[0]} ({short_repr(classes[only_test[0]])}) "
                          f"is in the test batch but in no training batch (data_batch_1..5); every class needs "
                          f"training examples ({len(only_test)} such class(es): {only_test[:10]})")
 
