@@ -756,3 +756,54 @@ def test_13_real_batches_stay_far_below_the_pickle_caps():
                         protocol=2)
     x, y = cifar_mod._read_batch("data_batch_1", blob)
     assert x.shape == (10_000, 3, 32, 32) and y.tolist() == [i % 10 for i in range(10_000)]
+
+
+def _long_cell_csv(tmp_path):
+    return _csv(tmp_path / "t.csv", "a,y", ["1,p", "2,q", "x" * 100_000 + ",p", "4,q"]), {}
+
+
+def _wide_header_csv(tmp_path):
+    header = ",".join(f"feature_{i}" for i in range(5000))
+    return _csv(tmp_path / "t.csv", header, [",".join(["1"] * 5000)] * 4), {"label_column": "nope"}
+
+
+def _long_label_csv(tmp_path):  # one example of a class named by 100,000 characters: test_fraction takes it
+    rows = [f"{i},{'a' if i % 2 else 'b'}" for i in range(10)] + ["9," + "z" * 100_000]
+    return _csv(tmp_path / "t.csv", "a,y", rows), {"test_fraction": 0.6}
+
+
+def _long_member_tar(tmp_path):
+    t = _tree_with(tmp_path, "ok.png", (tmp_path / "ok.png").read_bytes())
+    tar = tmp_path / "t.tar"
+    with tarfile.open(tar, "w", format=tarfile.GNU_FORMAT) as tf:
+        tf.add(t, arcname="t")
+        info = tarfile.TarInfo("t/a/" + "n" * 5000 + ".png")
+        info.size = 10
+        tf.addfile(info, io.BytesIO(b"not an img"))
+    return tar, {}
+
+
+def _long_class_names_tar(tmp_path):  # classes only in test/, named by 2,000 characters each (tar names are unbounded)
+    pytest.importorskip("PIL")
+    src = tmp_path / "src"
+    _png(src / "train" / "a" / "0.png")
+    _png(src / "test" / "a" / "0.png")
+    tar = tmp_path / "t.tar"
+    with tarfile.open(tar, "w", format=tarfile.GNU_FORMAT) as tf:
+        tf.add(src, arcname="t")
+        for k in range(5):
+            tf.add(src / "test" / "a" / "0.png", arcname=f"t/test/{k}{'c' * 2000}/0.png")
+    return tar, {}
+
+
+@pytest.mark.parametrize("make,name", [(_long_cell_csv, "csv"), (_wide_header_csv, "csv"), (_long_label_csv, "csv"),
+                                       (_long_member_tar, "folder"), (_long_class_names_tar, "folder")],
+                         ids=["csv-cell", "csv-header", "csv-label", "tar-member-name", "tar-class-names"])
+def test_13_every_reader_bounds_what_its_messages_show(tmp_path, make, name):
+    """Before: lines of 100 kB (a cell, a class name), 65 kB (a header), 5 to 10 kB (tar names)."""
+    pytest.importorskip("PIL")
+    _png(tmp_path / "ok.png")
+    path, kw = make(tmp_path)
+    with pytest.raises(ValueError) as e:
+        load_dataset(name, data_dir=path, cache_dir=False, **kw)
+    _one_line(e.value, path)
