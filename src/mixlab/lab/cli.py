@@ -34,8 +34,8 @@ import threading
 import traceback
 from pathlib import Path
 
-from .config import (AUGMENTS, LOSSES, MAX_SEED, MIXES, NORMALIZES, OPTIMIZERS, PRESETS, SCHEDULES, LabConfig,
-                     LabError, load_config_file, resolve_config)
+from .config import (AUGMENTS, LOSSES, MAX_SEED, MIXES, NORMALIZES, OPTIMIZERS, PRESET_ALIASES, PRESETS, SCHEDULES,
+                     LabConfig, LabError, load_config_file, resolve_config)
 
 __all__ = ["main", "build_parser", "check_packages", "UsageError", "MissingPackages", "NEEDS"]
 
@@ -127,6 +127,13 @@ def _int_list(text: str) -> list:
     return vals
 
 
+def _preset(text: str) -> str:
+    """A listed preset name, or a former one (:data:`mixlab.lab.config.PRESET_ALIASES`, accepted but not listed)."""
+    if text in PRESETS or text in PRESET_ALIASES:
+        return text
+    raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(sorted(PRESETS))})")
+
+
 def _add_data_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=S, help="dataset name (see `mixlab datasets`); default fashion-mnist")
@@ -196,8 +203,10 @@ def _add_train_options(p: argparse.ArgumentParser, mixes, several: bool = False)
     _add_data_options(p)
     _add_mix_options(p, mixes, several)
     g = p.add_argument_group("training")
-    g.add_argument("--preset", choices=sorted(PRESETS), default=None, help="a named protocol (see docs/RESULTS.md)")
-    g.add_argument("--config", default=None, help="JSON file of options (merged under explicit flags)")
+    g.add_argument("--preset", type=_preset, metavar="{" + ",".join(sorted(PRESETS)) + "}", default=None,
+                   help="a named protocol (see docs/RESULTS.md)")
+    g.add_argument("--config", default=None, help="JSON file of options (merged over --preset or the preset it "
+                                                  "names, under explicit flags)")
     g.add_argument("--model", default=S, help="model name (default: fast-cnn for images, mlp for tabular)")
     g.add_argument("--epochs", type=int, default=S)
     g.add_argument("--batch-size", type=int, default=S)
@@ -207,7 +216,8 @@ def _add_train_options(p: argparse.ArgumentParser, mixes, several: bool = False)
     g.add_argument("--weight-decay", type=float, default=S)
     g.add_argument("--momentum", type=float, default=S, help="SGD momentum (Nesterov)")
     g.add_argument("--schedule", choices=SCHEDULES, default=S, help="learning-rate schedule, stepped per batch")
-    g.add_argument("--loss", choices=LOSSES, default=S, help="ce, or bce = sigmoid outputs + BCE (article 000)")
+    g.add_argument("--loss", choices=LOSSES, default=S,
+                   help="ce, or bce = sigmoid outputs + BCE (the cifar10-bce preset)")
     g.add_argument("--label-smoothing", type=float, default=S,
                    help="cross-entropy label smoothing in every arm (default 0)")
     g.add_argument("--augment", choices=AUGMENTS, default=S, help="auto = crop+flip for CIFAR-like images only")
@@ -244,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(pv)
     _add_mix_options(pv, tuple(m for m in MIXES if m != "none"))
     pv.add_argument("--out", default="mixed_samples.png", help="PNG path (default mixed_samples.png)")
-    pv.add_argument("--n", type=int, default=9, help="number of samples (default 9)")
+    pv.add_argument("--n", type=int, default=9, help=f"number of samples, 1 to {PREVIEW_MAX_N} and at most the "
+                                                      f"training rows (default 9)")
     pv.add_argument("--seed", type=int, default=0)
     _add_debug_option(pv)
     ds = sub.add_parser("datasets", help="list the datasets, where each is looked for, and whether it is present")
@@ -500,9 +511,24 @@ def _dist_timeout() -> float:
     return value
 
 
+PREVIEW_MAX_N = 64  # panels in one preview PNG (a figure of n panels takes time and memory in proportion)
+
+
+def _check_png_path(out: str) -> None:
+    """``preview --out``: a file path in an existing folder (checked before any work)."""
+    path = Path(out)
+    if path.is_dir():
+        raise ValueError(f"--out {out!r} is a folder; give the PNG file's path, e.g. "
+                         f"{str(path / 'mixed_samples.png')!r}")
+    folder = path.parent
+    if not folder.is_dir():
+        raise ValueError(f"--out {out!r}: the folder {str(folder)!r} "
+                         f"{'is a file' if folder.exists() else 'does not exist'}; create it or choose another path")
+
+
 def _preview(ns) -> int:
+    from . import runner
     from .report import mixed_samples_png
-    from .runner import load_splits
     from .train import prepare_data
 
     given = {k: v for k, v in _explicit(ns).items() if k != "out"}
@@ -510,14 +536,25 @@ def _preview(ns) -> int:
     given.setdefault("mode", "sample")  # one lam (box, mask) per panel
     cfg = resolve_config(given)
     _check_dataset(cfg.dataset)
-    if ns.n < 1:
-        raise ValueError(f"--n must be >= 1, got {ns.n}")
+    if not 1 <= ns.n <= PREVIEW_MAX_N:
+        raise ValueError(f"--n must be an int from 1 to {PREVIEW_MAX_N} (panels in one PNG), got {ns.n}")
+    if cfg.train_size is not None and ns.n > cfg.train_size:
+        raise ValueError(f"--n {ns.n} is more than the {cfg.train_size} training rows --train-size {cfg.train_size} "
+                         f"keeps; give --n {cfg.train_size} or less")
     if not 0 <= ns.seed <= MAX_SEED:
         raise ValueError(f"--seed must be an int in [0, {MAX_SEED}], got {ns.seed}")
-    _check_run(cfg, [(cfg.mix, cfg.mix, cfg.alpha)])
-    splits = load_splits(cfg, ns.seed)
+    _check_png_path(ns.out)
+    arms = [(cfg.mix, cfg.mix, cfg.alpha)]
+    _check_run(cfg, arms)
+    splits = runner.load_splits(cfg, ns.seed)
     if splits.kind != "image":
         raise ValueError(f"--dataset must be an image dataset for preview, got {cfg.dataset!r} ({splits.kind})")
+    rows = int(splits.y_train.numel())
+    if ns.n > rows or rows < 2:
+        raise ValueError(f"--n {ns.n}: {cfg.dataset!r} has {rows} training row(s) with these options; give --n "
+                         f"{rows} or less" if rows >= 2 else f"--n {ns.n}: preview needs 2 training rows to mix, "
+                         f"{cfg.dataset!r} has {rows} with these options")
+    runner._check_mixing(cfg, arms, splits)
     mixed_samples_png(prepare_data(splits, cfg, "cpu"), cfg, Path(ns.out), n=ns.n, seed=ns.seed)
     print(f"wrote {ns.out}")
     return 0

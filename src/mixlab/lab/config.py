@@ -19,7 +19,8 @@ from typing import Optional
 
 from mixlab import registry as _registry
 
-__all__ = ["LabConfig", "LabError", "PRESETS", "MIXES", "ALPHA_FREE", "MAX_SEED", "resolve_config", "load_config_file"]
+__all__ = ["LabConfig", "LabError", "PRESETS", "PRESET_ALIASES", "MIXES", "ALPHA_FREE", "MAX_SEED", "resolve_config",
+           "load_config_file"]
 
 MAX_SEED = 2**32 - 1  # numpy's bound; mixlab.data and the per-rank streams derive larger seeds from it
 
@@ -68,8 +69,9 @@ class LabConfig:
             CutMix branch of ``mixup-or-cutmix``; ``mode`` batch|sample|pair; ``keep_dominant``
             fastai's ``max(lam, 1 - lam)``; ``p`` the probability a row (batch) is mixed.
         loss: ``"ce"`` (cross-entropy, mixed through ``MixedTarget.loss``) or ``"bce"`` (sigmoid
-            outputs + binary cross-entropy on soft one-hot labels, article 000); ``label_smoothing``
-            smooths the cross-entropy's targets in every arm (the mixers apply it to the mixed target).
+            outputs + binary cross-entropy on soft one-hot labels, as the ``cifar10-bce`` preset);
+            ``label_smoothing`` smooths the cross-entropy's targets in every arm (the mixers apply it
+            to the mixed target).
         augment: ``"auto"`` (crop+flip for 3-channel images >= 32 px, nothing otherwise),
             ``"none"``, ``"crop-flip"``, ``"flip"``. ``normalize``: ``"dataset"`` mean/std or
             ``"unit"`` (pixels / 255 only, as the Keras article).
@@ -160,7 +162,8 @@ class LabConfig:
         need(self.train_size is None or self.train_size >= 1, "train_size", "None or an int >= 1", self.train_size)
         need(self.test_size is None or self.test_size >= 1, "test_size", "None or an int >= 1", self.test_size)
         need(self.threads >= 0, "threads", "an int >= 0", self.threads)
-        need(self.preset is None or self.preset in PRESETS, "preset", f"one of {sorted(PRESETS)}", self.preset)
+        need(self.preset is None or self.preset in PRESETS or self.preset in PRESET_ALIASES, "preset",
+             f"one of {sorted(PRESETS)}", self.preset)  # an old name: a run's config.json keeps what it recorded
         if self.label_regex is not None:
             try:
                 re.compile(self.label_regex)
@@ -199,11 +202,11 @@ PRESETS: dict[str, dict] = {
     "keras": dict(dataset="fashion-mnist", model="keras-cnn", epochs=10, batch_size=64, lr=1e-3,
                   optimizer="adam", schedule="constant", mix="mixup", alpha=0.2, mode="sample",
                   normalize="unit", augment="none", train_size=58000, seeds=[0, 1, 2]),
-    # Article 000 (CIFAR-10): 4-conv + 2-fc CNN with sigmoid outputs and BCE on one-hot soft labels,
+    # CIFAR-10 with sigmoid outputs and BCE on one-hot soft labels (article 000): a 4-conv + 2-fc CNN,
     # about 1 sample in 5 mixed (alpha 0.2, one lambda per sample), Adam 1e-3, batch 128, 30 epochs.
-    "article000": dict(dataset="cifar10", model="article000-cnn", loss="bce", epochs=30, batch_size=128,
-                       lr=1e-3, optimizer="adam", schedule="constant", mix="mixup", alpha=0.2,
-                       mode="sample", p=0.2, augment="none"),
+    "cifar10-bce": dict(dataset="cifar10", model="article000-cnn", loss="bce", epochs=30, batch_size=128,
+                        lr=1e-3, optimizer="adam", schedule="constant", mix="mixup", alpha=0.2,
+                        mode="sample", p=0.2, augment="none"),
     # Time to accuracy on 2 CPU cores (docs/RESULTS.md section 3): airbench's recipe on a CPU-sized
     # airbench network (SGD-Nesterov lr 0.75 and wd 1.33e-3 = airbench's values for the lab's mean loss,
     # one-cycle, label smoothing 0.2, flip-TTA in the model); one arm, no mixing.
@@ -219,6 +222,23 @@ PRESETS: dict[str, dict] = {
                                 lr=3e-3, optimizer="adamw", weight_decay=0.01, schedule="constant",
                                 mix="mixup", alpha=0.4, mode="sample", keep_dominant=True, augment="none"),
 }
+
+# Former preset names, still accepted (--preset, a --config file, an old run's config.json) but not listed;
+# a new configuration records the current name.
+PRESET_ALIASES: dict[str, str] = {"article000": "cifar10-bce"}
+
+
+def preset_name(name: str, what: str = "--preset") -> str:
+    """The listed name of preset ``name`` (a former name gives the current one); ``ValueError`` naming
+    ``what`` for an unknown one."""
+    if name in PRESETS:
+        return name
+    if name in PRESET_ALIASES:
+        return PRESET_ALIASES[name]
+    close = difflib.get_close_matches(name, PRESETS, 1)
+    raise ValueError(f"{what} must be one of {sorted(PRESETS)}, got {name!r}"
+                     + (f" (did you mean {close[0]!r}?)" if close else ""))
+
 
 _FIELDS = {f.name for f in dataclasses.fields(LabConfig)}
 _BOOLS = {"keep_dominant", "quiet"}
@@ -289,7 +309,16 @@ def check_type(name: str, value) -> None:
     else:
         ok, expected = isinstance(value, str), "a string"
     if not ok:
-        raise ValueError(f"{option} must be {expected}, got {value!r}")
+        raise ValueError(f"{option} must be {expected}, got {_brief(value)}")
+
+
+def _brief(value) -> str:
+    """``repr(value)``, cut to a line's worth (a deeply nested or huge value from a file stays readable)."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxdict, r.maxstring, r.maxother = 3, 8, 8, 120, 120
+    return r.repr(value)
 
 
 def load_config_file(path, *, what: Optional[str] = None) -> dict:
@@ -305,6 +334,10 @@ def load_config_file(path, *, what: Optional[str] = None) -> dict:
                          f"{'is a folder' if p.is_dir() else 'does not exist'}")
     try:
         data = json.loads(p.read_bytes().decode("utf-8"))
+    except RecursionError:
+        raise ValueError(f"{what} is nested too deeply to be a configuration (JSON arrays or objects nested "
+                         f"hundreds of levels deep); a configuration is one object of options such as "
+                         f'{{"epochs": 3}}') from None
     except UnicodeDecodeError as e:
         raise ValueError(f"{what} is not a UTF-8 JSON file: {e}") from None
     except json.JSONDecodeError as e:
@@ -330,15 +363,22 @@ def load_config_file(path, *, what: Optional[str] = None) -> dict:
 
 
 def resolve_config(explicit: dict, *, preset: Optional[str] = None, config_file=None) -> LabConfig:
-    """Merge defaults < preset < config file < explicit flags into a validated :class:`LabConfig`."""
+    """Merge defaults < preset < config file < explicit flags into a validated :class:`LabConfig`.
+
+    The preset is ``preset`` (``--preset``) or else the one the config file names (its ``"preset"``
+    key): its values go under the file's, which go under the flags. A former preset name
+    (:data:`PRESET_ALIASES`) is accepted and recorded as the current one.
+    """
     merged: dict = {}
+    from_file = load_config_file(config_file) if config_file is not None else {}
     if preset is not None:
-        if preset not in PRESETS:
-            raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {preset!r}")
+        preset = preset_name(preset)
+    elif from_file.get("preset") is not None:
+        preset = preset_name(from_file["preset"], f"--config {str(config_file)!r}: key 'preset'")
+    if preset is not None:
         merged.update(PRESETS[preset])
-        merged["preset"] = preset
-    if config_file is not None:
-        merged.update(load_config_file(config_file))
+    merged.update({k: v for k, v in from_file.items() if k != "preset"})
+    merged["preset"] = preset
     unknown = sorted(set(explicit) - _FIELDS)
     if unknown:
         raise ValueError(f"unknown options {unknown}")

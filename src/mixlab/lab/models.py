@@ -1,7 +1,9 @@
 """Models for the lab, by name; each adapts to the input's channels and size and to the class count.
 
 ``build_model(name, input_shape, num_classes)`` with ``input_shape`` ``(C, H, W)`` for images or
-``(F,)`` for tabular data. Every model returns logits ``(B, num_classes)``; sigmoid outputs
+``(F,)`` for tabular data; ``check_input(name, input_shape, num_classes)`` refuses, before any
+training, inputs a model cannot take (each image model declares its smallest image side,
+:func:`min_side`). Every model returns logits ``(B, num_classes)``; sigmoid outputs
 (article 000) are applied by the loss (``--loss bce``), which is the numerically stable form.
 """
 from __future__ import annotations
@@ -11,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["MODELS", "build_model", "default_model"]
+__all__ = ["MODELS", "build_model", "default_model", "check_input", "min_side"]
 
 
 def _conv_bn(cin, cout):
@@ -74,7 +76,7 @@ class Article000CNN(nn.Module):
         h, w = size
         side = lambda s: ((s - 4) // 2 - 4) // 2  # noqa: E731
         if side(h) < 1 or side(w) < 1:
-            raise ValueError(f"article000-cnn needs images of at least 14x14 pixels, got {h}x{w}")
+            raise ValueError(f"article000-cnn needs images of at least 16x16 pixels, got {h}x{w}")
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 64, 3), nn.ReLU(), nn.Conv2d(64, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(64, 128, 3), nn.ReLU(), nn.Conv2d(128, 128, 3), nn.ReLU(), nn.MaxPool2d(2),
@@ -378,30 +380,72 @@ class ResNet9Narrow(_TTAMixin, nn.Module):
         return self.head(self.net(x)) * 0.125
 
 
-def _image(builder):
+def _image(builder, min_side: int = 1):
+    """An image model's builder; ``min_side``: the smallest image height and width it takes (pixels)."""
     def build(input_shape, num_classes):
         if len(input_shape) != 3:
             raise ValueError(f"this model needs images (C, H, W), got input shape {tuple(input_shape)}; "
                              "use --model mlp for tabular data")
         return builder(input_shape[0], num_classes, tuple(input_shape[1:]))
+    build.min_side = min_side
     return build
 
 
+# min_side: the pools and unpadded convolutions leave no pixel below it (tests/test_lab_options.py checks
+# that a forward pass works at the declared side and that one pixel less is refused).
 MODELS = {
-    "fast-cnn": _image(lambda c, n, s: FastCNN(c, n)),
-    "keras-cnn": _image(lambda c, n, s: KerasCNN(c, n)),
-    "article000-cnn": _image(lambda c, n, s: Article000CNN(c, n, s)),
+    "fast-cnn": _image(lambda c, n, s: FastCNN(c, n), min_side=4),            # two 2x2 max-pools
+    "keras-cnn": _image(lambda c, n, s: KerasCNN(c, n), min_side=16),         # 5x5 conv, pool, 5x5 conv, pool
+    "article000-cnn": _image(lambda c, n, s: Article000CNN(c, n, s), min_side=16),
     "simple-cnn": _image(lambda c, n, s: simple_cnn(c, n)),
     "preact-resnet18": _image(lambda c, n, s: PreActResNet18(c, n)),
     "resnet18": _image(_torchvision_resnet(18)),
     "resnet34": _image(_torchvision_resnet(34)),
     "mlp": lambda shape, n: MLP(math.prod(shape), n),
     # CPU-sized fast models (docs/RESULTS.md, "Time to accuracy on 2 CPU cores"); "-notta" without flip-TTA.
-    "airbench-cpu": _image(lambda c, n, s: AirbenchCPU(c, n, s, widths=(32, 64, 64), tta="flip")),
-    "airbench-cpu-notta": _image(lambda c, n, s: AirbenchCPU(c, n, s, widths=(32, 64, 64), tta="none")),
-    "airbench-cpu-wide": _image(lambda c, n, s: AirbenchCPU(c, n, s, widths=(64, 128, 128), tta="flip")),
+    "airbench-cpu": _image(lambda c, n, s: AirbenchCPU(c, n, s, widths=(32, 64, 64), tta="flip"), min_side=2),
+    "airbench-cpu-notta": _image(lambda c, n, s: AirbenchCPU(c, n, s, widths=(32, 64, 64), tta="none"), min_side=2),
+    "airbench-cpu-wide": _image(lambda c, n, s: AirbenchCPU(c, n, s, widths=(64, 128, 128), tta="flip"),
+                                min_side=2),
     "resnet9-narrow": _image(lambda c, n, s: ResNet9Narrow(c, n, s, tta="flip")),
 }
+
+
+def min_side(name: str):
+    """The smallest image height and width model ``name`` takes, in pixels; ``None`` if it takes any input."""
+    return getattr(MODELS[name], "min_side", None)
+
+
+def check_input(name: str, input_shape, num_classes: int, *, data: str = "the data") -> None:
+    """Refuse (``ValueError`` naming ``--model``, ``data`` and the input shape) inputs model ``name`` cannot take.
+
+    Checks the model's declared image needs (:func:`min_side`: images, and their smallest side), then
+    builds it and runs one eval-mode forward pass on a zero batch of two rows of ``input_shape`` (on
+    the CPU, without gradients; torch's global generator is left as it was), which must give
+    ``(2, num_classes)`` logits. Cheap next to an epoch: called before any training.
+    """
+    shape = tuple(int(d) for d in input_shape)
+    if name not in MODELS:
+        raise ValueError(f"--model must be one of {sorted(MODELS)}, got {name!r}")
+    side = min_side(name)
+    if side is not None:
+        if len(shape) != 3:
+            raise ValueError(f"--model {name} needs images (C, H, W), but {data} has rows of input shape {shape}; "
+                             f"use --model mlp for tabular data")
+        if min(shape[1:]) < side:
+            fit = [m for m in MODELS if (min_side(m) or 1) <= min(shape[1:])]
+            raise ValueError(f"--model {name} needs images of at least {side}x{side} pixels, but {data} has "
+                             f"{shape[1]}x{shape[2]} (input shape {shape}); models that take them: {', '.join(fit)}")
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            model = build_model(name, shape, num_classes).eval()
+            out = model(torch.zeros((2,) + shape))
+    except (RuntimeError, ValueError) as e:
+        reason = " ".join(str(e).split())
+        raise ValueError(f"--model {name} cannot take {data}'s inputs of shape {shape}: {reason}") from None
+    if tuple(out.shape) != (2, num_classes):
+        raise ValueError(f"--model {name} gives outputs of shape {tuple(out.shape[1:])} for {data}'s inputs of shape "
+                         f"{shape}; expected ({num_classes},), one logit per class")
 
 
 def default_model(kind: str) -> str:

@@ -227,13 +227,18 @@ def mixed_samples_png(data, cfg, path, *, n: int = 9, seed: int = 0, mix: str | 
     """A grid of ``n`` mixed training images, each with its soft label as bars (the Keras/Pets previews).
 
     Each panel is titled with its ``lam`` (the share of the original image) and its partner
-    (which of the shown images, and its class).
+    (which of the shown images, and its class). A training set of fewer than ``n`` rows shows
+    them all (a run's report on a tiny ``--train-size``); it needs two rows to mix.
     """
     from .train import build_mixer, make_batch
 
-    plt = _plt()
     if data.kind != "image":
         raise ValueError(f"preview needs an image dataset, got kind {data.kind!r}")
+    rows = int(data.y_train.numel())
+    if rows < 2:
+        raise ValueError(f"preview needs at least 2 training rows to mix, got {rows}")
+    n = min(n, rows)
+    plt = _plt()
     mix = mix or next((m for m in cfg.mixes if m != "none"), "mixup")
     alpha = cfg.alphas[0] if alpha is None else alpha
     g = torch.Generator(data.x_train.device).manual_seed(seed)

@@ -331,20 +331,92 @@ def summarize(histories: dict, arms: list, seeds: list, predictions: dict | None
     return summary
 
 
-def _preflight(cfg: LabConfig, arms: list, data) -> None:
-    """Draw each arm's mixing once on two rows of the data: a method that cannot mix these inputs
-    (SaliencyMix on tabular rows) fails now, before any arm trains, not after the baseline."""
+def _check_mixing(cfg: LabConfig, arms: list, data) -> None:
+    """Build each arm's mixing as training does (the data's input shape and class counts) and mix two
+    rows: a method that cannot mix these inputs (PuzzleMix's blocks, GridMix's holes on small images,
+    SaliencyMix on tabular rows, Remix without a class count) fails now, before any arm trains, not
+    after the baseline. ``data``: a :class:`mixlab.data.DataSplits` or :class:`mixlab.lab.train.LabData`."""
     from .train import build_mixer
 
-    probe = torch.zeros((2,) + tuple(data.x_train.shape[1:]))
+    shape = tuple(data.x_train.shape[1:])
+    counts = torch.bincount(torch.as_tensor(data.y_train).long().cpu(), minlength=int(data.num_classes))
+    probe = torch.zeros((2,) + shape)
     for _, mix, alpha in arms:
         if mix != "none":
             try:
-                build_mixer(cfg, mix, data.num_classes, torch.Generator(), alpha=alpha,
-                            input_shape=tuple(data.x_train.shape[1:]))(probe, torch.zeros(2, dtype=torch.long))
+                build_mixer(cfg, mix, int(data.num_classes), torch.Generator(), alpha=alpha, input_shape=shape,
+                            class_counts=counts)(probe, torch.zeros(2, dtype=torch.long))
             except (TypeError, ValueError) as e:
-                raise ValueError(f"--mix {mix} cannot mix this dataset's inputs {tuple(data.x_train.shape[1:])}: "
-                                 f"{e}") from None
+                raise ValueError(f"--mix {mix} cannot mix this dataset's inputs {shape}: {e}") from None
+
+
+def _split_options(cfg: LabConfig) -> str:
+    """The options that shape the training split, as typed (``--train-size 2 --classes 3,7``), for messages."""
+    given = [("train-size", cfg.train_size), ("classes", cfg.classes), ("imbalance", cfg.imbalance),
+             ("label-noise", cfg.label_noise or None)]
+    text = [f"--{k} {','.join(map(str, v)) if isinstance(v, list) else f'{v:g}'}" for k, v in given if v is not None]
+    return " ".join(text) or f"--dataset {cfg.dataset}"
+
+
+def _check_data(cfg: LabConfig, arms: list, splits, seed: int, *, inputs: bool = True) -> None:
+    """What the run needs of one seed's data (a :class:`mixlab.data.DataSplits`), checked before any arm
+    trains; a ``ValueError`` names the option at fault.
+
+    - the test split holds rows (they score every arm);
+    - an epoch takes an optimiser step: two training rows per process (a lone row is dropped);
+    - every class has a training row (a class never seen cannot be learned, and Remix divides by the
+      class counts);
+    - with ``inputs`` (the input shape and the classes do not change with the seed): the model takes
+      these inputs (:func:`mixlab.lab.models.check_input`) and each arm's mixing mixes them
+      (:func:`_check_mixing`).
+    """
+    import math
+
+    from mixlab.distributed import get_info
+
+    from .models import check_input
+    from .train import _no_step_message
+
+    where = _split_options(cfg)
+    if int(splits.y_test.numel()) == 0:
+        raise ValueError(f"{where}: seed {seed}'s test split holds no rows, so no arm could be scored")
+    n, world = int(splits.y_train.numel()), get_info().world_size
+    n_local = math.ceil(n / world)
+    if not any(b.numel() > 1 for b in torch.arange(n_local).split(cfg.batch_size)):
+        raise ValueError(_no_step_message(cfg, n, n_local, world))
+    counts = torch.bincount(torch.as_tensor(splits.y_train).long().cpu(), minlength=int(splits.num_classes))
+    missing = [str(splits.classes[c]) for c in range(len(counts)) if counts[c] == 0]
+    if missing:
+        fix = ("use a larger --train-size" if cfg.train_size is not None
+               else "use a smaller --imbalance" if cfg.imbalance is not None else "keep fewer --classes")
+        raise ValueError(f"{where}: seed {seed}'s training split has no example of {len(missing)} of the "
+                         f"{len(counts)} classes ({', '.join(missing[:10])}{', ...' if len(missing) > 10 else ''}); "
+                         f"every class needs a training row (a class never seen cannot be learned, and Remix "
+                         f"divides by the class counts): {fix}")
+    if inputs:
+        check_input(cfg.model or default_model(splits.kind), splits.input_shape, int(splits.num_classes),
+                    data=f"--dataset {cfg.dataset}")
+        _check_mixing(cfg, arms, splits)
+
+
+def _load_checked(cfg: LabConfig, arms: list):
+    """The first seed's data, once every seed's has passed :func:`_check_data`: the other seeds' data
+    is loaded, checked and dropped (a seeded subset may lack a class), so a run that cannot finish
+    fails before its first step, not after the first seed's arms trained. The first load's warnings
+    are shown once the checks pass (a refused run prints its one line alone)."""
+    import warnings
+
+    first, shown = None, []
+    for seed in cfg.seeds:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            splits = load_splits(cfg, seed)
+        _check_data(cfg, arms, splits, seed, inputs=first is None)
+        if first is None:
+            first, shown = splits, caught
+    for w in shown:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return first
 
 
 def run_lab(cfg: LabConfig, arms: list[tuple[str, str]], *, resume: bool = False, overwrite: bool = False,
@@ -375,8 +447,7 @@ def run_lab(cfg: LabConfig, arms: list[tuple[str, str]], *, resume: bool = False
     # 1. Read-only checks: refuse early, before any data is loaded.
     _agree(check, main_process)
     # 2. The inputs: the first seed's data (a wrong --data-dir fails here, before anything is touched).
-    first = load_splits(cfg, cfg.seeds[0])
-    _preflight(cfg, arms, first)
+    first = _load_checked(cfg, arms)  # every seed's data, the model and each arm's mixing checked: before any work
     if cfg.model is None:
         cfg.model = default_model(first.kind)
     info = provenance()
