@@ -198,7 +198,7 @@ def test_3_zero_height_png_named(tmp_path):
         for i in range(3):
             _png(tmp_path / "t" / c / f"{i}.png", i)
     (tmp_path / "t" / "b" / "flat.png").write_bytes(_png_header(5, 0))
-    with pytest.raises(ValueError, match=r"image b/flat\.png: cannot be decoded"):
+    with pytest.raises(ValueError, match=r"image .*/t/b/flat\.png: cannot be decoded"):
         load_dataset("folder", data_dir=tmp_path / "t", cache_dir=False)
 
 
@@ -342,7 +342,7 @@ def test_8_decompression_bomb_header_refused_fast(tmp_path):
     pytest.importorskip("PIL")
     t = _tree_with(tmp_path, "bomb.png", _png_header(100_000, 100_000))  # 10 G pixels claimed, 60 bytes
     start = time.perf_counter()
-    with pytest.raises(ValueError, match=r"image a/bomb\.png: .*decompression bomb \(limit PIL\.Image\.MAX_IMAGE_"):
+    with pytest.raises(ValueError, match=r"image .*/t/a/bomb\.png: .*decompression bomb \(limit PIL\.Image\.MAX_IMAGE_"):
         load_dataset("folder", data_dir=t, cache_dir=False)
     assert time.perf_counter() - start < 5
 
@@ -354,7 +354,7 @@ def test_8_decompression_bomb_warning_becomes_error(tmp_path, monkeypatch, side)
     buf = io.BytesIO()
     Image.fromarray(np.zeros((side, side), np.uint8)).save(buf, format="PNG")
     t = _tree_with(tmp_path, "big.png", buf.getvalue())
-    with pytest.raises(ValueError, match=r"image a/big\.png: .*decompression bomb \(limit PIL\.Image\.MAX_IMAGE_PIXELS "
+    with pytest.raises(ValueError, match=r"image .*/t/a/big\.png: .*decompression bomb \(limit PIL\.Image\.MAX_IMAGE_PIXELS "
                                          r"= 100 pixels\)"):
         load_dataset("folder", data_dir=t, cache_dir=False)
 
@@ -641,7 +641,7 @@ def test_12_high_bit_depth_images_outside_their_range_are_refused(tmp_path, valu
     buf = io.BytesIO()
     Image.fromarray(values).save(buf, format="TIFF")
     t = _tree_with(tmp_path, "odd.tif", buf.getvalue())
-    with pytest.raises(ValueError, match=rf"image a/odd\.tif: {shown}") as e:
+    with pytest.raises(ValueError, match=rf"image .*/t/a/odd\.tif: {shown}") as e:
         load_dataset("folder", data_dir=t, cache_dir=False)
     _one_line(e.value, "a/odd.tif")
 

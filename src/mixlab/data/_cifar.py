@@ -470,9 +470,10 @@ def _check_labels(where: Path, sources: dict, parts: list, classes: list[str], f
     seen = set(np.unique(np.concatenate([p[1] for p in parts[:5]])).tolist())
     only_test = [c for c in np.unique(parts[5][1]).tolist() if c not in seen]
     if only_test:
-        raise ValueError(f"CIFAR file {sources['test_batch'][0]}: class {only_test[0]} ({short_repr(classes[only_test[0]])}) "
-                         f"is in the test batch but in no training batch (data_batch_1..5); every class needs "
-                         f"training examples ({len(only_test)} such class(es): {only_test[:10]})")
+        raise ValueError(f"CIFAR file {sources['test_batch'][0]}: class {only_test[0]} "
+                         f"({short_repr(classes[only_test[0]])}) is in the test batch but in no training batch "
+                         f"(data_batch_1..5); every class needs training examples ({len(only_test)} such class(es): "
+                         f"{only_test[:10]})")
 
 
 def load_cifar_batches(location: Path, *, cache_dir, default_classes: list[str]) -> dict:

@@ -16,7 +16,8 @@ grey images repeated to 3 channels). Pixels are uint8 0..255: a 16-bit image kee
 byte (``v >> 8``, as Pillow does for 16-bit RGB; a 12-bit TIFF ``v >> 4``), a 32-bit integer
 image is scaled by its type's range (unsigned ``v >> 24``; signed ``v >> 23``, negative values
 refused), a float image must hold values in [0, 1] (``round(v * 255)``; NaN, infinity or values
-outside refused). Sizes are kept if all images agree; otherwise every image is resized with PIL's bilinear filter to the most common size ``(W, H)``.
+outside refused). Sizes are kept if all images agree; otherwise every image is resized with
+PIL's bilinear filter to the most common size ``(W, H)``.
 Decoding uses PIL in a pool of (at most) 2 threads; the source is read sequentially.
 
 Refused, with a ``ValueError`` naming the file: a tar member (or CIFAR batch file) larger than
@@ -46,6 +47,7 @@ import numpy as np
 import torch
 
 from ._cache import cached, source_signature
+from ._limits import clip, short_list, short_name, short_repr
 
 __all__ = ["IMAGE_EXTENSIONS", "is_image_tree", "is_tarball", "load_image_tree", "decode_images"]
 
@@ -114,17 +116,23 @@ def _read_sources(location: Path) -> tuple[list[tuple[str, ...]], list[bytes]]:
             with tarfile.open(location, "r|*") as tf:  # streaming: one sequential pass over the archive
                 for m in tf:
                     if m.isfile() and _is_image(m.name):
-                        check_member_size(f"tarball {location}: member {m.name!r}", m.size)
+                        check_member_size(f"tarball {location}: member '{short_name(m.name)}'", m.size)
                         parts.append(tuple(q for q in m.name.split("/") if q not in ("", ".")))
                         blobs.append(tf.extractfile(m).read())
                 check_archive_end(location, tf)
         except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as e:
-            raise ValueError(f"tarball {location}: corrupt or truncated ({type(e).__name__}: {e})") from None
+            raise ValueError(f"tarball {location}: corrupt or truncated ({type(e).__name__}: {clip(e)})") from None
         order = sorted(range(len(parts)), key=parts.__getitem__)
         parts, blobs = [parts[i] for i in order], [blobs[i] for i in order]
     if not parts:
         raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) found in {location}")
     return parts, blobs
+
+
+def _display(location: Path, parts: tuple[str, ...]) -> str:
+    """How a message names one image: its path, or ``<tarball>:<member>`` (the middle of a long name cut)."""
+    rel = "/".join(parts)
+    return short_name(str(location / rel) if location.is_dir() else f"{location}:{rel}", 240)
 
 
 def _strip_top(parts: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
@@ -141,17 +149,20 @@ def _labels(location: Path, parts, label_regex: str | None):
         try:
             rx = re.compile(label_regex)
         except re.error as e:
-            raise ValueError(f"label_regex {label_regex!r} is not a valid regular expression: {e}") from None
+            raise ValueError(f"label_regex {short_repr(label_regex)} is not a valid regular expression: "
+                             f"{clip(e)}") from None
         names = []
         for p in parts:
             m = rx.search(p[-1])
             if m is None:
-                raise ValueError(f"label_regex {label_regex!r} does not match the file name {p[-1]!r} "
+                raise ValueError(f"label_regex {short_repr(label_regex)} does not match the file name "
+                                 f"{short_repr(p[-1])} "
                                  f"(in {location}); every image needs a label")
             label = m.group(1) if rx.groups else m.group(0)
             if not label:
                 what = "group 1 takes no part in the match" if label is None else "the label it captures is empty"
-                raise ValueError(f"label_regex {label_regex!r} matches the file name {p[-1]!r} (in {location}) but "
+                raise ValueError(f"label_regex {short_repr(label_regex)} matches the file name "
+                                 f"{short_repr(p[-1])} (in {location}) but "
                                  f"{what}; every image needs a non-empty label (make group 1 required)")
             names.append(label)
         return None, names, [True] * len(parts)
@@ -166,12 +177,12 @@ def _labels(location: Path, parts, label_regex: str | None):
         return None, [p[0] for p in parts], [True] * len(parts)
     example = "/".join(next(p for p in parts if len(p) != 2))
     raise ValueError(f"image folder {location}: expected {{train,test}}/<class>/<file> or <class>/<file> "
-                     f"(or pass label_regex for a flat folder); found e.g. {example!r}")
+                     f"(or pass label_regex for a flat folder); found e.g. '{short_name(example)}'")
 
 
 def _bomb(name: str, detail) -> ValueError:
     from PIL import Image
-    return ValueError(f"image {name}: {detail}; refused as a possible decompression bomb (limit "
+    return ValueError(f"image {name}: {clip(detail)}; refused as a possible decompression bomb (limit "
                       f"PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS} pixels)")
 
 
@@ -205,8 +216,8 @@ def _high_depth(img, name: str) -> np.ndarray:
         arr *= 255
         return np.rint(arr, out=arr).astype(np.uint8)
     if mode != "I":
-        raise ValueError(f"image {name}: unsupported pixel mode {mode!r}; expected 8-bit, 16-bit, 32-bit or "
-                         "float pixels")
+        raise ValueError(f"image {name}: unsupported pixel mode {short_repr(mode)}; expected 8-bit, 16-bit, "
+                         "32-bit or float pixels")
     bits, signed = _int_format(img)
     arr = np.array(img)  # int32 (an unsigned 32-bit TIFF wraps: read its bits as uint32)
     if signed:
@@ -244,11 +255,11 @@ def _decode_one(blob: bytes, name: str) -> np.ndarray:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise _bomb(name, e) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ValueError(f"image {name}: cannot be decoded ({e})") from None
+        raise ValueError(f"image {name}: cannot be decoded ({clip(e)})") from None
     except ValueError as e:
         if str(e).startswith(f"image {name}:"):
             raise
-        raise ValueError(f"image {name}: cannot be decoded ({e})") from None
+        raise ValueError(f"image {name}: cannot be decoded ({clip(e)})") from None
     if arr.ndim < 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ValueError(f"image {name}: decoded to shape {arr.shape}; expected a width and height of at least 1")
     return arr[:, :, None] if arr.ndim == 2 else arr  # (H, W, C)
@@ -302,7 +313,7 @@ def _build(location: Path, label_regex: str | None) -> dict:
     idx = [i for i, k in enumerate(keep) if k]
     classes = sorted({names[i] for i in idx})
     lookup = {c: j for j, c in enumerate(classes)}
-    arrays = _decode_arrays([blobs[i] for i in idx], ["/".join(parts[i]) for i in idx], workers=2)
+    arrays = _decode_arrays([blobs[i] for i in idx], [_display(location, parts[i]) for i in idx], workers=2)
     x = _stack(arrays)
     y = torch.tensor([lookup[names[i]] for i in idx], dtype=torch.int64)
     entry = {"classes": classes, "source": str(location.resolve())}
@@ -312,9 +323,10 @@ def _build(location: Path, label_regex: str | None) -> dict:
     test_only = sorted({names[i] for i in idx if split[i] != "train"} - train_classes)
     if test_only:
         test_dir = next(parts[i][-3] for i in idx if split[i] != "train")
-        raise ValueError(f"image folder {location}: class {test_only[0]!r} has images in {test_dir}/ but none in "
-                         f"train/ ({len(test_only)} such class(es): {test_only[:10]}); every class needs training "
-                         f"images (add train/{test_only[0]}/ or remove {test_dir}/{test_only[0]}/)")
+        first = short_name(test_only[0], 60)
+        raise ValueError(f"image folder {location}: class '{first}' has images in {test_dir}/ but none in "
+                         f"train/ ({len(test_only)} such class(es): {short_list(test_only, 5)}); every class needs "
+                         f"training images (add train/{first}/ or remove {test_dir}/{first}/)")
     is_train = torch.tensor([split[i] == "train" for i in idx])
     sizes = {s: _common_size([a for a, i in zip(arrays, idx) if (split[i] == "train") == (s == "train")])
              for s in ("train", "test") if any((split[i] == "train") == (s == "train") for i in idx)}

@@ -13,10 +13,12 @@ import builtins
 import reprlib
 from itertools import islice
 
-__all__ = ["short_repr", "short_name", "short_list", "clip", "MAX_REPR_CHARS", "MAX_TEXT_CHARS"]
+__all__ = ["short_repr", "short_name", "short_list", "clip", "bound_message", "MAX_REPR_CHARS", "MAX_TEXT_CHARS",
+           "MAX_MESSAGE_CHARS"]
 
 MAX_REPR_CHARS = 120  # one value shown in a message
 MAX_TEXT_CHARS = 400  # one piece of text (a library's message, a header list) shown in a message
+MAX_MESSAGE_CHARS = 2000  # a whole message, as load_dataset lets it out (a safety net: readers stay far below)
 
 
 class _ShortRepr(reprlib.Repr):
@@ -118,3 +120,13 @@ def short_repr(value, limit: int = MAX_REPR_CHARS) -> str:
     """A ``repr`` of ``value`` of at most about ``limit`` characters, computed in bounded time
     (at most 10 items per container and 3 levels are visited, long strings and bytes are cut)."""
     return clip(_REPR.repr(value), limit)
+
+
+def bound_message(e: BaseException) -> None:
+    """Make the message of a ``ValueError`` / ``TypeError`` one line of at most ``MAX_MESSAGE_CHARS``
+    characters, in place (its type and traceback stay); other exceptions are left alone."""
+    if not isinstance(e, (ValueError, TypeError)) or isinstance(e, (OSError, UnicodeError)):
+        return
+    text = str(e)
+    if len(text) > MAX_MESSAGE_CHARS or "\n" in text or "\r" in text:
+        e.args = (clip(text, MAX_MESSAGE_CHARS),)

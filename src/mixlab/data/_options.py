@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ._limits import short_repr
+
 __all__ = [
     "seeded_generator", "stratified_split", "select_classes", "subset_train", "corrupt_labels",
     "channel_stats", "standardise",
@@ -23,14 +25,14 @@ _STREAMS = {"split": 1, "train_size": 2, "label_noise": 3, "imbalance": 4, "test
 def seeded_generator(seed: int, stream: str) -> torch.Generator:
     """A CPU generator for one option (``split``, ``train_size``, ``label_noise``) of one seed."""
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise ValueError(f"seed must be a non-negative integer, got {short_repr(seed)}")
     return torch.Generator().manual_seed(int(seed) * 7919 + _STREAMS[stream])
 
 
 def check_fraction(value, name: str, *, low_open: bool, high_open: bool) -> float:
     """Validate a real number in the interval between 0 and 1 (ends open or closed as asked)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number between 0 and 1, got {value!r}")
+        raise ValueError(f"{name} must be a finite number between 0 and 1, got {short_repr(value)}")
     value = float(value)
     if value < 0 or value > 1 or (low_open and value == 0) or (high_open and value == 1):
         interval = ("(" if low_open else "[") + "0, 1" + (")" if high_open else "]")
@@ -68,14 +70,14 @@ def select_classes(x, y, classes: Sequence[int], names: list[str]):
     n = len(names)
     given = classes.tolist() if hasattr(classes, "tolist") else classes  # numpy / torch ids too
     if isinstance(given, (str, bytes)) or not isinstance(given, Sequence) or len(given) == 0:
-        raise ValueError(f"classes must be a non-empty sequence of class ids in 0..{n - 1}, got {classes!r}")
+        raise ValueError(f"classes must be a non-empty sequence of class ids in 0..{n - 1}, got {short_repr(classes)}")
     ids = []
     for c in given:
         if isinstance(c, bool) or not isinstance(c, numbers.Integral) or not 0 <= c < n:
-            raise ValueError(f"classes: each id must be an integer in 0..{n - 1} ({n} classes), got {c!r}")
+            raise ValueError(f"classes: each id must be an integer in 0..{n - 1} ({n} classes), got {short_repr(c)}")
         ids.append(int(c))
     if len(set(ids)) != len(ids):
-        raise ValueError(f"classes must not repeat an id, got {list(given)}")
+        raise ValueError(f"classes must not repeat an id, got {short_repr(list(given))}")
     lookup = torch.full((n,), -1, dtype=torch.int64)
     lookup[torch.tensor(ids)] = torch.arange(len(ids))
     new = lookup[y]
@@ -87,7 +89,7 @@ def subset_train(x, y, train_size, *, generator: torch.Generator):
     """A seeded random subset of ``train_size`` rows, kept in their original order."""
     n = len(y)
     if isinstance(train_size, bool) or not isinstance(train_size, numbers.Integral) or train_size < 1:
-        raise ValueError(f"train_size must be a positive integer, got {train_size!r}")
+        raise ValueError(f"train_size must be a positive integer, got {short_repr(train_size)}")
     if train_size > n:
         raise ValueError(f"train_size={train_size} is larger than the {n} training samples available")
     idx = torch.randperm(n, generator=generator)[: int(train_size)].sort().values
@@ -107,7 +109,7 @@ def long_tail(x, y, imbalance, num_classes: int, *, generator: torch.Generator):
     """
     if isinstance(imbalance, bool) or not isinstance(imbalance, numbers.Real) or not imbalance >= 1:
         raise ValueError(f"imbalance must be a number >= 1 (the ratio of the largest to the smallest class), "
-                         f"got {imbalance!r}")
+                         f"got {short_repr(imbalance)}")
     counts = torch.bincount(y.long(), minlength=num_classes)
     if int(counts.min()) == 0:
         raise ValueError(f"imbalance={imbalance}: class {int(counts.argmin())} has no training example to keep")

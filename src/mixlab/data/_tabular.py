@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._limits import short_list, short_repr
+
 __all__ = ["SKLEARN_SETS", "load_sklearn", "load_csv"]
 
 # mixlab name -> scikit-learn loader function name
@@ -50,8 +52,8 @@ def split_csv_spec(data_dir, label_column: str | None) -> tuple[Path, str | None
     if "::" in text:
         text, col = text.rsplit("::", 1)
         if label_column is not None and label_column != col:
-            raise ValueError(f"label_column={label_column!r} disagrees with the column {col!r} "
-                             f"given in data_dir {os.fspath(data_dir)!r}")
+            raise ValueError(f"label_column={short_repr(label_column)} disagrees with the column {short_repr(col)} "
+                             f"given in data_dir {short_repr(os.fspath(data_dir), 240)}")
         label_column = col
     return Path(text), label_column
 
@@ -60,8 +62,8 @@ def _parse_float(text: str, path: Path, row: int, column: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise ValueError(f"CSV {path}: row {row}, feature column {column!r}: expected a number, "
-                         f"got {text!r} (only the label column may hold text)") from None
+        raise ValueError(f"CSV {path}: row {row}, feature column {short_repr(column)}: expected a number, "
+                         f"got {short_repr(text)} (only the label column may hold text)") from None
 
 
 def _canonical_label(text: str) -> tuple[str, bool | None]:
@@ -94,14 +96,14 @@ def _check_label_column(path: Path, label_column: str, header: list[str], raw: l
     """Refuse a label column that looks continuous: a non-integer number in an all-number column, or
     more distinct values than half the rows."""
     how = (f"pick the label column with label_column='<name>' (CLI: --data-dir '{path}::<name>'); "
-           f"columns: {header}")
+           f"columns: {short_list(header, 12)}")
     if all(i is not None for i in integer) and not all(integer):
         r = integer.index(False)
-        raise ValueError(f"CSV {path}: label column {label_column!r} looks continuous: row {r + 2} holds the "
-                         f"non-integer number {raw[r]!r}; class labels must be names or integers; {how}")
+        raise ValueError(f"CSV {path}: label column {short_repr(label_column)} looks continuous: row {r + 2} holds "
+                         f"the non-integer number {short_repr(raw[r])}; class labels must be names or integers; {how}")
     distinct = len(set(labels))
     if distinct > len(labels) / 2:
-        raise ValueError(f"CSV {path}: label column {label_column!r} has {distinct} distinct values in "
+        raise ValueError(f"CSV {path}: label column {short_repr(label_column)} has {distinct} distinct values in "
                          f"{len(labels)} rows (more than half the rows), so it looks continuous or like an "
                          f"identifier, not a class label; {how}")
 
@@ -141,11 +143,12 @@ def load_csv(path: Path, label_column: str | None) -> dict:
     if label_column is None:
         label_column = header[-1]
     if label_column not in header:
-        raise ValueError(f"CSV {path}: label_column {label_column!r} is not in the header {header}")
+        raise ValueError(f"CSV {path}: label_column {short_repr(label_column)} is not in the header "
+                         f"{short_list(header, 12)}")
     li = header.index(label_column)
     features = [h for i, h in enumerate(header) if i != li]
     if not features:
-        raise ValueError(f"CSV {path}: no feature columns besides the label column {label_column!r}")
+        raise ValueError(f"CSV {path}: no feature columns besides the label column {short_repr(label_column)}")
     xs, labels, raw, integer = [], [], [], []
     for r, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):
@@ -153,8 +156,9 @@ def load_csv(path: Path, label_column: str | None) -> dict:
         cell = row[li].strip()
         label, is_int = _canonical_label(cell)
         if not label:
-            raise ValueError(f"CSV {path}: row {r}, label column {label_column!r}: expected a class label, got "
-                             f"{'an empty cell' if not cell else repr(cell)} (a missing label); fill or drop the row")
+            raise ValueError(f"CSV {path}: row {r}, label column {short_repr(label_column)}: expected a class label, "
+                             f"got {'an empty cell' if not cell else short_repr(cell)} (a missing label); fill or "
+                             "drop the row")
         raw.append(cell)
         labels.append(label)
         integer.append(is_int)

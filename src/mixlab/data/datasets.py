@@ -26,6 +26,7 @@ import torch
 
 from . import _options as opt
 from ._cache import cached, source_signature
+from ._limits import bound_message, short_list, short_name, short_repr
 from ._idx import find_idx_files, load_idx_dir
 from ._tabular import SKLEARN_SETS, load_csv, load_sklearn, split_csv_spec
 
@@ -215,7 +216,7 @@ def _locate(name: str, data_dir) -> Path:
         if _PRESENT[name](loc):
             return loc
     where = ", ".join(str(p) for p in looked) or "(no data_dir given)"
-    raise FileNotFoundError(f"dataset {name!r} not found; looked in: {where}. To get it: {spec.how_to_get}.")
+    raise FileNotFoundError(f"dataset {short_repr(name)} not found; looked in: {where}. To get it: {spec.how_to_get}.")
 
 
 def list_datasets(data_dir=None) -> list[dict]:
@@ -248,7 +249,7 @@ def _read(name, data_dir, cache_dir, label_regex, label_column) -> dict:
 
 
 def _where(name: str, entry: dict) -> str:
-    return f"dataset {name!r} ({entry['source']})"
+    return f"dataset {short_repr(name)} ({short_name(entry['source'], 240)})"
 
 
 def _check_entry(name: str, entry: dict, kind: str) -> None:
@@ -281,8 +282,8 @@ def _check_entry(name: str, entry: dict, kind: str) -> None:
                              f"{tuple(entry['x_test'].shape[1:])}; both splits must have one shape")
         only = _only_in_test(entry["y_train"], entry["y_test"])
         if only:
-            raise ValueError(f"{where}: class {entry['classes'][only[0]]!r} is in the test split but has no training "
-                             f"example ({len(only)} such class(es)); every class needs training examples")
+            raise ValueError(f"{where}: class {short_repr(entry['classes'][only[0]])} is in the test split but has no "
+                             f"training example ({len(only)} such class(es)); every class needs training examples")
 
 
 def _only_in_test(y_train: torch.Tensor, y_test: torch.Tensor) -> list[int]:
@@ -306,7 +307,7 @@ def _check_split(where: str, y: torch.Tensor, y_train, y_test, names, test_fract
     if only:
         c = only[0]
         raise ValueError(f"{where}: test_fraction={test_fraction} puts all {int(sizes[c])} example(s) of class "
-                         f"{names[c]!r} in the test split, leaving it no training example ({len(only)} such "
+                         f"{short_repr(names[c])} in the test split, leaving it no training example ({len(only)} such "
                          "class(es)); use a smaller test_fraction or add examples of that class")
 
 
@@ -316,21 +317,22 @@ def _check_classes(where: str, classes, y_train, y_test, names) -> None:
     have = set(torch.unique(y_train).tolist())
     missing = [c for c in ids if c not in have]
     if missing:
-        raise ValueError(f"{where}: classes={ids}: class {missing[0]} ({names[missing[0]]!r}) has no training "
-                         f"example; every selected class needs training data (classes with training examples: "
-                         f"{sorted(have)})")
+        raise ValueError(f"{where}: classes={short_repr(ids)}: class {missing[0]} "
+                         f"({short_repr(names[missing[0]])}) has no training example; every selected class needs "
+                         f"training data (classes with training examples: {short_repr(sorted(have))})")
     if not bool(torch.isin(y_test, torch.tensor(ids, dtype=y_test.dtype)).any()):
-        raise ValueError(f"{where}: classes={ids}: the test split holds no example of these classes, so it "
-                         f"would be empty (classes in the test split: {sorted(set(torch.unique(y_test).tolist()))})")
+        raise ValueError(f"{where}: classes={short_repr(ids)}: the test split holds no example of these classes, so "
+                         f"it would be empty (classes in the test split: "
+                         f"{short_repr(sorted(set(torch.unique(y_test).tolist())))})")
 
 
 def _check_call(name, label_regex, label_column, label_noise, test_fraction, seed):
     if name not in _SPECS:
-        raise ValueError(f"name must be one of {', '.join(DATASETS)}; got {name!r}")
+        raise ValueError(f"name must be one of {', '.join(DATASETS)}; got {short_repr(name)}")
     if label_regex is not None and name not in ("folder",):
-        raise ValueError(f"label_regex applies to dataset 'folder' only, got it for {name!r}")
+        raise ValueError(f"label_regex applies to dataset 'folder' only, got it for {short_repr(name)}")
     if label_column is not None and name != "csv":
-        raise ValueError(f"label_column applies to dataset 'csv' only, got it for {name!r}")
+        raise ValueError(f"label_column applies to dataset 'csv' only, got it for {short_repr(name)}")
     opt.check_fraction(label_noise, "label_noise", low_open=False, high_open=False)
     opt.check_fraction(test_fraction, "test_fraction", low_open=True, high_open=True)
     opt.seeded_generator(seed, "split")  # validates seed
@@ -404,7 +406,11 @@ def load_dataset(
             of a ``{train,test}`` image tree have different sizes (all are resized to one).
     """
     _check_call(name, label_regex, label_column, label_noise, test_fraction, seed)
-    entry = _read(name, data_dir, cache_dir, label_regex, label_column)
+    try:
+        entry = _read(name, data_dir, cache_dir, label_regex, label_column)
+    except (ValueError, TypeError) as e:  # the readers' messages are short; a library's may not be
+        bound_message(e)
+        raise
     kind, names = _SPECS[name].kind, list(entry["classes"])
     for message in entry.get("warnings", ()):  # kept in the cache entry, so repeated on cache hits
         warnings.warn(message, stacklevel=2)
@@ -428,11 +434,12 @@ def load_dataset(
         lost = _only_in_test(y_train, y_test)
         if lost:
             warnings.warn(f"{where}: train_size={train_size}: the training subset has no example of class(es) "
-                          f"{[names[c] for c in lost[:10]]} ({len(lost)} of {len(names)}) that the test split holds; "
+                          f"{short_list(names[c] for c in lost)} ({len(lost)} of {len(names)}) that the test split "
+                          "holds; "
                           "those test examples cannot be learned (use a larger train_size)", stacklevel=2)
     if test_size is not None:
         if isinstance(test_size, bool) or not isinstance(test_size, int) or test_size < 1:
-            raise ValueError(f"test_size must be a positive integer, got {test_size!r}")
+            raise ValueError(f"test_size must be a positive integer, got {short_repr(test_size)}")
         if test_size > len(y_test):
             raise ValueError(f"test_size={test_size} is larger than the {len(y_test)} test samples available")
         if test_size < len(y_test):
