@@ -194,7 +194,7 @@ def test_fashion_mnist_slice(tmp_path):
 
 @pytest.mark.parametrize("preset, extra", [
     ("fastai-mnist-sample", []),                     # simple_cnn, classes 3 vs 7, per-sample keep-dominant lam
-    ("article000", ["--model", "fast-cnn"]),         # sigmoid outputs + BCE on soft labels, 1 row in 5 mixed
+    ("cifar10-bce", ["--model", "fast-cnn"]),        # sigmoid outputs + BCE on soft labels, 1 row in 5 mixed
 ])
 def test_article_presets_run_on_digits(preset, extra, tmp_path):
     out = tmp_path / preset

@@ -32,7 +32,7 @@ def test_presets_follow_the_articles():
     assert (a.model, a.loss, a.p, a.batch_size, a.epochs, a.lr) == ("article000-cnn", "bce", 0.2, 128, 30, 1e-3)
     f = resolve_config({}, preset="fastai-mnist-sample")
     assert (f.classes, f.model, f.alpha, f.keep_dominant, f.epochs) == ([3, 7], "simple-cnn", 0.4, True, 8)
-    assert set(PRESETS) >= {"demo", "keras", "article000", "fastai-mnist-sample", "fmnist-fast", "cifar10-fast"}
+    assert set(PRESETS) >= {"demo", "keras", "cifar10-bce", "fastai-mnist-sample", "fmnist-fast", "cifar10-fast"}
     for name in PRESETS:  # every preset is a valid configuration with a registered model
         cfg = resolve_config({}, preset=name)
         from mixlab.lab.models import MODELS
