@@ -17,6 +17,7 @@ import codecs
 import io
 import os
 import pickle
+import re
 import struct
 import tarfile
 import time
@@ -807,3 +808,158 @@ def test_13_every_reader_bounds_what_its_messages_show(tmp_path, make, name):
     with pytest.raises(ValueError) as e:
         load_dataset(name, data_dir=path, cache_dir=False, **kw)
     _one_line(e.value, path)
+
+
+# ----- 14. caps on bytes read and pixels decoded, checked before reading or decoding -----------
+# The caps are module constants of mixlab.data._limits; the tests lower them (raising=False: before the
+# caps existed, setting them changed nothing) so that small files exercise them.
+
+def _caps(monkeypatch, **caps):
+    from mixlab.data import _limits
+    for name, value in caps.items():
+        monkeypatch.setattr(_limits, name, value, raising=False)
+
+
+def _peak(fn):
+    """Run ``fn`` (it must raise); return (the exception, peak bytes traced by tracemalloc)."""
+    tracemalloc.start()
+    try:
+        with pytest.raises((ValueError, TypeError)) as e:
+            fn()
+        return e.value, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_14_idx_gz_with_trailing_zeros_is_read_no_further_than_the_cap(tmp_path, monkeypatch):
+    d = _idx_set(tmp_path / "mn")
+    raw = (d / IDX["x_train"]).read_bytes()
+    (d / IDX["x_train"]).unlink()
+    comp = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip, written in pieces: 16 MiB of zeros, 16 kB on disk
+    parts = [comp.compress(raw)] + [comp.compress(bytes(1 << 20)) for _ in range(16)] + [comp.flush()]
+    (d / (IDX["x_train"] + ".gz")).write_bytes(b"".join(parts))
+    _caps(monkeypatch, MAX_FILE_BYTES=1 << 20)
+    err, peak = _peak(lambda: load_dataset("mnist", data_dir=d, cache_dir=False))
+    assert re.search(r"train-images-idx3-ubyte\.gz: .*trailing bytes", str(err)), str(err)
+    _one_line(err, d / (IDX["x_train"] + ".gz"))
+    assert peak < 4 << 20, peak  # before: the whole 16 MiB decompressed at once
+
+
+def test_14_idx_plain_file_above_the_cap_is_refused_unread(tmp_path, monkeypatch):
+    d = _idx_set(tmp_path / "mn")
+    header = b"\x00\x00\x08\x03" + struct.pack(">III", 128, 256, 256)  # 8 MiB of images, sparse on disk
+    with open(d / IDX["x_train"], "wb") as f:
+        f.write(header)
+        f.truncate(len(header) + 128 * 256 * 256)
+    write_idx(d / IDX["y_train"], (np.arange(128) % 10).astype(np.uint8))
+    _caps(monkeypatch, MAX_FILE_BYTES=1 << 20)
+    err, peak = _peak(lambda: load_dataset("mnist", data_dir=d, cache_dir=False))
+    assert re.search(r"train-images-idx3-ubyte: .*8388624 bytes .*above the limit of 1048576 bytes .*MAX_FILE_BYTES",
+                     str(err)), str(err)
+    assert peak < 1 << 20, peak
+
+
+def test_14_idx_total_bytes_cap(tmp_path, monkeypatch):
+    d = _idx_set(tmp_path / "mn")  # 316 + 20 + 166 + 14 bytes, read in this order
+    _caps(monkeypatch, MAX_TOTAL_BYTES=500)
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte: .*502 bytes, above the limit of 500 bytes .*"
+                                         r"MAX_TOTAL_BYTES") as e:
+        load_dataset("mnist", data_dir=d, cache_dir=False)
+    _one_line(e.value, d / IDX["x_test"])
+
+
+def test_14_tar_members_under_the_file_cap_but_over_the_total(tmp_path, monkeypatch):
+    """Before: a 735 kB tar.gz of twelve 60 MiB members reached 1.35 GB; here twelve 512 KiB members."""
+    tar = tmp_path / "t.tar.gz"
+    with tarfile.open(tar, "w:gz") as tf:
+        for i in range(12):
+            info = tarfile.TarInfo(f"t/{'ab'[i % 2]}/{i}.png")
+            info.size = 512 << 10
+            tf.addfile(info, io.BytesIO(bytes(info.size)))
+    _caps(monkeypatch, MAX_TOTAL_BYTES=2 << 20)
+    err, peak = _peak(lambda: load_dataset("folder", data_dir=tar, cache_dir=False))
+    assert re.search(r"t\.tar\.gz: member 't/a/4\.png': .*above the limit of 2097152 bytes .*MAX_TOTAL_BYTES", str(err)), \
+        str(err)
+    assert peak < 4 << 20, peak
+
+
+def test_14_sparse_image_file_above_the_cap_is_refused_unread(tmp_path, monkeypatch):
+    t = _tree_with(tmp_path, "ok.png", b"")
+    (t / "a" / "ok.png").unlink()
+    with open(t / "b" / "huge.jpg", "wb") as f:  # before: a 1.5 GB sparse .jpg was read whole
+        f.truncate(8 << 20)
+    _caps(monkeypatch, MAX_FILE_BYTES=1 << 20)
+    err, peak = _peak(lambda: load_dataset("folder", data_dir=t, cache_dir=False))
+    assert re.search(r"image file .*/t/b/huge\.jpg: 8388608 bytes .*above the limit of 1048576 bytes .*MAX_FILE_BYTES",
+                     str(err)), str(err)
+    assert peak < 1 << 20, peak
+
+
+def test_14_pixels_per_image_cap(tmp_path, monkeypatch):
+    pytest.importorskip("PIL")
+    buf = io.BytesIO()
+    from PIL import Image
+    Image.fromarray(np.zeros((200, 200), np.uint8)).save(buf, format="PNG")
+    t = _tree_with(tmp_path, "big.png", buf.getvalue())
+    _caps(monkeypatch, MAX_IMAGE_PIXELS=10_000)
+    with pytest.raises(ValueError, match=r"image .*/t/a/big\.png: 200x200 = 40000 pixels, above the limit of 10000 "
+                                         r"pixels per image \(mixlab\.data\._limits\.MAX_IMAGE_PIXELS\)") as e:
+        load_dataset("folder", data_dir=t, cache_dir=False)
+    _one_line(e.value, "big.png")
+
+
+def test_14_total_pixels_cap_from_the_headers(tmp_path, monkeypatch):
+    """Before: ten 9000x9000 PNGs (0.9 MB on disk) took 2.9 GB, then a 10 GB allocation failed. Here ten
+    headers of 9000x9000 pixels (no pixel data): refused from the headers, before any decoding."""
+    pytest.importorskip("PIL")
+    for i in range(10):
+        (tmp_path / "t" / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "t" / "ab"[i % 2] / f"{i}.png").write_bytes(_png_header(9000, 9000))
+    with pytest.raises(ValueError, match=r"image .*/t/b/3\.png: .*567000000 pixels, above the limit of 536870912 "
+                                         r"pixels per dataset \(mixlab\.data\._limits\.MAX_TOTAL_PIXELS\)") as e:
+        load_dataset("folder", data_dir=tmp_path / "t", cache_dir=False)
+    _one_line(e.value, "3.png")
+
+
+def test_14_total_pixels_after_resizing_to_the_common_size(tmp_path, monkeypatch):
+    pytest.importorskip("PIL")
+    for i in range(3):
+        _png(tmp_path / "t" / "a" / f"{i}.png", size=(100, 100))
+    for i in range(2):
+        _png(tmp_path / "t" / "b" / f"{i}.png", size=(1, 1))
+    _caps(monkeypatch, MAX_TOTAL_PIXELS=40_000)  # 30002 pixels as stored, 5 x 100 x 100 once resized
+    with pytest.raises(ValueError, match=r"image folder .*/t: 5 images resized to the most common size 100x100 make "
+                                         r"50000 pixels, above the limit of 40000 .*MAX_TOTAL_PIXELS") as e:
+        load_dataset("folder", data_dir=tmp_path / "t", cache_dir=False)
+    _one_line(e.value, tmp_path / "t")
+
+
+def test_14_decompressed_archive_cap(tmp_path, monkeypatch):
+    pytest.importorskip("PIL")
+    t = _tree_with(tmp_path, "ok.png", b"")
+    (t / "a" / "ok.png").unlink()
+    (t / "notes.bin").write_bytes(bytes(4 << 20))  # not an image: skipped, but decompressed all the same
+    tar = tmp_path / "t.tar.gz"
+    with tarfile.open(tar, "w:gz") as tf:
+        tf.add(t, arcname="t")
+    _caps(monkeypatch, MAX_ARCHIVE_BYTES=1 << 20)
+    with pytest.raises(ValueError, match=r"t\.tar\.gz: member 't/notes\.bin' ends \d+ bytes into the decompressed "
+                                         r"archive, above the limit of 1048576 bytes .*MAX_ARCHIVE_BYTES") as e:
+        load_dataset("folder", data_dir=tar, cache_dir=False)
+    _one_line(e.value, tar)
+
+
+def test_14_csv_file_cap(tmp_path, monkeypatch):
+    path = _csv(tmp_path / "t.csv", "a,y", [f"{i},{i % 2}" for i in range(100)])
+    _caps(monkeypatch, MAX_FILE_BYTES=100)
+    with pytest.raises(ValueError, match=r"CSV .*t\.csv: \d+ bytes .*above the limit of 100 bytes .*MAX_FILE_BYTES"):
+        load_dataset("csv", data_dir=path, cache_dir=False)
+
+
+def test_14_cifar_total_bytes_cap(tmp_path, monkeypatch):
+    c = _cifar(tmp_path / "c")  # six batches of about 12.5 kB
+    _caps(monkeypatch, MAX_TOTAL_BYTES=40_000)
+    with pytest.raises(ValueError, match=r"CIFAR file .*data_batch_4: .*above the limit of 40000 bytes .*"
+                                         r"MAX_TOTAL_BYTES") as e:
+        load_dataset("cifar10", data_dir=c, cache_dir=False)
+    _one_line(e.value, c / "data_batch_4")
