@@ -185,24 +185,50 @@ def test_overwrite_skips_listed_paths_that_are_now_links_or_outside(reference, t
     assert json.loads((out / "config.json").read_text())["arms"] == ["baseline", "cutmix"]
 
 
+def test_remove_listed_never_follows_links(tmp_path):
+    root, outside = tmp_path / "run", tmp_path / "outside"
+    (root / "checkpoints").mkdir(parents=True)
+    (root / "plots").mkdir()
+    outside.mkdir()
+    (outside / "x.pt").write_bytes(b"outside")
+    (root / "linked").symlink_to(outside, target_is_directory=True)  # a linked folder
+    (root / "checkpoints" / "seed0_a.pt").write_bytes(b"run")
+    (root / "checkpoints" / "seed0_mine.pt").write_bytes(b"user")  # not listed
+    (root / "plots" / "curves.png").symlink_to(outside / "x.pt")  # listed, now a link
+    (root / "plots" / "beta.png").mkdir()  # listed, now a folder
+    listed = ["checkpoints/seed0_a.pt", "linked/x.pt", "plots/curves.png", "plots/beta.png", "../outside/x.pt",
+              str(outside / "x.pt"), "checkpoints/gone.pt", "a//b", "./config.json"]
+    assert store.remove_listed(root, listed, dry_run=True)[0] == ["checkpoints/seed0_a.pt"]
+    assert (root / "checkpoints" / "seed0_a.pt").exists()
+    removed, skipped = store.remove_listed(root, listed)
+    assert removed == ["checkpoints/seed0_a.pt"]
+    assert {rel for rel, _ in skipped} == set(listed) - {"checkpoints/seed0_a.pt", "checkpoints/gone.pt"}
+    assert (outside / "x.pt").read_bytes() == b"outside" and (root / "plots" / "curves.png").is_symlink()
+    assert (root / "checkpoints" / "seed0_mine.pt").read_bytes() == b"user" and (root / "plots" / "beta.png").is_dir()
+    (root / "checkpoints" / "seed0_mine.pt").unlink()
+    (root / "checkpoints" / "seed0_b.pt").write_bytes(b"run")
+    assert store.remove_listed(root, ["checkpoints/seed0_b.pt"])[0] == ["checkpoints/seed0_b.pt"]
+    assert not (root / "checkpoints").exists(), "a folder the removal emptied stays"
+
+
 def test_overwrite_cleans_arms_whose_names_have_a_plus(tmp_path, capsys, no_report):
     out = tmp_path / "run"
-    assert _cli(["compare", *ARGS, "--alpha", "1e20,0.2", "--out", out], capsys)[0] == 0
-    assert (out / "checkpoints" / "seed0_mixup-1e+20.prev.pt").exists()
-    rc, err = _cli(["compare", *ARGS, "--alpha", "1e20,0.2", "--epochs", "1", "--out", out, "--overwrite"], capsys)
-    assert rc == 0, err  # was: refused, the 2-epoch checkpoint of mixup-1e+20 was left and belongs to another run
-    assert not (out / "checkpoints" / "seed0_mixup-1e+20.prev.pt").exists()
-    assert load_checkpoint(out / "checkpoints" / "seed0_mixup-1e+20.pt")["epoch"] == 1
+    assert _cli(["compare", *ARGS, "--alpha", "1e6,0.2", "--out", out], capsys)[0] == 0  # 1e20: refused by now
+    assert (out / "checkpoints" / "seed0_mixup-1e+06.prev.pt").exists()
+    rc, err = _cli(["compare", *ARGS, "--alpha", "1e6,0.2", "--epochs", "1", "--out", out, "--overwrite"], capsys)
+    assert rc == 0, err  # was: refused, the 2-epoch checkpoint of mixup-1e+06 was left and belongs to another run
+    assert not (out / "checkpoints" / "seed0_mixup-1e+06.prev.pt").exists()
+    assert load_checkpoint(out / "checkpoints" / "seed0_mixup-1e+06.pt")["epoch"] == 1
     assert _listed(out) == _files(out)
 
 
 # ------------------------------------------------------------------------------- arms and their checkpoints
 
 def test_arm_names_are_unique_and_exact():
-    names = [a.name for a in runner.arms_for("compare", resolve_config({"alpha": [0.2, 0.2000001, 1e20,
+    names = [a.name for a in runner.arms_for("compare", resolve_config({"alpha": [0.2, 0.2000001, 1e6, 1234567.0,
                                                                                    0.1 + 0.2, 1.0]}))]
-    assert names == ["baseline", "mixup-0.2", "mixup-0.2000001", "mixup-1e+20", "mixup-0.30000000000000004",
-                     "mixup-1"]
+    assert names == ["baseline", "mixup-0.2", "mixup-0.2000001", "mixup-1e+06", "mixup-1234567.0",
+                     "mixup-0.30000000000000004", "mixup-1"]
     plain = runner.arms_for("compare", resolve_config({"mix": ["mixup", "cutmix"], "alpha": [0.2, 1.0]}))
     assert [a.name for a in plain] == ["baseline", "mixup-0.2", "mixup-1", "cutmix-0.2", "cutmix-1"]
 
