@@ -362,7 +362,7 @@ def test_8_decompression_bomb_warning_becomes_error(tmp_path, monkeypatch, side)
 
 def test_8_tar_member_above_cap(tmp_path, monkeypatch):
     pytest.importorskip("PIL")
-    monkeypatch.setattr(_images, "MAX_MEMBER_BYTES", 2000)
+    _caps(monkeypatch, MAX_FILE_BYTES=2000)
     t = _tree_with(tmp_path, "big.png", b"\x89PNG" + bytes(5000))
     tar = tmp_path / "t.tar.gz"
     with tarfile.open(tar, "w:gz") as tf:
@@ -377,7 +377,7 @@ def test_8_cifar_member_and_file_above_cap(tmp_path, monkeypatch):
     tar = tmp_path / "cifar-10-python.tar.gz"
     with tarfile.open(tar, "w:gz") as tf:
         tf.add(c, arcname="cifar-10-batches-py")
-    monkeypatch.setattr(_images, "MAX_MEMBER_BYTES", 10_000)  # a batch of 4 rows is ~12 kB
+    _caps(monkeypatch, MAX_FILE_BYTES=10_000)  # a batch of 4 rows is ~12 kB
     with pytest.raises(ValueError, match=r"CIFAR tarball .*: member 'cifar-10-batches-py/data_batch_1': \d+ bytes "
                                          r".*above the limit of 10000 bytes"):
         load_dataset("cifar10", data_dir=tar, cache_dir=False)
@@ -856,7 +856,7 @@ def test_14_idx_plain_file_above_the_cap_is_refused_unread(tmp_path, monkeypatch
     err, peak = _peak(lambda: load_dataset("mnist", data_dir=d, cache_dir=False))
     assert re.search(r"train-images-idx3-ubyte: .*8388624 bytes .*above the limit of 1048576 bytes .*MAX_FILE_BYTES",
                      str(err)), str(err)
-    assert peak < 1 << 20, peak
+    assert peak < 4 << 20, peak  # the cache key's content hash reads 1 MiB blocks; the 8 MiB are never held
 
 
 def test_14_idx_total_bytes_cap(tmp_path, monkeypatch):
@@ -892,7 +892,7 @@ def test_14_sparse_image_file_above_the_cap_is_refused_unread(tmp_path, monkeypa
     err, peak = _peak(lambda: load_dataset("folder", data_dir=t, cache_dir=False))
     assert re.search(r"image file .*/t/b/huge\.jpg: 8388608 bytes .*above the limit of 1048576 bytes .*MAX_FILE_BYTES",
                      str(err)), str(err)
-    assert peak < 1 << 20, peak
+    assert peak < 4 << 20, peak  # the cache key's content hash reads 1 MiB blocks; the 8 MiB are never held
 
 
 def test_14_pixels_per_image_cap(tmp_path, monkeypatch):
@@ -908,17 +908,24 @@ def test_14_pixels_per_image_cap(tmp_path, monkeypatch):
     _one_line(e.value, "big.png")
 
 
-def test_14_total_pixels_cap_from_the_headers(tmp_path, monkeypatch):
-    """Before: ten 9000x9000 PNGs (0.9 MB on disk) took 2.9 GB, then a 10 GB allocation failed. Here ten
-    headers of 9000x9000 pixels (no pixel data): refused from the headers, before any decoding."""
+def test_14_pixel_caps_from_the_headers(tmp_path):
+    """Before: ten 9000x9000 PNGs (0.9 MB on disk) took 2.9 GB, then a 10 GB allocation failed. Here PNG
+    headers claiming those sizes (no pixel data), refused from the headers with the default caps."""
     pytest.importorskip("PIL")
-    for i in range(10):
+    for i in range(10):  # 81 million pixels each: under Pillow's bomb limit, over MAX_IMAGE_PIXELS
         (tmp_path / "t" / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
         (tmp_path / "t" / "ab"[i % 2] / f"{i}.png").write_bytes(_png_header(9000, 9000))
-    with pytest.raises(ValueError, match=r"image .*/t/b/3\.png: .*567000000 pixels, above the limit of 536870912 "
-                                         r"pixels per dataset \(mixlab\.data\._limits\.MAX_TOTAL_PIXELS\)") as e:
+    with pytest.raises(ValueError, match=r"image .*/t/a/0\.png: 9000x9000 = 81000000 pixels, above the limit of "
+                                         r"33554432 pixels per image \(mixlab\.data\._limits\.MAX_IMAGE_PIXELS\)"):
         load_dataset("folder", data_dir=tmp_path / "t", cache_dir=False)
-    _one_line(e.value, "3.png")
+    for i in range(12):  # 25 million pixels each: the 11th (in sorted order: b/7) passes 2**28 in all
+        (tmp_path / "u" / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "u" / "ab"[i % 2] / f"{i}.png").write_bytes(_png_header(5000, 5000))
+    with pytest.raises(ValueError, match=r"image .*/u/b/7\.png: its 5000x5000 pixels bring the images to 275000000 "
+                                         r"pixels, above the limit of 268435456 pixels per dataset "
+                                         r"\(mixlab\.data\._limits\.MAX_TOTAL_PIXELS\)") as e:
+        load_dataset("folder", data_dir=tmp_path / "u", cache_dir=False)
+    _one_line(e.value, "7.png")
 
 
 def test_14_total_pixels_after_resizing_to_the_common_size(tmp_path, monkeypatch):

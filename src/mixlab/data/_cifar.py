@@ -32,7 +32,8 @@ The unpickler's work is bounded too (see :class:`SafeUnpickler`): containers nes
 shared reference counted each time) pass ``MAX_PICKLE_WORK`` (2 million), are refused before the
 work is done: 200 bytes of ``t = (t, t)`` nested 64 times are 2**64 tuples to hash as a dict key.
 Every value a message shows goes through ``_limits.short_repr`` (at most 120 characters).
-Files (and tar members) above ``_images.MAX_MEMBER_BYTES`` (64 MiB) are refused unread.
+Files (and tar members) above ``_limits.MAX_FILE_BYTES`` (64 MiB), or adding up to more than
+``_limits.MAX_TOTAL_BYTES`` (512 MiB), are refused unread.
 
 Batches are read from a folder (or its ``cifar-10-batches-py/``) or straight from the official
 ``cifar-10-python.tar.gz``. Train comes from ``data_batch_1`` .. ``data_batch_5``, test from ``test_batch``
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import lzma
 import numbers
 import pickle
 import struct
@@ -52,7 +54,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import _images
+from . import _limits
 from ._cache import cached, source_signature
 from ._limits import clip, short_list, short_name, short_repr
 
@@ -398,34 +400,35 @@ def find_cifar_batches(location: Path) -> Path | None:
             return d
     if location.is_file() and tarfile.is_tarfile(location):
         try:
-            with tarfile.open(location, "r|*") as tf:
-                for _, m in zip(range(20), tf):  # peek: the batches come first in the official archive
+            with _limits.open_tar_stream(location, f"CIFAR tarball {location}") as ts:
+                for _, m in zip(range(20), ts.members()):  # peek: the batches come first in the official archive
                     if m.isfile() and m.name.rsplit("/", 1)[-1] in _NAMES:
                         return location
-        except (tarfile.TarError, EOFError, OSError, zlib.error):
+        except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError, ValueError):
             return None  # not readable as CIFAR batches; the image-tree reader reports the error
     return None
 
 
 def _read_sources(where: Path) -> dict[str, tuple[str, bytes]]:
-    """``{batch name: (display path, bytes)}`` for the six batches and ``batches.meta`` if present."""
+    """``{batch name: (display path, bytes)}`` for the six batches and ``batches.meta`` if present
+    (each file's size checked against the caps of ``_limits`` before it is read)."""
     wanted = (*_NAMES, "batches.meta")
+    budget = _limits.ByteBudget()
     if where.is_dir():
         found = {}
         for n in wanted:
             if (where / n).is_file():
-                _images.check_member_size(f"CIFAR file {where / n}", (where / n).stat().st_size)
-                found[n] = (str(where / n), (where / n).read_bytes())
+                found[n] = (str(where / n), _limits.read_capped(where / n, f"CIFAR file {where / n}", budget))
         return found
     found = {}
     try:
-        with tarfile.open(where, "r|*") as tf:
-            for m in tf:
+        with _limits.open_tar_stream(where, f"CIFAR tarball {where}") as ts:
+            for m in ts.members():
                 base = m.name.rsplit("/", 1)[-1]
                 if m.isfile() and base in wanted and base not in found:
-                    _images.check_member_size(f"CIFAR tarball {where}: member '{short_name(m.name)}'", m.size)
-                    found[base] = (f"{where}:{short_name(m.name)}", tf.extractfile(m).read())
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+                    budget.take(f"CIFAR tarball {where}: member '{short_name(m.name)}'", m.size)
+                    found[base] = (f"{where}:{short_name(m.name)}", ts.tf.extractfile(m).read())
+    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as e:
         raise ValueError(f"CIFAR tarball {where}: corrupt or truncated ({type(e).__name__}: {clip(e)})") from None
     missing = [n for n in _NAMES if n not in found]
     if missing:

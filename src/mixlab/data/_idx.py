@@ -4,7 +4,9 @@ Format (LeCun's MNIST page): two zero bytes, a dtype code byte, a byte giving th
 dimensions ``d``, then ``d`` big-endian uint32 sizes, then the data in big-endian order.
 The reader checks every part and the exact byte count, so a truncated or corrupt file fails
 with a ``ValueError`` that names the file and says what was wrong, instead of yielding a
-silently short or garbled array. Files may be gzip-compressed (``.gz``) or plain.
+silently short or garbled array. Files may be gzip-compressed (``.gz``) or plain. The sizes the
+header gives are checked against ``_limits.MAX_FILE_BYTES`` and ``MAX_TOTAL_BYTES`` before the
+data is read; gzip streams are decompressed incrementally, never far past what the header needs.
 """
 from __future__ import annotations
 
@@ -15,6 +17,9 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+
+from . import _limits
+from ._limits import clip, short_repr
 
 __all__ = ["read_idx", "write_idx", "IDX_FILES", "find_idx_files", "load_idx_dir"]
 
@@ -38,54 +43,102 @@ IDX_FILES = {
 }
 
 
-def _read_bytes(path: Path) -> bytes:
-    """Whole file content, gunzipped when it is gzip; corrupt gzip becomes a ValueError."""
-    with open(path, "rb") as f:
-        raw = f.read()
-    if raw[:2] != b"\x1f\x8b":
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (EOFError, OSError, zlib.error) as e:  # truncated stream, bad CRC, bad deflate data
-        raise ValueError(f"IDX file {path}: corrupt or truncated gzip data ({e})") from e
+def _read_exact(f, n: int) -> bytes:
+    """Up to ``n`` bytes (fewer only at the end of the stream)."""
+    parts, got = [], 0
+    while got < n:
+        block = f.read(min(n - got, 1 << 22))
+        if not block:
+            break
+        parts.append(block)
+        got += len(block)
+    return b"".join(parts)
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
+def _count_rest(f, limit: int) -> int:
+    """How many bytes are left in ``f``, counted up to ``limit + 1`` (read in blocks, not kept)."""
+    count = 0
+    while count <= limit:
+        block = f.read(min(1 << 20, limit + 1 - count))
+        if not block:
+            break
+        count += len(block)
+    return count
+
+
+def read_idx(path: str | os.PathLike, budget: _limits.ByteBudget | None = None) -> np.ndarray:
     """Read one IDX file (optionally gzip-compressed) into a native-endian numpy array.
+
+    The header is read first: a file whose header shape needs more than ``_limits.MAX_FILE_BYTES``
+    (64 MiB), or more than ``budget`` has left, is refused before its data is read; a gzip file is
+    decompressed incrementally, never past the size the header gives (plus the cap, to report
+    trailing bytes), so a small ``.gz`` holding gigabytes of zeros is not expanded in memory.
 
     Args:
         path: the file, e.g. ``train-images-idx3-ubyte.gz``.
+        budget: the bytes the whole dataset may still read (``_limits.MAX_TOTAL_BYTES``).
 
     Returns:
         An array of the file's dtype and shape (e.g. uint8 ``(60000, 28, 28)``).
 
     Raises:
-        ValueError: bad magic number, unknown dtype code, or a data size that does not match
-            the header (the message names the file and both byte counts).
+        ValueError: bad magic number, unknown dtype code, a data size that does not match
+            the header (the message names the file and both byte counts), a corrupt gzip
+            stream, or a size above the caps.
     """
     path = Path(path)
-    data = _read_bytes(path)
-    if len(data) < 4:
-        raise ValueError(f"IDX file {path}: {len(data)} bytes, too short for the 4-byte magic number")
-    zero, code, ndim = data[:2], data[2], data[3]
+    with open(path, "rb") as raw:
+        gz = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        if not gz:
+            return _read_idx_stream(path, raw, os.fstat(raw.fileno()).st_size, budget)
+        try:
+            with gzip.GzipFile(fileobj=raw, mode="rb") as f:
+                return _read_idx_stream(path, f, None, budget)
+        except (EOFError, OSError, zlib.error) as e:  # truncated stream, bad CRC, bad deflate data
+            raise ValueError(f"IDX file {path}: corrupt or truncated gzip data ({clip(e)})") from None
+
+
+def _read_idx_stream(path: Path, f, size: int | None, budget) -> np.ndarray:
+    """The IDX reader proper: ``f`` is the (decompressed) stream, ``size`` its length when known."""
+    head = _read_exact(f, 4)
+    if len(head) < 4:
+        raise ValueError(f"IDX file {path}: {len(head)} bytes, too short for the 4-byte magic number")
+    zero, code, ndim = head[:2], head[2], head[3]
     if zero != b"\x00\x00" or code not in _DTYPES:
         raise ValueError(
-            f"IDX file {path}: bad magic number 0x{data[:4].hex()}; expected 0x0000 followed by a "
+            f"IDX file {path}: bad magic number 0x{head.hex()}; expected 0x0000 followed by a "
             f"dtype code in {sorted(hex(c) for c in _DTYPES)} and the number of dimensions"
         )
     header = 4 + 4 * ndim
-    if len(data) < header:
+    sizes = _read_exact(f, 4 * ndim)
+    if len(sizes) < 4 * ndim:
         raise ValueError(f"IDX file {path}: header says {ndim} dimensions ({header} header bytes) "
-                         f"but the file has only {len(data)} bytes")
-    dims = struct.unpack(f">{ndim}I", data[4:header])
+                         f"but the file has only {4 + len(sizes)} bytes")
+    dims = struct.unpack(f">{ndim}I", sizes)
     dtype = _DTYPES[code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    found = len(data) - header
-    if found != expected:
-        what = "truncated" if found < expected else "trailing bytes"
-        raise ValueError(f"IDX file {path}: header shape {tuple(dims)} of {dtype.name} needs {expected} "
-                         f"data bytes, found {found} ({what})")
-    arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    expected = int(np.prod(dims, dtype=object)) * dtype.itemsize  # exact: no int64 overflow for 255 dims
+    shape = short_repr(tuple(dims))
+    if size is not None:  # a plain file: its size says everything before any data is read
+        found = size - header
+        if found != expected:
+            what = "truncated" if found < expected else "trailing bytes"
+            raise ValueError(f"IDX file {path}: header shape {shape} of {dtype.name} needs {expected} "
+                             f"data bytes, found {found} ({what})")
+    _limits.check_file_bytes(f"IDX file {path}", header + expected,
+                             detail=f" by its header shape {shape} of {dtype.name}")
+    (budget or _limits.ByteBudget()).take(f"IDX file {path}", header + expected)
+    data = _read_exact(f, expected)
+    if len(data) < expected:
+        raise ValueError(f"IDX file {path}: header shape {shape} of {dtype.name} needs {expected} "
+                         f"data bytes, found {len(data)} (truncated)")
+    if size is None:
+        extra = _count_rest(f, _limits.MAX_FILE_BYTES)
+        if extra:
+            found = f"more than {expected + extra - 1}" if extra > _limits.MAX_FILE_BYTES else str(expected + extra)
+            raise ValueError(f"IDX file {path}: header shape {shape} of {dtype.name} needs {expected} "
+                             f"data bytes, found {found} (trailing bytes)")
+    arr = np.frombuffer(data, dtype=dtype).reshape(dims)
     return arr.astype(dtype.newbyteorder("="), copy=True)
 
 
@@ -131,7 +184,8 @@ def load_idx_dir(files: dict[str, Path], num_classes: int | None = None) -> dict
     image per split, of at least 1x1 pixels, the same size in both splits; one label per image;
     labels in ``0..num_classes-1`` (when given); every test class present in the training labels.
     """
-    arrays = {role: read_idx(path) for role, path in files.items()}
+    budget = _limits.ByteBudget()
+    arrays = {role: read_idx(path, budget) for role, path in files.items()}
     out = {}
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]

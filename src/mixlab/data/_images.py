@@ -18,20 +18,24 @@ image is scaled by its type's range (unsigned ``v >> 24``; signed ``v >> 23``, n
 refused), a float image must hold values in [0, 1] (``round(v * 255)``; NaN, infinity or values
 outside refused). Sizes are kept if all images agree; otherwise every image is resized with
 PIL's bilinear filter to the most common size ``(W, H)``.
-Decoding uses PIL in a pool of (at most) 2 threads; the source is read sequentially.
+Decoding uses PIL in a pool of (at most) 2 threads, straight into the output tensor; the
+source is read sequentially (a tarball in one pass) and every header is read before any pixel
+is decoded.
 
-Refused, with a ``ValueError`` naming the file: a tar member (or CIFAR batch file) larger than
-``MAX_MEMBER_BYTES`` (64 MiB, checked from the tar header before reading); an image of more
-than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (Pillow's decompression-bomb limit: its warning is
-made an error, checked from the header before decoding); a zero-height or zero-width image;
-a ``label_regex`` whose group 1 takes no part in the match or captures nothing. When the
-training and test images of a ``{train,test}`` tree have different (most common) sizes, all
-are resized to the overall most common size and a warning says so.
+Refused, with a ``ValueError`` naming the file (image paths, ``<tarball>:<member>`` in a
+tarball), before the bytes are read or the pixels decoded (see ``_limits`` for the caps): a file
+or tar member above ``_limits.MAX_FILE_BYTES`` (64 MiB), files adding up to more than
+``MAX_TOTAL_BYTES`` (512 MiB), a tarball decompressing to more than ``MAX_ARCHIVE_BYTES``
+(4 GiB); an image of more than ``_limits.MAX_IMAGE_PIXELS`` pixels or of more than
+``PIL.Image.MAX_IMAGE_PIXELS`` (Pillow's decompression-bomb limit: its warning is made an
+error), images adding up to more than ``MAX_TOTAL_PIXELS``, as stored or once resized to their
+common size; a file Pillow cannot decode; a zero-height or zero-width image; a ``label_regex``
+whose group 1 takes no part in the match or captures nothing. When the training and test images
+of a ``{train,test}`` tree have different (most common) sizes, all are resized to the overall
+most common size and a warning says so.
 """
 from __future__ import annotations
 
-import bz2
-import gzip
 import io
 import lzma
 import os
@@ -46,6 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import _limits
 from ._cache import cached, source_signature
 from ._limits import clip, short_list, short_name, short_repr
 
@@ -55,37 +60,6 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 _TEST_NAMES = ("test", "valid", "val")
 _GREY = {"1", "L", "LA", "La"}  # 8-bit grey modes; 16-bit, 32-bit and float ones: _high_depth
 _CHUNK = 512
-MAX_MEMBER_BYTES = 64 << 20  # largest tar member / CIFAR batch file read (official batches are ~30 MiB)
-
-
-def check_member_size(what: str, size: int) -> None:
-    """Refuse a tar member or file of more than ``MAX_MEMBER_BYTES`` before reading it."""
-    if size > MAX_MEMBER_BYTES:
-        raise ValueError(f"{what}: {size} bytes ({size / 2**20:.1f} MiB), above the limit of {MAX_MEMBER_BYTES} "
-                         f"bytes ({MAX_MEMBER_BYTES / 2**20:g} MiB) per file (mixlab.data._images.MAX_MEMBER_BYTES); "
-                         "not read")
-
-
-def check_archive_end(location: Path, tf: tarfile.TarFile) -> None:
-    """Raise ``EOFError`` when a tar stream read to its end was truncated.
-
-    A stream cut at a member boundary looks like a complete archive to ``tarfile`` (it takes the
-    missing header for the end), so a truncated download would silently lose its last members:
-    compressed archives are read to their end-of-stream marker (gzip, bzip2, xz check it), and an
-    uncompressed one must still hold the end-of-archive blocks after its last member.
-    """
-    with open(location, "rb") as f:
-        magic = f.read(6)
-    opener = gzip.open if magic[:2] == b"\x1f\x8b" else bz2.open if magic[:3] == b"BZh" else \
-        lzma.open if magic == b"\xfd7zXZ\x00" else None
-    if opener is not None:
-        with opener(location, "rb") as z:
-            while z.read(1 << 22):  # EOFError at a truncation, a CRC error for corruption
-                pass
-    elif location.stat().st_size < tf.offset + 1024:
-        raise EOFError("the archive ends without its end-of-archive blocks")
-
-
 def is_tarball(path: Path) -> bool:
     """True for an existing ``.tar``, ``.tar.gz``, ``.tgz`` (or other tarfile-readable) file."""
     return path.is_file() and tarfile.is_tarfile(path)
@@ -103,23 +77,25 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not os.path.basename(name).startswith(".")
 
 
-def _read_sources(location: Path) -> tuple[list[tuple[str, ...]], list[bytes]]:
-    """Relative path parts and raw bytes of every image file under a folder or in a tarball."""
+def _read_sources(location: Path, budget: _limits.ByteBudget) -> tuple[list[tuple[str, ...]], list[bytes]]:
+    """Relative path parts and raw bytes of every image file under a folder or in a tarball (each
+    file's size checked against the caps before it is read)."""
     parts, blobs = [], []
     if location.is_dir():
         for p in sorted(location.rglob("*")):
             if p.is_file() and _is_image(p.name):
                 parts.append(p.relative_to(location).parts)
-                blobs.append(p.read_bytes())
+                blobs.append(_limits.read_capped(p, f"image file {short_name(p, 240)}", budget))
     else:
+        what = f"tarball {location}"
         try:
-            with tarfile.open(location, "r|*") as tf:  # streaming: one sequential pass over the archive
-                for m in tf:
+            with _limits.open_tar_stream(location, what) as ts:  # streaming: one sequential pass over the archive
+                for m in ts.members():
                     if m.isfile() and _is_image(m.name):
-                        check_member_size(f"tarball {location}: member '{short_name(m.name)}'", m.size)
+                        budget.take(f"{what}: member '{short_name(m.name)}'", m.size)
                         parts.append(tuple(q for q in m.name.split("/") if q not in ("", ".")))
-                        blobs.append(tf.extractfile(m).read())
-                check_archive_end(location, tf)
+                        blobs.append(ts.tf.extractfile(m).read())
+                ts.check_end()
         except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as e:
             raise ValueError(f"tarball {location}: corrupt or truncated ({type(e).__name__}: {clip(e)})") from None
         order = sorted(range(len(parts)), key=parts.__getitem__)
@@ -236,16 +212,36 @@ def _high_depth(img, name: str) -> np.ndarray:
     return arr.astype(np.uint8)
 
 
-def _decode_one(blob: bytes, name: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+def _channels(mode: str) -> int:
+    """Channels an image of this Pillow mode decodes to: 1 for grey levels, else 3 (RGB)."""
+    return 1 if mode in _GREY or mode.startswith("I") or mode == "F" else 3
+
+
+def _open(blob: bytes, name: str):
+    """``(image, width, height)`` from the header alone (nothing decoded yet), or a ``ValueError``
+    naming the image: unreadable, zero-sized, over Pillow's bomb limit or ``MAX_IMAGE_PIXELS``."""
+    from PIL import Image
     try:
         img = Image.open(io.BytesIO(blob))  # reads from memory: nothing to close; only the header so far
         w, h = img.size
-        limit = Image.MAX_IMAGE_PIXELS
-        if limit is not None and w * h > limit:  # also when another thread's filters let the warning pass
-            raise _bomb(name, f"{w}x{h} = {w * h} pixels")
-        if w < 1 or h < 1:
-            raise ValueError(f"image {name}: {w}x{h} pixels; expected a width and height of at least 1")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise _bomb(name, e) from None
+    except Exception as e:  # Pillow raises many types for a damaged header (OSError, SyntaxError, struct.error...)
+        raise ValueError(f"image {name}: cannot be decoded ({type(e).__name__}: {clip(e)})") from None
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and w * h > limit:  # also when another thread's filters let the warning pass
+        raise _bomb(name, f"{w}x{h} = {w * h} pixels")
+    _limits.check_image_pixels(name, w, h)
+    if w < 1 or h < 1:
+        raise ValueError(f"image {name}: {w}x{h} pixels; expected a width and height of at least 1")
+    return img, w, h
+
+
+def _decode_one(blob: bytes, name: str) -> np.ndarray:
+    """One image as uint8 ``(H, W, C)``, C 1 or 3 (see the module notes)."""
+    from PIL import Image
+    img, w, h = _open(blob, name)
+    try:
         if img.mode.startswith("I") or img.mode == "F":
             arr = _high_depth(img, name)
         else:
@@ -254,14 +250,14 @@ def _decode_one(blob: bytes, name: str) -> np.ndarray:
             arr = np.asarray(img)  # decodes; ~2x faster than a convert() copy for 32x32 JPEGs
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise _bomb(name, e) from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ValueError(f"image {name}: cannot be decoded ({clip(e)})") from None
     except ValueError as e:
         if str(e).startswith(f"image {name}:"):
             raise
-        raise ValueError(f"image {name}: cannot be decoded ({clip(e)})") from None
-    if arr.ndim < 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ValueError(f"image {name}: decoded to shape {arr.shape}; expected a width and height of at least 1")
+        raise ValueError(f"image {name}: cannot be decoded ({type(e).__name__}: {clip(e)})") from None
+    except Exception as e:  # a damaged stream: OSError, SyntaxError, EOFError, struct.error, IndexError...
+        raise ValueError(f"image {name}: cannot be decoded ({type(e).__name__}: {clip(e)})") from None
+    if arr.shape[:2] != (h, w):
+        raise ValueError(f"image {name}: decoded to shape {arr.shape}, its header says {w}x{h} pixels")
     return arr[:, :, None] if arr.ndim == 2 else arr  # (H, W, C)
 
 
@@ -272,49 +268,69 @@ def _resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out[:, :, None] if out.ndim == 2 else out
 
 
-def _decode_arrays(blobs: list[bytes], names: list[str], workers: int) -> list[np.ndarray]:
-    from PIL import Image
-    chunks = [range(i, min(i + _CHUNK, len(blobs))) for i in range(0, len(blobs), _CHUNK)]
+def _common_size(sizes) -> tuple[int, int]:
+    """The most common ``(W, H)``."""
+    return Counter(sizes).most_common(1)[0][0]
 
-    def work(idx):
-        return [_decode_one(blobs[i], names[i]) for i in idx]
-    workers = max(1, min(workers, os.cpu_count() or 1, len(chunks)))
+
+def _decode_all(blobs: list[bytes], names: list[str], workers: int, where: str):
+    """``(uint8 tensor (N, C, H, W), [(W, H) of each image as stored])``.
+
+    First every header is read (in order): each image is checked against the per-image caps and
+    the running total of pixels against ``MAX_TOTAL_PIXELS``, and so is the output (N images at
+    the most common size), all before any pixel is decoded. Then the images are decoded by
+    ``workers`` threads straight into the output, resized where their size differs."""
+    from PIL import Image
     with warnings.catch_warnings():  # Pillow's bomb warning becomes an error (worker threads see these filters)
         warnings.simplefilter("error", Image.DecompressionBombWarning)
+        sizes, channels, total = [], 1, 0
+        for blob, name in zip(blobs, names):
+            img, w, h = _open(blob, name)
+            total += w * h
+            if total > _limits.MAX_TOTAL_PIXELS:
+                raise ValueError(f"image {name}: its {w}x{h} pixels bring the images to {total} pixels, above the "
+                                 f"limit of {_limits.MAX_TOTAL_PIXELS} pixels per dataset "
+                                 "(mixlab.data._limits.MAX_TOTAL_PIXELS); not decoded")
+            sizes.append((w, h))
+            channels = max(channels, _channels(img.mode))
+        width, height = _common_size(sizes)
+        if len(sizes) * width * height > _limits.MAX_TOTAL_PIXELS:
+            raise ValueError(f"{where}: {len(sizes)} images resized to the most common size {width}x{height} make "
+                             f"{len(sizes) * width * height} pixels, above the limit of {_limits.MAX_TOTAL_PIXELS} "
+                             "pixels per dataset (mixlab.data._limits.MAX_TOTAL_PIXELS); not decoded")
+        out = np.empty((len(blobs), channels, height, width), dtype=np.uint8)
+
+        def work(idx):
+            for i in idx:
+                a = _decode_one(blobs[i], names[i])
+                if a.shape[2] > channels:
+                    raise ValueError(f"image {names[i]}: decoded to {a.shape[2]} channels, its header said {channels}")
+                out[i] = (a if a.shape[:2] == (height, width) else _resize(a, (width, height))).transpose(2, 0, 1)
+        chunks = [range(i, min(i + _CHUNK, len(blobs))) for i in range(0, len(blobs), _CHUNK)]
+        workers = max(1, min(workers, os.cpu_count() or 1, len(chunks)))
         if workers == 1:
-            return [a for c in chunks for a in work(c)]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            return [a for part in pool.map(work, chunks) for a in part]
-
-
-def _common_size(arrays) -> tuple[int, int]:
-    """The most common ``(W, H)``."""
-    return Counter((a.shape[1], a.shape[0]) for a in arrays).most_common(1)[0][0]
+            for c in chunks:
+                work(c)
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(work, chunks))
+    return torch.from_numpy(out), sizes  # a grey (1, H, W) broadcast to 3 channels when others are RGB
 
 
 def decode_images(blobs: list[bytes], names: list[str], *, workers: int = 2) -> torch.Tensor:
     """Decode encoded images into one uint8 tensor ``(N, C, H, W)`` (see the module notes)."""
-    return _stack(_decode_arrays(blobs, names, workers))
-
-
-def _stack(arrays: list[np.ndarray]) -> torch.Tensor:
-    size = _common_size(arrays)  # (W, H)
-    channels = max(a.shape[2] for a in arrays)
-    out = np.empty((len(arrays), size[1], size[0], channels), dtype=np.uint8)
-    for i, a in enumerate(arrays):
-        a = a if (a.shape[1], a.shape[0]) == size else _resize(a, size)
-        out[i] = a  # a grey (H, W, 1) broadcasts to (H, W, 3) when others are RGB
-    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
+    return _decode_all(blobs, names, workers, "images")[0]
 
 
 def _build(location: Path, label_regex: str | None) -> dict:
-    parts, blobs = _read_sources(location)
+    parts, blobs = _read_sources(location, _limits.ByteBudget())
     split, names, keep = _labels(location, parts, label_regex)
     idx = [i for i, k in enumerate(keep) if k]
     classes = sorted({names[i] for i in idx})
     lookup = {c: j for j, c in enumerate(classes)}
-    arrays = _decode_arrays([blobs[i] for i in idx], [_display(location, parts[i]) for i in idx], workers=2)
-    x = _stack(arrays)
+    x, stored = _decode_all([blobs[i] for i in idx], [_display(location, parts[i]) for i in idx], 2,
+                            f"image folder {location}")
+    del blobs
     y = torch.tensor([lookup[names[i]] for i in idx], dtype=torch.int64)
     entry = {"classes": classes, "source": str(location.resolve())}
     if split is None:
@@ -328,11 +344,11 @@ def _build(location: Path, label_regex: str | None) -> dict:
                          f"train/ ({len(test_only)} such class(es): {short_list(test_only, 5)}); every class needs "
                          f"training images (add train/{first}/ or remove {test_dir}/{first}/)")
     is_train = torch.tensor([split[i] == "train" for i in idx])
-    sizes = {s: _common_size([a for a, i in zip(arrays, idx) if (split[i] == "train") == (s == "train")])
+    sizes = {s: _common_size([a for a, i in zip(stored, idx) if (split[i] == "train") == (s == "train")])
              for s in ("train", "test") if any((split[i] == "train") == (s == "train") for i in idx)}
     if len(set(sizes.values())) > 1:
         (tw, th), (sw, sh) = sizes["train"], sizes["test"]
-        w, h = _common_size(arrays)
+        w, h = _common_size(stored)
         entry["warnings"] = [f"image folder {location}: training images are mostly {tw}x{th} but test images "
                              f"mostly {sw}x{sh}; all images resized to {w}x{h}"]
     return {**entry, "x_train": x[is_train], "y_train": y[is_train], "x_test": x[~is_train], "y_test": y[~is_train]}

@@ -1,4 +1,19 @@
-"""Bounded text for the data readers' error messages.
+"""Caps on what the dataset readers read and decode, and bounded text for their error messages.
+
+Caps (module constants: raise one by assigning it, e.g. ``mixlab.data._limits.MAX_FILE_BYTES =
+256 << 20``, before loading). Exceeding one is a ``ValueError`` naming the file and the cap,
+raised before the bytes are read or the pixels decoded: sizes come from the file system, tar
+headers, IDX headers and image headers, and compressed streams are read incrementally.
+
+* ``MAX_FILE_BYTES`` (64 MiB): one file read into memory, after decompression: an image file, a
+  tar member, a CIFAR batch (official: 30 MiB), an IDX file (MNIST's largest: 45 MiB), a CSV file.
+* ``MAX_TOTAL_BYTES`` (512 MiB): all the files one dataset reads into memory together.
+* ``MAX_ARCHIVE_BYTES`` (4 GiB): a tarball's decompressed stream, members skipped included;
+  ``MAX_TAR_HEADER_BYTES`` (1 MiB): one pax or GNU long-name header inside it.
+* ``MAX_IMAGE_PIXELS`` (2**25, about 33.5 million): one image's width x height; Pillow's own
+  decompression-bomb limit ``PIL.Image.MAX_IMAGE_PIXELS`` applies too.
+* ``MAX_TOTAL_PIXELS`` (2**28, about 268 million: 805 MB as RGB uint8): the images of one dataset,
+  as stored and once resized to their common size.
 
 A bad data file ends in one ``ValueError`` (or ``TypeError``) whose message names the file; the
 CLI prints it as one line. A message that shows a value from the file (a label, a key, a shape,
@@ -10,11 +25,27 @@ bounds any text (also a library's error message) to one line of at most ``MAX_TE
 from __future__ import annotations
 
 import builtins
+import bz2
+import contextlib
+import gzip
+import lzma
+import os
 import reprlib
+import tarfile
 from itertools import islice
+from pathlib import Path
 
-__all__ = ["short_repr", "short_name", "short_list", "clip", "bound_message", "MAX_REPR_CHARS", "MAX_TEXT_CHARS",
+__all__ = ["MAX_FILE_BYTES", "MAX_TOTAL_BYTES", "MAX_ARCHIVE_BYTES", "MAX_TAR_HEADER_BYTES", "MAX_IMAGE_PIXELS",
+           "MAX_TOTAL_PIXELS", "check_file_bytes", "ByteBudget", "read_capped", "open_tar_stream", "check_image_pixels",
+           "short_repr", "short_name", "short_list", "clip", "bound_message", "MAX_REPR_CHARS", "MAX_TEXT_CHARS",
            "MAX_MESSAGE_CHARS"]
+
+MAX_FILE_BYTES = 64 << 20
+MAX_TOTAL_BYTES = 512 << 20
+MAX_ARCHIVE_BYTES = 4 << 30
+MAX_TAR_HEADER_BYTES = 1 << 20
+MAX_IMAGE_PIXELS = 1 << 25
+MAX_TOTAL_PIXELS = 1 << 28
 
 MAX_REPR_CHARS = 120  # one value shown in a message
 MAX_TEXT_CHARS = 400  # one piece of text (a library's message, a header list) shown in a message
@@ -130,3 +161,139 @@ def bound_message(e: BaseException) -> None:
     text = str(e)
     if len(text) > MAX_MESSAGE_CHARS or "\n" in text or "\r" in text:
         e.args = (clip(text, MAX_MESSAGE_CHARS),)
+
+
+# ----- caps on bytes --------------------------------------------------------------------------------
+
+def _human(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.3g} {unit}"
+    return f"{n} B"
+
+
+def check_file_bytes(what: str, size: int, *, more: bool = False, detail: str = "") -> None:
+    """Refuse one file of more than ``MAX_FILE_BYTES`` (``what`` names it) before reading it."""
+    if size > MAX_FILE_BYTES:
+        raise ValueError(f"{what}: {'more than ' if more else ''}{size} bytes ({_human(size)}){detail}, above the "
+                         f"limit of {MAX_FILE_BYTES} bytes ({_human(MAX_FILE_BYTES)}) per file "
+                         "(mixlab.data._limits.MAX_FILE_BYTES); not read")
+
+
+class ByteBudget:
+    """The bytes one dataset reads into memory: each file is checked against ``MAX_FILE_BYTES``,
+    their sum against ``MAX_TOTAL_BYTES``, before the file is read."""
+
+    def __init__(self):
+        self.total = 0
+
+    def take(self, what: str, size: int) -> None:
+        check_file_bytes(what, size)
+        self.total += size
+        if self.total > MAX_TOTAL_BYTES:
+            raise ValueError(f"{what}: its {size} bytes bring the data read to {self.total} bytes, above the limit of "
+                             f"{MAX_TOTAL_BYTES} bytes ({_human(MAX_TOTAL_BYTES)}) per dataset "
+                             "(mixlab.data._limits.MAX_TOTAL_BYTES); not read")
+
+
+def read_capped(path, what: str, budget: ByteBudget | None = None) -> bytes:
+    """The bytes of ``path`` (size checked before reading, and the read stops past the cap should
+    the file grow meanwhile)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        (budget or ByteBudget()).take(what, size)
+        data = f.read(size)
+        if f.read(1):  # it grew since: read no further than the cap allows
+            data += f.read(MAX_FILE_BYTES - size) if size < MAX_FILE_BYTES else b""
+            check_file_bytes(what, MAX_FILE_BYTES + 1, more=True)
+    return data
+
+
+class _CappedTarInfo(tarfile.TarInfo):
+    """Refuses a pax or GNU long-name header above ``MAX_TAR_HEADER_BYTES`` before ``tarfile`` reads it
+    whole into memory (its size is the header's own claim)."""
+
+    def _proc_member(self, tf):
+        if self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
+                         tarfile.SOLARIS_XHDTYPE) and self.size > MAX_TAR_HEADER_BYTES:
+            raise tarfile.HeaderError(f"an extended header (names, attributes) of {self.size} bytes, above the limit "
+                                      f"of {MAX_TAR_HEADER_BYTES} bytes (mixlab.data._limits.MAX_TAR_HEADER_BYTES)")
+        return super()._proc_member(tf)
+
+
+class _CountedReader:
+    """The decompressed stream ``tarfile`` reads, refused past ``MAX_ARCHIVE_BYTES``."""
+
+    def __init__(self, f, what: str):
+        self._f, self._what, self.count = f, what, 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n if n is not None and 0 <= n <= 1 << 24 else 1 << 24)
+        self.count += len(data)
+        if self.count > MAX_ARCHIVE_BYTES:
+            raise ValueError(f"{self._what}: decompresses to more than {MAX_ARCHIVE_BYTES} bytes "
+                             f"({_human(MAX_ARCHIVE_BYTES)}), the limit per archive "
+                             "(mixlab.data._limits.MAX_ARCHIVE_BYTES); not read further")
+        return data
+
+
+class TarStream:
+    """One sequential pass over a tarball (see :func:`open_tar_stream`)."""
+
+    def __init__(self, tf: tarfile.TarFile, reader: _CountedReader, location: Path, what: str, compressed: bool):
+        self.tf, self._reader, self._location, self._what, self._compressed = tf, reader, location, what, compressed
+
+    def members(self):
+        """The members, each checked to end within ``MAX_ARCHIVE_BYTES`` of decompressed stream
+        before the pass moves over it (a skipped member is decompressed all the same)."""
+        for m in self.tf:
+            end = m.offset_data + m.size
+            if end > MAX_ARCHIVE_BYTES:
+                raise ValueError(f"{self._what}: member '{short_name(m.name)}' ends {end} bytes into the decompressed "
+                                 f"archive, above the limit of {MAX_ARCHIVE_BYTES} bytes ({_human(MAX_ARCHIVE_BYTES)}) "
+                                 "per archive (mixlab.data._limits.MAX_ARCHIVE_BYTES); not read")
+            yield m
+
+    def check_end(self) -> None:
+        """Raise ``EOFError`` (or the decompressor's error) when the archive read to its end was cut.
+
+        A stream cut at a member boundary looks like a complete archive to ``tarfile`` (it takes the
+        missing header for the end), so a truncated download would silently lose its last members:
+        a compressed archive is read on to its end-of-stream marker (gzip, bzip2, xz check it), and
+        an uncompressed one must still hold the end-of-archive blocks after its last member."""
+        if self._compressed:
+            while self._reader.read(1 << 22):
+                pass
+        elif self._location.stat().st_size < self.tf.offset + 1024:
+            raise EOFError("the archive ends without its end-of-archive blocks")
+
+
+@contextlib.contextmanager
+def open_tar_stream(location: Path, what: str):
+    """Open a tarball (plain, gzip, bzip2 or xz, by its first bytes) for one sequential pass with the
+    caps on: its decompressed stream within ``MAX_ARCHIVE_BYTES``, long-name and pax headers
+    within ``MAX_TAR_HEADER_BYTES``. ``what`` names it in messages (e.g. ``"tarball <path>"``)."""
+    with contextlib.ExitStack() as stack:
+        raw = stack.enter_context(open(location, "rb"))
+        magic = raw.read(6)
+        raw.seek(0)
+        if magic[:2] == b"\x1f\x8b":
+            dec = stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
+        elif magic[:3] == b"BZh":
+            dec = stack.enter_context(bz2.BZ2File(raw))
+        elif magic == b"\xfd7zXZ\x00":
+            dec = stack.enter_context(lzma.LZMAFile(raw))
+        else:
+            dec = None
+        reader = _CountedReader(dec if dec is not None else raw, what)
+        tf = stack.enter_context(tarfile.open(fileobj=reader, mode="r|", tarinfo=_CappedTarInfo))
+        yield TarStream(tf, reader, Path(location), what, dec is not None)
+
+
+# ----- caps on pixels -------------------------------------------------------------------------------
+
+def check_image_pixels(name: str, w: int, h: int) -> None:
+    """Refuse one image of more than ``MAX_IMAGE_PIXELS`` pixels (from its header, before decoding)."""
+    if w * h > MAX_IMAGE_PIXELS:
+        raise ValueError(f"image {name}: {w}x{h} = {w * h} pixels, above the limit of {MAX_IMAGE_PIXELS} pixels per "
+                         "image (mixlab.data._limits.MAX_IMAGE_PIXELS); not decoded")

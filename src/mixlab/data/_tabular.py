@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import _limits
 from ._limits import short_list, short_repr
 
 __all__ = ["SKLEARN_SETS", "load_sklearn", "load_csv"]
@@ -131,6 +132,7 @@ def load_csv(path: Path, label_column: str | None) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"dataset 'csv': no file at {path}. Pass data_dir='path/to/file.csv' "
                                 "(optionally 'file.csv::label_column'), a CSV with a header row.")
+    _limits.ByteBudget().take(f"CSV {path}", path.stat().st_size)  # before reading: _limits.MAX_FILE_BYTES
     with open(path, newline="", encoding="utf-8-sig") as f:
         first = f.readline()
         f.seek(0)
