@@ -159,7 +159,7 @@ def test_cifar_pickles_train_from_data_batches_test_from_test_batch(tmp_path, pr
     made = _write_cifar(folder, protocol=protocol, bytes_keys=bytes_keys)
     d = load_dataset("cifar10", data_dir=tmp_path / "c", cache_dir=tmp_path / "cache")
     assert d.x_train.shape == (20, 3, 32, 32) and d.x_test.shape == (4, 3, 32, 32)
-    assert d.classes[0] == "airplane" and d.num_classes == 10
+    assert d.classes[0] == "airplane" and d.num_classes == 8  # labels 0..7: the class count follows them
     # train rows come from batches 1..5 in order (fill values 0, 10, .., 40), test from test_batch (50)
     assert d.x_train[:, 1, 0, 0].tolist() == [v for i in range(5) for v in [i * 10] * 4]
     assert d.x_test[:, 1, 0, 0].tolist() == [50] * 4 and d.x_test[:, 0, 0, 0].tolist() == [0, 1, 2, 3]

@@ -970,3 +970,29 @@ def test_14_cifar_total_bytes_cap(tmp_path, monkeypatch):
                                          r"MAX_TOTAL_BYTES") as e:
         load_dataset("cifar10", data_dir=c, cache_dir=False)
     _one_line(e.value, c / "data_batch_4")
+
+
+# ----- 15. the class count comes from the labels present --------------------------------------
+
+def test_15_cifar_meta_listing_more_names_than_the_labels_use_is_trimmed(tmp_path):
+    """Before: a batches.meta of 100 names gave a 100-class model for data labelled 0..3."""
+    c = _cifar(tmp_path / "c", meta={"label_names": [f"n{i}" for i in range(100)]})  # labels 0..3
+    with pytest.warns(UserWarning, match=r"batches\.meta: lists 100 class names \(label_names\) but the labels of "
+                                         r"the batches are 0\.\.3; the class count is 4, taken from the labels"):
+        d = load_dataset("cifar10", data_dir=c, cache_dir=tmp_path / "cache")
+    assert d.num_classes == 4 and d.classes == ["n0", "n1", "n2", "n3"]
+    with pytest.warns(UserWarning, match=r"lists 100 class names"):  # said again when read from the cache
+        assert load_dataset("cifar10", data_dir=c, cache_dir=tmp_path / "cache").num_classes == 4
+
+
+def test_15_cifar_default_names_follow_the_labels(tmp_path):
+    c = _cifar(tmp_path / "c", labels={n: [0, 1, 2, 5] for n in _CIFAR_NAMES})
+    d = load_dataset("cifar10", data_dir=c, cache_dir=False)
+    assert d.classes == ["airplane", "automobile", "bird", "cat", "deer", "dog"]  # before: all 10 names
+
+
+def test_15_idx_default_names_follow_the_labels(tmp_path):
+    d = _idx_set(tmp_path / "mn", y_train=(np.arange(12) % 5).astype(np.uint8),
+                 y_test=(np.arange(6) % 5).astype(np.uint8))
+    out = load_dataset("fashion-mnist", data_dir=d, cache_dir=False)
+    assert out.num_classes == 5 and out.classes[-1] == "Coat"  # before: 10 classes, 5 of them never seen
