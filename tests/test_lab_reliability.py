@@ -241,6 +241,9 @@ def test_kill_9_then_resume_ends_exactly_like_an_uninterrupted_run(case, writes,
     res = _killer(out, k, mode, delay)
     killed = res.returncode == -signal.SIGKILL
     assert killed or res.returncode == 0, res.stderr[-3000:]
+    # a "delay" kill may fire after the run finished and released its lock, while the interpreter exits
+    late = killed and mode == "delay" and not (out / LOCK).exists() and (out / "report.md").exists()
+    killed = killed and not late
     if killed:
         assert (out / LOCK).exists(), "a killed run leaves its lock behind (the next start recovers it)"
     if (out / "config.json").exists():

@@ -12,7 +12,9 @@ Folder layout (every file written atomically)::
                     summary.json), so every paired test can be recomputed
     checkpoints/    seed<S>_init.pt, seed<S>_<arm>.pt (after every epoch; --resume reads them) and
                     seed<S>_<arm>.prev.pt (the epoch before, the fallback if the latest is damaged)
-    .mixlab-run.json  the marker: this folder is a mixlab run (command, configuration and its hash)
+    .mixlab-run.json  the marker: this folder is a mixlab run (command, configuration and its hash), and
+                    the list of every file the run wrote (each listed before it is written); --overwrite
+                    removes exactly those, never through a symbolic link
     .mixlab-lock      while a process owns the folder: its pid and host
 
 What the lab promises about this folder, and which test checks each promise: docs/RELIABILITY.md.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import statistics
 import sys
@@ -34,10 +37,10 @@ import torch
 from .config import ALPHA_FREE, MIXES, LabConfig
 from .distributed import broadcast_object
 from .models import build_model, default_model
-from .store import (CheckpointError, RunError, RunLock, atomic_write_bytes, atomic_write_json, atomic_write_text,
-                    check_checkpoint_matches,
-                    config_sha256, data_fingerprint, is_temporary_of, load_checkpoint, provenance, remove_stale_tmp,
-                    save_checkpoint)
+from .store import (CheckpointError, RunError, RunFiles, RunLock, atomic_write_bytes, atomic_write_json,
+                    atomic_write_text, check_checkpoint_matches, check_identity, checkpoint_identity,
+                    config_sha256, data_fingerprint, is_temporary_of, load_checkpoint, provenance, recording,
+                    remove_listed, remove_stale_tmp, save_checkpoint)
 from .train import predict, prepare_data, train_arm, weights_sha256
 
 __all__ = ["run_lab", "arms_for", "summarize", "Arm", "METRICS", "MARKER", "LOCK", "save_predictions",
@@ -58,7 +61,10 @@ def arms_for(command: str, cfg: LabConfig) -> list[Arm]:
     """The arms to train: ``compare`` trains the baseline and every (method, alpha) of ``--mix`` x
     ``--alpha`` (methods that draw no lam once); ``train`` one arm.
 
-    Arm names are the method's name, with ``-<alpha>`` appended when ``--alpha`` lists several.
+    Arm names are the method's name, with ``-<alpha>`` appended when ``--alpha`` lists several
+    (``:g``, or the exact ``repr`` when ``:g`` would round: ``mixup-0.2``, ``mixup-0.2000001``,
+    ``mixup-1e+06``). Names are unique (checkpoints and predictions are named after them); a
+    ``ValueError`` refuses a list that would repeat one.
     """
     mixes, alphas = cfg.mixes, cfg.alphas
     if command == "compare":
@@ -71,12 +77,28 @@ def arms_for(command: str, cfg: LabConfig) -> list[Arm]:
             if m in ALPHA_FREE or len(alphas) == 1:
                 arms.append(Arm(m, m, alphas[0]))
             else:
-                arms += [Arm(f"{m}-{a:g}", m, a) for a in alphas]
+                arms += [Arm(f"{m}-{_alpha_label(a)}", m, a) for a in alphas]
+        _unique_names(arms)
         return arms
     if len(mixes) > 1 or len(alphas) > 1:
         raise ValueError(f"`mixlab train` trains one arm: give one --mix and one --alpha (got --mix {cfg.mix!r}, "
                          f"--alpha {cfg.alpha!r}); `mixlab compare` takes lists")
     return [Arm("baseline" if mixes[0] == "none" else mixes[0], mixes[0], alphas[0])]
+
+
+def _alpha_label(alpha: float) -> str:
+    """``alpha`` in an arm name: ``:g`` when it reads back as the same number, else the exact ``repr``."""
+    short = f"{alpha:g}"
+    return short if float(short) == float(alpha) else repr(float(alpha))
+
+
+def _unique_names(arms: list) -> None:
+    names = [a[0] for a in arms]
+    for name in names:
+        if names.count(name) > 1 or name == "init":
+            raise ValueError(f"--mix/--alpha: two of the runs would be named {name!r} (the initial weights' "
+                             f"checkpoint or another arm), and each arm's checkpoints and predictions are named "
+                             f"after it; give distinct methods and alphas")
 
 
 def save_predictions(path: Path, preds: dict) -> str:
@@ -125,10 +147,8 @@ MARKER = ".mixlab-run.json"
 LOCK = ".mixlab-lock"
 _RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "report.md")
 _PLOTS = ("curves.png", "reliability.png", "beta.png", "mixed_samples.png", "alpha.png", "ranking.png")
-_CHECKPOINT = re.compile(r"seed\d+_[A-Za-z0-9.-]+?(\.prev)?\.pt")
-_PREDICTIONS = re.compile(r"seed\d+_[A-Za-z0-9.-]+\.npz")
+_FOLDERS = {"checkpoints": "checkpoints", "predictions": "per-image predictions", "plots": "plots"}
 _ROOT_FILES = re.compile("|".join(re.escape(n) for n in _RUN_FILES + (MARKER,)))
-_PLOT_FILES = re.compile("|".join(re.escape(n) for n in _PLOTS))
 
 
 def _ours_in_passing(name: str) -> bool:
@@ -204,34 +224,124 @@ def _check_folder(out: Path, command: str, cfg: LabConfig, arms: list, *, resume
                    f"changed: choose a new or empty folder for --out")
 
 
-def _clear_run(out: Path) -> list:
-    """Delete the files a previous mixlab run wrote in ``out`` (only those: nothing else is touched)."""
-    gone = []
-    candidates = [out / n for n in _RUN_FILES] + [out / "plots" / n for n in _PLOTS]
-    ck = out / "checkpoints"
-    if ck.is_dir():
-        candidates += [f for f in ck.iterdir() if _CHECKPOINT.fullmatch(f.name)]
-    pr = out / "predictions"
-    if pr.is_dir():
-        candidates += [f for f in pr.iterdir() if _PREDICTIONS.fullmatch(f.name)]
-    for f in candidates:  # not the marker: it is rewritten next, so a crash in between leaves a marked folder
-        if f.is_file():
-            f.unlink()
-            gone.append(f)
-    for d in (out / "plots", ck, pr):
+def _run_paths(seeds, names, plots=_PLOTS) -> set:
+    """The files (relative POSIX paths) a run of these seeds and arm names may write, the marker aside."""
+    paths = set(_RUN_FILES) | {f"plots/{p}" for p in plots}
+    for s in seeds:
+        paths.add(f"checkpoints/seed{s}_init.pt")
+        for n in names:
+            paths |= {f"checkpoints/seed{s}_{n}.pt", f"checkpoints/seed{s}_{n}.prev.pt", f"predictions/seed{s}_{n}.npz"}
+    return paths
+
+
+def _writes(cfg: LabConfig, arms: list, kind: str | None = None) -> set:
+    """The files this run will write (plots: those :func:`mixlab.lab.report.write_report` makes for
+    these arms; ``mixed_samples.png`` when ``kind`` is known to be ``"image"``)."""
+    alphas: dict = {}
+    for _, mix, _alpha in arms:
+        if mix != "none" and mix not in ALPHA_FREE:
+            alphas[mix] = alphas.get(mix, 0) + 1
+    plots = ["curves.png", "reliability.png", "beta.png"]
+    plots += ["alpha.png"] if len(arms) >= 3 and any(n > 1 for n in alphas.values()) else []
+    plots += ["mixed_samples.png"] if kind == "image" else []
+    return _run_paths(cfg.seeds, [a[0] for a in arms], plots)
+
+
+def _previous_files(out: Path, marker) -> tuple[list, bool]:
+    """The files the run in ``out`` wrote, and whether its marker listed them.
+
+    A marker without a list (written by an older mixlab), a damaged or missing one: the names a
+    run of its recorded seeds and arms writes (config.json's, else the marker's configuration).
+    """
+    if isinstance(marker, dict) and isinstance(marker.get(RunFiles.KEY), list):
+        return [f for f in marker[RunFiles.KEY] if isinstance(f, str)], True
+    saved, _ = _read_json(out / "config.json")
+    saved = saved if isinstance(saved, dict) else {}
+    conf = saved.get("config") if isinstance(saved.get("config"), dict) else {}
+    if not conf and isinstance(marker, dict) and isinstance(marker.get("config"), dict):
+        conf = marker["config"]
+    seeds = conf.get("seeds") if isinstance(conf.get("seeds"), list) else []
+    names = saved.get("arms") if isinstance(saved.get("arms"), list) else []
+    return sorted(_run_paths([s for s in seeds if isinstance(s, int)], [n for n in names if isinstance(n, str)])), False
+
+
+def _check_layout(out: Path, cfg: LabConfig, arms: list, *, resume: bool, overwrite: bool,
+                  kind: str | None = None) -> dict:
+    """Refuse (``RunError``, reads only) a folder this run cannot write into as it is, before any work.
+
+    ``checkpoints/``, ``predictions/`` and ``plots/`` must be real folders (or absent): not files,
+    not symbolic links (the run writes only inside ``--out``). A file the run writes must not be a
+    folder. With ``--overwrite`` (and on ``--resume`` when the marker lists the run's files), a file
+    the run will write that is not one the previous run wrote (and that ``--overwrite`` removes) is
+    the user's: refused, never replaced. Returns the plan: ``{"previous": [...], "listed": bool}``.
+    """
+    if not out.is_dir():
+        return {"previous": [], "listed": False}
+    nothing = "nothing was changed"
+    for name, what in _FOLDERS.items():
+        path = out / name
+        if path.is_symlink():
+            raise RunError(f"{path} is a symbolic link; the run writes its {what} only inside --out {out}, never "
+                           f"through a link: replace it with a folder (or remove it); {nothing}")
+        if path.exists() and not path.is_dir():
+            raise RunError(f"{path} is a file, not a folder; the run writes its {what} there: move it away; {nothing}")
+    writes = _writes(cfg, arms, kind)
+    for rel in sorted(writes):
+        path = out / rel
+        if path.is_dir() and not path.is_symlink():
+            raise RunError(f"{path} is a folder, but the run writes a file there: move it away; {nothing}")
+    marker, _ = _read_json(out / MARKER)
+    previous, listed = _previous_files(out, marker)
+    owned = None
+    if overwrite:
+        owned = set(remove_listed(out, previous, dry_run=True)[0])
+    elif resume and listed:
+        owned = set(previous)
+    if owned is not None:
+        for rel in sorted(writes - owned):
+            if os.path.lexists(out / rel):
+                whose = "the previous run" if overwrite else "this run"
+                source = f"{out / MARKER}" if listed else f"{out / MARKER} or config.json"
+                raise RunError(f"{out / rel} was not written by {whose} (it is not one of the files {source} "
+                               f"lists), but the run writes it: move it away, or choose another --out; {nothing}")
+    return {"previous": previous, "listed": listed}
+
+
+def _check_saved_config(out: Path, cfg: LabConfig, arms: list) -> None:
+    """A resume without a usable marker: config.json is then the only record of the run's configuration,
+    so check it against the hash every checkpoint records (reads only; ``RunError`` names both)."""
+    want = config_sha256(cfg.to_dict())
+    for rel in sorted(p for p in _run_paths(cfg.seeds, [a[0] for a in arms]) if p.endswith(".pt")):
+        path = out / rel
+        if not path.is_file():
+            continue
         try:
-            d.rmdir()  # only when empty
-        except OSError:
-            pass
-    return gone
+            got = load_checkpoint(path).get("config_sha256")
+        except CheckpointError:
+            continue  # damaged: training falls back, rebuilds it or names it
+        if isinstance(got, str) and got != want:
+            raise RunError(f"{out / 'config.json'} does not hold the configuration the run's checkpoints were written "
+                           f"with ({rel}: config hash {got[:12]}, config.json {want[:12]}), and {out / MARKER}, which "
+                           f"records it, is missing or damaged: undo the edit to config.json, or start a new run "
+                           f"(another --out, or --overwrite); nothing was changed")
 
 
-def _write_marker(out: Path, command: str, cfg: LabConfig) -> None:
+def _tmp_targets(out: Path, rels) -> list:
+    """``(folder, name pattern)`` pairs for :func:`remove_stale_tmp`: exactly the files a run lists."""
+    groups: dict = {}
+    for rel in set(rels) | set(_RUN_FILES) | {MARKER}:
+        folder, _, name = rel.rpartition("/")
+        groups.setdefault(folder, set()).add(name)
+    return [(out / folder if folder else Path(os.path.realpath(out)),
+             re.compile("|".join(re.escape(n) for n in sorted(names)))) for folder, names in groups.items()]
+
+
+def _marker_header(command: str, cfg: LabConfig) -> dict:
     import mixlab
 
-    atomic_write_json(out / MARKER, {"mixlab_run": 1, "command": command, "config_sha256": config_sha256(cfg.to_dict()),
-                                     "config": cfg.to_dict(), "mixlab": getattr(mixlab, "__version__", None),
-                                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return {"mixlab_run": 1, "command": command, "config_sha256": config_sha256(cfg.to_dict()),
+            "config": cfg.to_dict(), "mixlab": getattr(mixlab, "__version__", None),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def _agree(step: Callable[[], object], main_process: bool):
@@ -265,11 +375,14 @@ def _initial_weights(cfg: LabConfig, seed: int, input_shape, num_classes, path: 
     """The seed's initial weights: made once (global generator seeded by ``seed``), saved, reused by every arm.
 
     Every rank of a torchrun job makes the same weights from the seed; only the main process saves them.
-    A damaged (or missing) saved copy is rebuilt from the seed: the weights are a function of it.
+    A damaged (or missing) saved copy, or one of another seed or model, is rebuilt from the seed: the
+    weights are a function of it.
     """
+    identity = {"seed": seed, "model": cfg.model}
     if path.exists():
         try:
             ck = load_checkpoint(path, required=("model",))
+            check_identity(ck, path, identity)
         except CheckpointError as e:
             if main_process:
                 _stderr(f"mixlab: {path} {e.problem}; rebuilding the initial weights from seed {seed} "
@@ -281,7 +394,8 @@ def _initial_weights(cfg: LabConfig, seed: int, input_shape, num_classes, path: 
     torch.manual_seed(seed)
     state = build_model(cfg.model, input_shape, num_classes).state_dict()
     if main_process:
-        save_checkpoint(path, {"model": state, "seed": seed, "model_name": cfg.model, **(expect or {})})
+        save_checkpoint(path, {"model": state, "seed": seed, "model_name": cfg.model, **(expect or {})},
+                        identity=identity)
     return state
 
 
@@ -442,6 +556,7 @@ def run_lab(cfg: LabConfig, arms: list[tuple[str, str]], *, resume: bool = False
 
     def check() -> None:  # reads only
         _check_folder(out, command, cfg, arms, resume=resume, overwrite=overwrite)
+        _check_layout(out, cfg, arms, resume=resume, overwrite=overwrite)
         lock.refuse_if_held()
 
     # 1. Read-only checks: refuse early, before any data is loaded.
@@ -452,36 +567,56 @@ def run_lab(cfg: LabConfig, arms: list[tuple[str, str]], *, resume: bool = False
         cfg.model = default_model(first.kind)
     info = provenance()
 
-    def take_folder() -> None:
+    def take_folder() -> RunFiles:
         out.mkdir(parents=True, exist_ok=True)
         lock.acquire(log=_stderr)
-        try:  # check again, now that no other mixlab process can change the folder
+        try:  # check again, now that no other mixlab process can change the folder; reads only up to the clear
             state = _check_folder(out, command, cfg, arms, resume=resume, overwrite=overwrite)
-            if state["clear"]:
-                gone = _clear_run(out)
+            plan = _check_layout(out, cfg, arms, resume=resume, overwrite=overwrite, kind=first.kind)
+            if resume and not state["marker_ok"]:
+                _check_saved_config(out, cfg, arms)
+            if state["clear"]:  # exactly the listed files, never through a link; not the marker (rewritten next)
+                gone, left = remove_listed(out, plan["previous"])
                 log(f"--overwrite: removed the previous run's {len(gone)} file(s) from {out}")
-            stale = remove_stale_tmp((out, _ROOT_FILES), (out / "checkpoints", _CHECKPOINT),
-                                     (out / "plots", _PLOT_FILES), (out / "predictions", _PREDICTIONS))
+                if left:
+                    _stderr(f"mixlab: --overwrite left {len(left)} listed path(s) alone: "
+                            + "; ".join(f"{rel} {why}" for rel, why in left[:5]) + ("; ..." if len(left) > 5 else ""))
+            expected = _run_paths(cfg.seeds, [a[0] for a in arms])
+            stale = remove_stale_tmp(*_tmp_targets(out, set(plan["previous"]) | expected))
             if stale:
                 _stderr(f"mixlab: removed {len(stale)} unfinished temporary file(s) left by a killed run in {out}")
-            # config.json first, then the marker: a kill in between leaves a folder --resume can continue.
-            # A resume keeps the run's config.json (the record of what was run; threads/device changes
-            # go to the checkpoints' notes), so a refused resume leaves the folder as it was.
             if not resume:
+                # config.json first, then the marker listing it: a kill in between leaves a folder --resume
+                # can continue (a missing marker is rebuilt from config.json).
                 atomic_write_json(out / "config.json", {"config": cfg.to_dict(), "arms": [a[0] for a in arms],
                                                          "data": _data_info(first), **info})
-            if not resume or not state["marker_ok"]:
-                if resume:
-                    _stderr(f"mixlab: {out / MARKER} was missing or damaged; rewrote it from config.json")
-                _write_marker(out, command, cfg)
+                files = RunFiles(out, MARKER, _marker_header(command, cfg), ["config.json"])
+                files.save()
+                return files
+            # A resume keeps the run's config.json (the record of what was run; threads/device changes go to
+            # the checkpoints' notes) and writes the marker only when its list grows or the run ends, so a
+            # refused resume leaves the folder as it was.
+            if state["marker_ok"]:
+                marker, _ = _read_json(out / MARKER)
+                owned = plan["previous"] if plan["listed"] else [r for r in plan["previous"]
+                                                                 if os.path.lexists(out / r)]
+                return RunFiles(out, MARKER, marker, owned, pending=not plan["listed"])
+            note = f"mixlab: {out / MARKER} was missing or damaged; rewrote it from config.json"
+            return RunFiles(out, MARKER, _marker_header(command, cfg),
+                            [r for r in plan["previous"] if os.path.lexists(out / r)], pending=True,
+                            on_save=lambda: _stderr(note))
         except BaseException:
             lock.release()
             raise
 
     # 3. Own the folder (rank 0); every rank learns whether that worked.
-    _agree(take_folder, main_process)
+    files = _agree(take_folder, main_process)
     try:
-        return _train_all(cfg, arms, out, first, main_process, log)
+        with recording(files):  # every file written under --out is listed in the marker first
+            summary = _train_all(cfg, arms, out, first, main_process, log)
+        if files is not None:
+            files.flush()
+        return summary
     finally:
         if main_process:
             lock.release()
@@ -516,10 +651,13 @@ def _train_all(cfg: LabConfig, arms: list, out: Path, first, main_process: bool,
                     f"nll {last['test_nll']:.4f}  ece {last['test_ece']:.4f}  train loss {last['train_loss']:.4f}  "
                     f"({last['epoch_time_s']:.1f}s)")
 
-            hist, init_hash = train_arm(cfg, data, model, seed=seed, arm=arm, mix=mix,
-                                        ckpt_path=out / "checkpoints" / f"seed{seed}_{arm}.pt",
-                                        main_process=main_process, on_epoch=on_epoch, fingerprint=fingerprint,
-                                        notes=notes, alpha=alpha)
+            owner = {"seed": seed, "arm": arm, "method": mix,
+                     "alpha": None if mix in ALPHA_FREE + ("none",) else float(alpha)}
+            with checkpoint_identity(owner):  # its checkpoints record it; another arm's count as damaged
+                hist, init_hash = train_arm(cfg, data, model, seed=seed, arm=arm, mix=mix,
+                                            ckpt_path=out / "checkpoints" / f"seed{seed}_{arm}.pt",
+                                            main_process=main_process, on_epoch=on_epoch, fingerprint=fingerprint,
+                                            notes=notes, alpha=alpha)
             histories[(seed, arm)] = hist
             if main_process:  # from the final weights: also after a resume of a finished arm
                 predictions[(seed, arm)] = predict(model, cfg, data)

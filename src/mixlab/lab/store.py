@@ -9,10 +9,16 @@ A checkpoint is a ``torch.save`` zip archive whose zip *comment* holds
 ``mixlab-sha256:<hex>``, the SHA-256 of every byte before it: :func:`load_checkpoint` checks
 it before ``torch.load(..., weights_only=True)`` parses anything, so a truncated, zeroed or
 bit-flipped file is reported as damaged instead of loading wrong numbers. The file stays a
-valid zip, so plain ``torch.load`` still reads it. See docs/RELIABILITY.md.
+valid zip, so plain ``torch.load`` still reads it. A checkpoint also records whose it is (seed,
+arm, method, alpha: :func:`checkpoint_identity`) and is treated as damaged by any other arm.
+
+The files a run writes are listed in its marker before they are written (:class:`RunFiles`,
+:func:`recording`); ``--overwrite`` removes exactly those, never through a symbolic link
+(:func:`remove_listed`). See docs/RELIABILITY.md.
 """
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import io
 import json
@@ -21,13 +27,15 @@ import platform
 import re
 import secrets
 import socket
+import stat
 import struct
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 
@@ -36,7 +44,8 @@ from .config import LabError
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "save_checkpoint",
            "load_checkpoint", "previous_path", "load_latest_checkpoint", "check_checkpoint_matches",
            "RunError", "CheckpointError", "RunLock", "remove_stale_tmp", "is_temporary_of", "fsync_dir",
-           "config_sha256", "data_fingerprint", "describe_data_change", "provenance", "gen_state", "set_gen_state"]
+           "config_sha256", "data_fingerprint", "describe_data_change", "provenance", "gen_state", "set_gen_state",
+           "RunFiles", "recording", "remove_listed", "safe_relative", "checkpoint_identity", "check_identity"]
 
 
 _UMASK = os.umask(0o022)
@@ -102,6 +111,10 @@ def atomic_write_bytes(path, data: bytes, *, keep_previous: bool = False) -> Non
     ``keep_previous=True`` first moves the current file (if any) to :func:`previous_path`.
     """
     path = Path(path)
+    for files in _RECORDERS:  # listed before the first byte reaches the folder (see RunFiles)
+        files.add(path)
+        if keep_previous and os.path.lexists(path):
+            files.add(previous_path(path))
     tmp = _write_tmp(path, data)
     try:
         if keep_previous and path.exists():
@@ -131,19 +144,210 @@ def remove_stale_tmp(*pairs) -> list:
 
     ``pairs`` are ``(folder, target)``: only ``.<name>.<8 random>.tmp`` files whose ``<name>``
     matches the regular expression ``target`` (a file the lab writes there) are removed, so a
-    user's own ``*.tmp`` files are never touched. Call it only while holding the folder's
-    :class:`RunLock` (no other writer is running then).
+    user's own ``*.tmp`` files are never touched. A folder that is a symbolic link is not entered,
+    and a link is never removed. Call it only while holding the folder's :class:`RunLock` (no
+    other writer is running then).
     """
     removed = []
     for folder, target in pairs:
         folder = Path(folder)
-        if not folder.is_dir():
+        if not folder.is_dir() or folder.is_symlink():
             continue
         for f in folder.iterdir():
-            if is_temporary_of(f.name, target) and f.is_file():
+            if is_temporary_of(f.name, target) and f.is_file() and not f.is_symlink():
                 f.unlink(missing_ok=True)
                 removed.append(f)
     return removed
+
+
+# ------------------------------------------------------------------------------ the run's file list
+
+_RECORDERS: list = []  # the RunFiles being kept up to date by this process's writes (see recording())
+
+
+def safe_relative(rel) -> bool:
+    """Whether ``rel`` is a plain relative POSIX path inside a folder: no ``..``, ``.``, empty or absolute parts."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\0" in rel or PurePosixPath(rel).is_absolute():
+        return False
+    return all(part not in ("", ".", "..") for part in rel.split("/"))
+
+
+class RunFiles:
+    """The files a run wrote in its folder, listed under ``"files"`` in its marker file.
+
+    While :func:`recording` is active, :func:`atomic_write_bytes` (so every writer: checkpoints,
+    predictions, metrics, plots, the report) adds each path under ``root`` here *before* the
+    first byte reaches the folder (the temporary file's name derives from the listed one, and a
+    checkpoint's ``.prev.pt`` is listed before the rotation), and the marker is rewritten
+    atomically whenever the list grows. The marker therefore never lags the folder: after a
+    kill it may list a file that was never written, never the reverse. ``--overwrite`` removes
+    exactly the listed files (:func:`remove_listed`).
+
+    ``header`` is the rest of the marker's content. ``pending=True`` (a marker to be repaired)
+    writes the marker at the next addition or at :meth:`flush`, not before; ``on_save`` is
+    called once, after the first write.
+    """
+
+    KEY = "files"
+
+    def __init__(self, root, marker: str, header: dict, files=(), *, pending: bool = False, on_save=None):
+        self.root = Path(os.path.abspath(root))
+        self.marker = self.root / marker
+        self.header = {k: v for k, v in header.items() if k != self.KEY}
+        self.files = {f for f in files if safe_relative(f)}
+        self.pending, self.on_save = pending, on_save
+
+    def relative(self, path) -> str | None:
+        """``path`` relative to the root (POSIX), or None if it is not inside it (links are not resolved)."""
+        try:
+            rel = Path(os.path.relpath(os.path.abspath(path), self.root)).as_posix()
+        except ValueError:  # another drive (Windows)
+            return None
+        return rel if safe_relative(rel) else None
+
+    def add(self, path) -> None:
+        """List ``path`` (a file about to be written); rewrites the marker if it is new."""
+        rel = self.relative(path)
+        if rel is None or rel == self.marker.name or rel in self.files:
+            return
+        self.files.add(rel)
+        self.save()
+
+    def save(self) -> None:
+        """Write the marker (atomically) with the current list."""
+        atomic_write_json(self.marker, {**self.header, self.KEY: sorted(self.files)})
+        self.pending = False
+        if self.on_save is not None:
+            done, self.on_save = self.on_save, None
+            done()
+
+    def flush(self) -> None:
+        """Write a pending marker (one to be repaired) that no addition has written yet."""
+        if self.pending:
+            self.save()
+
+
+@contextmanager
+def recording(files: RunFiles | None):
+    """Within the block, every :func:`atomic_write_bytes` under ``files.root`` is listed in ``files`` first."""
+    if files is None:
+        yield None
+        return
+    _RECORDERS.append(files)
+    try:
+        yield files
+    finally:
+        _RECORDERS.remove(files)
+
+
+_NO_FOLLOW = (hasattr(os, "O_NOFOLLOW") and hasattr(os, "O_DIRECTORY")
+              and {os.open, os.stat, os.unlink, os.rmdir} <= os.supports_dir_fd
+              and os.stat in os.supports_follow_symlinks)
+
+
+def _open_dirs(root, parts) -> int:
+    """A descriptor of ``root/parts...``, each step a real folder (``O_NOFOLLOW``); OSError otherwise."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in parts:
+            sub = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = sub
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _lstat_walk(root, parts):
+    """Without ``dir_fd`` (Windows): the path of ``root/parts...`` if every step is a real folder inside ``root``."""
+    path = Path(root)
+    for part in parts:
+        path = path / part
+        st = os.lstat(path)  # FileNotFoundError: missing
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or getattr(path, "is_junction", bool)():
+            raise NotADirectoryError(str(path))
+    real, base = os.path.realpath(path), os.path.realpath(root)
+    if os.path.commonpath([real, base]) != base:
+        raise NotADirectoryError(str(path))
+    return path
+
+
+def _unlink_listed(root, parts, dry_run: bool = False) -> str | None:
+    """Delete ``root/parts...`` if it is a regular file reached through real folders; else why not ("missing", ...)."""
+    try:
+        fd = _open_dirs(root, parts[:-1]) if _NO_FOLLOW else None
+        folder = None if _NO_FOLLOW else _lstat_walk(root, parts[:-1])
+    except FileNotFoundError:
+        return "missing"
+    except OSError:
+        return "is reached through a symbolic link or a file, not through the run's folders"
+    try:
+        name = parts[-1]
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False) if fd is not None else os.lstat(folder / name)
+        except FileNotFoundError:
+            return "missing"
+        if stat.S_ISLNK(st.st_mode):
+            return "is now a symbolic link"
+        if not stat.S_ISREG(st.st_mode):
+            return "is now a folder or another non-file"
+        try:
+            if dry_run:
+                pass
+            elif fd is not None:
+                os.unlink(name, dir_fd=fd)
+            else:
+                os.unlink(folder / name)
+        except FileNotFoundError:
+            return "missing"
+        return None
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _rmdir_listed(root, parts) -> None:
+    """Remove the folder ``root/parts...`` if it is empty and a real folder (never a link)."""
+    try:
+        if _NO_FOLLOW:
+            fd = _open_dirs(root, parts[:-1])
+            try:
+                os.rmdir(parts[-1], dir_fd=fd)  # a link: ENOTDIR; not empty: ENOTEMPTY
+            finally:
+                os.close(fd)
+        else:
+            os.rmdir(_lstat_walk(root, parts))
+    except OSError:
+        pass
+
+
+def remove_listed(root, files, *, dry_run: bool = False) -> tuple[list, list]:
+    """Delete the listed files (relative POSIX paths) under ``root``, never through a symbolic link.
+
+    A listed path is deleted only if it is a regular file reached from ``root`` through real
+    folders: a linked folder is never entered, and a path that is absolute, has ``..``, leads
+    through a link or a file, or is now a link, a folder or anything but a regular file is left
+    alone. Folders the removal leaves empty are removed (never ``root``, never a link).
+
+    Returns ``(removed, skipped)``: the removed paths, and ``(path, why)`` for every listed path
+    that exists but was left (a missing one is neither). ``dry_run=True`` removes nothing and
+    returns what would be removed.
+    """
+    removed, skipped = [], []
+    for rel in sorted({f for f in files if isinstance(f, str)}):
+        if not safe_relative(rel):
+            skipped.append((rel, "is not a path inside the run folder"))
+            continue
+        why = _unlink_listed(root, rel.split("/"), dry_run)
+        if why is None:
+            removed.append(rel)
+        elif why != "missing":
+            skipped.append((rel, why))
+    folders = set() if dry_run else {"/".join(r.split("/")[:i]) for r in removed for i in range(1, r.count("/") + 1)}
+    for folder in sorted(folders, key=lambda d: -d.count("/")):
+        _rmdir_listed(root, folder.split("/"))
+    return removed, skipped
 
 
 def atomic_write_text(path, text: str) -> None:
@@ -175,12 +379,63 @@ def _checkpoint_bytes(state: dict) -> bytes:
     return body + _TAG + hashlib.sha256(body).hexdigest().encode()
 
 
-def save_checkpoint(path, state: dict, *, keep_previous: bool = False) -> None:
+_IDENTITY: contextvars.ContextVar = contextvars.ContextVar("mixlab_checkpoint_identity", default=None)
+
+
+@contextmanager
+def checkpoint_identity(identity: dict | None):
+    """Within the block, checkpoints belong to ``identity`` (e.g. ``{"seed": 0, "arm": "mixup-0.2",
+    "method": "mixup", "alpha": 0.2}``): :func:`save_checkpoint` records it under ``"identity"``
+    and :func:`load_latest_checkpoint` treats a checkpoint recording another one as damaged (it
+    falls back to the previous checkpoint, or asks for the file to be deleted)."""
+    token = _IDENTITY.set(None if identity is None else dict(identity))
+    try:
+        yield
+    finally:
+        _IDENTITY.reset(token)
+
+
+def _describe_identity(ident: dict) -> str:
+    if not ident:
+        return "no recorded owner"
+    text = []
+    if "seed" in ident:
+        text.append(f"seed {ident['seed']}")
+    if "arm" in ident:
+        text.append(f"arm {ident['arm']!r}")
+    rest = [f"{k} {v!r}" for k, v in ident.items() if k not in ("seed", "arm")]
+    return " ".join(text) + (f" ({', '.join(rest)})" if rest else "")
+
+
+def check_identity(ck: dict, path, identity: dict | None) -> None:
+    """Raise :class:`CheckpointError` if checkpoint ``ck`` records another owner than ``identity``.
+
+    A checkpoint written before identities were recorded is judged by the ``seed`` and ``arm``
+    it holds. ``identity=None`` checks nothing.
+    """
+    if not identity:
+        return
+    theirs = ck.get("identity")
+    if isinstance(theirs, dict):
+        other = theirs != identity
+    else:
+        theirs = {k: ck[k] for k in ("seed", "arm") if k in ck and k in identity}
+        other = any(identity[k] != v for k, v in theirs.items())
+    if other:
+        raise CheckpointError(path, f"belongs to {_describe_identity(theirs)}, not to {_describe_identity(identity)} "
+                                    f"(copied or renamed into place)")
+
+
+def save_checkpoint(path, state: dict, *, keep_previous: bool = False, identity: dict | None = None) -> None:
     """``torch.save`` a dict of tensors and plain Python types atomically, with its SHA-256 inside.
 
     ``keep_previous=True`` first moves the current file (if any) to :func:`previous_path`, so
     the last two checkpoints exist; pass it only when the current file is known to be good.
+    ``identity`` (default: the one of :func:`checkpoint_identity`, if any) is stored under ``"identity"``.
     """
+    identity = _IDENTITY.get() if identity is None else identity
+    if identity is not None:
+        state = {**state, "identity": dict(identity)}
     atomic_write_bytes(path, _checkpoint_bytes(state), keep_previous=keep_previous)
 
 
@@ -247,23 +502,27 @@ def check_checkpoint_matches(ck: dict, path, expect: dict) -> None:
                        f"(init hash {str(ck.get('init_sha256'))[:12]}, now {expect['init_sha256'][:12]}); {what}")
 
 
-def load_latest_checkpoint(path, *, required=(), expect: dict | None = None, log=None):
+def load_latest_checkpoint(path, *, required=(), expect: dict | None = None, log=None, identity: dict | None = None):
     """The newest usable checkpoint among ``path`` and :func:`previous_path`.
 
     Returns ``(checkpoint or None, latest_is_good)``: ``None`` when neither file exists. A
     damaged (or missing) latest file falls back to the previous one with a message through
     ``log``; ``latest_is_good`` is then False (the caller must not rotate the damaged file into
-    the "previous" slot). A checkpoint of another configuration or data is refused, no fallback.
+    the "previous" slot). A checkpoint of another arm or seed (``identity``, default the one of
+    :func:`checkpoint_identity`) counts as damaged. A checkpoint of another configuration or
+    data is refused, no fallback.
 
     Raises:
         CheckpointError: the latest file is damaged and there is no usable previous one.
         RunError: a readable checkpoint belongs to another configuration, data or start.
     """
     path, prev = Path(path), previous_path(path)
+    identity = _IDENTITY.get() if identity is None else identity
     damage = None
     if path.exists():
         try:
             ck = load_checkpoint(path, required)
+            check_identity(ck, path, identity)
         except CheckpointError as e:
             damage = e
         else:
@@ -275,6 +534,7 @@ def load_latest_checkpoint(path, *, required=(), expect: dict | None = None, log
         return None, False
     try:
         ck = load_checkpoint(prev, required)
+        check_identity(ck, prev, identity)
     except CheckpointError as e:
         if damage is None:
             raise
