@@ -35,6 +35,11 @@ Every value a message shows goes through ``_limits.short_repr`` (at most 120 cha
 Files (and tar members) above ``_limits.MAX_FILE_BYTES`` (64 MiB), or adding up to more than
 ``_limits.MAX_TOTAL_BYTES`` (512 MiB), are refused unread.
 
+The class count is the largest label of the batches + 1: the class names (``label_names`` of
+``batches.meta`` when present, else the ten CIFAR-10 names) must cover every label, and names
+beyond the largest label are dropped (with a warning when ``batches.meta`` listed them), so a
+``batches.meta`` of 100 names never makes a 100-class model for labels 0..9.
+
 Batches are read from a folder (or its ``cifar-10-batches-py/``) or straight from the official
 ``cifar-10-python.tar.gz``. Train comes from ``data_batch_1`` .. ``data_batch_5``, test from ``test_batch``
 (a common tutorial bug reads ``test_batch`` for both splits).
@@ -488,12 +493,22 @@ def load_cifar_batches(location: Path, *, cache_dir, default_classes: list[str])
         sources = _read_sources(where)
         parts = [_read_batch(*sources[n]) for n in _NAMES]
         classes = _class_names(sources, default_classes)
-        _check_labels(where, sources, parts, classes, from_meta="batches.meta" in sources)
-        return {
+        from_meta = "batches.meta" in sources
+        _check_labels(where, sources, parts, classes, from_meta=from_meta)
+        entry = {
             "x_train": torch.from_numpy(np.concatenate([p[0] for p in parts[:5]])),  # (50000, 3, 32, 32)
             "y_train": torch.from_numpy(np.concatenate([p[1] for p in parts[:5]])),
             "x_test": torch.from_numpy(np.ascontiguousarray(parts[5][0])),
             "y_test": torch.from_numpy(parts[5][1]),
-            "classes": classes, "source": str(where.resolve()),
+            "source": str(where.resolve()),
         }
+        top = max(int(p[1].max()) for p in parts if len(p[1]))  # labels are checked: 0 <= top < len(classes)
+        if top + 1 < len(classes):  # the labels set the class count; names beyond it are dropped
+            if from_meta:
+                entry["warnings"] = [
+                    f"CIFAR file {sources['batches.meta'][0]}: lists {len(classes)} class names (label_names) but "
+                    f"the labels of the batches are 0..{top}; the class count is {top + 1}, taken from the labels "
+                    f"(the names after {short_repr(classes[top], 40)} are dropped)"]
+            classes = classes[:top + 1]
+        return {**entry, "classes": classes}
     return cached("cifar-pickle", {"files": source_signature(files)}, build, cache_dir)

@@ -115,7 +115,8 @@ def _read_idx(classes: list[str]):
 
         def build():
             entry = {k: torch.from_numpy(v) for k, v in load_idx_dir(files, num_classes=len(classes)).items()}
-            return {**entry, "classes": list(classes), "source": str(location.resolve())}
+            top = max(int(entry["y_train"].max()), int(entry["y_test"].max()))  # the labels set the class count
+            return {**entry, "classes": list(classes[:top + 1]), "source": str(location.resolve())}
         return cached("idx", {"files": source_signature(files.values())}, build, cache_dir)
     return read
 
@@ -385,7 +386,8 @@ def load_dataset(
             intervals.
 
     Returns:
-        A ``DataSplits``.
+        A ``DataSplits``. For IDX files and CIFAR batches the class count is their largest label
+        + 1 (the built-in names, or those of ``batches.meta``, are cut to it).
 
     Raises:
         FileNotFoundError: the dataset is not where it was looked for; the message says where
