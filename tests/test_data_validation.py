@@ -996,3 +996,34 @@ def test_15_idx_default_names_follow_the_labels(tmp_path):
                  y_test=(np.arange(6) % 5).astype(np.uint8))
     out = load_dataset("fashion-mnist", data_dir=d, cache_dir=False)
     assert out.num_classes == 5 and out.classes[-1] == "Coat"  # before: 10 classes, 5 of them never seen
+
+
+# ----- 16. CSV files: encodings, binary files, fields over csv's size limit ---------------------
+
+_CSV_TEXT = "a,b,label\n1,2,x\n3,4,y\n5,6,x\n7,8,y\n9,10,café\n11,12,café\n"
+
+
+@pytest.mark.parametrize("content,shown", [
+    (_CSV_TEXT.encode("utf-16"), r"UTF-16 text \(it starts with a UTF-16 byte-order mark\); save it as UTF-8"),
+    (_CSV_TEXT.encode("utf-16-le"), r"holds NUL bytes \(the first at offset 1, line 1\): a binary file, or UTF-16/32 text"),
+    (_CSV_TEXT.encode("latin-1"), r"not UTF-8 text: byte 0xe9 at offset 42 \(line 6\) is not valid UTF-8 \(Latin-1 or "
+                                  r"Windows-1252 text\?\); save it as UTF-8"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, r"holds NUL bytes .*a binary file"),
+    (b"a,b\n" + b"1," + b"9" * 200_000 + b"\n3,4\n", r"line 2: a field longer than 131072 characters \(the csv "
+                                                      r"module's field_size_limit\)"),
+], ids=["utf-16", "utf-16-no-bom", "latin-1", "binary", "long-field"])
+def test_16_csv_that_is_not_utf8_text_is_refused_naming_the_file(tmp_path, content, shown):
+    """Before: a _csv.Error traceback (long field) or a UnicodeDecodeError without the file name."""
+    path = tmp_path / "t.csv"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"CSV .*t\.csv: {shown}") as e:
+        load_dataset("csv", data_dir=path, cache_dir=False)
+    assert not isinstance(e.value, UnicodeError)
+    _one_line(e.value, path)
+
+
+def test_16_csv_utf8_with_bom_is_read(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_bytes(_CSV_TEXT.replace("x", "é").encode("utf-8-sig"))
+    d = load_dataset("csv", data_dir=path, cache_dir=False, test_fraction=0.5)
+    assert d.classes == ["café", "y", "é"] and d.input_shape == (2,)
