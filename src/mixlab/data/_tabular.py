@@ -6,16 +6,20 @@ the seeded stratified split. Features stay raw float64 here: standardisation wit
 """
 from __future__ import annotations
 
+import codecs
 import csv
+import io
+import itertools
 import math
 import os
+from array import array
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import _limits
-from ._limits import short_list, short_repr
+from ._limits import clip, short_list, short_repr
 
 __all__ = ["SKLEARN_SETS", "load_sklearn", "load_csv"]
 
@@ -109,12 +113,52 @@ def _check_label_column(path: Path, label_column: str, header: list[str], raw: l
                          f"identifier, not a class label; {how}")
 
 
+def _read_text(path: Path) -> str:
+    """The file as text: UTF-8, with or without a byte-order mark; anything else is refused naming
+    the encoding problem (a UTF-16/32 byte-order mark, NUL bytes, the first byte that is not UTF-8)."""
+    data = _limits.read_capped(path, f"CSV {path}")  # its size checked first: _limits.MAX_FILE_BYTES
+    for boms, name in (((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE), "UTF-32"),
+                       ((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE), "UTF-16")):
+        if data.startswith(boms):
+            raise ValueError(f"CSV {path}: {name} text (it starts with a {name} byte-order mark); save it as UTF-8")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        raise ValueError(f"CSV {path}: holds NUL bytes (the first at offset {nul}, line {line}): a binary file, or "
+                         "UTF-16/32 text without a byte-order mark; expected UTF-8 text")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"CSV {path}: not UTF-8 text: byte 0x{data[e.start]:02x} at offset {e.start} (line {line}) "
+                         "is not valid UTF-8 (Latin-1 or Windows-1252 text?); save it as UTF-8") from None
+
+
+def _rows(path: Path, text: str, delimiter: str):
+    """The non-blank rows; a row the csv module refuses is a ``ValueError`` naming the file and line."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            if "field larger than field limit" in str(e):
+                raise ValueError(f"CSV {path}: line {reader.line_num}: a field longer than {csv.field_size_limit()} "
+                                 "characters (the csv module's field_size_limit); expected numbers and one label "
+                                 "column") from None
+            raise ValueError(f"CSV {path}: line {reader.line_num}: not readable as CSV ({clip(e)})") from None
+        if row and any(cell.strip() for cell in row):
+            yield row
+
+
 def load_csv(path: Path, label_column: str | None) -> dict:
     """A CSV file with a header row; every column but the label column must be numeric.
 
     Args:
-        path: the ``.csv`` file, UTF-8; the delimiter is whichever of ``,`` ``;`` or tab occurs
-            most in the header line.
+        path: the ``.csv`` file, UTF-8 (a byte-order mark is allowed; UTF-16/32, NUL bytes and
+            other encodings are refused naming the problem), at most ``_limits.MAX_FILE_BYTES``;
+            the delimiter is whichever of ``,`` ``;`` or tab occurs most in the header line.
         label_column: header name of the label column; None takes the last column.
 
     Returns:
@@ -132,16 +176,16 @@ def load_csv(path: Path, label_column: str | None) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"dataset 'csv': no file at {path}. Pass data_dir='path/to/file.csv' "
                                 "(optionally 'file.csv::label_column'), a CSV with a header row.")
-    _limits.ByteBudget().take(f"CSV {path}", path.stat().st_size)  # before reading: _limits.MAX_FILE_BYTES
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        first = f.readline()
-        f.seek(0)
-        # the header's most frequent of , ; tab is the delimiter (',' when none occurs)
-        delimiter = max(",;\t", key=lambda d: (first.count(d), d == ","))
-        rows = [r for r in csv.reader(f, delimiter=delimiter) if r and any(cell.strip() for cell in r)]
-    if len(rows) < 2:
-        raise ValueError(f"CSV {path}: expected a header row and at least one data row, got {len(rows)} rows")
-    header = [h.strip() for h in rows[0]]
+    text = _read_text(path)
+    first = io.StringIO(text, newline="").readline()
+    # the header's most frequent of , ; tab is the delimiter (',' when none occurs)
+    delimiter = max(",;\t", key=lambda d: (first.count(d), d == ","))
+    rows = _rows(path, text, delimiter)
+    head, row1 = next(rows, None), next(rows, None)
+    if row1 is None:
+        raise ValueError(f"CSV {path}: expected a header row and at least one data row, got "
+                         f"{0 if head is None else 1} rows")
+    header = [h.strip() for h in head]
     if label_column is None:
         label_column = header[-1]
     if label_column not in header:
@@ -151,8 +195,8 @@ def load_csv(path: Path, label_column: str | None) -> dict:
     features = [h for i, h in enumerate(header) if i != li]
     if not features:
         raise ValueError(f"CSV {path}: no feature columns besides the label column {short_repr(label_column)}")
-    xs, labels, raw, integer = [], [], [], []
-    for r, row in enumerate(rows[1:], start=2):
+    xs, labels, raw, integer = array("d"), [], [], []  # features as 8-byte floats, not Python objects
+    for r, row in enumerate(itertools.chain([row1], rows), start=2):
         if len(row) != len(header):
             raise ValueError(f"CSV {path}: row {r} has {len(row)} fields, the header has {len(header)}")
         cell = row[li].strip()
@@ -164,8 +208,8 @@ def load_csv(path: Path, label_column: str | None) -> dict:
         raw.append(cell)
         labels.append(label)
         integer.append(is_int)
-        xs.append([_parse_float(v, path, r, header[i]) for i, v in enumerate(row) if i != li])
-    x = torch.tensor(xs, dtype=torch.float64)
+        xs.extend(_parse_float(v, path, r, header[i]) for i, v in enumerate(row) if i != li)
+    x = torch.from_numpy(np.frombuffer(xs, dtype=np.float64).reshape(len(labels), len(features)).copy())
     if not torch.isfinite(x).all():
         raise ValueError(f"CSV {path}: features hold NaN or infinite values; fill or drop them first")
     _check_label_column(path, label_column, header, raw, labels, integer)
