@@ -1027,3 +1027,20 @@ def test_16_csv_utf8_with_bom_is_read(tmp_path):
     path.write_bytes(_CSV_TEXT.replace("x", "é").encode("utf-8-sig"))
     d = load_dataset("csv", data_dir=path, cache_dir=False, test_fraction=0.5)
     assert d.classes == ["café", "y", "é"] and d.input_shape == (2,)
+
+
+# ----- 17. a missing CIFAR batch is named ------------------------------------------------------
+
+@pytest.mark.parametrize("sub", [False, True])
+def test_17_missing_cifar_batch_is_named(tmp_path, sub):
+    """Before: "dataset 'cifar10' not found; looked in: ..." without the missing file's name."""
+    from mixlab.data import list_datasets
+    folder = tmp_path / "c" / "cifar-10-batches-py" if sub else tmp_path / "c"
+    _cifar(folder)
+    (folder / "data_batch_3").unlink()
+    with pytest.raises(FileNotFoundError, match=rf"CIFAR batches in .*: {re.escape(str(folder / 'data_batch_3'))} is "
+                                                r"missing \(expected data_batch_1\.\.5 and test_batch") as e:
+        load_dataset("cifar10", data_dir=tmp_path / "c", cache_dir=False)
+    _one_line(e.value, folder / "data_batch_3")
+    row = {r["name"]: r for r in list_datasets(tmp_path / "c")}["cifar10"]
+    assert row["present"] and row["location"] == str(tmp_path / "c")  # found, unreadable (as a truncated tarball)
