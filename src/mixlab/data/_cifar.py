@@ -63,8 +63,8 @@ from . import _limits
 from ._cache import cached, source_signature
 from ._limits import clip, short_list, short_name, short_repr
 
-__all__ = ["SafeUnpickler", "CIFARPickleError", "safe_load", "find_cifar_batches", "load_cifar_batches",
-           "TRAIN_BATCHES"]
+__all__ = ["SafeUnpickler", "CIFARPickleError", "safe_load", "find_cifar_batches", "partial_cifar_batches",
+           "missing_batches_error", "load_cifar_batches", "TRAIN_BATCHES"]
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 _NAMES = (*TRAIN_BATCHES, "test_batch")
@@ -412,6 +412,23 @@ def find_cifar_batches(location: Path) -> Path | None:
         except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError, ValueError):
             return None  # not readable as CIFAR batches; the image-tree reader reports the error
     return None
+
+
+def partial_cifar_batches(location: Path) -> Path | None:
+    """A folder (``location`` or its ``cifar-10-batches-py``) holding some of the six batches but
+    not all; None otherwise."""
+    for d in (location, location / "cifar-10-batches-py"):
+        if d.is_dir() and any((d / n).is_file() for n in _NAMES):
+            return d
+    return None
+
+
+def missing_batches_error(folder: Path) -> FileNotFoundError:
+    """The error for a folder of CIFAR batches with some missing: it names them."""
+    missing = [n for n in _NAMES if not (folder / n).is_file()]
+    found = [n for n in _NAMES if (folder / n).is_file()]
+    return FileNotFoundError(f"CIFAR batches in {folder}: {folder / missing[0]} is missing (expected data_batch_1..5 "
+                             f"and test_batch; missing {', '.join(missing)}; found {', '.join(found)})")
 
 
 def _read_sources(where: Path) -> dict[str, tuple[str, bytes]]:

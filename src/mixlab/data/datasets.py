@@ -135,17 +135,22 @@ def _cifar_locations(data_dir) -> list[Path]:
 
 
 def _read_cifar(location: Path, *, cache_dir, **_) -> dict:
-    from ._cifar import find_cifar_batches, load_cifar_batches
-    from ._images import load_image_tree
+    from ._cifar import find_cifar_batches, load_cifar_batches, missing_batches_error, partial_cifar_batches
+    from ._images import is_image_tree, load_image_tree
     if find_cifar_batches(location) is not None:
         return load_cifar_batches(location, cache_dir=cache_dir, default_classes=CIFAR10_CLASSES)
+    partial = None if is_image_tree(location) else partial_cifar_batches(location)
+    if partial is not None:  # some batches but not all: name the missing ones
+        raise missing_batches_error(partial)
     return load_image_tree(location, cache_dir=cache_dir, label_regex=None, name="cifar10")
 
 
 def _cifar_present(location: Path) -> bool:
-    from ._cifar import find_cifar_batches
+    """Batches (all six, or some: reading names the missing ones), a tarball or an image tree."""
+    from ._cifar import find_cifar_batches, partial_cifar_batches
     from ._images import is_image_tree
-    return location.exists() and (find_cifar_batches(location) is not None or is_image_tree(location))
+    return location.exists() and (find_cifar_batches(location) is not None or is_image_tree(location)
+                                  or partial_cifar_batches(location) is not None)
 
 
 def _read_folder(location: Path, *, cache_dir, label_regex, **_) -> dict:
