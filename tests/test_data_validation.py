@@ -1044,3 +1044,64 @@ def test_17_missing_cifar_batch_is_named(tmp_path, sub):
     _one_line(e.value, folder / "data_batch_3")
     row = {r["name"]: r for r in list_datasets(tmp_path / "c")}["cifar10"]
     assert row["present"] and row["location"] == str(tmp_path / "c")  # found, unreadable (as a truncated tarball)
+
+
+# ----- 18. a full disk: the cache goes on without caching; other writes name the file ----------
+
+def _run_with_file_size_limit(code: str, limit: int, *args) -> "subprocess.CompletedProcess":
+    """Run ``code`` in a fresh interpreter whose files may not grow past ``limit`` bytes (RLIMIT_FSIZE:
+    writes past it fail with EFBIG, as on a full disk; Python ignores the SIGXFSZ signal)."""
+    import subprocess
+    import sys
+    prelude = (f"import resource, sys\nimport mixlab.data.datasets, mixlab.data._idx\n"
+               f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, resource.RLIM_INFINITY))\n")
+    return subprocess.run([sys.executable, "-c", prelude + code, *map(str, args)], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_18_full_cache_disk_means_no_cache(tmp_path):
+    """Before: RuntimeError: basic_ios::clear: iostream error (a torch traceback) and a .tmp left in the cache."""
+    d = _idx_set(tmp_path / "mn")
+    code = ("from mixlab.data import load_dataset\n"
+            "for _ in range(2):\n"
+            "    print(load_dataset('mnist', data_dir=sys.argv[1], cache_dir=sys.argv[2]).x_train.shape[0])\n")
+    run = _run_with_file_size_limit(code, 1000, d, tmp_path / "cache")  # a cache entry here is ~2.5 kB
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split() == ["12", "12"]
+    warned = [line for line in run.stderr.splitlines() if "UserWarning" in line]
+    assert len(warned) == 1 and "cannot write to the cache" in warned[0] and str(tmp_path / "cache") in warned[0], \
+        run.stderr[-3000:]
+    assert list((tmp_path / "cache").iterdir()) == []  # no .tmp, no partial entry
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"),
+                                   RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter "
+                                                "failed writing file data/0: file write failed")])
+def test_18_failed_cache_write_warns_once_and_leaves_nothing(tmp_path, monkeypatch, error):
+    d = _idx_set(tmp_path / "mn")
+
+    def save(obj, f, *a, **k):
+        with open(f, "wb") as out:
+            out.write(b"PK\x03\x04 half an entry")
+        raise error
+    monkeypatch.setattr(_cache.torch, "save", save)
+    monkeypatch.setattr(_cache, "_WARNED", set(), raising=False)
+    with pytest.warns(UserWarning, match=r"cannot write to the cache .*cache.*continuing without it") as w:
+        for _ in range(3):
+            assert load_dataset("mnist", data_dir=d, cache_dir=tmp_path / "cache").x_train.shape[0] == 12
+    assert len([x for x in w if "cache" in str(x.message)]) == 1
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+def test_18_write_idx_on_a_full_disk_names_the_file(tmp_path):
+    """Before: OSError: [Errno 27] File too large as a traceback naming no file, and big.gz.tmp left."""
+    code = ("import numpy as np\nfrom mixlab.data._idx import write_idx\n"
+            "try:\n    write_idx(sys.argv[1], np.arange(1 << 16, dtype=np.int32))\n"
+            "except ValueError as e:\n    print(isinstance(e, OSError), e); sys.exit(3)\n")
+    path = tmp_path / "big.idx"
+    run = _run_with_file_size_limit(code, 4096, path)
+    assert run.returncode == 3, run.stderr[-3000:]
+    is_oserror, _, message = run.stdout.strip().partition(" ")
+    assert is_oserror == "True"
+    _one_line(message, path, "File too large")
+    assert list(tmp_path.iterdir()) == []
