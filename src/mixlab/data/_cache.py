@@ -9,8 +9,9 @@ over its first and last MiB only, so for those a rewrite that keeps the size, th
 time and both ends is not noticed (delete the cache entry, or pass ``cache_dir=False``).
 Files are written atomically (temporary file, then ``os.replace``) and read with
 ``torch.load(weights_only=True)``, so a cache file can hold only tensors, lists, dicts,
-strings and numbers, never code. An unreadable or malformed entry is ignored and rebuilt; a
-cache folder that cannot be written is skipped.
+strings and numbers, never code. An unreadable or malformed entry is ignored and rebuilt. A
+cache folder that cannot be written (read-only, full disk, a file-size limit) means no cache: one
+warning per folder and process, the temporary file removed, the data returned all the same.
 """
 from __future__ import annotations
 
@@ -18,13 +19,17 @@ import hashlib
 import json
 import os
 import pickle
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from ._limits import clip, short_name
+
 __all__ = ["default_cache_dir", "cached", "source_signature", "content_hash"]
 
+_WARNED: set[str] = set()  # cache folders already reported as unwritable (one warning per folder and process)
 _VERSION = 2  # 2: content hashes in the key; entries are validated when built (data/datasets.py)
 _REQUIRED = ("classes", "source")
 FULL_HASH_BYTES = 64 << 20  # files up to this size are hashed whole, larger ones at both ends
@@ -97,6 +102,23 @@ def cached(name: str, key: dict, build: Callable[[], dict], cache_dir) -> dict:
         folder.mkdir(parents=True, exist_ok=True)
         torch.save(entry, tmp)
         os.replace(tmp, path)
-    except OSError:  # a read-only or full cache folder only costs a re-decode next time
-        tmp.unlink(missing_ok=True)
+    except (OSError, RuntimeError) as e:  # a full disk: torch's zip writer raises RuntimeError, not OSError
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        _warn_once(folder, e)
     return entry
+
+
+def _warn_once(folder: Path, error: BaseException) -> None:
+    """A cache folder that cannot be written (full, read-only) costs only a re-decode next time: say so
+    once per folder and process, and go on without the cache."""
+    key = str(folder)
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else clip(error, 160)
+    warnings.warn(f"mixlab data: cannot write to the cache {short_name(folder, 240)} ({reason}); continuing without "
+                  "it (the data is decoded again next time; free space, or pass cache_dir=False / --cache-dir to "
+                  "another folder)", UserWarning, stacklevel=2)

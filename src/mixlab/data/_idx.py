@@ -21,7 +21,7 @@ import numpy as np
 from . import _limits
 from ._limits import clip, short_repr
 
-__all__ = ["read_idx", "write_idx", "IDX_FILES", "find_idx_files", "load_idx_dir"]
+__all__ = ["read_idx", "write_idx", "DataWriteError", "IDX_FILES", "find_idx_files", "load_idx_dir"]
 
 # dtype code -> big-endian numpy dtype
 _DTYPES = {
@@ -41,6 +41,11 @@ IDX_FILES = {
     "x_test": "t10k-images-idx3-ubyte",
     "y_test": "t10k-labels-idx1-ubyte",
 }
+
+
+class DataWriteError(OSError, ValueError):
+    """A data file that could not be written: an ``OSError`` (same errno) whose ``filename`` is the file,
+    and a ``ValueError`` so that the lab prints it as one line, ``mixlab: <file>: <reason>``."""
 
 
 def _read_exact(f, n: int) -> bytes:
@@ -145,7 +150,8 @@ def _read_idx_stream(path: Path, f, size: int | None, budget) -> np.ndarray:
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     """Write ``array`` as an IDX file (gzip-compressed when ``path`` ends in ``.gz``).
 
-    Written atomically (temporary file, then ``os.replace``).
+    Written atomically (temporary file, then ``os.replace``). A failed write (a full disk, a
+    file-size limit) removes the temporary file and raises :class:`DataWriteError` naming ``path``.
     """
     array = np.asarray(array)
     key = array.dtype.newbyteorder("=")
@@ -159,8 +165,16 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     if path.suffix == ".gz":
         payload = gzip.compress(payload, mtime=0)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(payload)
+        os.replace(tmp, path)
+    except OSError as e:  # a full disk, a file-size limit, a read-only folder: name the file, leave no .tmp
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise DataWriteError(e.errno, f"cannot write the IDX file ({e.strerror or clip(e)})", str(path)) from None
 
 
 def find_idx_files(directory: str | os.PathLike) -> dict[str, Path] | None:
