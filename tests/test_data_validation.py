@@ -1105,3 +1105,40 @@ def test_18_write_idx_on_a_full_disk_names_the_file(tmp_path):
     assert is_oserror == "True"
     _one_line(message, path, "File too large")
     assert list(tmp_path.iterdir()) == []
+
+
+# ----- 19. refused or broken pickles anywhere in mixlab.data: one line, or a rebuilt cache -----
+
+class _EncodeWithUnknownHandler:
+    def __reduce__(self):  # _codecs.encode('€', 'latin1', 'no-such-handler'): a LookupError, not a ValueError
+        return (codecs.encode, ("\u20ac", "latin1", "no-such-handler"))
+
+
+def test_19_any_error_inside_the_cifar_unpickler_is_one_line(tmp_path):
+    c = _cifar(tmp_path / "c")
+    (c / "data_batch_1").write_bytes(pickle.dumps({"data": _EncodeWithUnknownHandler(), "labels": [0]}, protocol=2))
+    with pytest.raises(ValueError, match=r"data_batch_1: not a readable pickle \(LookupError: ") as e:
+        load_dataset("cifar10", data_dir=c, cache_dir=False)  # before: a LookupError traceback
+    _one_line(e.value, c / "data_batch_1")
+
+
+@pytest.mark.parametrize("pkl", [
+    b"\x80\x02cbuiltins\neval\n.",   # refused by torch's weights_only unpickler (a multi-line UnpicklingError)
+    b"\x80\x02j\xff\xff\x00\x00.",    # a memo GET of nothing: KeyError
+    b"\x80\x02(\x86.",                # TUPLE2 on an empty stack: IndexError
+    b"\x80\x04}]K\x01s.",             # a list as a dict key: TypeError (and a UserWarning about protocol 4)
+    b"\x80\x02]" + b"]" * 1000 + b".",  # loads, but is not an entry
+], ids=["refused", "keyerror", "indexerror", "typeerror", "not-an-entry"])
+def test_19_a_cache_entry_that_does_not_unpickle_is_rebuilt(tmp_path, pkl):
+    import zipfile
+    d = _idx_set(tmp_path / "mn")
+    first = load_dataset("mnist", data_dir=d, cache_dir=tmp_path / "cache")
+    (entry,) = (tmp_path / "cache").glob("*.pt")
+    with zipfile.ZipFile(entry) as src:
+        members = {n: src.read(n) for n in src.namelist()}
+    with zipfile.ZipFile(entry, "w", zipfile.ZIP_STORED) as dst:
+        for n, data in members.items():
+            dst.writestr(n, pkl if n.endswith("data.pkl") else data)
+    again = load_dataset("mnist", data_dir=d, cache_dir=tmp_path / "cache")  # before: KeyError, IndexError...
+    assert torch.equal(again.x_train, first.x_train) and torch.equal(again.y_test, first.y_test)
+    assert torch.equal(torch.load(entry, weights_only=True)["x_train"], first.x_train[:, :])  # rewritten
