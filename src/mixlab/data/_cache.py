@@ -9,7 +9,8 @@ over its first and last MiB only, so for those a rewrite that keeps the size, th
 time and both ends is not noticed (delete the cache entry, or pass ``cache_dir=False``).
 Files are written atomically (temporary file, then ``os.replace``) and read with
 ``torch.load(weights_only=True)``, so a cache file can hold only tensors, lists, dicts,
-strings and numbers, never code. An unreadable or malformed entry is ignored and rebuilt. A
+strings and numbers, never code. An entry that does not load (refused by the weights-only
+unpickler, or damaged: whatever it raises) or is malformed is ignored and rebuilt. A
 cache folder that cannot be written (read-only, full disk, a file-size limit) means no cache: one
 warning per folder and process, the temporary file removed, the data returned all the same.
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -91,8 +91,10 @@ def cached(name: str, key: dict, build: Callable[[], dict], cache_dir) -> dict:
     path = folder / f"{name}-{digest}.pt"
     if path.is_file():
         try:
-            entry = torch.load(path, map_location="cpu", weights_only=True)
-        except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError):
+            with warnings.catch_warnings():  # torch warns about some pickle protocols: not the user's business
+                warnings.simplefilter("ignore")
+                entry = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # refused (UnpicklingError) or damaged (KeyError, IndexError, TypeError...): rebuild it
             entry = None
         if _valid(entry):
             return entry

@@ -51,7 +51,6 @@ import io
 import lzma
 import numbers
 import pickle
-import struct
 import tarfile
 import zlib
 from pathlib import Path
@@ -327,17 +326,17 @@ SafeUnpickler.dispatch = {code: _counted(op) for code, op in SafeUnpickler.dispa
 def safe_load(path: Path, data: bytes | None = None) -> object:
     """Unpickle ``path`` (or ``data`` read from it) with ``SafeUnpickler``, ``encoding='latin1'``.
 
-    A refused or malformed pickle raises :class:`CIFARPickleError` (a ``ValueError``), anything
-    else unreadable a ``ValueError``; both name ``path``."""
+    A refused, malformed or otherwise unreadable pickle raises :class:`CIFARPickleError` (a
+    ``ValueError`` and a ``pickle.UnpicklingError``) naming ``path``, on one line, whatever the
+    unpickler or numpy raised inside."""
     if data is None:
         data = Path(path).read_bytes()
     try:
         return SafeUnpickler(io.BytesIO(data), encoding="latin1").load()
     except pickle.UnpicklingError as e:
         raise CIFARPickleError(f"CIFAR file {path}: {clip(e)}") from None
-    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, MemoryError,
-            OverflowError, RecursionError, SystemError, struct.error) as e:
-        raise ValueError(f"CIFAR file {path}: not a readable pickle ({type(e).__name__}: {clip(e)})") from None
+    except Exception as e:  # whatever a damaged or crafted stream makes the unpickler or numpy raise
+        raise CIFARPickleError(f"CIFAR file {path}: not a readable pickle ({type(e).__name__}: {clip(e)})") from None
 
 
 def _get(d: dict, key: str):
