@@ -1142,3 +1142,111 @@ def test_19_a_cache_entry_that_does_not_unpickle_is_rebuilt(tmp_path, pkl):
     again = load_dataset("mnist", data_dir=d, cache_dir=tmp_path / "cache")  # before: KeyError, IndexError...
     assert torch.equal(again.x_train, first.x_train) and torch.equal(again.y_test, first.y_test)
     assert torch.equal(torch.load(entry, weights_only=True)["x_train"], first.x_train[:, :])  # rewritten
+
+
+# ----- 20. damaged archives, and a seeded fuzz of every reader --------------------------------
+
+def _cifar_tar(tmp_path):
+    c = _cifar(tmp_path / "src" / "cifar-10-batches-py")
+    tar = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(tar, "w:gz") as tf:
+        tf.add(c, arcname="cifar-10-batches-py")
+    return tar
+
+
+@pytest.mark.parametrize("keep", [30, 200])
+def test_20_cifar_tarball_cut_inside_its_first_header(tmp_path, keep):
+    """Before: EOFError: Compressed file ended before the end-of-stream marker was reached (a traceback
+    from tarfile.is_tarfile, which raises for a damaged gzip stream)."""
+    tar = _cifar_tar(tmp_path)
+    tar.write_bytes(tar.read_bytes()[:keep])
+    with pytest.raises(ValueError, match=r"tarball .*cifar-10-python\.tar\.gz: corrupt or truncated") as e:
+        load_dataset("cifar10", data_dir=tar, cache_dir=False)
+    _one_line(e.value, tar)
+
+
+def test_20_cifar_tarball_failing_its_gzip_crc_is_refused(tmp_path):
+    """Before: loaded, with the changed pixel: the gzip stream was not read to its CRC."""
+    tar = _cifar_tar(tmp_path)
+    good = tar.read_bytes()
+    import gzip
+    raw = bytearray(gzip.decompress(good))
+    at = raw.index(b"\x02" * 64, raw.index(b"data_batch_3"))  # the pixels of data_batch_3 (all 2)
+    raw[at + 10] = 3  # one pixel changed: the batch still unpickles
+    tar.write_bytes(gzip.compress(bytes(raw), mtime=0)[:-8] + good[-8:])  # the original CRC and size
+    with pytest.raises(ValueError, match=r"CIFAR tarball .*: corrupt or truncated \(BadGzipFile: CRC check failed"):
+        load_dataset("cifar10", data_dir=tar, cache_dir=False)
+
+
+def _mutate(rng, data: bytes) -> bytes:
+    b = bytearray(data)
+    kind = rng.randrange(5)
+    if kind == 0:
+        return bytes(b[:rng.randrange(len(b))])  # cut
+    if kind == 1:
+        return bytes(rng.randrange(256) for _ in range(rng.randrange(300)))  # junk
+    i = rng.randrange(len(b))
+    if kind == 2:
+        return bytes(b[:i] + b[i + rng.randint(1, 50):])  # a run deleted
+    if kind == 3:
+        return bytes(b[:i] + bytes(rng.randrange(256) for _ in range(rng.randint(1, 20))) + b[i:])  # inserted
+    for _ in range(rng.randint(1, 8)):
+        b[rng.randrange(len(b))] = rng.randrange(256)  # bytes changed
+    return bytes(b)
+
+
+def _fuzz_case(tmp_path, kind):
+    """A small valid dataset of ``kind``: ``(load_dataset kwargs, files that may be damaged)``."""
+    if kind in ("idx", "idx.gz"):
+        d = tmp_path / "mn"
+        d.mkdir()
+        for role, a in (("x_train", np.arange(300, dtype=np.uint8).reshape(12, 5, 5)),
+                        ("y_train", (np.arange(12) % 10).astype(np.uint8)),
+                        ("x_test", np.arange(150, dtype=np.uint8).reshape(6, 5, 5)),
+                        ("y_test", (np.arange(6) % 10).astype(np.uint8))):
+            write_idx(d / (IDX[role] + (".gz" if kind == "idx.gz" else "")), a)
+        return {"name": "mnist", "data_dir": d}, sorted(d.iterdir())
+    if kind == "cifar":
+        c = _cifar(tmp_path / "c", meta={"label_names": list("abcd")})
+        return {"name": "cifar10", "data_dir": c}, sorted(c.iterdir())
+    if kind == "cifar.tar.gz":
+        tar = _cifar_tar(tmp_path)
+        return {"name": "cifar10", "data_dir": tar}, [tar]
+    if kind in ("png", "jpeg", "tar", "tar.gz"):
+        from PIL import Image
+        for split in ("train", "test"):
+            for c in "ab":
+                for i in range(2):
+                    p = tmp_path / "t" / split / c / f"{i}.{'jpg' if kind == 'jpeg' else 'png'}"
+                    p.parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(np.full((6, 5, 3), 40 * i, np.uint8)).save(p, format=kind.upper() if kind in
+                                                                                    ("png", "jpeg") else "PNG")
+        if kind in ("png", "jpeg"):
+            return {"name": "folder", "data_dir": tmp_path / "t"}, sorted(p for p in (tmp_path / "t").rglob("*.*"))
+        tar = tmp_path / f"t.{kind}"
+        with tarfile.open(tar, "w:gz" if kind == "tar.gz" else "w") as tf:
+            tf.add(tmp_path / "t", arcname="t")
+        return {"name": "folder", "data_dir": tar}, [tar]
+    path = _csv(tmp_path / "t.csv", "a,b,label", [f"{i},{2 * i},{'xyz'[i % 3]}" for i in range(30)])
+    return {"name": "csv", "data_dir": path}, [path]
+
+
+@pytest.mark.parametrize("kind", ["idx", "idx.gz", "cifar", "cifar.tar.gz", "png", "jpeg", "tar", "tar.gz", "csv"])
+def test_20_every_damaged_file_is_one_line_naming_it_or_loads(tmp_path, kind):
+    """Seeded damage (cuts, junk, deleted / inserted runs, changed bytes) to one file of a valid
+    dataset: it loads (the damage left a valid file) or fails with one short line naming the file."""
+    import random
+    pytest.importorskip("PIL")
+    from mixlab.lab.cli import _raised_by_mixlab
+    rng = random.Random(kind)
+    for case in range(12):
+        root = tmp_path / str(case)
+        root.mkdir()
+        kwargs, files = _fuzz_case(root, kind)
+        victim = rng.choice(files)
+        victim.write_bytes(_mutate(rng, victim.read_bytes()))
+        try:
+            load_dataset(**kwargs, cache_dir=False)
+        except (ValueError, TypeError, FileNotFoundError) as e:
+            assert not isinstance(e, TypeError) or _raised_by_mixlab(e), e
+            _one_line(e, victim)
