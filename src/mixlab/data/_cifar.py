@@ -402,7 +402,7 @@ def find_cifar_batches(location: Path) -> Path | None:
     for d in (location, location / "cifar-10-batches-py"):
         if d.is_dir() and all((d / n).is_file() for n in _NAMES):
             return d
-    if location.is_file() and tarfile.is_tarfile(location):
+    if _limits.is_tarball(location):
         try:
             with _limits.open_tar_stream(location, f"CIFAR tarball {location}") as ts:
                 for _, m in zip(range(20), ts.members()):  # peek: the batches come first in the official archive
@@ -449,6 +449,7 @@ def _read_sources(where: Path) -> dict[str, tuple[str, bytes]]:
                 if m.isfile() and base in wanted and base not in found:
                     budget.take(f"CIFAR tarball {where}: member '{short_name(m.name)}'", m.size)
                     found[base] = (f"{where}:{short_name(m.name)}", ts.tf.extractfile(m).read())
+            ts.check_end()  # read on to the end: a cut or a failed CRC is refused, not half-read
     except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as e:
         raise ValueError(f"CIFAR tarball {where}: corrupt or truncated ({type(e).__name__}: {clip(e)})") from None
     missing = [n for n in _NAMES if n not in found]

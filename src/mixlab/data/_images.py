@@ -61,8 +61,9 @@ _TEST_NAMES = ("test", "valid", "val")
 _GREY = {"1", "L", "LA", "La"}  # 8-bit grey modes; 16-bit, 32-bit and float ones: _high_depth
 _CHUNK = 512
 def is_tarball(path: Path) -> bool:
-    """True for an existing ``.tar``, ``.tar.gz``, ``.tgz`` (or other tarfile-readable) file."""
-    return path.is_file() and tarfile.is_tarfile(path)
+    """True for an existing ``.tar``, ``.tar.gz``, ``.tgz`` (or other tarfile-readable) file, or a
+    damaged compressed one (reading it then says so); never raises."""
+    return _limits.is_tarball(path)
 
 
 def is_image_tree(location: Path) -> bool:

@@ -32,11 +32,13 @@ import lzma
 import os
 import reprlib
 import tarfile
+import zlib
 from itertools import islice
 from pathlib import Path
 
 __all__ = ["MAX_FILE_BYTES", "MAX_TOTAL_BYTES", "MAX_ARCHIVE_BYTES", "MAX_TAR_HEADER_BYTES", "MAX_IMAGE_PIXELS",
-           "MAX_TOTAL_PIXELS", "check_file_bytes", "ByteBudget", "read_capped", "open_tar_stream", "check_image_pixels",
+           "MAX_TOTAL_PIXELS", "check_file_bytes", "ByteBudget", "read_capped", "open_tar_stream", "is_tarball",
+           "check_image_pixels",
            "short_repr", "short_name", "short_list", "clip", "bound_message", "MAX_REPR_CHARS", "MAX_TEXT_CHARS",
            "MAX_MESSAGE_CHARS"]
 
@@ -288,6 +290,27 @@ def open_tar_stream(location: Path, what: str):
         reader = _CountedReader(dec if dec is not None else raw, what)
         tf = stack.enter_context(tarfile.open(fileobj=reader, mode="r|", tarinfo=_CappedTarInfo))
         yield TarStream(tf, reader, Path(location), what, dec is not None)
+
+
+def is_tarball(path: Path) -> bool:
+    """True for an existing file ``tarfile`` reads as an archive (plain, gzip, bzip2 or xz), and for
+    any gzip, bzip2 or xz file that does not read as one (damaged: its reader then reports it as
+    corrupt or truncated, naming it); False otherwise. Unlike ``tarfile.is_tarfile`` it never
+    raises (a damaged gzip stream made that raise EOFError) and reads the first header within the
+    caps."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        with open_tar_stream(path, f"tarball {path}"):
+            return True
+    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError, ValueError):
+        try:
+            with open(path, "rb") as f:
+                magic = f.read(6)
+        except OSError:
+            return False
+        return magic[:2] == b"\x1f\x8b" or magic[:3] == b"BZh" or magic == b"\xfd7zXZ\x00"
 
 
 # ----- caps on pixels -------------------------------------------------------------------------------
