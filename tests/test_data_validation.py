@@ -1250,3 +1250,70 @@ def test_20_every_damaged_file_is_one_line_naming_it_or_loads(tmp_path, kind):
         except (ValueError, TypeError, FileNotFoundError) as e:
             assert not isinstance(e, TypeError) or _raised_by_mixlab(e), e
             _one_line(e, victim)
+
+
+# ----- the CLI: each kind of bad file above is one line, "mixlab: <message>", status 2 ---------
+
+def _bad_float_tiff(tmp_path):
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(np.full((4, 4), 3.5, np.float32)).save(buf, format="TIFF")
+    return "folder", _tree_with(tmp_path, "odd.tif", buf.getvalue()), "odd.tif"
+
+
+def _deep_key_cifar(tmp_path):
+    c = _cifar(tmp_path / "c")
+    (c / "data_batch_2").write_bytes(_batch_with_extra_item(_shared_tuples(64)))
+    return "cifar10", c, c / "data_batch_2"
+
+
+def _lookup_error_cifar(tmp_path):
+    c = _cifar(tmp_path / "c")
+    (c / "data_batch_1").write_bytes(pickle.dumps({"data": _EncodeWithUnknownHandler(), "labels": [0]}, protocol=2))
+    return "cifar10", c, c / "data_batch_1"
+
+
+def _missing_batch(tmp_path):
+    c = _cifar(tmp_path / "c")
+    (c / "test_batch").unlink()
+    return "cifar10", c, c / "test_batch"
+
+
+def _utf16_csv(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_bytes(_CSV_TEXT.encode("utf-16"))
+    return "csv", path, path
+
+
+def _long_field_csv(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"a,b\n" + b"1," + b"9" * 200_000 + b"\n3,4\n")
+    return "csv", path, path
+
+
+def _cut_cifar_tar(tmp_path):
+    tar = _cifar_tar(tmp_path)
+    tar.write_bytes(tar.read_bytes()[:30])
+    return "cifar10", tar, tar
+
+
+def _bomb_headers(tmp_path):
+    for i in range(4):
+        (tmp_path / "t" / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "t" / "ab"[i % 2] / f"{i}.png").write_bytes(_png_header(9000, 9000))
+    return "folder", tmp_path / "t", "0.png"
+
+
+@pytest.mark.parametrize("make", [_bad_float_tiff, _deep_key_cifar, _lookup_error_cifar, _missing_batch, _utf16_csv,
+                                  _long_field_csv, _cut_cifar_tar, _bomb_headers],
+                         ids=["float-tiff", "deep-pickle", "lookup-error-pickle", "missing-batch", "utf16-csv",
+                              "long-field-csv", "cut-cifar-tar", "9000x9000-headers"])
+def test_cli_prints_one_line_naming_the_bad_file(tmp_path, capsys, make):
+    pytest.importorskip("PIL")
+    from mixlab.lab.cli import main
+    name, data_dir, victim = make(tmp_path)
+    rc = main(["preview", "--dataset", name, "--data-dir", str(data_dir), "--cache-dir", str(tmp_path / "cache"),
+               "--out", str(tmp_path / "mixed.png")])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("mixlab: "), err[-2000:]
+    _one_line(err.strip(), victim)
