@@ -257,3 +257,64 @@ def test_refused_cifar_pickles_are_data_errors(tmp_path, content, message):
     assert str(tmp_path / "c" / "test_batch") in str(e.value)
     with pytest.raises(ValueError, match=message):
         safe_load(tmp_path / "c" / "test_batch")
+
+
+# ----- mixlab.data._limits: bounded text, capped archives ---------------------------------------
+
+def test_short_repr_is_bounded_in_time_and_length_on_shared_structures():
+    import time
+
+    from mixlab.data._limits import clip, short_list, short_name, short_repr
+    t = ()
+    for _ in range(64):
+        t = (t, t)  # 2**64 leaves: repr() or hash() would never return
+    v = [0] * 1000
+    for _ in range(3):
+        v = [v] * 1000
+    start = time.perf_counter()
+    texts = [short_repr(t), short_repr(v), short_repr({"k" * 10_000: b"\x00" * 10**6}), short_repr(7 ** 100_000),
+             short_list(iter(range(10**9))), short_name("d/" * 10_000 + "data_batch_1"), clip("a\nb " * 10**6)]
+    assert time.perf_counter() - start < 1
+    assert all(len(s) <= 420 and "\n" not in s for s in texts), [len(s) for s in texts]
+    assert texts[3] == "<int of 280736 bits>" and texts[5].endswith("/data_batch_1")
+
+
+def test_tar_extended_header_above_the_cap_is_refused(tmp_path, monkeypatch):
+    from mixlab.data import _limits
+    src = tmp_path / "t" / "a"
+    src.mkdir(parents=True)
+    (src / "x.png").write_bytes(b"not read")
+    tar = tmp_path / "t.tar.gz"
+    with tarfile.open(tar, "w:gz", format=tarfile.GNU_FORMAT) as tf:
+        tf.add(src / "x.png", arcname="t/a/" + "n" * 5000 + ".png")  # a GNU long-name header of 5009 bytes
+    monkeypatch.setattr(_limits, "MAX_TAR_HEADER_BYTES", 1000)
+    with pytest.raises(ValueError, match=r"tarball .*t\.tar\.gz: corrupt or truncated \(HeaderError: an extended header "
+                                         r"\(names, attributes\) of 5009 bytes, above the limit of 1000 bytes"):
+        load_dataset("folder", data_dir=tar, cache_dir=False)
+
+
+def test_is_tarball_never_raises(tmp_path):
+    from mixlab.data._limits import is_tarball
+    src = tmp_path / "f.txt"
+    src.write_text("x")
+    with tarfile.open(tmp_path / "ok.tar.gz", "w:gz") as tf:
+        tf.add(src, arcname="f.txt")
+    data = (tmp_path / "ok.tar.gz").read_bytes()
+    (tmp_path / "cut.tar.gz").write_bytes(data[:30])  # tarfile.is_tarfile raises EOFError here
+    (tmp_path / "junk").write_bytes(os.urandom(600))
+    (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "csv.gz").write_bytes(gzip.compress(b"a,b\n1,2\n"))  # gzip, but no archive inside
+    assert [is_tarball(tmp_path / n) for n in ("ok.tar.gz", "cut.tar.gz", "junk", "empty", "csv.gz", "f.txt")] \
+        == [True, True, False, False, True, False]
+    assert is_tarball(tmp_path) is False and is_tarball(tmp_path / "missing") is False
+
+
+def test_read_idx_shares_a_byte_budget(tmp_path, monkeypatch):
+    from mixlab.data import _limits
+    write_idx(tmp_path / "a", np.zeros((10, 10), np.uint8))  # 4 + 8 + 100 bytes
+    monkeypatch.setattr(_limits, "MAX_TOTAL_BYTES", 200)
+    budget = _limits.ByteBudget()
+    assert read_idx(tmp_path / "a", budget).shape == (10, 10) and budget.total == 112
+    with pytest.raises(ValueError, match=r"IDX file .*a: its 112 bytes bring the data read to 224 bytes, above the "
+                                         r"limit of 200 bytes"):
+        read_idx(tmp_path / "a", budget)
