@@ -318,3 +318,20 @@ def test_read_idx_shares_a_byte_budget(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"IDX file .*a: its 112 bytes bring the data read to 224 bytes, above the "
                                          r"limit of 200 bytes"):
         read_idx(tmp_path / "a", budget)
+
+
+def test_decode_images_of_nothing_is_a_value_error():
+    pytest.importorskip("PIL")
+    from mixlab.data._images import decode_images
+    with pytest.raises(ValueError, match="images: no images to decode"):  # before: IndexError
+        decode_images([], [])
+
+
+def test_read_capped_refuses_a_file_that_grows_while_read(tmp_path, monkeypatch):
+    from mixlab.data import _limits
+    path = tmp_path / "f.png"
+    path.write_bytes(b"x" * 10)
+    real_fstat = os.fstat
+    monkeypatch.setattr(_limits.os, "fstat", lambda fd: os.stat_result((*real_fstat(fd)[:6], 5, *real_fstat(fd)[7:])))
+    with pytest.raises(ValueError, match=r"image file f\.png: grew while it was read \(it had 5 bytes\)"):
+        _limits.read_capped(path, "image file f.png")
