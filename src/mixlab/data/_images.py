@@ -282,6 +282,8 @@ def _decode_all(blobs: list[bytes], names: list[str], workers: int, where: str):
     the most common size), all before any pixel is decoded. Then the images are decoded by
     ``workers`` threads straight into the output, resized where their size differs."""
     from PIL import Image
+    if not blobs:
+        raise ValueError(f"{where}: no images to decode")
     with warnings.catch_warnings():  # Pillow's bomb warning becomes an error (worker threads see these filters)
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         sizes, channels, total = [], 1, 0

@@ -199,15 +199,14 @@ class ByteBudget:
 
 
 def read_capped(path, what: str, budget: ByteBudget | None = None) -> bytes:
-    """The bytes of ``path`` (size checked before reading, and the read stops past the cap should
-    the file grow meanwhile)."""
+    """The bytes of ``path``: its size is checked against the caps (``budget``, or a fresh one)
+    before reading, and no more than that size is read (a file growing meanwhile is refused)."""
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         (budget or ByteBudget()).take(what, size)
         data = f.read(size)
-        if f.read(1):  # it grew since: read no further than the cap allows
-            data += f.read(MAX_FILE_BYTES - size) if size < MAX_FILE_BYTES else b""
-            check_file_bytes(what, MAX_FILE_BYTES + 1, more=True)
+        if f.read(1):
+            raise ValueError(f"{what}: grew while it was read (it had {size} bytes); not read")
     return data
 
 
