@@ -4,7 +4,7 @@ Convention everywhere: ``lam`` is the weight of the original row,
 ``mixed = lam * x + (1 - lam) * x[index]``.
 """
 from . import losses, regions
-from ._tree import tree_map_with_path
+from .pytree import tree_map_with_path
 from .ops import mix
 from .pairing import partner_index
 from .params import MixParams, sample_box, sample_params
