@@ -1317,3 +1317,13 @@ def test_cli_prints_one_line_naming_the_bad_file(tmp_path, capsys, make):
     err = capsys.readouterr().err
     assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("mixlab: "), err[-2000:]
     _one_line(err.strip(), victim)
+
+
+def test_13_a_label_of_5000_digits_is_named_not_printed(tmp_path):
+    c = _cifar(tmp_path / "c")
+    (c / "data_batch_2").write_bytes(pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 10 ** 5000]},
+                                                  protocol=2))
+    with pytest.raises(ValueError, match=r"data_batch_2: a label does not fit in int64 \(range 0\.\.<int of 16610 "
+                                         r"bits>\)") as e:
+        load_dataset("cifar10", data_dir=c, cache_dir=False)  # before: "Exceeds the limit (4300 digits) for integer
+    _one_line(e.value, c / "data_batch_2")                    # string conversion", naming no file
