@@ -206,7 +206,7 @@ class SafeUnpickler(pickle._Unpickler):  # the Python unpickler: its opcodes can
         self._charge(weight)
         return weight, depth
 
-    def _built(self, items) -> None:
+    def _built(self, items):
         """Run before an opcode that makes a container of ``items``; registers it afterwards."""
         weight, depth = self._put_in(items)
         return lambda: self._register(self.stack[-1], weight + 1, depth + 1)
@@ -368,7 +368,7 @@ def _int_labels(path: str, labels) -> np.ndarray:
         return np.array(labels, dtype=np.int64)
     except OverflowError:
         raise ValueError(f"CIFAR file {path}: a label does not fit in int64 "
-                         f"(range {min(labels)}..{max(labels)})") from None
+                         f"(range {short_repr(min(labels))}..{short_repr(max(labels))})") from None
 
 
 def _read_batch(path: str, blob: bytes) -> tuple[np.ndarray, np.ndarray]:
