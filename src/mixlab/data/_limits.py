@@ -108,6 +108,10 @@ class _ShortRepr(reprlib.Repr):
 
     def repr1(self, x, level):
         try:
+            if isinstance(x, str) and type(x) is not str:  # numpy.str_ and the like: cut too, not repr()'d whole
+                return self.repr_str(x, level)
+            if isinstance(x, (bytes, bytearray)) and type(x) not in (bytes, bytearray):
+                return self.repr_bytes(x, level)
             return super().repr1(x, level)
         except Exception:  # a repr that fails must not hide the error being reported
             return f"<{type(x).__name__} object>"
@@ -118,7 +122,7 @@ _REPR = _ShortRepr()
 
 def clip(text, limit: int = MAX_TEXT_CHARS) -> str:
     """``text`` on one line (runs of whitespace, newlines included, become one space), cut to at
-    most ``limit`` characters with a note of how much was cut."""
+    most ``limit`` characters followed by ``... (cut)`` when longer."""
     text = str(text)
     if len(text) > 4 * limit:  # split() below walks the whole text: cut first
         text = text[:4 * limit]
@@ -174,10 +178,10 @@ def _human(n: int) -> str:
     return f"{n} B"
 
 
-def check_file_bytes(what: str, size: int, *, more: bool = False, detail: str = "") -> None:
+def check_file_bytes(what: str, size: int, *, detail: str = "") -> None:
     """Refuse one file of more than ``MAX_FILE_BYTES`` (``what`` names it) before reading it."""
     if size > MAX_FILE_BYTES:
-        raise ValueError(f"{what}: {'more than ' if more else ''}{size} bytes ({_human(size)}){detail}, above the "
+        raise ValueError(f"{what}: {size} bytes ({_human(size)}){detail}, above the "
                          f"limit of {MAX_FILE_BYTES} bytes ({_human(MAX_FILE_BYTES)}) per file "
                          "(mixlab.data._limits.MAX_FILE_BYTES); not read")
 
