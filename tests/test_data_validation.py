@@ -1327,3 +1327,19 @@ def test_13_a_label_of_5000_digits_is_named_not_printed(tmp_path):
                                          r"bits>\)") as e:
         load_dataset("cifar10", data_dir=c, cache_dir=False)  # before: "Exceeds the limit (4300 digits) for integer
     _one_line(e.value, c / "data_batch_2")                    # string conversion", naming no file
+
+
+def test_13_a_flood_of_empty_lists_costs_no_more_than_the_lists(tmp_path, monkeypatch):
+    """Each opcode counts against MAX_PICKLE_WORK; the bookkeeping of containers must not multiply the
+    memory an opcode flood takes (before: ~230 bytes more per empty list, 460 MB at the 2 million cap)."""
+    monkeypatch.setattr(cifar_mod, "MAX_PICKLE_WORK", 200_000)
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(b"\x80\x02" + b"]" * 300_000 + b".")  # EMPTY_LIST, 300,000 times
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"data_batch_1: more than 200000 objects built"):
+            cifar_mod.safe_load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 25 << 20, peak  # the 200,000 lists themselves: about 13 MB
