@@ -29,7 +29,7 @@ read, and its ``labels`` a list (or integer array) of at most ``MAX_ROWS`` Pytho
 
 The unpickler's work is bounded too (see :class:`SafeUnpickler`): containers nested more than
 ``MAX_PICKLE_DEPTH`` (16) deep, or a load whose opcodes plus objects put into containers (a
-shared reference counted each time) pass ``MAX_PICKLE_WORK`` (2 million), are refused before the
+shared reference counted each time) pass ``MAX_PICKLE_WORK`` (1 million), are refused before the
 work is done: 200 bytes of ``t = (t, t)`` nested 64 times are 2**64 tuples to hash as a dict key.
 Every value a message shows goes through ``_limits.short_repr`` (at most 120 characters).
 Files (and tar members) above ``_limits.MAX_FILE_BYTES`` (64 MiB), or adding up to more than
@@ -80,8 +80,9 @@ _ALLOWED = {
 
 MAX_ROWS = 100_000  # rows per batch and list length; official batches hold 10,000
 MAX_PICKLE_DEPTH = 16  # containers inside containers; a CIFAR batch nests 2 (dict > list), numpy's args 2
-MAX_PICKLE_WORK = 2_000_000  # opcodes + objects put into containers (shared ones each time): a 10,000-row
-#                              batch with its file names ~150,000 (protocol 2), one of MAX_ROWS rows ~1.5 million
+MAX_PICKLE_WORK = 1_000_000  # opcodes + objects put into containers (shared ones each time): a 10,000-row batch
+#                              with its file names ~150,000 (protocol 2); one at the file cap (~21,800 rows) ~330,000
+_CONTAINERS = (tuple, list, dict, set, frozenset)
 _DTYPE_NAMES = {"b1", "u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f2", "f4", "f8", "bool", "uint8", "int8",
                 "int16", "uint16", "int32", "uint32", "int64", "uint64", "float16", "float32", "float64"}
 
@@ -188,11 +189,20 @@ class SafeUnpickler(pickle._Unpickler):  # the Python unpickler: its opcodes can
                 f"more than {MAX_PICKLE_WORK} objects built, a shared reference counted each time it is used (a "
                 "CIFAR batch of 10000 rows builds about 150000; the limit is mixlab.data._cifar.MAX_PICKLE_WORK)")
 
+    def _entry(self, v):
+        """``[v, weight, depth, inside another]`` for a container, None for anything else. An empty
+        container is registered here, when first used, so that a file of empty lists costs no more
+        than the lists."""
+        e = self._sizes.get(id(v))
+        if e is None and type(v) in _CONTAINERS:  # not registered yet: an empty one (EMPTY_LIST, ...)
+            e = self._sizes[id(v)] = [v, 1, 1, False]
+        return e
+
     def _put_in(self, items) -> tuple[int, int]:
         """Weight and depth of ``items`` about to go into a container: charged, marked as inside."""
         weight = depth = 0
         for v in items:
-            e = self._sizes.get(id(v))
+            e = self._entry(v)
             if e is None:
                 weight += 1
             else:
@@ -216,7 +226,7 @@ class SafeUnpickler(pickle._Unpickler):  # the Python unpickler: its opcodes can
 
     def _grow(self, target, items) -> None:
         """Run before an opcode that puts ``items`` into the existing container ``target``."""
-        e = self._sizes.get(id(target))
+        e = self._entry(target)
         if e is None:
             return  # not a container: the opcode itself fails
         if e[3]:
@@ -249,9 +259,7 @@ class SafeUnpickler(pickle._Unpickler):  # the Python unpickler: its opcodes can
     dispatch[pickle.LIST[0]] = _make(pickle.LIST, lambda u: u.stack)
     dispatch[pickle.DICT[0]] = _make(pickle.DICT, lambda u: u.stack)
     dispatch[pickle.FROZENSET[0]] = _make(pickle.FROZENSET, lambda u: u.stack)
-    for _op in (pickle.EMPTY_TUPLE, pickle.EMPTY_LIST, pickle.EMPTY_DICT, pickle.EMPTY_SET):
-        dispatch[_op[0]] = _make(_op, lambda u: ())
-    del _make, _op
+    del _make  # empty containers (EMPTY_LIST...) are registered when first used: see _entry
 
     # ---- containers filled ----------------------------------------------------------------------
     def _check_list(self):
