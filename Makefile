@@ -21,12 +21,12 @@ $(VENV)/.torch:
 	$(PIP) install $(TORCH_PINS)
 	touch $@
 
-$(VENV)/.lab: $(VENV)/.torch pyproject.toml
-	$(PIP) install -e ".[lab]" $(TORCH_PINS)
+$(VENV)/.lab: $(VENV)/.torch pyproject.toml lab/pyproject.toml
+	$(PIP) install -e . -e ./lab $(TORCH_PINS)
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.torch pyproject.toml
-	$(PIP) install -e ".[lab,dev,bench,fastai,keras,keras-all,lightning,hf,docs]" $(TORCH_PINS)
+$(VENV)/.dev: $(VENV)/.torch pyproject.toml lab/pyproject.toml
+	$(PIP) install -e ".[dev,puzzlemix,fastai,keras,keras-all,lightning,hf,docs]" -e "./lab[bench]" $(TORCH_PINS)
 	touch $@
 
 setup-lab: $(VENV)/.lab

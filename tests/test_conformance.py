@@ -118,7 +118,7 @@ def test_registry_lists_every_mixer_class_once_and_no_method_overrides_the_proto
 
 
 def test_every_entry_point_reads_the_registry():
-    from mixlab.lab.config import ALPHA_FREE, MIXES
+    from mixlab_lab.config import ALPHA_FREE, MIXES
 
     assert list(MIXES) == ["none"] + methods.available(task="classification")
     assert set(ALPHA_FREE) == {n for n in NAMES if not methods.get(n).alpha and methods.get(n).task == "classification"}

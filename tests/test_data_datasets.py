@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 
 pytest.importorskip("sklearn")
 
-from mixlab.data import DataSplits, list_datasets, load_dataset  # noqa: E402
-from mixlab.data._options import corrupt_labels, stratified_split  # noqa: E402
-from mixlab.data.datasets import DATASETS  # noqa: E402
+from mixlab_lab.data import DataSplits, list_datasets, load_dataset  # noqa: E402
+from mixlab_lab.data._options import corrupt_labels, stratified_split  # noqa: E402
+from mixlab_lab.data.datasets import DATASETS  # noqa: E402
 
 
 def test_digits_shapes_dtypes_labels():

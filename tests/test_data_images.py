@@ -10,7 +10,7 @@ import torch
 
 Image = pytest.importorskip("PIL.Image")
 
-from mixlab.data import load_dataset  # noqa: E402
+from mixlab_lab.data import load_dataset  # noqa: E402
 
 
 def _png(path, value, size=(6, 4), mode="RGB"):

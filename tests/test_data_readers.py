@@ -12,9 +12,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mixlab.data import load_dataset
-from mixlab.data._idx import read_idx, write_idx
-from mixlab.data._cifar import safe_load
+from mixlab_lab.data import load_dataset
+from mixlab_lab.data._idx import read_idx, write_idx
+from mixlab_lab.data._cifar import safe_load
 
 
 def _write_idx_set(folder, n_train=12, n_test=6, size=5, gz=True):
@@ -191,7 +191,7 @@ def test_cifar_truncated_tarball(tmp_path):
     cut.write_bytes(tar.read_bytes()[: tar.stat().st_size * 2 // 3])
     with pytest.raises(ValueError, match="corrupt or truncated"):
         load_dataset("cifar10", data_dir=cut, cache_dir=False)
-    from mixlab.data import list_datasets
+    from mixlab_lab.data import list_datasets
     assert {r["name"]: r for r in list_datasets(cut)}["cifar10"]["present"] is True  # found, unreadable
 
 
@@ -259,12 +259,12 @@ def test_refused_cifar_pickles_are_data_errors(tmp_path, content, message):
         safe_load(tmp_path / "c" / "test_batch")
 
 
-# ----- mixlab.data._limits: bounded text, capped archives ---------------------------------------
+# ----- mixlab_lab.data._limits: bounded text, capped archives ---------------------------------------
 
 def test_short_repr_is_bounded_in_time_and_length_on_shared_structures():
     import time
 
-    from mixlab.data._limits import clip, short_list, short_name, short_repr
+    from mixlab_lab.data._limits import clip, short_list, short_name, short_repr
     t = ()
     for _ in range(64):
         t = (t, t)  # 2**64 leaves: repr() or hash() would never return
@@ -280,7 +280,7 @@ def test_short_repr_is_bounded_in_time_and_length_on_shared_structures():
 
 
 def test_tar_extended_header_above_the_cap_is_refused(tmp_path, monkeypatch):
-    from mixlab.data import _limits
+    from mixlab_lab.data import _limits
     src = tmp_path / "t" / "a"
     src.mkdir(parents=True)
     (src / "x.png").write_bytes(b"not read")
@@ -294,7 +294,7 @@ def test_tar_extended_header_above_the_cap_is_refused(tmp_path, monkeypatch):
 
 
 def test_is_tarball_never_raises(tmp_path):
-    from mixlab.data._limits import is_tarball
+    from mixlab_lab.data._limits import is_tarball
     src = tmp_path / "f.txt"
     src.write_text("x")
     with tarfile.open(tmp_path / "ok.tar.gz", "w:gz") as tf:
@@ -310,7 +310,7 @@ def test_is_tarball_never_raises(tmp_path):
 
 
 def test_read_idx_shares_a_byte_budget(tmp_path, monkeypatch):
-    from mixlab.data import _limits
+    from mixlab_lab.data import _limits
     write_idx(tmp_path / "a", np.zeros((10, 10), np.uint8))  # 4 + 8 + 100 bytes
     monkeypatch.setattr(_limits, "MAX_TOTAL_BYTES", 200)
     budget = _limits.ByteBudget()
@@ -322,13 +322,13 @@ def test_read_idx_shares_a_byte_budget(tmp_path, monkeypatch):
 
 def test_decode_images_of_nothing_is_a_value_error():
     pytest.importorskip("PIL")
-    from mixlab.data._images import decode_images
+    from mixlab_lab.data._images import decode_images
     with pytest.raises(ValueError, match="images: no images to decode"):  # before: IndexError
         decode_images([], [])
 
 
 def test_read_capped_refuses_a_file_that_grows_while_read(tmp_path, monkeypatch):
-    from mixlab.data import _limits
+    from mixlab_lab.data import _limits
     path = tmp_path / "f.png"
     path.write_bytes(b"x" * 10)
     real_fstat = os.fstat

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mixlab.data import list_datasets, load_dataset
+from mixlab_lab.data import list_datasets, load_dataset
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def test_cifar_tarball_slice(monkeypatch):
     """Reads the real tarball's member list and decodes a few images of each split (fast)."""
     if not CIFAR_TGZ.is_file():
         pytest.skip("../shared/datasets/cifar10-jpg.tar.gz absent")
-    from mixlab.data._images import decode_images
+    from mixlab_lab.data._images import decode_images
     names, blobs = [], []
     with tarfile.open(CIFAR_TGZ, "r|gz") as tf:
         for m in tf:

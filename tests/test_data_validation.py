@@ -28,10 +28,10 @@ import numpy as np
 import pytest
 import torch
 
-from mixlab.data import load_dataset
-from mixlab.data import _cache, _images
-from mixlab.data import _cifar as cifar_mod
-from mixlab.data._idx import write_idx
+from mixlab_lab.data import load_dataset
+from mixlab_lab.data import _cache, _images
+from mixlab_lab.data import _cifar as cifar_mod
+from mixlab_lab.data._idx import write_idx
 
 # ----- helpers ---------------------------------------------------------------------------------
 
@@ -122,7 +122,7 @@ def test_1_csv_numbers_are_class_names_so_never_out_of_range(tmp_path):
 
 def test_1_safety_net_checks_every_reader(monkeypatch):
     """A reader that delivers out-of-range labels is caught by load_dataset itself, naming the source."""
-    from mixlab.data import datasets
+    from mixlab_lab.data import datasets
     bad = {"x": torch.zeros(10, 2, dtype=torch.float64), "y": torch.arange(10) % 6, "classes": ["a", "b", "c"],
            "source": "fake-source"}
     monkeypatch.setattr(datasets, "load_sklearn", lambda name: bad)
@@ -685,7 +685,7 @@ def test_13_sixty_four_levels_of_shared_tuples_end_quickly(tmp_path):
     import sys
     path = tmp_path / "data_batch_1"
     path.write_bytes(_batch_with_extra_item(_shared_tuples(64)))
-    code = ("import sys; from mixlab.data._cifar import safe_load\n"
+    code = ("import sys; from mixlab_lab.data._cifar import safe_load\n"
             "try:\n    safe_load(sys.argv[1])\nexcept ValueError as e:\n    print(e); sys.exit(3)\n")
     try:
         run = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
@@ -811,11 +811,11 @@ def test_13_every_reader_bounds_what_its_messages_show(tmp_path, make, name):
 
 
 # ----- 14. caps on bytes read and pixels decoded, checked before reading or decoding -----------
-# The caps are module constants of mixlab.data._limits; the tests lower them (raising=False: before the
+# The caps are module constants of mixlab_lab.data._limits; the tests lower them (raising=False: before the
 # caps existed, setting them changed nothing) so that small files exercise them.
 
 def _caps(monkeypatch, **caps):
-    from mixlab.data import _limits
+    from mixlab_lab.data import _limits
     for name, value in caps.items():
         monkeypatch.setattr(_limits, name, value, raising=False)
 
@@ -903,7 +903,7 @@ def test_14_pixels_per_image_cap(tmp_path, monkeypatch):
     t = _tree_with(tmp_path, "big.png", buf.getvalue())
     _caps(monkeypatch, MAX_IMAGE_PIXELS=10_000)
     with pytest.raises(ValueError, match=r"image .*/t/a/big\.png: 200x200 = 40000 pixels, above the limit of 10000 "
-                                         r"pixels per image \(mixlab\.data\._limits\.MAX_IMAGE_PIXELS\)") as e:
+                                         r"pixels per image \(mixlab_lab\.data\._limits\.MAX_IMAGE_PIXELS\)") as e:
         load_dataset("folder", data_dir=t, cache_dir=False)
     _one_line(e.value, "big.png")
 
@@ -916,14 +916,14 @@ def test_14_pixel_caps_from_the_headers(tmp_path):
         (tmp_path / "t" / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
         (tmp_path / "t" / "ab"[i % 2] / f"{i}.png").write_bytes(_png_header(9000, 9000))
     with pytest.raises(ValueError, match=r"image .*/t/a/0\.png: 9000x9000 = 81000000 pixels, above the limit of "
-                                         r"33554432 pixels per image \(mixlab\.data\._limits\.MAX_IMAGE_PIXELS\)"):
+                                         r"33554432 pixels per image \(mixlab_lab\.data\._limits\.MAX_IMAGE_PIXELS\)"):
         load_dataset("folder", data_dir=tmp_path / "t", cache_dir=False)
     for i in range(12):  # 25 million pixels each: the 11th (in sorted order: b/7) passes 2**28 in all
         (tmp_path / "u" / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
         (tmp_path / "u" / "ab"[i % 2] / f"{i}.png").write_bytes(_png_header(5000, 5000))
     with pytest.raises(ValueError, match=r"image .*/u/b/7\.png: its 5000x5000 pixels bring the images to 275000000 "
                                          r"pixels, above the limit of 268435456 pixels per dataset "
-                                         r"\(mixlab\.data\._limits\.MAX_TOTAL_PIXELS\)") as e:
+                                         r"\(mixlab_lab\.data\._limits\.MAX_TOTAL_PIXELS\)") as e:
         load_dataset("folder", data_dir=tmp_path / "u", cache_dir=False)
     _one_line(e.value, "7.png")
 
@@ -1034,7 +1034,7 @@ def test_16_csv_utf8_with_bom_is_read(tmp_path):
 @pytest.mark.parametrize("sub", [False, True])
 def test_17_missing_cifar_batch_is_named(tmp_path, sub):
     """Before: "dataset 'cifar10' not found; looked in: ..." without the missing file's name."""
-    from mixlab.data import list_datasets
+    from mixlab_lab.data import list_datasets
     folder = tmp_path / "c" / "cifar-10-batches-py" if sub else tmp_path / "c"
     _cifar(folder)
     (folder / "data_batch_3").unlink()
@@ -1053,7 +1053,7 @@ def _run_with_file_size_limit(code: str, limit: int, *args) -> "subprocess.Compl
     writes past it fail with EFBIG, as on a full disk; Python ignores the SIGXFSZ signal)."""
     import subprocess
     import sys
-    prelude = (f"import resource, sys\nimport mixlab.data.datasets, mixlab.data._idx\n"
+    prelude = (f"import resource, sys\nimport mixlab_lab.data.datasets, mixlab_lab.data._idx\n"
                f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, resource.RLIM_INFINITY))\n")
     return subprocess.run([sys.executable, "-c", prelude + code, *map(str, args)], capture_output=True, text=True,
                           timeout=120)
@@ -1062,7 +1062,7 @@ def _run_with_file_size_limit(code: str, limit: int, *args) -> "subprocess.Compl
 def test_18_full_cache_disk_means_no_cache(tmp_path):
     """Before: RuntimeError: basic_ios::clear: iostream error (a torch traceback) and a .tmp left in the cache."""
     d = _idx_set(tmp_path / "mn")
-    code = ("from mixlab.data import load_dataset\n"
+    code = ("from mixlab_lab.data import load_dataset\n"
             "for _ in range(2):\n"
             "    print(load_dataset('mnist', data_dir=sys.argv[1], cache_dir=sys.argv[2]).x_train.shape[0])\n")
     run = _run_with_file_size_limit(code, 1000, d, tmp_path / "cache")  # a cache entry here is ~2.5 kB
@@ -1095,7 +1095,7 @@ def test_18_failed_cache_write_warns_once_and_leaves_nothing(tmp_path, monkeypat
 
 def test_18_write_idx_on_a_full_disk_names_the_file(tmp_path):
     """Before: OSError: [Errno 27] File too large as a traceback naming no file, and big.gz.tmp left."""
-    code = ("import numpy as np\nfrom mixlab.data._idx import write_idx\n"
+    code = ("import numpy as np\nfrom mixlab_lab.data._idx import write_idx\n"
             "try:\n    write_idx(sys.argv[1], np.arange(1 << 16, dtype=np.int32))\n"
             "except ValueError as e:\n    print(isinstance(e, OSError), e); sys.exit(3)\n")
     path = tmp_path / "big.idx"
@@ -1237,7 +1237,7 @@ def test_20_every_damaged_file_is_one_line_naming_it_or_loads(tmp_path, kind):
     dataset: it loads (the damage left a valid file) or fails with one short line naming the file."""
     import random
     pytest.importorskip("PIL")
-    from mixlab.lab.cli import _raised_by_mixlab
+    from mixlab_lab.cli import _raised_by_mixlab
     rng = random.Random(kind)
     for case in range(12):
         root = tmp_path / str(case)
@@ -1310,7 +1310,7 @@ def _bomb_headers(tmp_path):
                               "long-field-csv", "cut-cifar-tar", "9000x9000-headers"])
 def test_cli_prints_one_line_naming_the_bad_file(tmp_path, capsys, make):
     pytest.importorskip("PIL")
-    from mixlab.lab.cli import main
+    from mixlab_lab.cli import main
     name, data_dir, victim = make(tmp_path)
     rc = main(["preview", "--dataset", name, "--data-dir", str(data_dir), "--cache-dir", str(tmp_path / "cache"),
                "--out", str(tmp_path / "mixed.png")])

@@ -1,4 +1,4 @@
-"""mixlab.distributed (gathers, global pairing) and mixlab.lab.distributed (process-group
+"""mixlab.distributed (gathers, global pairing) and mixlab_lab.distributed (process-group
 helpers), and DDP training across 2 CPU processes (gloo).
 
 The 2-process tests start each rank with the ``spawn`` start method and a free port, poll
@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 
 import mixlab
 from mixlab import distributed as D
-from mixlab.lab import distributed as LD
-from mixlab.lab.models import AirbenchCPU
+from mixlab_lab import distributed as LD
+from mixlab_lab.models import AirbenchCPU
 
 WORLD = 2
 DEADLINE_S = 90.0

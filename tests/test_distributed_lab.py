@@ -2,7 +2,7 @@
 
 The command these tests run (``python -m torch.distributed.run`` is ``torchrun``)::
 
-    torchrun --standalone --nproc_per_node=2 -m mixlab train --dataset digits --epochs 6 --batch-size 32 \
+    torchrun --standalone --nproc_per_node=2 -m mixlab_lab train --dataset digits --epochs 6 --batch-size 32 \
         --threads 1 --quiet --out RUN
 
 Every launch has a deadline; a run that outlives it is killed and the test fails.
@@ -35,7 +35,7 @@ def _env() -> dict:
 
 
 def _command(out: Path, *extra: str) -> list:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "mixlab",
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "mixlab_lab",
             "train", "--out", str(out), "--threads", "1", "--quiet", *extra]
 
 
@@ -90,8 +90,8 @@ def full_run(tmp_path_factory):
 def test_torchrun_train_finishes_with_identical_weights_on_both_ranks(full_run):
     import torch
 
-    from mixlab.lab.store import load_checkpoint
-    from mixlab.lab.train import weights_sha256
+    from mixlab_lab.store import load_checkpoint
+    from mixlab_lab.train import weights_sha256
 
     out, stdout = full_run
     records = _records(out)

@@ -13,8 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "mixlab"
-NOT_DOCUMENTED = {"mixlab.lab", "mixlab.bench", "mixlab.__main__",
-                  "mixlab.puzzlemix"}  # the CLI lab and benchmarks, `python -m mixlab`, an alias of mixlab.methods.puzzlemix
+NOT_DOCUMENTED = {"mixlab.lab", "mixlab_lab.bench", "mixlab.__main__",
+                  "mixlab.puzzlemix"}  # the CLI lab and benchmarks, `python -m mixlab_lab`, an alias of mixlab.methods.puzzlemix
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from mixlab import bench
+from mixlab_lab import bench
 
 ROW_KEYS = {"name", "skipped", "note", "runs", "median_ms", "min_ms", "ratio_to_floor"}
 

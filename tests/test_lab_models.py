@@ -11,8 +11,8 @@ import json
 import pytest
 import torch
 
-from mixlab.lab.cli import main
-from mixlab.lab.models import MODELS, AirbenchCPU, ResNet9Narrow, build_model
+from mixlab_lab.cli import main
+from mixlab_lab.models import MODELS, AirbenchCPU, ResNet9Narrow, build_model
 
 NEW = ["airbench-cpu", "airbench-cpu-notta", "airbench-cpu-wide", "resnet9-narrow"]
 

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mixlab.lab import cli
-from mixlab.lab import metrics as M
-from mixlab.lab.cli import main
-from mixlab.lab.config import MAX_SEED, LabConfig, resolve_config
-from mixlab.lab.train import LabData, TrainingDiverged, train_arm
+from mixlab_lab import cli
+from mixlab_lab import metrics as M
+from mixlab_lab.cli import main
+from mixlab_lab.config import MAX_SEED, LabConfig, resolve_config
+from mixlab_lab.train import LabData, TrainingDiverged, train_arm
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--dataset", "digits", "--epochs", "1", "--threads", "1", "--quiet"]
@@ -71,7 +71,7 @@ def test_bad_option_is_one_line_before_any_work(argv, option, tmp_path, capsys):
 
 
 def test_alpha_inf_is_refused_before_the_baseline_trains(tmp_path, capsys, monkeypatch):
-    from mixlab.lab import runner
+    from mixlab_lab import runner
 
     monkeypatch.setattr(runner, "run_lab", lambda *a, **k: pytest.fail("training started"))
     assert main(["compare", *TINY, "--alpha", "inf", "--out", str(tmp_path / "run")]) == 2
@@ -194,7 +194,7 @@ def test_user_errors_are_one_line_with_status_2(error, expected, monkeypatch, tm
 
 
 def test_a_type_error_mixlab_raises_is_a_user_error(monkeypatch, tmp_path, capsys):
-    from mixlab.lab import distributed
+    from mixlab_lab import distributed
 
     monkeypatch.setattr(cli, "_check_run", lambda cfg, arms: distributed.all_reduce_sum([1]))
     assert main(["train", *TINY, "--out", str(tmp_path / "run")]) == 2
@@ -215,7 +215,7 @@ def test_a_file_where_the_run_folder_should_be_is_one_line(tmp_path, capsys):
 
 def test_console_script_exit_status_and_stderr(tmp_path):
     env = dict(os.environ, KERAS_BACKEND="torch", PYTHONPATH=str(REPO / "src"))
-    res = subprocess.run([sys.executable, "-m", "mixlab", "compare", "--alpha", "inf", "--out", str(tmp_path / "r")],
+    res = subprocess.run([sys.executable, "-m", "mixlab_lab", "compare", "--alpha", "inf", "--out", str(tmp_path / "r")],
                          capture_output=True, text=True, timeout=120, env=env)
     assert res.returncode == 2
     assert res.stderr == "mixlab: --alpha must be a finite number, got inf\n"
@@ -327,7 +327,7 @@ def test_rank_whose_peer_froze_exits_1_with_a_message(tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, KERAS_BACKEND="torch", OMP_NUM_THREADS="1", MIXLAB_DIST_TIMEOUT="10", WORLD_SIZE="2",
                MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), PYTHONPATH=str(REPO / "src"))
-    cmd = [sys.executable, "-m", "mixlab", "train", "--dataset", "digits", "--epochs", "30", "--batch-size", "32",
+    cmd = [sys.executable, "-m", "mixlab_lab", "train", "--dataset", "digits", "--epochs", "30", "--batch-size", "32",
            "--threads", "1", "--quiet", "--out", str(out)]
     procs = [subprocess.Popen(cmd, env=dict(env, RANK=str(r), LOCAL_RANK=str(r)), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, start_new_session=True) for r in (0, 1)]
@@ -389,7 +389,7 @@ def test_an_unknown_preset_in_a_config_file_is_one_line(tmp_path, capsys):
 # --- everything a run needs of its data, checked before the first step ----------------------------------------
 
 def _no_training(monkeypatch):
-    from mixlab.lab import runner
+    from mixlab_lab import runner
 
     monkeypatch.setattr(runner, "train_arm", lambda *a, **k: pytest.fail("training started"))
 
@@ -449,7 +449,7 @@ def test_a_model_refuses_inputs_it_cannot_take_before_training(argv, names, tmp_
 
 
 def test_each_image_models_minimum_side_is_exact():
-    from mixlab.lab.models import MODELS, check_input, min_side
+    from mixlab_lab.models import MODELS, check_input, min_side
 
     for name in MODELS:
         side = min_side(name)
@@ -465,7 +465,7 @@ def test_each_image_models_minimum_side_is_exact():
 # --- preview: --n and --out checked before any work ------------------------------------------------------------
 
 def _no_data(monkeypatch):
-    from mixlab.lab import runner
+    from mixlab_lab import runner
 
     monkeypatch.setattr(runner, "load_splits", lambda *a, **k: pytest.fail("the data was loaded"))
 
@@ -525,7 +525,7 @@ def test_a_deeply_nested_config_file_is_one_line(text, tmp_path, capsys):
 def test_preset_names_say_what_they_are(capsys):
     import re
 
-    from mixlab.lab.config import PRESETS
+    from mixlab_lab.config import PRESETS
 
     assert not [n for n in PRESETS if re.search(r"article|\d{3}", n)]
     assert "cifar10-bce" in PRESETS

@@ -1,6 +1,6 @@
 """Fault injection for the lab's run folder (docs/RELIABILITY.md lists the promises these tests check).
 
-* kill -9 of ``python -m mixlab compare ...`` at seeded points (half-written temporary file,
+* kill -9 of ``python -m mixlab_lab compare ...`` at seeded points (half-written temporary file,
   before / after a rename, a seeded delay after a write), then ``--resume``: the run ends with
   exactly the weights (hashes in summary.json) and metrics of an uninterrupted run;
 * every file the run writes truncated, zeroed, bit-flipped, emptied or deleted, then
@@ -31,10 +31,10 @@ import torch
 
 pytest.importorskip("sklearn")
 
-from mixlab.lab import report as report_module  # noqa: E402
-from mixlab.lab import runner  # noqa: E402
-from mixlab.lab.cli import main  # noqa: E402
-from mixlab.lab.store import _proc_start, load_checkpoint, save_checkpoint  # noqa: E402
+from mixlab_lab import report as report_module  # noqa: E402
+from mixlab_lab import runner  # noqa: E402
+from mixlab_lab.cli import main  # noqa: E402
+from mixlab_lab.store import _proc_start, load_checkpoint, save_checkpoint  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = ["--dataset", "digits", "--epochs", "2", "--batch-size", "64", "--threads", "1", "--quiet", "--seeds", "0"]
@@ -172,7 +172,7 @@ def no_report(monkeypatch):
 KILLER = r"""
 import os, signal, sys, threading
 from pathlib import Path
-from mixlab.lab import store
+from mixlab_lab import store
 k, mode, delay = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
 n = 0
 real_tmp, real_replace = store._write_tmp, os.replace
@@ -207,7 +207,7 @@ os.replace = replace
 if mode == "count":
     import atexit
     atexit.register(lambda: print(f"WRITES={n}", file=sys.stderr))
-from mixlab.lab.cli import main
+from mixlab_lab.cli import main
 sys.exit(main(sys.argv[4:]))
 """
 
@@ -223,7 +223,7 @@ def writes(reference, tmp_path_factory):
     out = tmp_path_factory.mktemp("reliability") / "counted"
     res = _killer(out, 0, "count")
     assert res.returncode == 0, res.stderr[-3000:]
-    assert _result(out) == reference[1], "a `python -m mixlab` run differs from the same run in-process"
+    assert _result(out) == reference[1], "a `python -m mixlab_lab` run differs from the same run in-process"
     return int(res.stderr.split("WRITES=")[1].split()[0])
 
 
@@ -351,7 +351,7 @@ def test_checkpoints_stay_plain_torch_zip_files(reference):
 
 def test_two_processes_on_one_out_one_is_refused(reference, tmp_path):
     out = tmp_path / "shared"
-    cmd = [sys.executable, "-m", "mixlab", "compare", *ARGS, "--out", str(out)]
+    cmd = [sys.executable, "-m", "mixlab_lab", "compare", *ARGS, "--out", str(out)]
     procs = [subprocess.Popen(cmd, env=_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]
     results = [p.communicate(timeout=DEADLINE_S) for p in procs]

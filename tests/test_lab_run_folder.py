@@ -22,11 +22,11 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from mixlab.lab import report as report_module  # noqa: E402
-from mixlab.lab import runner, store  # noqa: E402
-from mixlab.lab.cli import main  # noqa: E402
-from mixlab.lab.config import resolve_config  # noqa: E402
-from mixlab.lab.store import load_checkpoint  # noqa: E402
+from mixlab_lab import report as report_module  # noqa: E402
+from mixlab_lab import runner, store  # noqa: E402
+from mixlab_lab.cli import main  # noqa: E402
+from mixlab_lab.config import resolve_config  # noqa: E402
+from mixlab_lab.store import load_checkpoint  # noqa: E402
 
 ARGS = ["--dataset", "digits", "--epochs", "2", "--batch-size", "64", "--threads", "1", "--quiet", "--seeds", "0"]
 MARKER = runner.MARKER

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from mixlab.lab import metrics as M
-from mixlab.lab.config import PRESETS, LabConfig, resolve_config
-from mixlab.lab.models import MODELS, build_model
-from mixlab.lab.store import atomic_write_json, gen_state, load_checkpoint, save_checkpoint, set_gen_state
-from mixlab.lab.train import LabData, _crop_flip, _lr_factor, build_mixer, epoch_batches, make_batch
+from mixlab_lab import metrics as M
+from mixlab_lab.config import PRESETS, LabConfig, resolve_config
+from mixlab_lab.models import MODELS, build_model
+from mixlab_lab.store import atomic_write_json, gen_state, load_checkpoint, save_checkpoint, set_gen_state
+from mixlab_lab.train import LabData, _crop_flip, _lr_factor, build_mixer, epoch_batches, make_batch
 
 
 def test_precedence_defaults_preset_file_flags(tmp_path):
@@ -35,7 +35,7 @@ def test_presets_follow_the_articles():
     assert set(PRESETS) >= {"demo", "keras", "cifar10-bce", "fastai-mnist-sample", "fmnist-fast", "cifar10-fast"}
     for name in PRESETS:  # every preset is a valid configuration with a registered model
         cfg = resolve_config({}, preset=name)
-        from mixlab.lab.models import MODELS
+        from mixlab_lab.models import MODELS
         assert cfg.model is None or cfg.model in MODELS, name
 
 

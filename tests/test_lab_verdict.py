@@ -8,10 +8,10 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from mixlab.data import load_dataset
-from mixlab.lab import runner, stats
-from mixlab.lab.cli import main
-from mixlab.lab.config import resolve_config
+from mixlab_lab.data import load_dataset
+from mixlab_lab import runner, stats
+from mixlab_lab.cli import main
+from mixlab_lab.config import resolve_config
 
 TINY = ["--dataset", "digits", "--epochs", "2", "--batch-size", "64", "--quiet"]
 
@@ -50,7 +50,7 @@ def test_mcnemar_exact_by_hand():
 
 
 def test_ece_matches_the_lab_metric():
-    from mixlab.lab import metrics as M
+    from mixlab_lab import metrics as M
 
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(500, 10, generator=g) * 3
@@ -238,7 +238,7 @@ def test_imbalance_reaches_the_lab(tmp_path):
 
 def test_puzzlemix_in_the_lab_uses_the_models_saliency(monkeypatch):
     import mixlab.puzzlemix as pm
-    from mixlab.lab.train import build_mixer
+    from mixlab_lab.train import build_mixer
 
     cfg = resolve_config({"mix": "puzzlemix", "alpha": 1.0})
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))

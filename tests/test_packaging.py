@@ -25,11 +25,24 @@ def _quick_start() -> str:
     return setup + block + "\nprint('quick start ok', float(loss))\n"
 
 
+def _clean_source(tmp: Path, names) -> Path:
+    """A copy of the tracked sources ``names`` (a stale ``build/`` in the checkout would leak old files into the wheel)."""
+    import shutil
+
+    for name in names:
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp / Path(name).name,
+                                                               **({"ignore": shutil.ignore_patterns("*.egg-info", "__pycache__")}
+                                                                  if src.is_dir() else {}))
+    return tmp
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     dist = tmp_path_factory.mktemp("dist")
+    source = _clean_source(tmp_path_factory.mktemp("src"), ["src", "pyproject.toml", "README.md", "LICENSE"])
     run = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist),
-                          str(ROOT)], capture_output=True, text=True, timeout=600)
+                          str(source)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     (built,) = dist.glob("mixlab-*.whl")
     return built
@@ -66,49 +79,91 @@ def test_wheel_contents_and_readme_quick_start_from_the_wheel(tmp_path, wheel):
     assert str(env_dir) in run.stdout and str(ROOT / "src") not in run.stdout  # the wheel, not the checkout
 
 
-# the lab's optional packages as they appear in site-packages (modules, .libs and .dist-info), and mixlab itself
+@pytest.fixture(scope="module")
+def lab_wheel(tmp_path_factory) -> Path:
+    """The lab's own distribution (lab/pyproject.toml: mixlab-lab, the `mixlab` command)."""
+    dist = tmp_path_factory.mktemp("labdist")
+    source = _clean_source(tmp_path_factory.mktemp("labsrc"), ["lab/src", "lab/pyproject.toml", "lab/README.md",
+                                                              "lab/LICENSE"])
+    run = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist),
+                          str(source)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (found,) = dist.glob("mixlab_lab-*.whl")
+    return found
+
+
+def test_the_library_wheel_carries_no_lab_no_command_and_its_license(wheel, lab_wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    assert not any(n.startswith(("mixlab/lab/", "mixlab/bench/", "mixlab_lab/")) for n in names), names
+    assert "mixlab/data/mixing.py" in names and "mixlab/data/datasets.py" not in names
+    meta = {n: zipfile.ZipFile(wheel).read(n).decode() for n in names if ".dist-info/" in n}
+    assert not any(n.endswith("entry_points.txt") for n in meta)  # no console script in the library
+    assert any(n.endswith("licenses/LICENSE") for n in meta)
+    (metadata,) = [v for n, v in meta.items() if n.endswith("METADATA")]
+    requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line]
+    assert requires == ["Requires-Dist: torch>=2.1"], requires  # torch alone
+    lab = zipfile.ZipFile(lab_wheel)
+    assert "mixlab_lab/cli.py" in lab.namelist() and "mixlab_lab/data/datasets.py" in lab.namelist()
+    (entry,) = [n for n in lab.namelist() if n.endswith("entry_points.txt")]
+    assert "mixlab = mixlab_lab.cli:main" in lab.read(entry).decode()
+    assert any(n.endswith("licenses/LICENSE") for n in lab.namelist())
+
+
+# the lab's dependencies as they appear in site-packages (modules, .libs and .dist-info), and mixlab itself
 _LAB_ENTRIES = ("torchvision", "matplotlib", "mpl_toolkits", "tqdm", "sklearn", "scikit_learn", "pil", "pillow",
                 "scipy", "mixlab", "__editable__")
 
 
-def test_mixlab_command_without_the_lab_extra(tmp_path, wheel):
-    """`pip install mixlab` (no extras): torch and numpy only. `mixlab compare` refuses at once, in one line."""
+def test_the_lab_command_without_its_dependencies_refuses_in_one_line(tmp_path, wheel, lab_wheel):
+    """Both wheels installed with --no-deps beside torch and numpy only: `mixlab compare` refuses at once, in one line."""
+    py, env = _core_env(tmp_path, _LAB_ENTRIES)
+    env["MIXLAB_CACHE"] = str(tmp_path / "cache")
+    run = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--force-reinstall", "--no-cache-dir", "-q",
+                          str(wheel), str(lab_wheel)], capture_output=True, text=True, cwd=tmp_path, timeout=600, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    probe = subprocess.run([str(py), "-c", "import torch, numpy, mixlab, mixlab_lab, importlib.util as u; "
+                            "print([m for m in ('torchvision', 'matplotlib', 'tqdm', 'sklearn', 'PIL', 'scipy') "
+                            "if u.find_spec(m)], mixlab.__file__)"],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=300, env=env)
+    assert probe.returncode == 0 and probe.stdout.startswith("[] ") and str(tmp_path / "env") in probe.stdout, \
+        probe.stdout + probe.stderr[-2000:]
+    out = tmp_path / "run"
+    command = py.parent / "mixlab"
+    for argv in (["compare", "--dataset", "digits"], ["train", "--dataset", "fashion-mnist", "--epochs", "1"]):
+        run = subprocess.run([str(command), *argv, "--out", str(out)], capture_output=True, text=True, cwd=tmp_path,
+                             timeout=300, env=env)
+        assert run.returncode == 2 and len(run.stderr.splitlines()) == 1, (run.returncode, run.stderr[-3000:])
+        assert run.stderr == (f"mixlab: the lab (mixlab {argv[0]}) needs torchvision, matplotlib, tqdm, scikit-learn, "
+                              "pillow, scipy (not installed); install them with: pip install torchvision matplotlib "
+                              "tqdm scikit-learn pillow scipy\n")
+        assert not out.exists() and not (tmp_path / "cache").exists()
+    run = subprocess.run([str(command), "datasets"], capture_output=True, text=True, cwd=tmp_path, timeout=300, env=env)
+    assert run.returncode == 0 and "digits" in run.stdout, run.stderr[-3000:]
+
+
+def test_the_lab_wheel_compares_on_digits(tmp_path, wheel, lab_wheel):
+    """The two wheels in a fresh venv that sees this environment's packages: `mixlab compare --dataset digits` runs."""
     import sysconfig
 
-    parent = Path(sysconfig.get_paths()["purelib"])
-    core = tmp_path / "core-site"  # this environment's packages minus the lab's (and minus mixlab)
-    core.mkdir()
-    for entry in parent.iterdir():
-        if not entry.name.lower().startswith(_LAB_ENTRIES) and entry.suffix != ".pth":
-            (core / entry.name).symlink_to(entry)
     env_dir = tmp_path / "env"
     venv.EnvBuilder(system_site_packages=False, with_pip=False).create(env_dir)
     py = env_dir / "bin" / "python"
     purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              capture_output=True, text=True, timeout=60).stdout.strip()
-    Path(purelib, "_core.pth").write_text(f"{core}\n")
+    Path(purelib, "_parent_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")  # its .pth files unprocessed
     env = {"PATH": f"{env_dir / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "MIXLAB_CACHE": str(tmp_path / "cache")}
-    run = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--force-reinstall", "--no-cache-dir", "-q",
-                          str(wheel)], capture_output=True, text=True, cwd=tmp_path, timeout=600, env=env)
+    run = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--force-reinstall", "-q", str(wheel),
+                          str(lab_wheel)], capture_output=True, text=True, timeout=600, env=env)
     assert run.returncode == 0, run.stderr[-2000:]
-    probe = subprocess.run([str(py), "-c", "import torch, numpy, mixlab, importlib.util as u; "
-                            "print([m for m in ('torchvision', 'matplotlib', 'tqdm', 'sklearn', 'PIL', 'scipy') "
-                            "if u.find_spec(m)], mixlab.__file__)"],
-                           capture_output=True, text=True, cwd=tmp_path, timeout=300, env=env)
-    assert probe.returncode == 0 and probe.stdout.startswith("[] ") and str(env_dir) in probe.stdout, \
-        probe.stdout + probe.stderr[-2000:]
-
     out = tmp_path / "run"
-    for argv in (["compare", "--dataset", "digits"], ["train", "--dataset", "fashion-mnist", "--epochs", "1"]):
-        run = subprocess.run([str(env_dir / "bin" / "mixlab"), *argv, "--out", str(out)], capture_output=True,
-                             text=True, cwd=tmp_path, timeout=300, env=env)
-        assert run.returncode == 2 and len(run.stderr.splitlines()) == 1, (run.returncode, run.stderr[-3000:])
-        assert run.stderr == (f"mixlab: the lab (mixlab {argv[0]}) needs torchvision, matplotlib, tqdm, scikit-learn, "
-                              'pillow, scipy (not installed); install them with: pip install "mixlab[lab]" scipy\n')
-        assert not out.exists() and not (tmp_path / "cache").exists()
-    run = subprocess.run([str(env_dir / "bin" / "mixlab"), "datasets"], capture_output=True, text=True, cwd=tmp_path,
-                         timeout=300, env=env)
-    assert run.returncode == 0 and "digits" in run.stdout, run.stderr[-3000:]
+    run = subprocess.run([str(env_dir / "bin" / "mixlab"), "compare", "--dataset", "digits", "--epochs", "1",
+                          "--mix", "mixup", "--quiet", "--out", str(out)], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=600, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (out / "summary.json").is_file() and "verdict: mixup" in run.stdout
+    where = subprocess.run([str(py), "-c", "import mixlab, mixlab_lab; print(mixlab.__file__, mixlab_lab.__file__)"],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=120, env=env)
+    assert where.stdout.count(str(env_dir)) == 2, where.stdout  # both from the wheels, not the checkout
 
 
 def _core_env(tmp_path, exclude) -> tuple[Path, dict]:

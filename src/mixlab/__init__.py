@@ -17,12 +17,12 @@ from .methods import (CMixup, CutMix, FMix, GridMix, MixUp, MixUpOrCutMix, Puzzl
 from .transforms import RandomChoice, mix_pair
 from . import policies  # noqa: E402  (label-side policies: regmixup_loss, transmix_target)
 
-__version__ = "0.2.0.dev0"
+__version__ = "0.3.0.dev0"
 
 
 # Submodules with optional dependencies, imported on first attribute access (``mixlab.lightning``).
 _SUBMODULES = frozenset({"fastai", "lightning", "keras", "data", "distributed", "detection", "manifold", "timm",
-                         "transformers", "lab", "bench"})
+                         "transformers"})
 
 
 def __getattr__(name):

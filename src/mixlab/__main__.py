@@ -1,7 +1,6 @@
-"""``python -m mixlab``: the lab's command line (see :mod:`mixlab.lab.cli`)."""
+"""``python -m mixlab``: the lab's command moved to its own distribution (``mixlab-lab``)."""
 import sys
 
-from mixlab.lab.cli import main
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit("mixlab: the lab is its own distribution: pip install ./lab (mixlab-lab), then run `mixlab` "
+             "or `python -m mixlab_lab`")

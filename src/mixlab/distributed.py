@@ -3,8 +3,8 @@
 Every function is a no-op (single-process answers) when no process group is running, so the
 same code runs with and without ``torchrun``. Start the group yourself
 (``torch.distributed.init_process_group``) or with the lab's helpers in
-:mod:`mixlab.lab.distributed` (set-up with a timeout, per-rank seeds, sharding, buffer sync,
-reductions, :func:`~mixlab.lab.distributed.ddp_mean`); this module never imports the lab.
+the lab's ``mixlab_lab.distributed`` (set-up with a timeout, per-rank seeds, sharding, buffer sync,
+reductions, ``ddp_mean``); this module never imports the lab.
 
 Here: :class:`DistInfo` / :func:`get_info` (where this process sits), :func:`gather_sizes` and
 :func:`gather_batch` (every rank's batch, detached), :func:`local_params` (this rank's rows of

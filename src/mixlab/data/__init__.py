@@ -1,26 +1,8 @@
-"""Data: real-dataset readers for the lab, and batch / sample mixing for DataLoaders.
+"""Mixing inside PyTorch data loading: :class:`MixCollate` (batches mixed in ``DataLoader`` workers) and
+:class:`MixupDataset` (sample-level mixing in ``__getitem__``), with their epoch schedules.
 
-Names are imported lazily so that ``import mixlab.data`` needs only torch.
+The dataset readers of the lab are in the lab's distribution (``mixlab_lab.data``).
 """
-from __future__ import annotations
+from .mixing import Linear, MixCollate, MixupDataset, SharedEpoch
 
-import importlib
-
-_LAZY = {
-    # batch mixing in DataLoader workers and sample-level mixing in the dataset (mixing.py)
-    "MixCollate": "mixing",
-    "MixupDataset": "mixing",
-    # dataset readers for the lab (datasets.py)
-    "DataSplits": "datasets",
-    "load_dataset": "datasets",
-    "list_datasets": "datasets",
-    "DATASETS": "datasets",
-}
-
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module 'mixlab.data' has no attribute {name!r}")
+__all__ = ["MixCollate", "MixupDataset", "SharedEpoch", "Linear"]

@@ -5,7 +5,7 @@ Folder layout (every file written atomically)::
     config.json     resolved configuration, data description, versions, git commit, machine
     metrics.jsonl   one line per epoch per arm per seed
     summary.json    final figures per arm and seed, mean/std across seeds, each arm against the
-                    baseline (intervals, McNemar, the verdict, warnings: mixlab.lab.stats)
+                    baseline (intervals, McNemar, the verdict, warnings: mixlab_lab.stats)
     report.md       the verdict, the tables and PNG plots (plots/)
     predictions/    seed<S>_<arm>.npz: per test image the predicted class, its probability and the
                     true class's probability (numpy arrays, loaded without pickle; their SHA-256 in
@@ -102,7 +102,7 @@ def _unique_names(arms: list) -> None:
 
 
 def save_predictions(path: Path, preds: dict) -> str:
-    """Write :func:`mixlab.lab.train.predict`'s output as ``.npz`` atomically; returns its SHA-256."""
+    """Write :func:`mixlab_lab.train.predict`'s output as ``.npz`` atomically; returns its SHA-256."""
     import numpy as np
 
     buf = io.BytesIO()
@@ -128,7 +128,7 @@ def load_predictions(path: Path, sha256: str | None = None) -> dict:
 
 
 def load_splits(cfg: LabConfig, seed: int):
-    from mixlab.data import load_dataset  # lazy: the data readers need the lab extras
+    from mixlab_lab.data import load_dataset  # lazy: the data readers need the lab extras
 
     return load_dataset(cfg.dataset, data_dir=cfg.data_dir, classes=cfg.classes, label_noise=cfg.label_noise,
                         train_size=cfg.train_size, seed=seed, imbalance=cfg.imbalance, test_size=cfg.test_size,
@@ -235,7 +235,7 @@ def _run_paths(seeds, names, plots=_PLOTS) -> set:
 
 
 def _writes(cfg: LabConfig, arms: list, kind: str | None = None) -> set:
-    """The files this run will write (plots: those :func:`mixlab.lab.report.write_report` makes for
+    """The files this run will write (plots: those :func:`mixlab_lab.report.write_report` makes for
     these arms; ``mixed_samples.png`` when ``kind`` is known to be ``"image"``)."""
     alphas: dict = {}
     for _, mix, _alpha in arms:
@@ -410,7 +410,7 @@ def summarize(histories: dict, arms: list, seeds: list, predictions: dict | None
     """Final figures per arm and seed, mean/std across seeds, and every arm against the baseline.
 
     ``predictions`` (``{(seed, arm): predict(...)}``) adds the per-image paired tests; see
-    :mod:`mixlab.lab.stats`.
+    :mod:`mixlab_lab.stats`.
     """
     from . import stats
 
@@ -449,7 +449,7 @@ def _check_mixing(cfg: LabConfig, arms: list, data) -> None:
     """Build each arm's mixing as training does (the data's input shape and class counts) and mix two
     rows: a method that cannot mix these inputs (PuzzleMix's blocks, GridMix's holes on small images,
     SaliencyMix on tabular rows, Remix without a class count) fails now, before any arm trains, not
-    after the baseline. ``data``: a :class:`mixlab.data.DataSplits` or :class:`mixlab.lab.train.LabData`."""
+    after the baseline. ``data``: a :class:`mixlab_lab.data.DataSplits` or :class:`mixlab_lab.train.LabData`."""
     from .train import build_mixer
 
     shape = tuple(data.x_train.shape[1:])
@@ -473,7 +473,7 @@ def _split_options(cfg: LabConfig) -> str:
 
 
 def _check_data(cfg: LabConfig, arms: list, splits, seed: int, *, inputs: bool = True) -> None:
-    """What the run needs of one seed's data (a :class:`mixlab.data.DataSplits`), checked before any arm
+    """What the run needs of one seed's data (a :class:`mixlab_lab.data.DataSplits`), checked before any arm
     trains; a ``ValueError`` names the option at fault.
 
     - the test split holds rows (they score every arm);
@@ -481,7 +481,7 @@ def _check_data(cfg: LabConfig, arms: list, splits, seed: int, *, inputs: bool =
     - every class has a training row (a class never seen cannot be learned, and Remix divides by the
       class counts);
     - with ``inputs`` (the input shape and the classes do not change with the seed): the model takes
-      these inputs (:func:`mixlab.lab.models.check_input`) and each arm's mixing mixes them
+      these inputs (:func:`mixlab_lab.models.check_input`) and each arm's mixing mixes them
       (:func:`_check_mixing`).
     """
     import math

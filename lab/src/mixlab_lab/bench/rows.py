@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import mixlab
-from mixlab import _fast
+from mixlab import kernels as _fast
 
 from .timing import Skip, make_row
 

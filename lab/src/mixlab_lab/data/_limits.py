@@ -1,6 +1,6 @@
 """Caps on what the dataset readers read and decode, and bounded text for their error messages.
 
-Caps (module constants: raise one by assigning it, e.g. ``mixlab.data._limits.MAX_FILE_BYTES =
+Caps (module constants: raise one by assigning it, e.g. ``mixlab_lab.data._limits.MAX_FILE_BYTES =
 256 << 20``, before loading). Exceeding one is a ``ValueError`` naming the file and the cap,
 raised before the bytes are read or the pixels decoded: sizes come from the file system, tar
 headers, IDX headers and image headers, and compressed streams are read incrementally.
@@ -183,7 +183,7 @@ def check_file_bytes(what: str, size: int, *, detail: str = "") -> None:
     if size > MAX_FILE_BYTES:
         raise ValueError(f"{what}: {size} bytes ({_human(size)}){detail}, above the "
                          f"limit of {MAX_FILE_BYTES} bytes ({_human(MAX_FILE_BYTES)}) per file "
-                         "(mixlab.data._limits.MAX_FILE_BYTES); not read")
+                         "(mixlab_lab.data._limits.MAX_FILE_BYTES); not read")
 
 
 class ByteBudget:
@@ -199,7 +199,7 @@ class ByteBudget:
         if self.total > MAX_TOTAL_BYTES:
             raise ValueError(f"{what}: its {size} bytes bring the data read to {self.total} bytes, above the limit of "
                              f"{MAX_TOTAL_BYTES} bytes ({_human(MAX_TOTAL_BYTES)}) per dataset "
-                             "(mixlab.data._limits.MAX_TOTAL_BYTES); not read")
+                             "(mixlab_lab.data._limits.MAX_TOTAL_BYTES); not read")
 
 
 def read_capped(path, what: str, budget: ByteBudget | None = None) -> bytes:
@@ -222,7 +222,7 @@ class _CappedTarInfo(tarfile.TarInfo):
         if self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
                          tarfile.SOLARIS_XHDTYPE) and self.size > MAX_TAR_HEADER_BYTES:
             raise tarfile.HeaderError(f"an extended header (names, attributes) of {self.size} bytes, above the limit "
-                                      f"of {MAX_TAR_HEADER_BYTES} bytes (mixlab.data._limits.MAX_TAR_HEADER_BYTES)")
+                                      f"of {MAX_TAR_HEADER_BYTES} bytes (mixlab_lab.data._limits.MAX_TAR_HEADER_BYTES)")
         return super()._proc_member(tf)
 
 
@@ -238,7 +238,7 @@ class _CountedReader:
         if self.count > MAX_ARCHIVE_BYTES:
             raise ValueError(f"{self._what}: decompresses to more than {MAX_ARCHIVE_BYTES} bytes "
                              f"({_human(MAX_ARCHIVE_BYTES)}), the limit per archive "
-                             "(mixlab.data._limits.MAX_ARCHIVE_BYTES); not read further")
+                             "(mixlab_lab.data._limits.MAX_ARCHIVE_BYTES); not read further")
         return data
 
 
@@ -256,7 +256,7 @@ class TarStream:
             if end > MAX_ARCHIVE_BYTES:
                 raise ValueError(f"{self._what}: member '{short_name(m.name)}' ends {end} bytes into the decompressed "
                                  f"archive, above the limit of {MAX_ARCHIVE_BYTES} bytes ({_human(MAX_ARCHIVE_BYTES)}) "
-                                 "per archive (mixlab.data._limits.MAX_ARCHIVE_BYTES); not read")
+                                 "per archive (mixlab_lab.data._limits.MAX_ARCHIVE_BYTES); not read")
             yield m
 
     def check_end(self) -> None:
@@ -322,4 +322,4 @@ def check_image_pixels(name: str, w: int, h: int) -> None:
     """Refuse one image of more than ``MAX_IMAGE_PIXELS`` pixels (from its header, before decoding)."""
     if w * h > MAX_IMAGE_PIXELS:
         raise ValueError(f"image {name}: {w}x{h} = {w * h} pixels, above the limit of {MAX_IMAGE_PIXELS} pixels per "
-                         "image (mixlab.data._limits.MAX_IMAGE_PIXELS); not decoded")
+                         "image (mixlab_lab.data._limits.MAX_IMAGE_PIXELS); not decoded")

@@ -18,8 +18,8 @@ subcommand needs that is missing) prints one line, ``mixlab: <message>``, on std
 with status 2; ``--debug`` adds the traceback. Anything else is a bug in mixlab and shows its
 traceback.
 
-The lab needs the ``lab`` extra (``pip install "mixlab[lab]"``): torchvision, matplotlib, tqdm,
-scikit-learn, pillow, and scipy (which scikit-learn brings). ``main`` imports every package the
+The lab's own dependencies (numpy, torchvision, matplotlib, tqdm, scikit-learn, pillow, scipy) come with
+its distribution (``pip install ./lab``, mixlab-lab). ``main`` imports every package the
 subcommand needs (``NEEDS``) before any work, so a missing one is named at once rather than
 after training.
 """
@@ -61,7 +61,7 @@ class MissingPackages(LabError):
 # tarballs; matplotlib's PNGs), scipy (lab/stats.py: t-intervals and McNemar; PuzzleMix's graph cut).
 LAB_PACKAGES = {"numpy": "numpy", "torchvision": "torchvision", "matplotlib": "matplotlib", "tqdm": "tqdm",
                 "sklearn": "scikit-learn", "PIL": "pillow", "scipy": "scipy"}
-LAB_EXTRA = ("numpy", "torchvision", "matplotlib", "tqdm", "scikit-learn", "pillow")  # pip names in mixlab[lab]
+LAB_EXTRA = ("numpy", "torchvision", "matplotlib", "tqdm", "scikit-learn", "pillow")  # pip names of mixlab-lab's dependencies (lab/pyproject.toml)
 # What each subcommand may import, by import name: whatever its options, so no run dies on an import later.
 NEEDS = {
     "compare": tuple(LAB_PACKAGES),
@@ -95,9 +95,7 @@ def check_packages(command: str) -> None:
     what, fixes = [], []
     if missing:
         what.append(f"{', '.join(missing)} (not installed)")
-        others = [p for p in missing if p not in LAB_EXTRA]
-        fixes.append(f"install {'them' if len(missing) > 1 else 'it'} with: "
-                     + " ".join(['pip install "mixlab[lab]"', *others]))
+        fixes.append(f"install {'them' if len(missing) > 1 else 'it'} with: pip install {' '.join(missing)}")
     for pip, e in broken:
         what.append(f"{pip} (installed, but importing it fails: {type(e).__name__}: {_one_line(e)})")
     if broken:
@@ -128,7 +126,7 @@ def _int_list(text: str) -> list:
 
 
 def _preset(text: str) -> str:
-    """A listed preset name, or a former one (:data:`mixlab.lab.config.PRESET_ALIASES`, accepted but not listed)."""
+    """A listed preset name, or a former one (:data:`mixlab_lab.config.PRESET_ALIASES`, accepted but not listed)."""
     if text in PRESETS or text in PRESET_ALIASES:
         return text
     raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(sorted(PRESETS))})")
@@ -262,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--data-dir", default=None)
     ds.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_debug_option(ds)
-    bench = sub.add_parser("bench", help="speed benchmarks (mixlab.bench); options after `bench` go to it")
+    bench = sub.add_parser("bench", help="speed benchmarks (mixlab_lab.bench); options after `bench` go to it")
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     for sp in (cmp, tr, pv, ds, bench):
         sp.set_defaults(_parser=sp)  # errors print the subcommand's usage
@@ -298,7 +296,7 @@ def _resumed_config(ns, explicit: dict) -> LabConfig:
 
 
 def _check_dataset(name: str) -> None:
-    from mixlab.data.datasets import DATASETS
+    from mixlab_lab.data.datasets import DATASETS
 
     if name not in DATASETS:
         raise ValueError(f"--dataset must be one of {', '.join(DATASETS)}, got {name!r}")
@@ -561,7 +559,7 @@ def _preview(ns) -> int:
 
 
 def _datasets(ns) -> int:
-    from mixlab.data import list_datasets
+    from mixlab_lab.data import list_datasets
 
     rows = list_datasets(ns.data_dir)
     if ns.json:
@@ -578,19 +576,19 @@ def _datasets(ns) -> int:
 
 def _bench(rest: list) -> int:
     try:
-        from mixlab import bench
+        bench = importlib.import_module("mixlab_lab.bench")  # through sys.modules, so a missing module is seen
     except ImportError as e:
-        print(f"mixlab bench: the benchmark module mixlab.bench is not available ({e}); "
-              "install mixlab with the bench extra: pip install -e '.[bench]'", file=sys.stderr)
+        print(f"mixlab bench: the benchmark module mixlab_lab.bench is not available ({e}); "
+              "install the lab with its bench extra: pip install -e './lab[bench]'", file=sys.stderr)
         return 1
     result = bench.main(rest)
     return result if isinstance(result, int) else 0
 
 
 def main(argv=None) -> int:
-    """Entry point of the ``mixlab`` console script and ``python -m mixlab``; returns the exit code."""
+    """Entry point of the ``mixlab`` console script and ``python -m mixlab_lab``; returns the exit code."""
     args = sys.argv[1:] if argv is None else list(argv)
-    if args[:1] == ["bench"]:  # argparse's REMAINDER drops leading options: hand every token to mixlab.bench
+    if args[:1] == ["bench"]:  # argparse's REMAINDER drops leading options: hand every token to mixlab_lab.bench
         return _bench(args[1:])
     debug = "--debug" in (args[:args.index("--")] if "--" in args else args)
     try:
@@ -613,10 +611,12 @@ def main(argv=None) -> int:
 
 
 def _raised_by_mixlab(e: BaseException) -> bool:
-    """True if a ``raise`` statement in mixlab's own code raised ``e`` (a message written for the user)."""
+    """True if a ``raise`` statement in mixlab's own code (the library or the lab) raised ``e`` (a message
+    written for the user)."""
     import linecache
 
     import mixlab
+    import mixlab_lab
 
     tb = e.__traceback__
     if tb is None:
@@ -624,7 +624,8 @@ def _raised_by_mixlab(e: BaseException) -> bool:
     while tb.tb_next is not None:
         tb = tb.tb_next
     path = Path(tb.tb_frame.f_code.co_filename).resolve()
-    if Path(mixlab.__file__).resolve().parent not in path.parents:
+    ours = (Path(mixlab.__file__).resolve().parent, Path(mixlab_lab.__file__).resolve().parent)
+    if not any(root in path.parents for root in ours):
         return False
     return linecache.getline(str(path), tb.tb_lineno).lstrip().startswith("raise")
 

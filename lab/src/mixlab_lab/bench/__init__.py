@@ -9,7 +9,7 @@ backward) for targets. Peers missing from the environment are skipped with a not
 Example::
 
     mixlab bench --shapes 128x3x224x224 --dtypes float32 --json bench.json
-    python -m mixlab.bench --quick
+    python -m mixlab_lab.bench --quick
 """
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ def load_sklearn(name: str) -> dict:
     try:
         from sklearn import datasets as skd
     except ImportError as e:
-        raise ImportError(f"dataset {name!r} needs scikit-learn: pip install 'mixlab[lab]' "
+        raise ImportError(f"dataset {name!r} needs scikit-learn: pip install scikit-learn "
                           "(or pip install scikit-learn)") from e
     loader = SKLEARN_SETS[name]
     bunch = getattr(skd, loader)()

@@ -13,7 +13,7 @@ The verdict for a metric is "better" or "worse" when the 95% interval excludes 0
 when there are two or more, else the bootstrap of the one seed), otherwise "no detectable
 difference". Accuracy is better higher, NLL and ECE lower.
 
-The per-image predictions (:func:`mixlab.lab.train.predict`) are stored in the run folder's
+The per-image predictions (:func:`mixlab_lab.train.predict`) are stored in the run folder's
 ``predictions/`` (``.npz``, loaded without pickle), so all of this can be recomputed with
 :func:`compare_arms`.
 """
@@ -89,7 +89,7 @@ def paired_bootstrap(base, arm, *, n_boot: int = 1000, seed: int = 0, level: flo
                      chunk: int = 100) -> dict:
     """Percentile intervals of arm - baseline for accuracy, NLL and ECE, resampling test images in pairs.
 
-    ``base`` and ``arm`` are :func:`mixlab.lab.train.predict` outputs on the same test set, or
+    ``base`` and ``arm`` are :func:`mixlab_lab.train.predict` outputs on the same test set, or
     lists of them (one pair per seed): the statistic is then the mean over seeds of the
     difference. Seeds evaluated on the same test images (official test splits) share every
     resample, so the interval covers the sampling of that one test set; seeds with their own

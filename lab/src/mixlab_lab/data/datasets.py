@@ -1,6 +1,6 @@
 """Real datasets for the lab: one call gives train/test tensors, class names and statistics.
 
->>> from mixlab.data import load_dataset
+>>> from mixlab_lab.data import load_dataset
 >>> d = load_dataset("digits", classes=[3, 7], label_noise=0.2, seed=0)
 >>> d.x_train.dtype, d.x_train.shape[1:], d.num_classes
 (torch.uint8, torch.Size([1, 8, 8]), 2)

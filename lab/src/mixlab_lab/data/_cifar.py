@@ -187,7 +187,7 @@ class SafeUnpickler(pickle._Unpickler):  # the Python unpickler: its opcodes can
         if self._work > MAX_PICKLE_WORK:
             raise pickle.UnpicklingError(
                 f"more than {MAX_PICKLE_WORK} objects built, a shared reference counted each time it is used (a "
-                "CIFAR batch of 10000 rows builds about 150000; the limit is mixlab.data._cifar.MAX_PICKLE_WORK)")
+                "CIFAR batch of 10000 rows builds about 150000; the limit is mixlab_lab.data._cifar.MAX_PICKLE_WORK)")
 
     def _entry(self, v):
         """``[v, weight, depth, inside another]`` for a container, None for anything else. An empty
@@ -212,7 +212,7 @@ class SafeUnpickler(pickle._Unpickler):  # the Python unpickler: its opcodes can
         if depth + 1 > MAX_PICKLE_DEPTH:
             raise pickle.UnpicklingError(
                 f"objects nested more than {MAX_PICKLE_DEPTH} levels deep (a CIFAR batch nests 2; the limit is "
-                "mixlab.data._cifar.MAX_PICKLE_DEPTH)")
+                "mixlab_lab.data._cifar.MAX_PICKLE_DEPTH)")
         self._charge(weight)
         return weight, depth
 

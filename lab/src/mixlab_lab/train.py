@@ -67,7 +67,7 @@ class LabData:
 
 
 def prepare_data(splits, cfg: LabConfig, device) -> LabData:
-    """Move a :class:`mixlab.data.DataSplits` to ``device`` with normalisation constants."""
+    """Move a :class:`mixlab_lab.data.DataSplits` to ``device`` with normalisation constants."""
     device = torch.device(device)
     x_train = torch.as_tensor(splits.x_train)
     if splits.kind == "image":
@@ -101,7 +101,7 @@ def epoch_batches(n: int, batch_size: int, epoch: int, generator: torch.Generato
     the signature so a distributed caller can shard by (epoch, rank); the order itself depends
     only on the generator's state, which checkpoints save. Under torchrun every rank draws the
     same permutation (the shuffle generator is seeded alike) and keeps its
-    ``DistributedSampler``-style share (:func:`mixlab.lab.distributed.shard`); ``batch_size`` is
+    ``DistributedSampler``-style share (:func:`mixlab_lab.distributed.shard`); ``batch_size`` is
     then per rank.
     """
     del epoch  # the generator's state already advances once per epoch
@@ -357,7 +357,7 @@ def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: in
 
     Checkpoints (see docs/RELIABILITY.md): ``ckpt_path`` holds the last epoch, its ``.prev.pt``
     sibling the one before; each records the configuration hash, the data ``fingerprint``
-    (:func:`mixlab.lab.store.data_fingerprint`, computed when not given), the initial weights'
+    (:func:`mixlab_lab.store.data_fingerprint`, computed when not given), the initial weights'
     hash and a SHA-256 of its bytes, all checked before it is adopted. A damaged latest file
     falls back to the previous one. A resume with another thread count or device is allowed
     but noted in ``notes`` (bit-exactness is then not promised). On return ``model`` holds the
@@ -383,7 +383,7 @@ def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: in
         raise ValueError(_no_step_message(cfg, n, n_local, info.world_size))
     opt, sched = _optimizer(cfg, model, steps_per_epoch * cfg.epochs)
     # The shuffle is shared by all ranks; augmentation, mixing and dropout draw per rank
-    # (rank 0 keeps the single-process seeds, see mixlab.lab.distributed.rank_seed).
+    # (rank 0 keeps the single-process seeds, see mixlab_lab.distributed.rank_seed).
     gens = {"shuffle": torch.Generator().manual_seed(seed),
             "augment": dist.rank_generator(seed + 1_000_003, info.rank, device),
             "mix": dist.rank_generator(seed + 2_000_003, info.rank, device)}

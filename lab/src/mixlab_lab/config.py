@@ -57,9 +57,9 @@ class LabConfig:
     Attributes:
         dataset, data_dir, classes, label_noise, train_size, cache_dir, label_regex, label_column,
             test_fraction:
-            passed to :func:`mixlab.data.load_dataset`; ``classes`` keeps a subset (relabelled
+            passed to :func:`mixlab_lab.data.load_dataset`; ``classes`` keeps a subset (relabelled
             0..n-1), ``label_noise`` corrupts that fraction of training labels (fixed by the seed).
-        model: a name from :data:`mixlab.lab.models.MODELS`; ``None`` picks the dataset's default.
+        model: a name from :data:`mixlab_lab.models.MODELS`; ``None`` picks the dataset's default.
         test_size: score on a fixed random subset of this many test images (the same for every seed).
         imbalance: a long-tailed training set, ratio of the largest to the smallest class (e.g. 100).
         mix: a name of :data:`MIXES` (``"none"`` trains the plain baseline); for ``compare`` a list

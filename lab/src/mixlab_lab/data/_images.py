@@ -293,14 +293,14 @@ def _decode_all(blobs: list[bytes], names: list[str], workers: int, where: str):
             if total > _limits.MAX_TOTAL_PIXELS:
                 raise ValueError(f"image {name}: its {w}x{h} pixels bring the images to {total} pixels, above the "
                                  f"limit of {_limits.MAX_TOTAL_PIXELS} pixels per dataset "
-                                 "(mixlab.data._limits.MAX_TOTAL_PIXELS); not decoded")
+                                 "(mixlab_lab.data._limits.MAX_TOTAL_PIXELS); not decoded")
             sizes.append((w, h))
             channels = max(channels, _channels(img.mode))
         width, height = _common_size(sizes)
         if len(sizes) * width * height > _limits.MAX_TOTAL_PIXELS:
             raise ValueError(f"{where}: {len(sizes)} images resized to the most common size {width}x{height} make "
                              f"{len(sizes) * width * height} pixels, above the limit of {_limits.MAX_TOTAL_PIXELS} "
-                             "pixels per dataset (mixlab.data._limits.MAX_TOTAL_PIXELS); not decoded")
+                             "pixels per dataset (mixlab_lab.data._limits.MAX_TOTAL_PIXELS); not decoded")
         out = np.empty((len(blobs), channels, height, width), dtype=np.uint8)
 
         def work(idx):

@@ -55,7 +55,7 @@ os.umask(_UMASK)
 class RunError(LabError):
     """A run folder, checkpoint or resume problem; the message says what is wrong and what to do.
 
-    A :class:`~mixlab.lab.config.LabError`: the ``mixlab`` command prints it on one line, status 2.
+    A :class:`~mixlab_lab.config.LabError`: the ``mixlab`` command prints it on one line, status 2.
     """
 
 
