@@ -367,6 +367,62 @@ def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: in
         ``(history, init_sha256)``: one dict of floats per epoch, and the hash of the weights the
         arm started from.
     """
+    run = _setup_arm(cfg, data, model, seed=seed, mix=mix, alpha=alpha)
+    history, start, init_hash = [], 0, weights_sha256(model)
+    notes = [] if notes is None else notes
+    ckpt_path = Path(ckpt_path)
+    expect = {"config_sha256": config_sha256(cfg.to_dict()),
+              "data_sha256": data_fingerprint(data) if fingerprint is None else fingerprint,
+              "init_sha256": init_hash, "world_size": run.info.world_size}
+    here = {"threads": torch.get_num_threads(), "device": str(run.device)}
+    say = (lambda s: print(s, file=sys.stderr, flush=True)) if main_process else None  # noqa: E731
+    ck, latest_good = load_latest_checkpoint(ckpt_path, required=_CKPT_KEYS, expect=expect, log=say)
+    if ck is not None:
+        history, start = ck["history"], ck["epoch"]
+        _carry_notes(ck, notes, here, f"seed {seed} {arm}", cfg.epochs, say)
+        if ck["done"] or start >= cfg.epochs:
+            model.load_state_dict(ck["model"])
+            return history, init_hash
+        _restore(run, ck, ckpt_path)
+    bars = main_process and not cfg.quiet and sys.stderr.isatty()
+    for epoch in range(start, cfg.epochs):
+        record, rng, extra = _run_epoch(run, epoch, seed=seed, arm=arm, bars=bars)
+        history.append(record)
+        if main_process:
+            save_checkpoint(ckpt_path, {
+                "model": model.state_dict(), "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
+                "rng": rng, "epoch": epoch + 1, "history": history, "init_sha256": init_hash,
+                "done": epoch + 1 == cfg.epochs, "seed": seed, "arm": arm, **extra,
+                "config_sha256": expect["config_sha256"], "data_sha256": expect["data_sha256"],
+                "weights_sha256": weights_sha256(model), "notes": list(notes), **here,
+            }, keep_previous=latest_good)  # never rotate a damaged latest file into the .prev slot
+            latest_good = True
+            if on_epoch is not None:
+                on_epoch(history)
+    return history, init_hash
+
+
+@dataclasses.dataclass
+class _ArmRun:
+    """What one arm's epochs share: the data, the model (and its DDP wrapper), optimiser, streams, mixer."""
+
+    cfg: LabConfig
+    data: LabData
+    model: torch.nn.Module
+    net: torch.nn.Module  # the model, or its DistributedDataParallel wrapper under torchrun
+    device: torch.device
+    info: object  # mixlab.distributed.DistInfo
+    opt: torch.optim.Optimizer
+    sched: object
+    gens: dict
+    mixer: object
+    aug: object
+    n: int
+    n_local: int
+
+
+def _setup_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: int, mix: str, alpha) -> _ArmRun:
+    """Device, DDP wrapper, optimiser and schedule, the arm's random streams and its mixer, in a fixed order."""
     device = torch.device(cfg.device)
     model.to(device)
     info = get_info()  # under torchrun: shard the data, per-rank streams, DDP gradients
@@ -391,99 +447,91 @@ def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: in
     mixer = build_mixer(cfg, mix, data.num_classes, gens["mix"], alpha=alpha, input_shape=data.input_shape,
                         class_counts=torch.bincount(data.y_train.cpu(), minlength=data.num_classes),
                         model=model, norm=(data.mean, data.std) if data.kind == "image" else None)
-    aug = augment_mode(cfg, data)
-    history, start, init_hash = [], 0, weights_sha256(model)
-    notes = [] if notes is None else notes
-    ckpt_path = Path(ckpt_path)
-    expect = {"config_sha256": config_sha256(cfg.to_dict()),
-              "data_sha256": data_fingerprint(data) if fingerprint is None else fingerprint,
-              "init_sha256": init_hash, "world_size": info.world_size}
-    here = {"threads": torch.get_num_threads(), "device": str(device)}
-    say = (lambda s: print(s, file=sys.stderr, flush=True)) if main_process else None  # noqa: E731
-    ck, latest_good = load_latest_checkpoint(ckpt_path, required=_CKPT_KEYS, expect=expect, log=say)
-    if ck is not None:
-        history, start = ck["history"], ck["epoch"]
-        for note in ck.get("notes", []):
-            if note not in notes:
-                notes.append(note)
-        for key, now in here.items():
-            if key in ck and ck[key] != now and not (ck["done"] or start >= cfg.epochs):
-                note = (f"seed {seed} {arm}: resumed after epoch {start} with {key} {now!r} instead of {ck[key]!r}; "
-                        f"the result need not be bit-identical to an uninterrupted run")
-                notes.append(note)
-                if say is not None:
-                    say(f"mixlab: note: {note}")
-        if ck["done"] or start >= cfg.epochs:
-            model.load_state_dict(ck["model"])
-            return history, init_hash
-        rng_key = "rng_ranks" if info.distributed else "rng"
-        if rng_key not in ck:
-            raise CheckpointError(ckpt_path, f"lacks the entry {rng_key!r} (not a complete mixlab checkpoint)")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        _restore_rng(gens, ck["rng_ranks"][info.rank] if info.distributed else ck["rng"])
-    bars = main_process and not cfg.quiet and sys.stderr.isatty()
-    for epoch in range(start, cfg.epochs):
-        t0 = time.perf_counter()
-        model.train()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        seen = 0
-        batches = epoch_batches(n, cfg.batch_size, epoch, gens["shuffle"], rank=info.rank,
-                                world_size=info.world_size)
-        if mixer is not None:  # a pure function of the epoch: a resumed run switches off at the same epoch
-            apply_schedule(mixer, epoch, stop_epoch=cfg.mix_stop_epoch)
-        for idx in _progress(batches, f"seed {seed} {arm} {epoch + 1}/{cfg.epochs}", bars):
-            x, y = make_batch(data, idx, train=True, augment=aug, generator=gens["augment"])
-            target = None
-            if mixer is not None:
-                x, target = mixer(x, y)
-            loss = _loss(cfg, net(x), y, target, data.num_classes)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum += loss.detach().double() * idx.numel()
-            seen += idx.numel()
-        if info.distributed:  # one BatchNorm state on every rank; the loss summed over all ranks' rows
-            dist.sync_buffers(model)
-            loss_sum, seen = (t.item() for t in dist.all_reduce_sum((loss_sum, torch.tensor(seen))))
-        if seen == 0:  # no optimiser step: never report a loss of 0.0 for an epoch that did not train
-            raise ValueError(_no_step_message(cfg, n, n_local, info.world_size))
-        train_loss = float(loss_sum) / seen  # the same on every rank: all stop together
-        if not math.isfinite(train_loss):
-            raise TrainingDiverged(f"training diverged at seed {seed}, arm {arm}, epoch {epoch + 1} "
-                                   f"(loss {train_loss}); lower --lr")
-        train_time = time.perf_counter() - t0
-        ev = evaluate(model, cfg, data)
-        if ev["nonfinite"]:  # the last steps made the weights non-finite; reduced over ranks like the rest
-            raise TrainingDiverged(f"training diverged at seed {seed}, arm {arm}, epoch {epoch + 1} (non-finite "
-                                   f"outputs on {ev['nonfinite']} of {data.y_test.numel()} test rows); lower --lr")
-        record = {"seed": seed, "arm": arm, "epoch": epoch + 1, "train_loss": train_loss,
-                  "test_acc": ev["acc"], "test_nll": ev["nll"], "test_ece": ev["ece"],
-                  "lr": opt.param_groups[0]["lr"], "train_time_s": train_time,
-                  "epoch_time_s": time.perf_counter() - t0, "ece_bins": ev["bins"]}
-        for k in ("train_clean_acc", "noisy_memorised"):
-            if k in ev:
-                record[k] = ev[k]
-        rng = _rng_states(gens)
-        extra = {}
-        if info.distributed:  # every rank's streams go into rank 0's checkpoint; weights must agree
-            extra = {"world_size": info.world_size, "rng_ranks": dist.all_gather_object(rng)}
-            record["weights_sha256_ranks"] = dist.all_gather_object(weights_sha256(model))
-            if len(set(record["weights_sha256_ranks"])) != 1:
-                raise RuntimeError(f"ranks hold different weights after epoch {epoch + 1}: "
-                                   f"{record['weights_sha256_ranks']}")
-        history.append(record)
-        if main_process:
-            save_checkpoint(ckpt_path, {
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "rng": rng, "epoch": epoch + 1, "history": history, "init_sha256": init_hash,
-                "done": epoch + 1 == cfg.epochs, "seed": seed, "arm": arm, **extra,
-                "config_sha256": expect["config_sha256"], "data_sha256": expect["data_sha256"],
-                "weights_sha256": weights_sha256(model), "notes": list(notes), **here,
-            }, keep_previous=latest_good)  # never rotate a damaged latest file into the .prev slot
-            latest_good = True
-            if on_epoch is not None:
-                on_epoch(history)
-    return history, init_hash
+    return _ArmRun(cfg, data, model, net, device, info, opt, sched, gens, mixer, augment_mode(cfg, data), n, n_local)
+
+
+def _carry_notes(ck: dict, notes: list, here: dict, who: str, epochs: int, say) -> None:
+    """Keep the checkpoint's notes, and note a resume on another thread count or device (no bit-exactness then)."""
+    for note in ck.get("notes", []):
+        if note not in notes:
+            notes.append(note)
+    start = ck["epoch"]
+    for key, now in here.items():
+        if key in ck and ck[key] != now and not (ck["done"] or start >= epochs):
+            note = (f"{who}: resumed after epoch {start} with {key} {now!r} instead of {ck[key]!r}; "
+                    f"the result need not be bit-identical to an uninterrupted run")
+            notes.append(note)
+            if say is not None:
+                say(f"mixlab: note: {note}")
+
+
+def _restore(run: _ArmRun, ck: dict, ckpt_path: Path) -> None:
+    """Weights, optimiser, schedule and this rank's random streams from an adopted checkpoint."""
+    rng_key = "rng_ranks" if run.info.distributed else "rng"
+    if rng_key not in ck:
+        raise CheckpointError(ckpt_path, f"lacks the entry {rng_key!r} (not a complete mixlab checkpoint)")
+    run.model.load_state_dict(ck["model"])
+    run.opt.load_state_dict(ck["optimizer"])
+    run.sched.load_state_dict(ck["scheduler"])
+    _restore_rng(run.gens, ck["rng_ranks"][run.info.rank] if run.info.distributed else ck["rng"])
+
+
+def _train_steps(run: _ArmRun, epoch: int, label: str, bars: bool) -> float:
+    """One epoch's optimiser steps; the mean training loss over every rank's rows."""
+    cfg, data = run.cfg, run.data
+    run.model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
+    seen = 0
+    batches = epoch_batches(run.n, cfg.batch_size, epoch, run.gens["shuffle"], rank=run.info.rank,
+                            world_size=run.info.world_size)
+    if run.mixer is not None:  # a pure function of the epoch: a resumed run switches off at the same epoch
+        apply_schedule(run.mixer, epoch, stop_epoch=cfg.mix_stop_epoch)
+    for idx in _progress(batches, label, bars):
+        x, y = make_batch(data, idx, train=True, augment=run.aug, generator=run.gens["augment"])
+        target = None
+        if run.mixer is not None:
+            x, target = run.mixer(x, y)
+        loss = _loss(cfg, run.net(x), y, target, data.num_classes)
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        run.opt.step()
+        run.sched.step()
+        loss_sum += loss.detach().double() * idx.numel()
+        seen += idx.numel()
+    if run.info.distributed:  # one BatchNorm state on every rank; the loss summed over all ranks' rows
+        dist.sync_buffers(run.model)
+        loss_sum, seen = (t.item() for t in dist.all_reduce_sum((loss_sum, torch.tensor(seen))))
+    if seen == 0:  # no optimiser step: never report a loss of 0.0 for an epoch that did not train
+        raise ValueError(_no_step_message(cfg, run.n, run.n_local, run.info.world_size))
+    return float(loss_sum) / seen  # the same on every rank: all stop together
+
+
+def _run_epoch(run: _ArmRun, epoch: int, *, seed: int, arm: str, bars: bool) -> tuple[dict, dict, dict]:
+    """Train and evaluate one epoch; returns its record, the streams' states and the checkpoint's DDP entries."""
+    cfg, data = run.cfg, run.data
+    t0 = time.perf_counter()
+    train_loss = _train_steps(run, epoch, f"seed {seed} {arm} {epoch + 1}/{cfg.epochs}", bars)
+    if not math.isfinite(train_loss):
+        raise TrainingDiverged(f"training diverged at seed {seed}, arm {arm}, epoch {epoch + 1} "
+                               f"(loss {train_loss}); lower --lr")
+    train_time = time.perf_counter() - t0
+    ev = evaluate(run.model, cfg, data)
+    if ev["nonfinite"]:  # the last steps made the weights non-finite; reduced over ranks like the rest
+        raise TrainingDiverged(f"training diverged at seed {seed}, arm {arm}, epoch {epoch + 1} (non-finite "
+                               f"outputs on {ev['nonfinite']} of {data.y_test.numel()} test rows); lower --lr")
+    record = {"seed": seed, "arm": arm, "epoch": epoch + 1, "train_loss": train_loss,
+              "test_acc": ev["acc"], "test_nll": ev["nll"], "test_ece": ev["ece"],
+              "lr": run.opt.param_groups[0]["lr"], "train_time_s": train_time,
+              "epoch_time_s": time.perf_counter() - t0, "ece_bins": ev["bins"]}
+    for k in ("train_clean_acc", "noisy_memorised"):
+        if k in ev:
+            record[k] = ev[k]
+    rng = _rng_states(run.gens)
+    extra = {}
+    if run.info.distributed:  # every rank's streams go into rank 0's checkpoint; weights must agree
+        extra = {"world_size": run.info.world_size, "rng_ranks": dist.all_gather_object(rng)}
+        record["weights_sha256_ranks"] = dist.all_gather_object(weights_sha256(run.model))
+        if len(set(record["weights_sha256_ranks"])) != 1:
+            raise RuntimeError(f"ranks hold different weights after epoch {epoch + 1}: "
+                               f"{record['weights_sha256_ranks']}")
+    return record, rng, extra
