@@ -423,34 +423,14 @@ def load_dataset(
         warnings.warn(message, stacklevel=2)
     _check_entry(name, entry, kind)
     where = _where(name, entry)
-    if "x" in entry:
-        tr, te = opt.stratified_split(entry["y"], test_fraction, generator=opt.seeded_generator(seed, "split"))
-        x_train, y_train, x_test, y_test = entry["x"][tr], entry["y"][tr], entry["x"][te], entry["y"][te]
-        _check_split(where, entry["y"], y_train, y_test, names, test_fraction)
-    else:
-        x_train, y_train, x_test, y_test = entry["x_train"], entry["y_train"], entry["x_test"], entry["y_test"]
+    x_train, y_train, x_test, y_test = _split(entry, where, names, test_fraction, seed)
     if classes is not None:
-        full_names = names
-        x_train, y_train_sel, _ = opt.select_classes(x_train, y_train, classes, names)  # validates the ids
-        _check_classes(where, classes, y_train, y_test, full_names)
-        y_train = y_train_sel
-        x_test, y_test, names = opt.select_classes(x_test, y_test, classes, names)
+        x_train, y_train, x_test, y_test, names = _keep_classes(where, classes, x_train, y_train, x_test, y_test,
+                                                                names)
     if train_size is not None:
-        x_train, y_train = opt.subset_train(x_train, y_train, train_size,
-                                            generator=opt.seeded_generator(seed, "train_size"))
-        lost = _only_in_test(y_train, y_test)
-        if lost:
-            warnings.warn(f"{where}: train_size={train_size}: the training subset has no example of class(es) "
-                          f"{short_list(names[c] for c in lost)} ({len(lost)} of {len(names)}) that the test split "
-                          "holds; "
-                          "those test examples cannot be learned (use a larger train_size)", stacklevel=2)
+        x_train, y_train = _train_subset(where, train_size, seed, x_train, y_train, y_test, names)
     if test_size is not None:
-        if isinstance(test_size, bool) or not isinstance(test_size, int) or test_size < 1:
-            raise ValueError(f"test_size must be a positive integer, got {short_repr(test_size)}")
-        if test_size > len(y_test):
-            raise ValueError(f"test_size={test_size} is larger than the {len(y_test)} test samples available")
-        if test_size < len(y_test):
-            x_test, y_test = opt.subset_train(x_test, y_test, test_size, generator=opt.seeded_generator(0, "test_size"))
+        x_test, y_test = _test_subset(test_size, x_test, y_test)
     if imbalance is not None:
         x_train, y_train, _ = opt.long_tail(x_train, y_train, imbalance, len(names),
                                             generator=opt.seeded_generator(seed, "imbalance"))
@@ -467,3 +447,43 @@ def load_dataset(
     return DataSplits(name=name, x_train=x_train.contiguous(), y_train=y_train, x_test=x_test.contiguous(),
                       y_test=y_test, classes=names, mean=mean, std=std, kind=kind, source=entry["source"],
                       noisy_mask=noisy_mask, y_train_clean=y_clean)
+
+
+def _split(entry: dict, where: str, names: list, test_fraction: float, seed: int) -> tuple:
+    """The official train/test split, or a seeded stratified one for sets without it."""
+    if "x" not in entry:
+        return entry["x_train"], entry["y_train"], entry["x_test"], entry["y_test"]
+    tr, te = opt.stratified_split(entry["y"], test_fraction, generator=opt.seeded_generator(seed, "split"))
+    y_train, y_test = entry["y"][tr], entry["y"][te]
+    _check_split(where, entry["y"], y_train, y_test, names, test_fraction)
+    return entry["x"][tr], y_train, entry["x"][te], y_test
+
+
+def _keep_classes(where: str, classes, x_train, y_train, x_test, y_test, names: list) -> tuple:
+    """Only ``classes``, relabelled ``0..len(classes)-1`` in the given order, in both splits."""
+    x_train, y_train_sel, _ = opt.select_classes(x_train, y_train, classes, names)  # validates the ids
+    _check_classes(where, classes, y_train, y_test, names)
+    x_test, y_test, kept = opt.select_classes(x_test, y_test, classes, names)
+    return x_train, y_train_sel, x_test, y_test, kept
+
+
+def _train_subset(where: str, train_size: int, seed: int, x_train, y_train, y_test, names: list) -> tuple:
+    """A seeded subset of ``train_size`` training rows; warns if a class of the test split lost every example."""
+    x_train, y_train = opt.subset_train(x_train, y_train, train_size, generator=opt.seeded_generator(seed, "train_size"))
+    lost = _only_in_test(y_train, y_test)
+    if lost:
+        warnings.warn(f"{where}: train_size={train_size}: the training subset has no example of class(es) "
+                      f"{short_list(names[c] for c in lost)} ({len(lost)} of {len(names)}) that the test split "
+                      "holds; those test examples cannot be learned (use a larger train_size)", stacklevel=3)
+    return x_train, y_train
+
+
+def _test_subset(test_size, x_test, y_test) -> tuple:
+    """The same ``test_size`` test rows for every seed (a fixed stream), or all of them."""
+    if isinstance(test_size, bool) or not isinstance(test_size, int) or test_size < 1:
+        raise ValueError(f"test_size must be a positive integer, got {short_repr(test_size)}")
+    if test_size > len(y_test):
+        raise ValueError(f"test_size={test_size} is larger than the {len(y_test)} test samples available")
+    if test_size < len(y_test):
+        x_test, y_test = opt.subset_train(x_test, y_test, test_size, generator=opt.seeded_generator(0, "test_size"))
+    return x_test, y_test
