@@ -1,7 +1,7 @@
 """Mixup on tabular data: scikit-learn's wine or breast-cancer set, a small MLP, with and without mixup.
 
 Run:  python examples/tabular_mixup.py --dataset wine --epochs 200
-Fast: python examples/tabular_mixup.py --fast   (what tests/test_examples.py runs)
+Fast: python examples/tabular_mixup.py --fast   (what tests/project/test_examples.py runs)
 
 Features are standardised with the training split's statistics, then mixed like any float
 tensor: ``x = lam * x + (1 - lam) * x[index]`` (lam weights the original row) and the loss is

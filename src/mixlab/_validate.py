@@ -19,7 +19,7 @@ __all__ = [
 
 # The largest Beta concentration accepted. A Beta(a, a) draw (:func:`mixlab.sampling.sample_beta`) is made in
 # float32 from Gamma(a + 1) draws; up to 1e6 its spread 1 / (2 sqrt(2a + 1)) >= 3.5e-4 spans thousands of float32
-# steps around 0.5 and the draws keep Beta's mean and variance (tests/test_library_hostile_inputs.py). Beyond it
+# steps around 0.5 and the draws keep Beta's mean and variance (tests/core/test_library_hostile_inputs.py). Beyond it
 # lam is 0.5 to within a standard deviation of 3.5e-4 anyway, the draw is quantised more and more coarsely, and
 # above 3.4e38 ``a + 1`` overflows float32: a value that large is a typo (1e39 for 1e-3?), refused naming it.
 MAX_ALPHA = 1e6

@@ -391,7 +391,7 @@ def _image(builder, min_side: int = 1):
     return build
 
 
-# min_side: the pools and unpadded convolutions leave no pixel below it (tests/test_lab_options.py checks
+# min_side: the pools and unpadded convolutions leave no pixel below it (tests/lab/test_lab_options.py checks
 # that a forward pass works at the declared side and that one pixel less is refused).
 MODELS = {
     "fast-cnn": _image(lambda c, n, s: FastCNN(c, n), min_side=4),            # two 2x2 max-pools

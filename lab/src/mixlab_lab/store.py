@@ -22,6 +22,7 @@ import contextvars
 import hashlib
 import io
 import json
+import errno
 import os
 import platform
 import re
@@ -98,11 +99,18 @@ def _write_tmp(path: Path, data: bytes) -> str:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file ordinary permissions
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in _NO_ROOM:
+            raise RunError(f"could not write {path}: {e.strerror or e} (the disk is full or a file size limit was "
+                           "reached); nothing half-written was left; free space or raise the limit, then run again "
+                           "with --resume") from None
         raise
     return tmp
+
+
+_NO_ROOM = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}  # disk full, ulimit -f, quota
 
 
 def atomic_write_bytes(path, data: bytes, *, keep_previous: bool = False) -> None:

@@ -691,6 +691,11 @@ class PuzzleMix(Mixer):
         """The graph-cut mask and transports; ``saliency`` ``(B, H, W)``, or computed by ``self.model`` from ``y``."""
         B, device = leaf.shape[0], leaf.device
         if saliency is None and self.model is not None:
+            if torch.utils.data.get_worker_info() is not None:
+                raise RuntimeError("PuzzleMix(model=...) cannot run in a DataLoader worker: the worker's model is a "
+                                   "copy frozen when the worker started (its saliency would come from stale "
+                                   "weights), and autograd does not run in forked workers; mix in the training "
+                                   "loop, or compute the saliency there and pass t(x, y, saliency=s)")
             if y is None:
                 raise ValueError("PuzzleMix(model=...) needs the labels for the saliency: call t(x, y)")
             saliency = input_saliency(self.model, leaf, y, self.criterion)

@@ -36,7 +36,7 @@ def spectral_saliency(x: torch.Tensor, size: int = 64) -> torch.Tensor:
     OpenCV's ``computeSaliencyImpl``).
 
     Speed (same bits as the plain form: ``avg_pool2d`` of the reflect-padded log amplitude, two
-    ``conv2d`` for the Gaussian, ``interpolate`` both ways; ``tests/test_methods.py`` checks the
+    ``conv2d`` for the Gaussian, ``interpolate`` both ways; ``tests/methods/test_methods.py`` checks the
     equality): a resize to the same size is the identity and is skipped; the box filter and the
     Gaussian run through :func:`mixlab._fast.box_mean3` and :func:`mixlab._fast.gauss5`.
 

@@ -9,12 +9,13 @@
 
 Tiny runs on scikit-learn's digits (2 epochs, one thread), each test a few seconds::
 
-    KERAS_BACKEND=torch nice .venv/bin/python -m pytest -q tests/test_lab_run_folder.py
+    KERAS_BACKEND=torch nice .venv/bin/python -m pytest -q tests/lab/test_lab_run_folder.py
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -327,3 +328,21 @@ def test_predictions_replaced_by_a_file_refuses_the_resume_before_training(inter
     line = _one_line(*_cli(["compare", "--out", out, "--resume", "--quiet"], capsys))
     assert str(out / "predictions") in line and not trained, (line, trained)
     assert _snapshot(out) == before
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EFBIG"])
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_no_temporary(tmp_path, monkeypatch, code):
+    # 0.2: OSError: [Errno 27] File too large as a traceback, no file named (ulimit -f), a .tmp left behind
+    import errno
+    import os
+
+    from mixlab_lab import store
+
+    def full(fd):
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+
+    monkeypatch.setattr(store.os, "fsync", full)
+    target = tmp_path / "checkpoints" / "seed0_baseline.pt"
+    with pytest.raises(store.RunError, match=rf"could not write {re.escape(str(target))}: .*--resume"):
+        store.atomic_write_bytes(target, b"x" * 100)
+    assert not list(target.parent.iterdir())  # no temporary, no partial file

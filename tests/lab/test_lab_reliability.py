@@ -11,7 +11,7 @@
 
 All on scikit-learn's digits, 2 epochs, one thread, fixed seeds. Run with::
 
-    KERAS_BACKEND=torch nice .venv/bin/python -m pytest -q tests/test_lab_reliability.py
+    KERAS_BACKEND=torch nice .venv/bin/python -m pytest -q tests/lab/test_lab_reliability.py
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from mixlab_lab import runner  # noqa: E402
 from mixlab_lab.cli import main  # noqa: E402
 from mixlab_lab.store import _proc_start, load_checkpoint, save_checkpoint  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ARGS = ["--dataset", "digits", "--epochs", "2", "--batch-size", "64", "--threads", "1", "--quiet", "--seeds", "0"]
 MARKER, LOCK = runner.MARKER, runner.LOCK
 CKPTS = ["checkpoints/seed0_init.pt", "checkpoints/seed0_baseline.pt", "checkpoints/seed0_baseline.prev.pt",

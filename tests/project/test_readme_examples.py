@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FILES = ["README.md", "docs/coming-from.md", "docs/recipes.md"]
 
 # substring of a block -> why it cannot run in this test
 NOT_RUNNABLE = {
-    "model = DDP(model)": "DistributedDataParallel needs a process group (torchrun); tests/test_distributed.py runs "
+    "model = DDP(model)": "DistributedDataParallel needs a process group (torchrun); tests/integrations/test_distributed.py runs "
                           "these pieces (GlobalMixUp, ddp_mean, all_reduce_sum) in 2 gloo processes",
 }
 

@@ -10,7 +10,7 @@ import torch
 from mixlab_lab.data import list_datasets, load_dataset
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CIFAR_TGZ = REPO.parent / "shared" / "datasets" / "cifar10-jpg.tar.gz"
 
 

@@ -22,7 +22,7 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 6
 RUN_ARGS = ("--dataset", "digits", "--epochs", str(EPOCHS), "--batch-size", "32")
 DEADLINE_S = 150.0

@@ -159,7 +159,7 @@ def test_datasets_lists_every_name(capsys):
     (["compare", "--dataset", "nope"], "--dataset"),
 ])
 def test_bad_cli_input_names_the_option(argv, option, capsys):
-    assert main(argv + ["--quiet"]) == 2  # `mixlab: <message>` on stderr, status 2 (tests/test_lab_options.py)
+    assert main(argv + ["--quiet"]) == 2  # `mixlab: <message>` on stderr, status 2 (tests/lab/test_lab_options.py)
     assert option in capsys.readouterr().err
 
 

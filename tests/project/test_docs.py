@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src" / "mixlab"
 NOT_DOCUMENTED = {"mixlab.lab", "mixlab_lab.bench", "mixlab.__main__",
                   "mixlab.puzzlemix"}  # the CLI lab and benchmarks, `python -m mixlab_lab`, an alias of mixlab.methods.puzzlemix

@@ -27,7 +27,7 @@ from mixlab_lab.cli import main
 from mixlab_lab.config import MAX_SEED, LabConfig, resolve_config
 from mixlab_lab.train import LabData, TrainingDiverged, train_arm
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = ["--dataset", "digits", "--epochs", "1", "--threads", "1", "--quiet"]
 
 
