@@ -13,11 +13,11 @@ IndexError, an overflow from inside torch, a NaN ``lam`` or a silently short per
 """
 from __future__ import annotations
 
-import inspect
 import math
 
 import pytest
 import torch
+from _registry_cases import small_options
 
 import mixlab
 from mixlab import MixParams, detection, methods
@@ -115,18 +115,8 @@ C = 4
 
 
 def _build(name, **options):
-    info = methods.get(name)
-    sig = inspect.signature(info.cls).parameters
-    extra = {}
-    if "class_counts" in sig:
-        extra["class_counts"] = [float(c) for c in range(1, C + 1)]
-    if "n_holes" in sig:
-        extra["n_holes"] = (1, 2)
-    if "patch_size" in sig and name == "tokenmix":
-        extra["patch_size"] = 4
-    if "block_num" in sig:
-        extra.update(block_num=(2,), neigh_size=2, n_labels=2)
-    return info.build(**{"alpha": 1.0, "generator": torch.Generator().manual_seed(0), **extra, **options})
+    extra = small_options(name, C)
+    return methods.get(name).build(**{"alpha": 1.0, "generator": torch.Generator().manual_seed(0), **extra, **options})
 
 
 EMPTY_CASES = [(n, kind, shape) for n in methods.available() for kind in methods.get(n).inputs

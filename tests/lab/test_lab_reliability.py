@@ -27,6 +27,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from _runs import cli, result, strip
 import torch
 
 pytest.importorskip("sklearn")
@@ -54,30 +55,7 @@ def _env() -> dict:
     return env
 
 
-def _cli(argv: list, capsys) -> tuple[int, str]:
-    capsys.readouterr()
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as e:  # an argparse refusal on older command lines
-        rc = e.code
-    return rc, capsys.readouterr().err
-
-
-def _strip(obj):
-    """Drop timings (they differ between runs) from nested results."""
-    if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in obj.items() if not k.endswith("time_s")}
-    if isinstance(obj, list):
-        return [_strip(v) for v in obj]
-    return obj
-
-
-def _result(out: Path) -> dict:
-    """What must be identical between an interrupted-and-resumed run and an uninterrupted one."""
-    summary = json.loads((out / "summary.json").read_text())
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return {"weights": summary["weights_sha256"], "init": summary["init_sha256"],
-            "per_seed": _strip(summary["per_seed"]), "metrics": _strip(rows), "notes": summary["resume_notes"]}
+_cli, _strip, _result = cli, strip, result  # shared with the other run tests (tests/lab/_runs.py)
 
 
 def _snapshot(folder: Path) -> dict:

@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from _runs import cli, result, strip
 
 pytest.importorskip("sklearn")
 
@@ -33,28 +34,7 @@ ARGS = ["--dataset", "digits", "--epochs", "2", "--batch-size", "64", "--threads
 MARKER = runner.MARKER
 
 
-def _cli(argv: list, capsys) -> tuple[int, str]:
-    capsys.readouterr()
-    try:
-        rc = main([str(a) for a in argv])
-    except SystemExit as e:
-        rc = e.code
-    return rc, capsys.readouterr().err
-
-
-def _strip(obj):
-    if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in obj.items() if not k.endswith("time_s")}
-    if isinstance(obj, list):
-        return [_strip(v) for v in obj]
-    return obj
-
-
-def _result(out: Path) -> dict:
-    summary = json.loads((out / "summary.json").read_text())
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return {"weights": summary["weights_sha256"], "init": summary["init_sha256"],
-            "per_seed": _strip(summary["per_seed"]), "metrics": _strip(rows), "notes": summary["resume_notes"]}
+_cli, _strip, _result = cli, strip, result  # shared with the other run tests (tests/lab/_runs.py)
 
 
 def _snapshot(folder: Path) -> dict:

@@ -20,6 +20,7 @@ import inspect
 
 import pytest
 import torch
+from _registry_cases import small_options
 
 import mixlab
 from mixlab import methods
@@ -38,17 +39,10 @@ def build(name, *, generator=None, **options):
     """The registered method ``name`` configured for the small inputs of this module."""
     info = methods.get(name)
     sig = inspect.signature(info.cls).parameters
-    extra = {}
-    if "class_counts" in sig:
-        extra["class_counts"] = [float(c) for c in range(1, C + 1)]
-    if "n_holes" in sig:
-        extra["n_holes"] = (1, 2)
-    if "patch_size" in sig and name == "tokenmix":
-        extra["patch_size"] = 4
-    if "block_num" in sig:  # PuzzleMix: 2x2 blocks of 4x4 pixels, binary masks (maps can follow them)
-        extra.update(block_num=(2,), neigh_size=2, n_labels=2, model=_Saliency(), criterion=_Saliency.score)
-        if options.pop("saliency_given", False):
-            extra.update(model=None, criterion=None)
+    extra = small_options(name, C)
+    if "block_num" in sig:  # PuzzleMix: its saliency from a stand-in model, unless the test gives the maps
+        given = options.pop("saliency_given", False)
+        extra.update(model=None if given else _Saliency(), criterion=None if given else _Saliency.score)
     if "num_classes" in sig and info.task == "classification":
         extra["num_classes"] = C
     return info.build(**{"alpha": 1.0, "generator": generator, **extra, **options})

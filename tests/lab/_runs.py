@@ -1,0 +1,34 @@
+"""Shared by the lab's run tests: call the CLI in-process, and what must match between two runs."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mixlab_lab.cli import main
+
+
+def cli(argv: list, capsys) -> tuple[int, str]:
+    """``mixlab <argv>`` in-process: its exit status and what it printed on stderr."""
+    capsys.readouterr()
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as e:  # an argparse refusal on older command lines
+        rc = e.code
+    return rc, capsys.readouterr().err
+
+
+def strip(obj):
+    """Drop timings (they differ between runs) from nested results."""
+    if isinstance(obj, dict):
+        return {k: strip(v) for k, v in obj.items() if not k.endswith("time_s")}
+    if isinstance(obj, list):
+        return [strip(v) for v in obj]
+    return obj
+
+
+def result(out: Path) -> dict:
+    """What must be identical between an interrupted-and-resumed run and an uninterrupted one."""
+    summary = json.loads((out / "summary.json").read_text())
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return {"weights": summary["weights_sha256"], "init": summary["init_sha256"],
+            "per_seed": strip(summary["per_seed"]), "metrics": strip(rows), "notes": summary["resume_notes"]}
