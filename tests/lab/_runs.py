@@ -32,3 +32,23 @@ def result(out: Path) -> dict:
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return {"weights": summary["weights_sha256"], "init": summary["init_sha256"],
             "per_seed": strip(summary["per_seed"]), "metrics": strip(rows), "notes": summary["resume_notes"]}
+
+
+def interrupted_run(out: Path, args: list, *, after: int = 3) -> None:
+    """``mixlab compare <args> --out <out>`` stopped by Ctrl-C right after the ``after``-th epoch's metrics are written
+    (with the usual 2-arm, 2-epoch arguments: after the baseline and the mixup arm's first epoch); exit status 130."""
+    import pytest
+
+    from mixlab_lab import runner
+
+    real, calls = runner._write_metrics, {"n": 0}
+
+    def stop(path, histories):
+        real(path, histories)
+        calls["n"] += 1
+        if calls["n"] == after:
+            raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runner, "_write_metrics", stop)
+        assert main(["compare", *args, "--out", str(out)]) == 130

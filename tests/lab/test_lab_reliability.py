@@ -27,7 +27,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from _runs import cli, result, strip
+from _runs import cli, interrupted_run, result, strip
 import torch
 
 pytest.importorskip("sklearn")
@@ -122,17 +122,7 @@ def reference(tmp_path_factory):
 def interrupted(tmp_path_factory):
     """A run stopped by Ctrl-C after the baseline finished and the mixup arm's first epoch."""
     out = tmp_path_factory.mktemp("reliability") / "interrupted"
-    real, calls = runner._write_metrics, {"n": 0}
-
-    def stop_at_third_epoch(path, histories):
-        real(path, histories)
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(runner, "_write_metrics", stop_at_third_epoch)
-        assert main(["compare", *ARGS, "--out", str(out)]) == 130
+    interrupted_run(out, ARGS)
     ck = load_checkpoint(out / "checkpoints" / "seed0_mixup.pt")
     assert ck["epoch"] == 1 and not (out / "checkpoints" / "seed0_mixup.prev.pt").exists()
     assert not (out / LOCK).exists(), "Ctrl-C must release the lock"

@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from _runs import cli, result, strip
+from _runs import cli, interrupted_run, result, strip
 
 pytest.importorskip("sklearn")
 
@@ -75,17 +75,7 @@ def reference(tmp_path_factory):
 def interrupted(tmp_path_factory):
     """Stopped by Ctrl-C after the baseline and the mixup arm's first epoch."""
     out = tmp_path_factory.mktemp("run_folder") / "interrupted"
-    real, calls = runner._write_metrics, {"n": 0}
-
-    def stop_at_third_epoch(path, histories):
-        real(path, histories)
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(runner, "_write_metrics", stop_at_third_epoch)
-        assert main(["compare", *ARGS, "--out", str(out)]) == 130
+    interrupted_run(out, ARGS)
     return out
 
 
