@@ -366,8 +366,6 @@ def _merged_signature(cls, init) -> inspect.Signature:
     own = [p for p in inspect.signature(init).parameters.values() if p.kind is not p.VAR_KEYWORD]
     names = {p.name for p in own}
     common = [p for name, p in inspect.signature(Mixer.__init__).parameters.items()
-              if name != "self" and name not in names and name not in cls.unsupported]
+              if name != "self" and name not in names and name not in cls.unsupported and p.kind is not p.VAR_KEYWORD]
     common = [p.replace(default=cls.default_mode) if p.name == "mode" else p for p in common]
-    if "pairing" in cls.unsupported:
-        common = [p for p in common if p.name != "pairing"]
     return inspect.Signature(own + common)

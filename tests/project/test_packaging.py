@@ -37,15 +37,20 @@ def _clean_source(tmp: Path, names) -> Path:
     return tmp
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
+def _build_wheel(tmp_path_factory, names, pattern: str) -> Path:
+    """The wheel of a clean copy of ``names`` (the distribution's sources and metadata files)."""
     dist = tmp_path_factory.mktemp("dist")
-    source = _clean_source(tmp_path_factory.mktemp("src"), ["src", "pyproject.toml", "README.md", "LICENSE"])
+    source = _clean_source(tmp_path_factory.mktemp("src"), names)
     run = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist),
                           str(source)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
-    (built,) = dist.glob("mixlab-*.whl")
+    (built,) = dist.glob(pattern)
     return built
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    return _build_wheel(tmp_path_factory, ["src", "pyproject.toml", "README.md", "LICENSE"], "mixlab-*.whl")
 
 
 def test_wheel_contents_and_readme_quick_start_from_the_wheel(tmp_path, wheel):
@@ -82,14 +87,8 @@ def test_wheel_contents_and_readme_quick_start_from_the_wheel(tmp_path, wheel):
 @pytest.fixture(scope="module")
 def lab_wheel(tmp_path_factory) -> Path:
     """The lab's own distribution (lab/pyproject.toml: mixlab-lab, the `mixlab` command)."""
-    dist = tmp_path_factory.mktemp("labdist")
-    source = _clean_source(tmp_path_factory.mktemp("labsrc"), ["lab/src", "lab/pyproject.toml", "lab/README.md",
-                                                              "lab/LICENSE"])
-    run = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist),
-                          str(source)], capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
-    (found,) = dist.glob("mixlab_lab-*.whl")
-    return found
+    return _build_wheel(tmp_path_factory, ["lab/src", "lab/pyproject.toml", "lab/README.md", "lab/LICENSE"],
+                        "mixlab_lab-*.whl")
 
 
 def test_the_library_wheel_carries_no_lab_no_command_and_its_license(wheel, lab_wheel):
