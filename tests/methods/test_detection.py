@@ -114,18 +114,21 @@ def test_a_torchvision_detector_trains_on_mixed_batches(gen, one_thread):
 
 # --- per-box keys: instance masks, area, iscrowd follow their boxes ---------------------------------
 
-def _instance_batch(gen, B=5, H=40, W=48, n=4, masks=True):
+def _instance_batch(gen, B=5, H=40, W=48, n=4, masks=True, sizes=None):
     """Images whose pixels say where they come from (channel 0 the image, 1 the row, 2 the column).
 
     Image ``i`` holds ``n`` instances labelled ``10 * i + k``, each with a random mask inside its
     box's pixel footprint (see :func:`_footprint`), ``area`` its pixel count (the box's area without
-    masks), ``iscrowd`` ``k % 2`` and a per-image ``image_id``.
+    masks), ``iscrowd`` ``k % 2`` and a per-image ``image_id``. With ``sizes`` (a list of ``(H, W)``),
+    image ``i`` has size ``sizes[i]`` and the images come as a list.
     """
-    rows = torch.arange(H, dtype=torch.float32).view(H, 1).expand(H, W)
-    cols = torch.arange(W, dtype=torch.float32).view(1, W).expand(H, W)
-    images = torch.stack([torch.stack([torch.full((H, W), float(i)), rows, cols]) for i in range(B)])
-    targets = []
-    for i in range(B):
+    listed = sizes is not None
+    sizes = sizes if listed else [(H, W)] * B
+    images, targets = [], []
+    for i, (H, W) in enumerate(sizes):
+        rows = torch.arange(H, dtype=torch.float32).view(H, 1).expand(H, W)
+        cols = torch.arange(W, dtype=torch.float32).view(1, W).expand(H, W)
+        images.append(torch.stack([torch.full((H, W), float(i)), rows, cols]))
         xy = torch.rand(n, 2, generator=gen) * torch.tensor([W - 6.0, H - 6.0])
         wh = 3 + torch.rand(n, 2, generator=gen) * 14
         boxes = torch.cat([xy, (xy + wh).minimum(torch.tensor([float(W), float(H)]))], 1)
@@ -143,7 +146,7 @@ def _instance_batch(gen, B=5, H=40, W=48, n=4, masks=True):
         else:
             t["area"] = detection.box_area(boxes)
         targets.append(t)
-    return images, targets
+    return (images if listed else torch.stack(images)), targets
 
 
 def _footprint(box, H, W):
@@ -156,19 +159,26 @@ def _footprint(box, H, W):
 
 
 def _check_instances(mixed, out, targets):
-    """Every mask lies inside its box and covers exactly its instance's visible pixels; area matches."""
-    H, W = mixed.shape[-2:]
+    """Every mask lies inside its box and covers exactly its instance's visible pixels; area matches.
+
+    ``mixed`` is a ``(B, 3, H, W)`` tensor or a list of ``(3, H_i, W_i)`` images made by
+    :func:`_instance_batch` (pixels that come from no image must not hold a valid image number).
+    """
     checked = 0
     for i, t in enumerate(out):
+        H, W = mixed[i].shape[-2:]
         n = t["boxes"].shape[0]
         assert t["masks"].shape == (n, H, W) and t["area"].shape == t["iscrowd"].shape == (n,)
-        src, sy, sx = (mixed[i, c].long() for c in range(3))
+        src, sy, sx = (mixed[i][c].round().long() for c in range(3))
         for box, label, mask, area, crowd in zip(t["boxes"], t["labels"], t["masks"], t["area"], t["iscrowd"]):
             j, k = divmod(int(label), 10)
             fp = _footprint(box, H, W)
             m = mask.bool()
             assert not (m & ~fp).any(), f"image {i}, instance {int(label)}: mask pixels outside its box"
-            visible = (src == j) & targets[j]["masks"][k].bool()[sy, sx] & fp
+            Hj, Wj = targets[j]["masks"].shape[-2:]
+            inside = (src == j) & (sy >= 0) & (sy < Hj) & (sx >= 0) & (sx < Wj)
+            source = targets[j]["masks"][k].bool()[sy.clamp(0, Hj - 1), sx.clamp(0, Wj - 1)]
+            visible = inside & source & fp
             assert torch.equal(m, visible), f"image {i}, instance {int(label)}: mask is not its visible pixels"
             assert float(area) == float(m.sum())
             assert int(crowd) == k % 2

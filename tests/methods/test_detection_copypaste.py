@@ -1,0 +1,245 @@
+"""Copy-Paste (Ghiasi et al. 2021) against a faithful port of torchvision's reference ``_copy_paste``
+(references/detection/transforms.py, SimpleCopyPaste), and its bookkeeping of occluded instances."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mixlab import detection
+from test_detection import _check_instances, _footprint, _instance_batch
+
+tvF = pytest.importorskip("torchvision.transforms.functional")
+tvops = pytest.importorskip("torchvision.ops")
+
+
+def _tv_copy_paste(image, target, paste_image, paste_target, random_selection, blending=True,
+                   resize_interpolation=tvF.InterpolationMode.BILINEAR):
+    """torchvision's ``_copy_paste`` line for line, with its random selection passed in.
+
+    (torchvision draws ``random_selection = torch.randint(0, n, (n,)).unique()`` from the global RNG.)
+    """
+    num_masks = len(paste_target["masks"])
+    if num_masks < 1:
+        return image, target
+    paste_masks = paste_target["masks"][random_selection]
+    paste_boxes = paste_target["boxes"][random_selection]
+    paste_labels = paste_target["labels"][random_selection]
+    masks = target["masks"]
+    size1 = image.shape[-2:]
+    size2 = paste_image.shape[-2:]
+    if size1 != size2:
+        paste_image = tvF.resize(paste_image, size1, interpolation=resize_interpolation)
+        paste_masks = tvF.resize(paste_masks, size1, interpolation=tvF.InterpolationMode.NEAREST)
+        ratios = torch.tensor((size1[1] / size2[1], size1[0] / size2[0]), device=paste_boxes.device)
+        paste_boxes = paste_boxes.view(-1, 2, 2).mul(ratios).view(paste_boxes.shape)
+    paste_alpha_mask = paste_masks.sum(dim=0) > 0
+    if blending:
+        paste_alpha_mask = tvF.gaussian_blur(paste_alpha_mask.unsqueeze(0), kernel_size=(5, 5), sigma=[2.0])
+    image = (image * (~paste_alpha_mask)) + (paste_image * paste_alpha_mask)
+    masks = masks * (~paste_alpha_mask)
+    non_all_zero_masks = masks.sum((-1, -2)) > 0
+    masks = masks[non_all_zero_masks]
+    out_target = {k: v for k, v in target.items()}
+    out_target["masks"] = torch.cat([masks, paste_masks])
+    boxes = tvops.masks_to_boxes(masks)
+    out_target["boxes"] = torch.cat([boxes, paste_boxes])
+    labels = target["labels"][non_all_zero_masks]
+    out_target["labels"] = torch.cat([labels, paste_labels])
+    if "area" in target:
+        out_target["area"] = out_target["masks"].sum((-1, -2)).to(torch.float32)
+    if "iscrowd" in target and "iscrowd" in paste_target:
+        if len(target["iscrowd"]) == len(non_all_zero_masks):
+            iscrowd = target["iscrowd"][non_all_zero_masks]
+            paste_iscrowd = paste_target["iscrowd"][random_selection]
+            out_target["iscrowd"] = torch.cat([iscrowd, paste_iscrowd])
+    boxes = out_target["boxes"]
+    degenerate_boxes = boxes[:, 2:] <= boxes[:, :2]
+    if degenerate_boxes.any():
+        valid_targets = ~degenerate_boxes.any(dim=1)
+        out_target["boxes"] = boxes[valid_targets]
+        out_target["masks"] = out_target["masks"][valid_targets]
+        out_target["labels"] = out_target["labels"][valid_targets]
+        if "area" in out_target:
+            out_target["area"] = out_target["area"][valid_targets]
+        if "iscrowd" in out_target and len(out_target["iscrowd"]) == len(valid_targets):
+            out_target["iscrowd"] = out_target["iscrowd"][valid_targets]
+    return image, out_target
+
+
+def _blobs(gen, B=4, H=48, W=56, n=5, sizes=None):
+    """Images with rectangle-and-noise instance masks whose boxes are their masks' tight boxes.
+
+    Boxes follow mixlab's pixel rule (``x1`` one past the last column), so torchvision's
+    ``masks_to_boxes`` (``x1`` the last column) gives them minus ``(0, 0, 1, 1)``.
+    """
+    sizes = sizes or [(H, W)] * B
+    images, targets = [], []
+    for i, (h, w) in enumerate(sizes):
+        images.append(torch.rand(3, h, w, generator=gen))
+        masks = torch.zeros(n, h, w, dtype=torch.uint8)
+        for k in range(n):
+            y0, x0 = int(torch.randint(0, h - 8, (), generator=gen)), int(torch.randint(0, w - 8, (), generator=gen))
+            dy, dx = (int(v) for v in torch.randint(4, 18, (2,), generator=gen))
+            masks[k, y0:y0 + dy, x0:x0 + dx] = (torch.rand(min(dy, h - y0), min(dx, w - x0), generator=gen) < 0.85)
+            masks[k, y0, x0] = 1
+        boxes = tvops.masks_to_boxes(masks) + torch.tensor([0.0, 0.0, 1.0, 1.0])
+        targets.append({"boxes": boxes, "masks": masks, "labels": 10 * i + torch.arange(n),
+                        "area": masks.flatten(1).sum(1).float(), "iscrowd": torch.arange(n) % 2})
+    return images, targets
+
+
+def _assert_matches_torchvision(got_image, got, want_image, want, n_original):
+    """Equal images, masks, labels, area, iscrowd; boxes equal up to the pixel rule.
+
+    torchvision recomputes every original box with ``masks_to_boxes`` (last pixel inclusive) and
+    drops boxes one pixel wide or high as degenerate; mixlab keeps those instances (a one-pixel-wide
+    instance is not degenerate under its rule) and recomputes only occluded boxes.
+    """
+    torch.testing.assert_close(got_image, want_image, rtol=0, atol=0)
+    m = got["masks"].bool()
+    rows, cols = m.any(2), m.any(1)
+    one_wide = (cols.sum(1) == 1) | (rows.sum(1) == 1)
+    keep = ~(one_wide & (torch.arange(len(m)) < n_original))  # torchvision's degenerate rule on originals
+    for key in ("masks", "labels", "area", "iscrowd"):
+        assert torch.equal(got[key][keep], want[key]), key
+    boxes = got["boxes"][keep].clone()
+    original = torch.arange(len(m))[keep] < n_original
+    boxes[original] -= torch.tensor([0.0, 0.0, 1.0, 1.0])  # mixlab's x1 is one past the last pixel
+    torch.testing.assert_close(boxes, want["boxes"], rtol=0, atol=0)
+    return int((~keep).sum())
+
+
+@pytest.mark.parametrize("blending", [True, False])
+def test_copy_paste_equals_torchvisions_reference(blending, gen):
+    images, targets = _blobs(gen, B=6)
+    for i in range(6):
+        j = (i - 1) % 6  # torchvision pastes the previous image (its batch rolled by one)
+        n = targets[j]["masks"].shape[0]
+        selection = torch.randint(0, n, (n,), generator=gen).unique()
+        want_image, want = _tv_copy_paste(images[i], targets[i], images[j], targets[j], selection, blending)
+        got_image, got = detection.copy_paste(images[i], targets[i], images[j], targets[j], selection,
+                                              blending=blending)
+        kept = int((got["labels"] // 10 == i).sum())
+        _assert_matches_torchvision(got_image, got, want_image, want, kept)
+        assert len(got["labels"]) - kept == len(selection)
+
+
+def test_copy_paste_transform_equals_torchvision_with_its_draws(gen):
+    """The transform with ``pairing="roll"`` and ``select="random"`` is SimpleCopyPaste with the same draws."""
+    images, targets = _blobs(gen, B=4)
+    cp = detection.CopyPaste(pairing="roll", select="random", generator=torch.Generator().manual_seed(3))
+    params = cp.sample(images, targets)
+    assert params.index.tolist() == [3, 0, 1, 2]
+    out_images, out = cp(images, targets, params=params)
+    for i, j in enumerate(params.index.tolist()):
+        sel = params.selected[i]
+        assert sel.unique().tolist() == sel.tolist() and len(sel) >= 1
+        want_image, want = _tv_copy_paste(images[i], targets[i], images[j], targets[j], sel)
+        _assert_matches_torchvision(out_images[i], out[i], want_image, want, int((out[i]["labels"] // 10 == i).sum()))
+
+
+def test_copy_paste_of_different_sizes_resizes_the_partner_as_torchvision_does(gen):
+    sizes = [(48, 56), (24, 28), (48, 40), (24, 20)]  # partners at exactly half or twice the size
+    images, targets = _blobs(gen, sizes=sizes, n=4)
+    for i, j in [(0, 1), (2, 3)]:
+        sel = torch.arange(4)
+        want_image, want = _tv_copy_paste(images[i], targets[i], images[j], targets[j], sel)
+        got_image, got = detection.copy_paste(images[i], targets[i], images[j], targets[j], sel)
+        _assert_matches_torchvision(got_image, got, want_image, want, int((got["labels"] // 10 == i).sum()))
+        assert got_image.shape == images[i].shape
+
+
+def test_copy_paste_updates_occluded_instances_and_drops_covered_ones(gen):
+    images, targets = _instance_batch(gen, B=6, n=5)
+    cp = detection.CopyPaste(select="all", blending=False, generator=gen)
+    checked = dropped = moved = 0
+    for _ in range(4):
+        mixed, out = cp(images, targets)
+        checked += _check_instances(mixed, out, targets)
+        for i, t in enumerate(out):
+            own = t["labels"] // 10 == i
+            for box, label, mask in zip(t["boxes"][own], t["labels"][own], t["masks"][own]):
+                before = targets[i]["boxes"][int(label) % 10]
+                ys, xs = torch.nonzero(mask, as_tuple=True)
+                assert mask.any()
+                if not torch.equal(mask, targets[i]["masks"][int(label) % 10]):
+                    # occluded: the box is the remaining pixels' box, never larger than the annotated one
+                    tight = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=box.dtype)
+                    torch.testing.assert_close(box, torch.cat([tight[:2].maximum(before[:2]),
+                                                                tight[2:].minimum(before[2:])]))
+                    moved += int(not torch.equal(box, before))
+                else:
+                    assert torch.equal(box, before)
+            dropped += 5 - int(own.sum())
+    assert checked > 60 and dropped > 0 and moved > 0
+
+
+def test_min_pixels_drops_nearly_covered_instances(gen):
+    images, targets = _instance_batch(gen, B=6, n=5)
+    for min_pixels in (1, 12):
+        g = torch.Generator().manual_seed(5)
+        mixed, out = detection.CopyPaste(select="all", min_pixels=min_pixels, generator=g)(images, targets)
+        for t in out:
+            assert (t["masks"].flatten(1).sum(1) >= min_pixels).all()
+        if min_pixels == 1:
+            few = sum(int((t["masks"].flatten(1).sum(1) < 12).sum()) for t in out)
+            assert few > 0  # the larger threshold had something to drop
+
+
+def test_blending_is_torchvisions_dilation_of_the_pasted_region(gen):
+    images, targets = _blobs(gen, B=2, n=1)
+    sel = torch.tensor([0])
+    hard, _ = detection.copy_paste(images[0], targets[0], images[1], targets[1], sel, blending=False)
+    soft, out = detection.copy_paste(images[0], targets[0], images[1], targets[1], sel, blending=True)
+    alpha = targets[1]["masks"][0].bool()
+    ring = torch.nn.functional.max_pool2d(alpha[None].float(), 5, 1, 2)[0].bool() & ~alpha
+    assert ring.any()
+    assert torch.equal(soft[:, ring], images[1][:, ring]) and torch.equal(hard[:, ring], images[0][:, ring])
+    assert not (out["masks"][0].bool() & ring).any()  # the original's mask loses the ring too
+
+
+def test_copy_paste_moves_weights_and_refuses_unknown_per_box_keys(gen):
+    images, targets = _instance_batch(gen, B=3, n=3)
+    for i, t in enumerate(targets):
+        t["weights"] = torch.full((3,), float(i + 1))
+    mixed, out = detection.CopyPaste(select="all", generator=gen)(images, targets)
+    for t in out:
+        torch.testing.assert_close(t["weights"], (t["labels"] // 10 + 1).float())
+    for t in targets:
+        t["keypoints"] = torch.rand(3, 17, 3)
+    with pytest.raises(ValueError, match=r"targets\[0\]\['keypoints'\].*CopyPaste"):
+        detection.CopyPaste(generator=gen)(images, targets)
+
+
+def test_copy_paste_errors_name_the_argument(gen):
+    images, targets = _instance_batch(gen, B=3, n=3, masks=False)
+    with pytest.raises(ValueError, match=r"targets\[0\] has no 'masks'.*CopyPaste pastes instances by their masks"):
+        detection.CopyPaste(generator=gen)(images, targets)
+    with pytest.raises(ValueError, match=r"select must be one of .*'random'.*'all'.*got 'some'"):
+        detection.CopyPaste(select="some")
+    with pytest.raises(ValueError, match=r"min_pixels must be an int >= 1, got 0"):
+        detection.CopyPaste(min_pixels=0)
+    images, targets = _instance_batch(gen, B=3, n=3)
+    with pytest.raises(ValueError, match=r"selected must be a 1-D tensor of instance indices in \[0, 3\), got"):
+        detection.copy_paste(images[0], targets[0], images[1], targets[1], torch.tensor([0, 5]))
+
+
+def test_copy_paste_of_an_image_with_itself_or_without_instances_is_unchanged(gen):
+    images, targets = _instance_batch(gen, B=1, n=3)
+    mixed, out = detection.CopyPaste(generator=gen)(images, targets)  # a batch of one pairs with itself
+    assert torch.equal(mixed, images) and torch.equal(out[0]["masks"], targets[0]["masks"])
+    images, targets = _instance_batch(gen, B=2, n=3)
+    empty = {k: (v[:0] if k not in ("image_id",) else v) for k, v in targets[1].items()}
+    got_image, got = detection.copy_paste(images[0], targets[0], images[1], empty, torch.zeros(0, dtype=torch.long))
+    assert torch.equal(got_image, images[0]) and torch.equal(got["boxes"], targets[0]["boxes"])
+
+
+def test_every_pasted_mask_stays_inside_its_box_on_lists_of_sizes(gen):
+    sizes = [(40, 48), (32, 56), (48, 36), (40, 48)]
+    images, targets = _instance_batch(gen, n=4, sizes=sizes)
+    mixed, out = detection.CopyPaste(generator=gen)(images, targets)
+    assert [tuple(m.shape[-2:]) for m in mixed] == sizes
+    for image, t in zip(mixed, out):
+        H, W = image.shape[-2:]
+        for box, mask in zip(t["boxes"], t["masks"]):
+            assert mask.any() and not (mask.bool() & ~_footprint(box, H, W)).any()
