@@ -26,11 +26,16 @@ from tensor values on an accelerator, so no form syncs the host with the device:
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import time
+
 import torch
 
 __all__ = [
     "lerp", "paste", "select", "resized_paste", "box_mean3", "gauss5", "eager_cpu", "ROW_LOOP_MIN_NUMEL", "CHUNK_NUMEL", "memory_format", "cast_back", "choose_form",
     "lerp_gather", "lerp_perm_inplace", "lerp_flip_inplace", "compiled_lerp_gather",
+    "paced", "row_threads", "ROW_THREADS_POLICIES",
 ]
 
 # Rows at least this large (elements) take the per-row CPU loop / cycle walk: each row op is
@@ -42,6 +47,169 @@ __all__ = [
 ROW_LOOP_MIN_NUMEL = 1 << 15
 CHUNK_NUMEL = 1 << 20
 _FLOAT_ROW_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+# -- pacing the row loops: torch's threads, or one thread when the cores are shared ----------------------------------
+# A row loop issues one op per row (or per box, per cycle step). With torch's intra-op threads every op is its own
+# parallel region that waits for all of its threads; when another process holds one of the cores (DataLoader
+# workers, a second job), each op waits for a time slice, and a batch of 128 rows costs up to 20x the copy floor.
+# One thread issues the same ops with no hand-off at all, but on a quiet machine it reaches only part of the
+# memory bandwidth. The loop is therefore run in segments of about SEGMENT_NUMEL elements, each timed (host time:
+# CPU only, so no device sync), and each kind of loop keeps what it measured with both settings: the faster one
+# runs, and the other is tried again after a number of segments that doubles while it keeps losing (reset when the
+# running one suddenly slows down, so a change of load is noticed within a segment or two). The thread count
+# changes no number: every op is elementwise, each element computed by the same kernel either way.
+
+ROW_THREADS_POLICIES = ("auto", "torch", "one")
+SEGMENT_NUMEL = 1 << 21
+_MAX_GAP = 1024  # segments between tries of the losing setting, at most
+_POLICY = [os.environ.get("MIXLAB_ROW_THREADS", "auto")]
+if _POLICY[0] not in ROW_THREADS_POLICIES:  # pragma: no cover - environment typo
+    raise ValueError(f"MIXLAB_ROW_THREADS must be one of {ROW_THREADS_POLICIES}, got {_POLICY[0]!r}")
+
+
+def row_threads(policy: str | None = None) -> str:
+    """Get, or set, how the CPU row loops use threads; returns the policy in force before the call.
+
+    Args:
+        policy: ``"auto"`` (default; also ``MIXLAB_ROW_THREADS``): each loop measures torch's thread count
+            against one thread while it runs and keeps the faster (one thread wins when other work holds the
+            cores); ``"torch"``: always torch's :func:`torch.get_num_threads`; ``"one"``: always one thread.
+            ``None`` only reads the policy.
+
+    The results are the same bits under every policy; only the time differs.
+    """
+    old = _POLICY[0]
+    if policy is not None:
+        if policy not in ROW_THREADS_POLICIES:
+            raise ValueError(f"row_threads: policy must be one of {ROW_THREADS_POLICIES}, got {policy!r}")
+        _POLICY[0] = policy
+    return old
+
+
+class _Tune:
+    """What one kind of loop measured: seconds per element with torch's threads (mode 0) and one thread (1).
+
+    The two tries are not alike. One thread is never much slower than several (at most by the share of the
+    memory bandwidth one core cannot reach), so it is tried as soon as the threaded loop slows down. Torch's
+    threads can be a hundred times slower than one thread when the cores are shared, so while they lose they
+    are tried on short segments only, ever more rarely (the gap grows fourfold each time, up to _MAX_GAP).
+    """
+
+    __slots__ = ("rate", "wait", "gap")
+
+    def __init__(self):
+        self.rate = [None, None]
+        self.wait = [0, 0]  # segments until the losing mode is tried again
+        self.gap = [1, 1]
+
+    def best(self) -> int:
+        r0, r1 = self.rate
+        return 0 if r1 is None or (r0 is not None and r0 <= r1) else 1
+
+    def choose(self) -> tuple[int, bool]:
+        """The mode of the next segment, and whether it is a try of the losing one."""
+        if self.rate[1] is None:  # one thread first: never far off, and the threads' try is then a short one
+            return 1, False
+        if self.rate[0] is None:
+            return 0, True
+        best = self.best()
+        other = 1 - best
+        if self.wait[other] <= 0:
+            return other, True
+        self.wait[other] -= 1
+        return best, False
+
+    def record(self, mode: int, rate: float, tried: bool) -> None:
+        other = 1 - mode
+        if not tried:
+            old = self.rate[mode]
+            self.rate[mode] = rate if old is None else 0.7 * old + 0.3 * rate
+            if mode == 0 and old is not None and rate > 2.0 * old and self.rate[1] is not None:
+                self.wait[1], self.gap[1] = 0, 1  # the threads slowed down: the load changed, try one thread now
+            return
+        self.rate[mode] = rate  # a try of the losing mode: its old figure is stale
+        if rate < self.rate[other]:  # it wins: it runs from now on, the other is tried again soon
+            self.gap[mode], self.gap[other], self.wait[other] = 1, 1, 1
+        else:
+            self.gap[mode] = min((4 if mode == 0 else 2) * self.gap[mode], _MAX_GAP)
+            self.wait[mode] = self.gap[mode]
+
+
+_TUNES: dict = {}
+
+
+class _Pace:
+    """One paced loop: :meth:`over` yields its items and switches the thread count between segments."""
+
+    def __init__(self, kind: str, step_numel: int, clock=time.perf_counter):
+        self.threads = torch.get_num_threads()
+        self.set_to = None
+        policy = _POLICY[0]
+        self.auto = self.threads > 1 and policy == "auto"
+        if self.threads > 1 and policy == "one":
+            self._set(1)
+        if self.auto:
+            self.tune = _TUNES.setdefault(kind, _Tune())
+            self.numel = max(1, step_numel)
+            self.full = self.seg = max(1, SEGMENT_NUMEL // self.numel)
+            self.short = max(1, SEGMENT_NUMEL // 8 // self.numel)
+            self.clock = clock
+            self.mode = None
+            self.tried = False
+            self.done = 0
+            self.t0 = 0.0
+
+    def _set(self, n: int) -> None:
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+        self.set_to = n
+
+    def over(self, items):
+        """Iterate ``items``, timing every segment of steps; a step's work runs between two items."""
+        return self._paced(items) if self.auto else items
+
+    def _paced(self, items):
+        for item in items:
+            if self.mode is None or self.done == self.seg:
+                self._boundary()
+            self.done += 1
+            yield item
+
+    def _boundary(self) -> None:
+        now = self.clock()
+        if self.mode is not None:
+            self.tune.record(self.mode, (now - self.t0) / (self.done * self.numel), self.tried)
+        self.mode, self.tried = self.tune.choose()
+        self._set(self.threads if self.mode == 0 else 1)
+        self.seg = self.short if self.tried and self.mode == 0 else self.full  # threads on trial: a short segment
+        self.done = 0
+        self.t0 = self.clock()
+
+    def close(self) -> None:
+        if self.auto and self.mode is not None and self.done:
+            self.tune.record(self.mode, (self.clock() - self.t0) / (self.done * self.numel), self.tried)
+        if self.set_to is not None and self.set_to != self.threads:
+            torch.set_num_threads(self.threads)
+
+
+@contextlib.contextmanager
+def paced(kind: str, step_numel: int, *, clock=time.perf_counter):
+    """Run a CPU row loop with the thread count that is fastest now (see :func:`row_threads`).
+
+    Use as ``with paced("rows", row.numel()) as pace: for item in pace.over(items): work(item)``; torch's thread
+    count is restored on leaving, also on an error.
+
+    Args:
+        kind: the loop's name (its measurements are kept apart from other loops'), with the dtype if it matters.
+        step_numel: elements one step touches (sets the segment length and the per-element rate).
+        clock: the timer (tests pass a fake one).
+    """
+    pace = _Pace(kind, step_numel, clock)
+    try:
+        yield pace
+    finally:
+        pace.close()
 
 
 def memory_format(x: torch.Tensor) -> torch.memory_format:
@@ -171,8 +339,9 @@ def lerp_gather(
         dst = torch.empty_like(x) if out is None else out  # empty_like keeps channels_last
         kernel = _RowLerp(x[0])
         xs, ss, ds = x.unbind(0), src.unbind(0), dst.unbind(0)
-        for i, (j, w) in enumerate(zip(index.tolist(), lam.tolist())):  # CPU tensors: no device sync
-            kernel(ss[j], xs[i], w, ds[i])
+        with paced(f"rows:{x.dtype}", xs[0].numel()) as pace:
+            for i, (j, w) in pace.over(enumerate(zip(index.tolist(), lam.tolist()))):  # CPU tensors: no sync
+                kernel(ss[j], xs[i], w, ds[i])
         return dst
     return _vector_lerp_gather(x, src, lam, index, out=out)
 
@@ -181,8 +350,9 @@ def lerp_perm_inplace(x: torch.Tensor, lam: torch.Tensor, index: torch.Tensor) -
     """In place ``x[i] = lerp(x[index[i]], x[i], lam[i])`` for every row, reading old rows only.
 
     On CPU each cycle of the permutation is walked with one spare row (no full-size
-    temporary); a 2-cycle (a ``flip`` pair) reads both rows and writes both once. Elsewhere
-    the partner rows are gathered first, then lerped into ``x``.
+    temporary); a 2-cycle (a ``flip`` pair) reads both rows and writes both once; partner rows
+    drawn with repeats (not a permutation) are written readers first (:func:`_cycle_steps`).
+    Elsewhere the partner rows are gathered first, then lerped into ``x``.
 
     Returns:
         ``x``, overwritten with ``lam * x + (1 - lam) * x[index]``.
@@ -192,26 +362,59 @@ def lerp_perm_inplace(x: torch.Tensor, lam: torch.Tensor, index: torch.Tensor) -
     idx, lams = index.tolist(), lam.tolist()
     rows = x.unbind(0)
     kernel = _RowLerp(rows[0])
-    seen = [False] * len(idx)
-    spare = None
-    for start in range(len(idx)):
-        if seen[start]:
+    spare = torch.empty_like(rows[0])
+    with paced(f"cycles:{x.dtype}", rows[0].numel()) as pace:
+        for i, j in pace.over(_cycle_steps(idx)):
+            if j == _TO_SPARE:
+                spare.copy_(rows[i])
+            else:  # old x[j] (or the spare holding the cycle's first row), old x[i]
+                kernel(spare if j == _FROM_SPARE else rows[j], rows[i], lams[i], rows[i])
+    return x
+
+
+_TO_SPARE, _FROM_SPARE = -2, -1
+
+
+def _cycle_steps(idx: list):
+    """The in-place walk of ``x[i] = f(old x[idx[i]], old x[i])`` for any partner rows ``idx``.
+
+    A row may be overwritten only once every other row that reads it is done. Rows no other row reads go first,
+    then the rows whose readers are all done, and so on; what is left lies on cycles of the permutation, each row
+    read by its predecessor alone, and each cycle is walked with one spare row. Yields ``(start, _TO_SPARE)``
+    (save a cycle's first row), or ``(i, j)``: write row ``i`` from old row ``j`` (``_FROM_SPARE``: the saved
+    row). Rows that are their own partner are unchanged and skipped.
+    """
+    n = len(idx)
+    readers = [0] * n
+    for k, j in enumerate(idx):
+        if j != k:
+            readers[j] += 1
+    done = [False] * n
+    ready = [i for i in range(n) if readers[i] == 0]
+    while ready:  # rows off the cycles (partners drawn with repeats): readers first
+        i = ready.pop()
+        done[i] = True
+        j = idx[i]
+        if j == i:
             continue
-        seen[start] = True
-        if idx[start] == start:
-            continue  # a fixed point mixes with itself: unchanged
-        if spare is None:
-            spare = torch.empty_like(rows[0])
-        spare.copy_(rows[start])
+        yield i, j
+        readers[j] -= 1
+        if readers[j] == 0:
+            ready.append(j)
+    for start in range(n):  # the rest: cycles of length >= 2
+        if done[start]:
+            continue
+        done[start] = True
+        yield start, _TO_SPARE
         i = start
         while True:
             j = idx[i]
-            kernel(spare if j == start else rows[j], rows[i], lams[i], rows[i])  # old x[j] (or spare), old x[i]
             if j == start:
+                yield i, _FROM_SPARE
                 break
-            seen[j] = True
+            yield i, j
+            done[j] = True
             i = j
-    return x
 
 
 def lerp_flip_inplace(x: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
@@ -289,20 +492,37 @@ def paste(x, src, lam, index, box, linear, *, inplace: bool) -> torch.Tensor | N
         out[sel] = src[sel][index]  # gathers the box region only
         return out
     if inplace:  # patches first: later rows may read rows already written
-        patches = [src[j][regions[i]].clone() for i, j in enumerate(idx)]
-        for i, patch in enumerate(patches):
-            x[i][regions[i]] = patch
+        box_numel = x[0].numel() * sum(_volume(b) for b in boxes) // max(1, B * _volume_of(x.shape[x.ndim - D:]))
+        with paced(f"paste:{x.dtype}", box_numel) as pace:
+            patches = [src[j][regions[i]].clone() for i, j in pace.over(enumerate(idx))]
+            for i, patch in pace.over(enumerate(patches)):
+                x[i][regions[i]] = patch
         return x
     out = torch.empty_like(x)
     kernel = _RowLerp(x[0]) if any(lin) else None
     lams = lam.tolist()
-    for i, j in enumerate(idx):
-        if lin[i]:
-            kernel(src[j], x[i], lams[i], out[i])
-        else:
-            out[i].copy_(x[i])
-            out[i][regions[i]] = src[j][regions[i]]
+    with paced(f"paste-rows:{x.dtype}", x[0].numel()) as pace:
+        for i, j in pace.over(enumerate(idx)):
+            if lin[i]:
+                kernel(src[j], x[i], lams[i], out[i])
+            else:
+                out[i].copy_(x[i])
+                out[i][regions[i]] = src[j][regions[i]]
     return out
+
+
+def _volume(box: list) -> int:
+    v = 1
+    for lo, hi in box:
+        v *= max(0, hi - lo)
+    return v
+
+
+def _volume_of(shape) -> int:
+    v = 1
+    for n in shape:
+        v *= n
+    return max(1, v)
 
 
 # -- the CPU fast paths of the mask methods (FMix's select, ResizeMix's paste, SaliencyMix's filters) ------------
@@ -370,12 +590,13 @@ def resized_paste(x, src, index, box, resize, *, nearest: bool, inplace: bool) -
             out[lead + tuple(slice(lo, hi) for lo, hi in boxes[0])] = patch.to(x.dtype)
         return out
     patches = []
-    for i, (b, j) in enumerate(zip(boxes, idx)):  # patches first: in place, later rows may read written ones
-        sizes = [hi - lo for lo, hi in b]
-        if min(sizes) > 0:
-            patches.append((i, b, resize(src[j:j + 1], sizes)[0].to(x.dtype)))
-    for i, b, patch in patches:
-        out[i][lead[1:] + tuple(slice(lo, hi) for lo, hi in b)] = patch
+    with paced(f"resized-paste:{x.dtype}", x[0].numel() // 2) as pace:
+        for i, (b, j) in pace.over(enumerate(zip(boxes, idx))):  # patches first: in place, rows may read written ones
+            sizes = [hi - lo for lo, hi in b]
+            if min(sizes) > 0:
+                patches.append((i, b, resize(src[j:j + 1], sizes)[0].to(x.dtype)))
+        for i, b, patch in pace.over(patches):
+            out[i][lead[1:] + tuple(slice(lo, hi) for lo, hi in b)] = patch
     return out
 
 

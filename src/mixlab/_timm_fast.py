@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from ._fast import paced
+
 __all__ = ["applies", "mix_flip_inplace"]
 
 _DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.uint8)
@@ -84,8 +86,15 @@ def mix_flip_inplace(x: torch.Tensor, lam: list, boxes: list | None, linear: lis
         return lead + tuple(slice(lo, hi) for lo, hi in b)
 
     rows = x.unbind(0)
+    with paced(f"timm-flip:{x.dtype}", 2 * rows[0].numel()) as pace:
+        _walk_pairs(pace.over(range(B // 2)), B, rows, fate, lerp)
+    return x
+
+
+def _walk_pairs(pairs, B, rows, fate, lerp) -> None:
+    """Each flip pair ``(i, B - 1 - i)`` read and written once (see :func:`mix_flip_inplace`)."""
     spare = None
-    for i in range(B // 2):
+    for i in pairs:
         j = B - 1 - i
         fi, fj = fate(i), fate(j)
         if fi is None and fj is None:
@@ -116,4 +125,3 @@ def mix_flip_inplace(x: torch.Tensor, lam: list, boxes: list | None, linear: lis
             patch = xj[fi].clone()
             xj[fj] = xi[fj]
             xi[fi] = patch
-    return x

@@ -129,6 +129,116 @@ def test_cycle_walk_any_permutation(perm, lams, dtype):
     assert_matches(_fast.lerp_perm_inplace(x, lam, index), ref)
 
 
+@settings(derandomize=True, max_examples=25, deadline=None)
+@given(st.lists(st.integers(0, 8), min_size=9, max_size=9), st.sampled_from([torch.float32, torch.uint8]))
+def test_in_place_walk_any_partner_rows(index, dtype):
+    # partners drawn with repeats (C-Mixup's kernel, a user's params) are no permutation: the walk used to
+    # loop forever on them; now rows are written only once every reader of theirs is done
+    gen = torch.Generator().manual_seed(1)
+    x = make_batch((9, 33000), dtype, gen)  # 33000-element rows: the in-place walk on CPU
+    lam, idx = torch.rand(9, generator=gen), torch.tensor(index)
+    ref = reference(x, x, lam, idx)
+    assert_matches(_fast.lerp_perm_inplace(x, lam, idx), ref)
+    y = make_batch((9, 3, 110, 100), dtype, torch.Generator().manual_seed(2))  # and through mixlab.mix
+    want = mixlab.mix(y, MixParams(lam=lam, index=idx))
+    assert torch.equal(mixlab.mix(y, MixParams(lam=lam, index=idx), inplace=True), want)
+
+
+@pytest.mark.parametrize("policy", _fast.ROW_THREADS_POLICIES)
+def test_row_thread_policies_give_the_same_bits(policy, gen):
+    # every policy runs the same elementwise kernels; only the thread count of each op differs
+    x = torch.randn(24, 3, 110, 110, generator=gen)
+    u8 = (torch.rand(24, 3, 110, 110, generator=gen) * 255).to(torch.uint8)
+    lam, index = torch.rand(24, generator=gen), torch.randperm(24, generator=gen)
+    box = torch.tensor([[[10, 60], [20, 90]]] * 12 + [[[0, 30], [5, 25]]] * 12)
+    old = _fast.row_threads("torch")
+    try:
+        want = [_fast.lerp_gather(t, t, lam, index) for t in (x, u8)]
+        want_box = _fast.paste(x, x, lam, index, box, None, inplace=False)
+        _fast.row_threads(policy)
+        threads = torch.get_num_threads()
+        for _ in range(3):  # auto: the first calls try both settings
+            for t, w in zip((x, u8), want):
+                assert torch.equal(_fast.lerp_gather(t, t, lam, index), w)
+                assert torch.equal(_fast.lerp_perm_inplace(t.clone(), lam, index), w)
+            assert torch.equal(_fast.paste(x, x, lam, index, box, None, inplace=False), want_box)
+            assert torch.equal(_fast.paste(x.clone(), x, lam, index, box, None, inplace=True), want_box)
+        assert torch.get_num_threads() == threads  # restored
+    finally:
+        _fast.row_threads(old)
+
+
+class _FakeClock:
+    """A clock whose segments cost ``per_step[mode]`` per step, the mode read from torch's thread count."""
+
+    def __init__(self, cost):
+        self.t, self.cost, self.last = 0.0, cost, None
+
+    def __call__(self):
+        return self.t
+
+
+def _run_paced(tune_kind, steps, cost, clock, threads):
+    """Run ``steps`` paced steps, each advancing the fake clock by the cost of the thread count in force."""
+    seen = []
+    with _fast.paced(tune_kind, 1000, clock=clock) as pace:
+        for _ in pace.over(range(steps)):
+            n = torch.get_num_threads()
+            seen.append(n)
+            clock.t += cost[0] if n == threads else cost[1]
+    return seen
+
+
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="needs torch threads > 1 to choose between")
+@pytest.mark.parametrize("slow_threads", [False, True])
+def test_pacer_keeps_the_faster_setting_and_restores_threads(slow_threads, monkeypatch):
+    monkeypatch.setattr(_fast, "SEGMENT_NUMEL", 8000)  # 8 steps of 1000 elements a segment, 1 on trial
+    kind = f"test-pacer-{slow_threads}"
+    _fast._TUNES.pop(kind, None)
+    threads = torch.get_num_threads()
+    cost = (100.0, 1.0) if slow_threads else (1.0, 1.6)  # shared cores: threads 100x slower; quiet: 1.6x faster
+    old = _fast.row_threads("auto")
+    try:
+        clock = _FakeClock(cost)
+        seen = [n for _ in range(20) for n in _run_paced(kind, 128, cost, clock, threads)]
+        t_half = clock.t
+        seen += [n for _ in range(20) for n in _run_paced(kind, 128, cost, clock, threads)]
+        assert torch.get_num_threads() == threads
+    finally:
+        _fast.row_threads(old)
+    late = seen[len(seen) // 2:]
+    losing = threads if slow_threads else 1
+    share = sum(n == losing for n in late) / len(late)
+    assert share < 0.02, share  # the losing setting runs only on its rare tries
+    if slow_threads:  # and those tries stay short: within 5% of one thread all along once settled
+        assert clock.t - t_half < 1.05 * (len(seen) // 2) * cost[1]
+
+
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="needs torch threads > 1 to choose between")
+def test_pacer_notices_a_change_of_load(monkeypatch):
+    monkeypatch.setattr(_fast, "SEGMENT_NUMEL", 8000)
+    kind = "test-pacer-change"
+    _fast._TUNES.pop(kind, None)
+    threads = torch.get_num_threads()
+    old = _fast.row_threads("auto")
+    try:
+        quiet, loaded = (1.0, 1.6), (100.0, 1.0)
+        clock = _FakeClock(quiet)
+        for _ in range(20):
+            _run_paced(kind, 128, quiet, clock, threads)  # settles on the threads
+        seen = []
+        for _ in range(3):  # then another job takes a core: within a batch or two, one thread runs
+            seen += _run_paced(kind, 128, loaded, clock, threads)
+        assert sum(n == 1 for n in seen[128:]) / len(seen[128:]) > 0.95
+    finally:
+        _fast.row_threads(old)
+
+
+def test_row_threads_policy_is_checked():
+    with pytest.raises(ValueError, match="row_threads: policy must be one of"):
+        _fast.row_threads("fast")
+
+
 def test_lam_one_and_fixed_points_leave_rows(gen, device):
     x = torch.randn(6, 3, 110, 110, generator=gen).to(device)  # on the CPU: the cycle walk
     index = torch.tensor([0, 2, 1, 3, 5, 4], device=device)
