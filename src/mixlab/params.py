@@ -38,12 +38,18 @@ class MixParams:
             floating leaf is blended with ``lam``.
         weights: k-way mixing only: float32 ``(B, k)`` weights, column 0 the original row; rows
             sum to 1. Build k-way parameters with :meth:`from_weights`.
+        label_weights: two-way only, optional float ``(B, 2)``: the weights of the original's and the
+            partner's labels when they are not ``(lam, 1 - lam)`` and need not sum to 1 (SnapMix's
+            class-activation shares). :class:`~mixlab.MixedTarget` weighs the labels with them (its
+            ``"mean"`` loss is then the plain mean of the per-row losses, as SnapMix's training loop
+            computes it); the inputs are mixed by ``lam`` and ``region`` alone.
     """
 
     lam: torch.Tensor
     index: torch.Tensor
     region: Optional[Region] = None
     weights: Optional[torch.Tensor] = None
+    label_weights: Optional[torch.Tensor] = None
 
     def __post_init__(self):
         lam, index, w = self.lam, self.index, self.weights
@@ -66,6 +72,11 @@ class MixParams:
                                  f"{V.describe(w)} and {tuple(index.shape)}")
             if self.region is not None:
                 raise ValueError("MixParams.region is only supported for two-way mixing (no k-way weights)")
+        lw = self.label_weights
+        if lw is not None and (w is not None or not isinstance(lw, torch.Tensor) or not lw.is_floating_point()
+                               or lw.shape != (B, 2)):
+            raise ValueError(f"MixParams.label_weights must be a float tensor of shape ({B}, 2) for two-way params "
+                             f"(no k-way weights), got {V.describe(lw)}")
         if index.numel() and index.device.type == "cpu" and not torch.compiler.is_compiling():  # free on CPU only
             lo = int(index.min())
             if lo < 0:
@@ -98,11 +109,12 @@ class MixParams:
         return self.lam.device
 
     def kway(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Weights ``(B, k)`` and indices ``(B, k)``; column 0 is the original row."""
+        """Weights ``(B, k)`` and indices ``(B, k)``; column 0 is the original row (the label weights, when given)."""
         if self.weights is not None:
             return self.weights, self.index
         ar = torch.arange(self.batch_size, device=self.index.device)
-        return torch.stack([self.lam, 1 - self.lam], 1), torch.stack([ar, self.index], 1)
+        w = torch.stack([self.lam, 1 - self.lam], 1) if self.label_weights is None else self.label_weights
+        return w, torch.stack([ar, self.index], 1)
 
     def rows(self, start: int, stop: int) -> "MixParams":
         """Rows ``start .. stop`` (sharding a global batch across ranks).
@@ -118,12 +130,14 @@ class MixParams:
         if weights is not None:
             index[:, 0] = torch.arange(stop - start, device=index.device)
         region = None if self.region is None else self.region.rows(sl)
-        return MixParams(self.lam[sl].contiguous(), index, region, weights)
+        lw = None if self.label_weights is None else self.label_weights[sl].contiguous()
+        return MixParams(self.lam[sl].contiguous(), index, region, weights, lw)
 
     def to(self, device) -> "MixParams":
         return MixParams(self.lam.to(device), self.index.to(device),
                          None if self.region is None else self.region.to(device),
-                         None if self.weights is None else self.weights.to(device))
+                         None if self.weights is None else self.weights.to(device),
+                         None if self.label_weights is None else self.label_weights.to(device))
 
 
 def check_mode(mode, modes=MODES) -> str:

@@ -336,10 +336,13 @@ class MixedTarget:
             w = self.weights  # (B, k): per-row shares
         else:
             w = torch.stack(self._term_weights(self.y.ndim), 1)  # (B, 2, *S): per-position shares
+        # label weights that need not sum to 1 (SnapMix): "mean" is the plain mean of the per-row losses
+        plain = reduction == "mean" and self.params.label_weights is not None
         try:
             skip = ignore < 0 and self._nonneg  # no label can equal a negative ignore_index
-            return mixed_cross_entropy(logits, t, w, class_weight=class_weight, ignore_index=None if skip else ignore,
-                                       label_smoothing=eps, log_probs=log_probs, reduction=reduction)
+            loss = mixed_cross_entropy(logits, t, w, class_weight=class_weight, ignore_index=None if skip else ignore,
+                                       label_smoothing=eps, log_probs=log_probs, reduction="none" if plain else reduction)
+            return loss.mean() if plain else loss
         except (RuntimeError, IndexError):
             if eager_cpu:  # the gather refused a label: say which (free when labels are fine)
                 self._check_range(logits.shape[1], ignore)
