@@ -84,8 +84,8 @@ def test_errors_name_the_problem(gen):
         detection.MixUp()(images, targets[:3])
     with pytest.raises(ValueError, match=r"targets\[1\]\['boxes'\] must be an \(N, 4\) tensor"):
         detection.CutMix()(images, [targets[0], {"boxes": torch.zeros(3), "labels": torch.zeros(3)}] + targets[2:])
-    with pytest.raises(ValueError, match="one size"):
-        detection.MixUp()([torch.rand(3, 8, 8), torch.rand(3, 9, 8)], targets[:2])
+    with pytest.raises(ValueError, match="CutMix needs images of one size"):  # MixUp and Mosaic(size=) take them
+        detection.CutMix()([torch.rand(3, 8, 8), torch.rand(3, 9, 8)], targets[:2])
 
 
 def test_a_torchvision_detector_trains_on_mixed_batches(gen, one_thread):

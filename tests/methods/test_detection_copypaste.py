@@ -171,7 +171,29 @@ def test_copy_paste_updates_occluded_instances_and_drops_covered_ones(gen):
                 else:
                     assert torch.equal(box, before)
             dropped += 5 - int(own.sum())
-    assert checked > 60 and dropped > 0 and moved > 0
+    assert checked > 60 and moved > 0
+
+
+def test_a_fully_covered_instance_is_dropped_with_its_values():
+    image, paste = torch.zeros(3, 16, 16), torch.ones(3, 16, 16)
+    masks = torch.zeros(2, 16, 16, dtype=torch.uint8)
+    masks[0, 2:6, 2:6] = 1
+    masks[1, 8:12, 8:14] = 1
+    target = {"boxes": torch.tensor([[2.0, 2, 6, 6], [8, 8, 14, 12]]), "labels": torch.tensor([1, 2]), "masks": masks,
+              "area": torch.tensor([16.0, 24.0]), "iscrowd": torch.tensor([0, 1])}
+    pm = torch.zeros(1, 16, 16, dtype=torch.uint8)
+    pm[0, 1:7, 1:12] = 1  # covers instance 0 and the left half of instance 1
+    paste_target = {"boxes": torch.tensor([[1.0, 1, 12, 7]]), "labels": torch.tensor([3]), "masks": pm,
+                    "area": torch.tensor([66.0]), "iscrowd": torch.tensor([0])}
+    out_image, out = detection.copy_paste(image, target, paste, paste_target, torch.tensor([0]), blending=False)
+    assert out["labels"].tolist() == [2, 3] and out["iscrowd"].tolist() == [1, 0]
+    torch.testing.assert_close(out["boxes"], torch.tensor([[8.0, 8, 14, 12], [1, 1, 12, 7]]))
+    torch.testing.assert_close(out["area"], torch.tensor([24.0, 66.0]))
+    out_image, out = detection.copy_paste(image, target, paste, paste_target, torch.tensor([0]), blending=True)
+    # dilated by two pixels, the paste reaches rows 0-8 and columns 0-13: instance 1 keeps rows 9-11
+    assert out["labels"].tolist() == [2, 3]
+    torch.testing.assert_close(out["boxes"][0], torch.tensor([8.0, 9, 14, 12]))
+    torch.testing.assert_close(out["area"], torch.tensor([18.0, 66.0]))
 
 
 def test_min_pixels_drops_nearly_covered_instances(gen):
