@@ -245,3 +245,17 @@ def test_box_law_matches_the_official_rand_bbox():
         want = [[np.clip(cy - ch // 2, 0, 16), np.clip(cy + ch // 2, 0, 16)],
                 [np.clip(cx - cw // 2, 0, 12), np.clip(cx + cw // 2, 0, 12)]]
         assert box[i].tolist() == want
+
+
+@pytest.mark.parametrize("interpolation", ["nearest", "bilinear"])
+def test_the_general_path_equals_the_cpu_fast_path(interpolation):
+    """Off the CPU, under autograd or compile, the region pastes through ``partner`` (grid_sample for bilinear, with
+    the official's align_corners=True): the same images as the CPU path's F.interpolate into each box."""
+    data = batches((4, 4, 4), hw=(9, 11))
+    mixer = RecursiveMix(max_area=0.9, mode="sample", interpolation=interpolation, num_classes=C,
+                         generator=torch.Generator().manual_seed(4))
+    for x, y in data:
+        params = mixer.sample(x, y)
+        fast = params.region.apply(x, x, params.lam, params.index, fast=True)
+        slow = params.region.apply(x, x, params.lam, params.index, fast=False)
+        torch.testing.assert_close(slow, fast, rtol=0, atol=1e-5)
