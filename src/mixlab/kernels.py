@@ -8,8 +8,12 @@ in float32 or wider, rounded once to the batch's dtype.
   ``"vector"``);
 - :func:`lerp_gather`: the out-of-place forms, optionally into a caller's buffer (``out=``);
 - :func:`compiled_lerp_gather`: the vector form compiled with ``torch.compile`` (one fused pass);
-- :func:`lerp_perm_inplace`, :func:`lerp_flip_inplace`: the in-place forms for a permutation / flip pairing.
+- :func:`lerp_perm_inplace`, :func:`lerp_flip_inplace`: the in-place forms for any partner rows / flip pairing;
+- :func:`row_threads`: how the CPU row loops use threads (``"auto"``: torch's threads or one thread, whichever
+  measures faster while the loop runs; one thread wins when other work holds the cores).
 """
-from ._fast import choose_form, compiled_lerp_gather, lerp_flip_inplace, lerp_gather, lerp_perm_inplace
+from ._fast import (ROW_THREADS_POLICIES, choose_form, compiled_lerp_gather, lerp_flip_inplace, lerp_gather,
+                    lerp_perm_inplace, row_threads)
 
-__all__ = ["choose_form", "lerp_gather", "compiled_lerp_gather", "lerp_perm_inplace", "lerp_flip_inplace"]
+__all__ = ["choose_form", "lerp_gather", "compiled_lerp_gather", "lerp_perm_inplace", "lerp_flip_inplace",
+           "row_threads", "ROW_THREADS_POLICIES"]

@@ -264,6 +264,20 @@ class Mask(Region):
         taken = self.values.flatten(1).to(torch.float64).mean(dim=1)
         return (1 - taken).to(torch.float32)
 
+    def apply(self, x, src, lam, index, *, fast=True, inplace=False):
+        """A binary mask takes :func:`mixlab._fast.select` where it applies (CPU eager): the bits of
+        ``torch.where(mask, src[index], x)`` in a few vectorised passes, in place without a full-size mask of
+        ``x``'s size; a mask shared by the batch (``values`` expanded along dim 0) is applied as one broadcast row."""
+        v = self.values
+        if fast and self.binary:
+            if v.shape[0] > 1 and v.stride(0) == 0:
+                v = v[:1]  # one mask for the batch: broadcast it
+            take = v.view((v.shape[0],) + (1,) * (x.ndim - v.ndim) + tuple(v.shape[1:]))
+            out = _fast.select(x, src, index, take, inplace=inplace)
+            if out is not None:
+                return out
+        return super().apply(x, src, lam, index, fast=fast, inplace=inplace)
+
     def rows(self, sl: slice) -> "Mask":
         return Mask(_rows(self.values, sl))
 

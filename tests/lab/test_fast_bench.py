@@ -19,7 +19,8 @@ def test_quick_bench_writes_json_schema(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "copy floor" in printed and "torch" in printed and "threads" in printed
     data = json.loads(path.read_text())
-    assert set(data) == {"header", "settings", "groups", "goals"}
+    assert set(data) == {"header", "settings", "groups", "goals", "conditions"}
+    assert [(c["contended"], c["label"]) for c in data["conditions"]] == [(False, "")]  # one condition: today's
     assert {"machine", "cpu", "torch", "threads", "date_utc", "loadavg_start", "loadavg_end"} <= set(data["header"])
     kinds = [g["kind"] for g in data["groups"]]
     assert kinds == ["input", "target"]
@@ -42,7 +43,7 @@ def test_quick_bench_writes_json_schema(tmp_path, capsys):
             "paper weighted sum", "fastai lerp form"} <= measured
     compiled = next(r for r in inputs["rows"] if r["name"] == "mixlab compiled")
     assert compiled["skipped"]  # --quick never compiles
-    assert all(set(g) == {"goal", "value", "met", "value_min", "met_min"} for g in data["goals"])
+    assert all(set(g) == {"goal", "condition", "value", "met", "value_min", "met_min"} for g in data["goals"])
     assert not list(tmp_path.glob("*.tmp*"))  # written atomically
 
 
@@ -69,3 +70,58 @@ def test_bench_rejects_bad_options(argv, capsys):
         bench.main(argv)
     assert e.value.code == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_contention_runs_every_group_quiet_and_with_a_busy_core_at_both_thread_counts(tmp_path, monkeypatch):
+    import torch
+
+    seen = []
+    real = bench._run_groups
+
+    def spy(settings, device, seed, out, cond, groups):
+        seen.append((cond["contended"], torch.get_num_threads(), cond["busy_cpu"]))
+        real(settings, device, seed, out, cond, groups)
+
+    monkeypatch.setattr(bench, "_run_groups", spy)
+    threads = torch.get_num_threads()
+    path = tmp_path / "bench.json"
+    assert bench.main(["--quick", "--contention", "--no-targets", "--json", str(path)]) == 0
+    assert torch.get_num_threads() == threads  # restored
+    want = [(c, n) for c in (False, True) for n in dict.fromkeys((threads, 1))]
+    assert [(c, n) for c, n, _ in seen] == want
+    assert all((cpu is not None) == c for c, _, cpu in seen)  # a busy core only in the contended runs
+    data = json.loads(path.read_text())
+    conds = [(g["condition"]["contended"], g["condition"]["threads"]) for g in data["groups"]]
+    assert conds == want and len({g["title"] for g in data["groups"]}) == len(want)
+    ip = [g for g in data["goals"] if "in place <=" in g["goal"]]
+    assert [g["goal"].split("]")[0] + "]" for g in ip] == [c["label"].strip() for c in data["conditions"]]
+    assert "1.5x copy floor" in ip[-1]["goal"] and "1.1x copy floor" in ip[0]["goal"]
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/stat"), reason="reads CPU time from /proc")
+def test_busy_core_spins_while_open_and_is_gone_after():
+    import os
+    import time
+
+    with bench.busy_core() as busy:
+        os.kill(busy.pid, 0)  # alive
+        with open(f"/proc/{busy.pid}/stat") as f:
+            t0 = sum(int(v) for v in f.read().split()[13:15])
+        time.sleep(0.3)
+        with open(f"/proc/{busy.pid}/stat") as f:
+            assert sum(int(v) for v in f.read().split()[13:15]) > t0  # it burns CPU time
+    with pytest.raises(ProcessLookupError):
+        os.kill(busy.pid, 0)
+
+
+def test_method_group_has_a_row_per_fast_path_and_its_peers(tmp_path):
+    path = tmp_path / "bench.json"
+    assert bench.main(["--quick", "--no-targets", "--methods-shape", "4x3x32x32", "--json", str(path)]) == 0
+    data = json.loads(path.read_text())
+    group = next(g for g in data["groups"] if g["kind"] == "method")
+    rows = {r["name"]: r for r in group["rows"]}
+    for name in ("CutMix", "FMix", "ResizeMix", "SaliencyMix", "GridMix", "SmoothMix"):
+        assert not rows[f"mixlab {name} (batch)"]["skipped"], rows[f"mixlab {name} (batch)"]["note"]
+    assert not rows["mixlab TokenMix (sample)"]["skipped"]
+    for peer in ("mixup CutMix", "mixup FMix", "torchvision v2 CutMix", "timm CutMix (batch)"):
+        assert peer in rows

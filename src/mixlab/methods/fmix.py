@@ -13,7 +13,6 @@ import math
 
 import torch
 
-from .. import _fast
 from .. import _validate as V
 from ..mixer import Mixer
 from ..regions import Mask
@@ -87,23 +86,8 @@ def binarise(noise: torch.Tensor, num: torch.Tensor, max_soft: float = 0.0, lam:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class SelectMask(Mask):
-    """A :class:`~mixlab.regions.Mask` whose binary paste takes :func:`mixlab._fast.select` (FMix's masks).
-
-    Same values as :class:`~mixlab.regions.Mask` (``torch.where(mask, src[index], x)``, bit for
-    bit); a mask shared by the batch (``values`` expanded along dim 0, FMix's ``mode="batch"``)
-    is applied as one broadcast row.
-    """
-
-    def apply(self, x, src, lam, index, *, fast=True, inplace=False):
-        v = self.values
-        if fast and self.binary:
-            if v.shape[0] > 1 and v.stride(0) == 0:
-                v = v[:1]  # one mask for the batch: broadcast it
-            take = v.view((v.shape[0],) + (1,) * (x.ndim - v.ndim) + tuple(v.shape[1:]))
-            out = _fast.select(x, src, index, take, inplace=inplace)
-            if out is not None:
-                return out
-        return super().apply(x, src, lam, index, fast=fast, inplace=inplace)
+    """FMix's masks: a :class:`~mixlab.regions.Mask` (whose binary paste takes :func:`mixlab._fast.select`
+    on CPU, bit for bit ``torch.where(mask, src[index], x)``; every binary mask does so since 0.3)."""
 
 
 @register("fmix", inputs=("images", "sequences", "volumes"))

@@ -14,10 +14,14 @@ Example::
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import os
 import random
+import subprocess
 import sys
+import time
 
 import torch
 
@@ -76,10 +80,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile row (saves compile time)")
     p.add_argument("--no-targets", action="store_true", help="skip the target-side groups")
     p.add_argument("--no-methods", action="store_true", help="skip the mask-method group (FMix, ResizeMix, SaliencyMix)")
-    p.add_argument("--methods-shape", type=_shape, default=None, help="shape of the method group, default 64x3x64x64")
+    p.add_argument("--methods-shape", type=_shape, default=None, help="shape of the method group, default 64x3x64x64 (--quick skips the group unless given)")
     p.add_argument("--no-timm", action="store_true", help="skip the timm-recipe group (mixlab.timm.Mixup vs timm)")
     p.add_argument("--timm-shape", type=_shape, default=None,
                    help="shape of the timm-recipe group, default 64x3x224x224 (--quick skips the group unless given)")
+    p.add_argument("--contention", action="store_true",
+                   help="run every group four times: quiet at torch's threads and at 1 thread, then with a busy "
+                        "process pinned to one core at both thread counts")
     p.add_argument("--quick", action="store_true", help="a fast smoke run: one tiny shape, float32, 3 rounds")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", default=None, help="also write the table as JSON")
@@ -109,8 +116,54 @@ def _make_batch(shape, dtype_name, device, gen):
     return (x * 255).to(torch.uint8) if dtype_name == "uint8" else x.to(DTYPES[dtype_name])
 
 
+BUSY_CODE = """
+import os, sys
+cpu = int(sys.argv[1])
+if cpu >= 0 and hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, {cpu})
+while True:
+    pass
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class BusyCore:
+    cpu: int  # the CPU it is pinned to (-1: not pinned, where the platform cannot pin)
+    pid: int
+
+
+@contextlib.contextmanager
+def busy_core():
+    """Keep one core busy with another process (a spinning Python loop pinned to the last CPU this process may
+    use) for the duration: the contention of DataLoader workers or a second job. Yields that CPU's number."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    cpu = cpus[-1] if cpus else -1
+    proc = subprocess.Popen([sys.executable, "-c", BUSY_CODE, str(cpu)])
+    try:
+        time.sleep(0.3)  # let it start spinning
+        if proc.poll() is not None:
+            raise RuntimeError(f"mixlab bench --contention: the busy process exited with code {proc.returncode}")
+        yield BusyCore(cpu, proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def conditions(settings: dict, default_threads: int) -> list:
+    """The machine states the groups run under: today's threads only, or with ``--contention`` four states:
+    quiet at torch's threads and at one thread, then with a busy core at torch's threads and at one thread."""
+    if not settings.get("contention"):
+        return [{"contended": False, "threads": default_threads, "label": ""}]
+    out = []
+    for contended in (False, True):
+        for n in dict.fromkeys((default_threads, 1)):
+            out.append({"contended": contended, "threads": n,
+                        "label": f" [{'one core busy' if contended else 'quiet'}, {n} thread{'s' * (n > 1)}]"})
+    return out
+
+
 def run(settings: dict, device: torch.device, seed: int = 0, out=None) -> dict:
-    """Run every group; print the tables to ``out`` (default stdout); return the JSON-able result."""
+    """Run every group under every condition; print the tables to ``out`` (default stdout); return the JSON."""
     out = sys.stdout if out is None else out
     torch.manual_seed(seed)
     random.seed(seed)
@@ -120,61 +173,89 @@ def run(settings: dict, device: torch.device, seed: int = 0, out=None) -> dict:
         np.random.seed(seed)  # the PyPI mixup package and timm draw from numpy's global RNG
     except ImportError:
         pass
-    result = {"header": header(device), "settings": {k: v for k, v in settings.items()}, "groups": []}
+    default_threads = torch.get_num_threads()
+    conds = conditions(settings, default_threads)
+    result = {"header": header(device), "settings": {k: v for k, v in settings.items()}, "groups": [],
+              "conditions": conds}
     result["settings"]["shapes"] = ["x".join(map(str, s)) for s in settings["shapes"]]
+    for k in ("methods_shape", "timm_shape"):
+        if k in result["settings"]:
+            result["settings"][k] = list(result["settings"][k])
     h = result["header"]
     print(f"# mixlab bench\n# {h['date_utc']} UTC | {h['machine']} | CPU: {h['cpu']} ({h['cpu_count']} cores)\n"
           f"# torch {h['torch']} | threads {h['threads']} | device {h['device']} | load avg {h['loadavg_start']}\n"
           f"# {settings['warmup']} warm-up calls, then the median of {settings['runs']} interleaved rounds",
           file=out)
+    if len(conds) > 1:
+        print(f"# --contention: every group at {default_threads} and 1 thread, quiet, then with a busy process "
+              f"pinned to one core", file=out)
+    try:
+        for cond in conds:
+            torch.set_num_threads(cond["threads"])
+            with (busy_core() if cond["contended"] else contextlib.nullcontext(None)) as busy:
+                cond["busy_cpu"] = None if busy is None else busy.cpu
+                cond["loadavg_start"] = _load()
+                _run_groups(settings, device, seed, out, cond, result["groups"])
+                cond["loadavg_end"] = _load()
+    finally:
+        torch.set_num_threads(default_threads)
+    result["header"]["loadavg_end"] = _load()
+    result["goals"] = goals(result)
+    print(format_goals(result["goals"]), file=out)
+    return result
+
+
+def _load():
+    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def _run_groups(settings: dict, device, seed: int, out, cond: dict, groups: list) -> None:
+    """Every group of the run once, under ``cond``'s threads and load; appends their JSON to ``groups``."""
     gen = torch.Generator(device=device).manual_seed(seed)
+    tag, state = cond["label"], {"contended": cond["contended"], "threads": cond["threads"]}
+
+    def emit(kind, title, rows, floor, **extra):
+        print(format_group(title + tag, rows, floor), file=out, flush=True)
+        groups.append(group_json(kind, title + tag, rows, floor, condition=state, **extra))
+
     for shape in settings["shapes"]:
         for dt in settings["dtypes"]:
             x = _make_batch(shape, dt, device, gen)
             y = torch.randint(0, 10, (shape[0],), generator=gen, device=device)
             rows = input_rows(x, y, 10, compiled=settings["compile"], seed=seed)
             run_group(rows, runs=settings["runs"], warmup=settings["warmup"], device=device)
-            title = f"inputs {'x'.join(map(str, shape))} {dt} (per-sample mixup, alpha 1)"
-            print(format_group(title, rows, "copy floor"), file=out, flush=True)
-            result["groups"].append(group_json("input", title, rows, "copy floor", shape=list(shape), dtype=dt))
+            emit("input", f"inputs {'x'.join(map(str, shape))} {dt} (per-sample mixup, alpha 1)", rows, "copy floor",
+                 shape=list(shape), dtype=dt)
             del x, rows
     if not settings.get("no_targets"):
         for C in settings["classes"]:
             rows = target_rows(settings["target_batch"], C, device=device, seed=seed)
             run_group(rows, runs=settings["runs"], warmup=settings["warmup"], device=device)
-            title = f"targets B={settings['target_batch']} C={C} (loss forward + backward)"
-            print(format_group(title, rows, "plain CE"), file=out, flush=True)
-            result["groups"].append(group_json("target", title, rows, "plain CE", num_classes=C,
-                                               batch=settings["target_batch"]))
+            emit("target", f"targets B={settings['target_batch']} C={C} (loss forward + backward)", rows, "plain CE",
+                 num_classes=C, batch=settings["target_batch"])
     if not settings.get("no_methods"):
         shape = tuple(settings["methods_shape"])
         x = _make_batch(shape, "float32", device, gen)
         y = torch.randint(0, 10, (shape[0],), generator=gen, device=device)
         rows = method_rows(x, y, 10, seed=seed)
         run_group(rows, runs=settings["runs"], warmup=settings["warmup"], device=device)
-        title = f"methods {'x'.join(map(str, shape))} float32 (alpha 1)"
-        print(format_group(title, rows, "mixlab MixUp call (sample)"), file=out, flush=True)
-        result["groups"].append(group_json("method", title, rows, "mixlab MixUp call (sample)", shape=list(shape)))
+        emit("method", f"methods {'x'.join(map(str, shape))} float32 (alpha 1)", rows, "mixlab MixUp call (sample)",
+             shape=list(shape))
+        del x, rows
     if not settings.get("no_timm"):
         shape = tuple(settings["timm_shape"])
         x = _make_batch(shape, "float32", device, gen)
         y = torch.randint(0, 1000, (shape[0],), generator=gen, device=device)
         rows = timm_rows(x, y, 1000, seed=seed)
         run_group(rows, runs=settings["runs"], warmup=settings["warmup"], device=device)
-        title = (f"timm recipe {'x'.join(map(str, shape))} float32 (mixup 0.8, cutmix 1.0, switch 0.5, "
-                 f"smoothing 0.1, 1000 classes)")
-        print(format_group(title, rows, "copy floor"), file=out, flush=True)
-        result["groups"].append(group_json("timm", title, rows, "copy floor", shape=list(shape)))
+        emit("timm", f"timm recipe {'x'.join(map(str, shape))} float32 (mixup 0.8, cutmix 1.0, switch 0.5, "
+             f"smoothing 0.1, 1000 classes)", rows, "copy floor", shape=list(shape))
         del x, rows
-    result["header"]["loadavg_end"] = [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
-    result["goals"] = goals(result)
-    print(format_goals(result["goals"]), file=out)
-    return result
 
 
-def _stat(result, kind, pred, name, stat):
+def _stat(result, kind, pred, name, stat, state=None):
     for g in result["groups"]:
-        if g["kind"] == kind and pred(g):
+        if g["kind"] == kind and g.get("condition") == state and pred(g):
             for r in g["rows"]:
                 if r["name"] == name and not r["skipped"]:
                     return r[stat]
@@ -182,57 +263,70 @@ def _stat(result, kind, pred, name, stat):
 
 
 def goals(result: dict) -> list:
-    """The issue's goals, checked on this run's medians (``value``) and minimums (``value_min``).
+    """The issues' goals, per condition, checked on this run's medians (``value``) and minimums (``value_min``).
 
     On a loaded machine the minimum is the less disturbed figure; both are reported.
     """
-    by_stat = {stat: _goals(result, stat) for stat in ("median_ms", "min_ms")}
     out = []
-    for (text, v, ok), (_, v_min, _) in zip(by_stat["median_ms"], by_stat["min_ms"]):
-        out.append({"goal": text, "value": v, "met": None if v is None else bool(ok(v)),
-                    "value_min": v_min, "met_min": None if v_min is None else bool(ok(v_min))})
+    for cond in result.get("conditions") or [None]:
+        state = None if cond is None else {"contended": cond["contended"], "threads": cond["threads"]}
+        label = "" if cond is None else cond["label"].strip()
+        by_stat = {stat: _goals(result, stat, state) for stat in ("median_ms", "min_ms")}
+        for (text, v, ok), (_, v_min, _) in zip(by_stat["median_ms"], by_stat["min_ms"]):
+            out.append({"goal": f"{label} {text}".strip(), "condition": state, "value": v,
+                        "met": None if v is None else bool(ok(v)),
+                        "value_min": v_min, "met_min": None if v_min is None else bool(ok(v_min))})
     return out
 
 
-def _goals(result: dict, stat: str) -> list:
+def _goals(result: dict, stat: str, state) -> list:
+    contended = bool(state and state["contended"])
     big = lambda g: g.get("shape") == [128, 3, 224, 224] and g.get("dtype") == "float32"  # noqa: E731
-    t = lambda name: _stat(result, "input", big, name, stat)  # noqa: E731
+    t = lambda name: _stat(result, "input", big, name, stat, state)  # noqa: E731
     out = []
 
     def goal(text, value, ok):
         out.append((text, value, ok))
 
     ip, oop, copy, clone = t("mixlab mix (in place)"), t("mixlab mix (out of place)"), t("copy floor"), t("x.clone()")
-    goal("128x3x224x224 f32 in place <= 1.2x copy floor", ip / copy if ip and copy else None, lambda v: v <= 1.2)
-    goal("128x3x224x224 f32 out of place <= 1.2x x.clone()", oop / clone if oop and clone else None, lambda v: v <= 1.2)
-    peers = [r for g in result["groups"] if g["kind"] == "input" and big(g) for r in g["rows"]
-             if not r["skipped"] and not r["name"].startswith(("mixlab", "copy", "x.clone", "paper", "fastai"))]
+    need_ip, need_oop = (1.5, 1.5) if contended else (1.1, 1.3)
+    goal(f"128x3x224x224 f32 in place <= {need_ip}x copy floor", ip / copy if ip and copy else None,
+         lambda v: v <= need_ip)
+    goal(f"128x3x224x224 f32 out of place <= {need_oop}x x.clone()", oop / clone if oop and clone else None,
+         lambda v: v <= need_oop)
+    peers = [r for g in result["groups"] if g["kind"] == "input" and g.get("condition") == state and big(g)
+             for r in g["rows"] if not r["skipped"] and r["name"].startswith(("timm", "torchvision"))
+             or (not contended and not r["skipped"]
+                 and not r["name"].startswith(("mixlab", "copy", "x.clone", "paper", "fastai")))]
     for kind, ours in (("MixUp", "mixlab MixUp call"), ("CutMix", "mixlab CutMix call")):
         same = [r for r in peers if ("Cut" in r["name"]) == (kind == "CutMix")]
-        for suffix, need in ((" (in place)", 5.0), ("", 1.6)):
+        for suffix, need in ((" (in place)", 1.0 if contended else 5.0), ("", 1.0 if contended else 1.6)):
             mine = t(ours + suffix)
             worst = min((r[stat] / mine for r in same), default=None) if mine else None
-            goal(f"{kind} call{suffix or ' (out of place)'} >= {need}x faster than every {kind} peer", worst,
+            who = "timm and torchvision" if contended else "every"
+            goal(f"{kind} call{suffix or ' (out of place)'} >= {need}x faster than {who} {kind} peer", worst,
                  lambda v, need=need: v >= need)
-    for method in ("FMix", "ResizeMix"):
-        m = lambda g: g["kind"] == "method"  # noqa: E731
-        mine, theirs = (_stat(result, "method", m, f"mixlab {method} (batch)", stat),
-                        _stat(result, "method", m, f"mixup {method}", stat))
-        goal(f"{method} (batch) >= 1.5x faster than the PyPI mixup package's", theirs / mine if mine and theirs else None,
-             lambda v: v >= 1.5)
     m = lambda g: g["kind"] == "method"  # noqa: E731
-    mine, theirs = (_stat(result, "method", m, "mixlab SaliencyMix (sample)", stat),
-                    _stat(result, "method", m, "mixup SaliencyMix", stat))
-    goal("SaliencyMix (per row) >= 3x faster than the PyPI mixup package's", theirs / mine if mine and theirs else None,
-         lambda v: v >= 3.0)
+    for method, ours, need in (("FMix", "mixlab FMix (batch)", 1.5), ("ResizeMix", "mixlab ResizeMix (batch)", 1.5),
+                               ("SaliencyMix", "mixlab SaliencyMix (sample)", 3.0)):
+        mine, theirs = (_stat(result, "method", m, ours, stat, state),
+                        _stat(result, "method", m, f"mixup {method}", stat, state))
+        goal(f"{ours.removeprefix('mixlab ')} >= {need}x faster than the PyPI mixup package's",
+             theirs / mine if mine and theirs else None, lambda v, need=need: v >= need)
+    for ours, peer in (("mixlab CutMix (batch)", "timm CutMix (batch)"), ("mixlab CutMix (sample)", "timm CutMix (elem)"),
+                       ("mixlab CutMix (batch)", "torchvision v2 CutMix"), ("mixlab CutMix (batch)", "mixup CutMix")):
+        mine, theirs = (_stat(result, "method", m, ours, stat, state), _stat(result, "method", m, peer, stat, state))
+        goal(f"{ours.removeprefix('mixlab ')} at least as fast as {peer} (theirs / ours >= 1)",
+             theirs / mine if mine and theirs else None, lambda v: v >= 1.0)
     tg = lambda g: g["kind"] == "timm"  # noqa: E731
     for mode in TIMM_MODES:
-        mine, theirs = (_stat(result, "timm", tg, f"mixlab.timm Mixup ({mode})", stat),
-                        _stat(result, "timm", tg, f"timm Mixup ({mode})", stat))
+        mine, theirs = (_stat(result, "timm", tg, f"mixlab.timm Mixup ({mode})", stat, state),
+                        _stat(result, "timm", tg, f"timm Mixup ({mode})", stat, state))
         goal(f"mixlab.timm Mixup ({mode}) at least as fast as timm's (timm / mixlab >= 1)",
              theirs / mine if mine and theirs else None, lambda v: v >= 1.0)
-    ce = _stat(result, "target", lambda g: g.get("num_classes") == 1000, "mixlab .loss (int targets)", stat)
-    plain = _stat(result, "target", lambda g: g.get("num_classes") == 1000, "plain CE", stat)
+    c1000 = lambda g: g.get("num_classes") == 1000  # noqa: E731
+    ce = _stat(result, "target", c1000, "mixlab .loss (int targets)", stat, state)
+    plain = _stat(result, "target", c1000, "plain CE", stat, state)
     goal("mixed CE, int targets, 1000 classes <= 1.2x plain CE", ce / plain if ce and plain else None,
          lambda v: v <= 1.2)
     return out
@@ -240,12 +334,14 @@ def _goals(result: dict, stat: str) -> list:
 
 def format_goals(items: list) -> str:
     lines = ["\n## goals (this run: on medians / on minimums)"]
+    missing = [g["goal"] for g in items if g["value"] is None]
     for g in items:
         if g["value"] is None:
-            lines.append(f"- {g['goal']}: not measured in this run")
             continue
         lines.append(f"- {g['goal']}: {g['value']:.2f}x {'met' if g['met'] else 'MISSED'} / "
                      f"{g['value_min']:.2f}x {'met' if g['met_min'] else 'MISSED'}")
+    if missing:
+        lines.append(f"- not measured in this run (their groups or rows were not run): {len(missing)} goals")
     return "\n".join(lines)
 
 
@@ -265,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         p.error(str(e))
     settings["no_targets"] = ns.no_targets
-    settings["no_methods"] = ns.no_methods or ns.quick
+    settings["contention"] = ns.contention
+    settings["no_methods"] = ns.no_methods or (ns.quick and ns.methods_shape is None)
     settings["methods_shape"] = ns.methods_shape or (64, 3, 64, 64)
     settings["no_timm"] = ns.no_timm or (ns.quick and ns.timm_shape is None)
     settings["timm_shape"] = ns.timm_shape or (64, 3, 224, 224)

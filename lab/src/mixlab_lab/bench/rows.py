@@ -218,8 +218,34 @@ def method_rows(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, seed: int
                                                                             (0, 1))
         return lambda: lambda: t(x, y, saliency=sal)
 
+    def timm_cutmix(mode):
+        def make():
+            m = _peer("timm.data").Mixup(mixup_alpha=0.0, cutmix_alpha=1.0, mode=mode, num_classes=num_classes,
+                                         label_smoothing=0.0)
+            if x.shape[0] % 2:
+                raise Skip("timm needs an even batch size")
+            return lambda: m(work, y)  # in place on its own copy
+        return make
+
+    def tv_cutmix():
+        t = _peer("torchvision.transforms.v2").CutMix(num_classes=num_classes)
+        return lambda: t(x, y)
+
+    work = x.clone()
+    patch = 16 if x.shape[-1] % 16 == 0 and x.shape[-2] % 16 == 0 else 1
     return [
         make_row("mixlab MixUp call (sample)", ours(mixlab.MixUp, alpha=1.0, mode="sample"), "the floor: a lerp"),
+        make_row("mixlab CutMix (batch)", ours(mixlab.CutMix, mode="batch"), "one box per batch"),
+        make_row("mixlab CutMix (sample)", ours(mixlab.CutMix, mode="sample"), "one box per row"),
+        make_row("timm CutMix (batch)", timm_cutmix("batch"), "timm Mixup, cutmix only: in place, flip pairs"),
+        make_row("timm CutMix (elem)", timm_cutmix("elem"), "timm Mixup, cutmix only: a box per row"),
+        make_row("torchvision v2 CutMix", tv_cutmix, "one box per batch, roll(1) pairs"),
+        make_row("mixup CutMix", pypi("CutMix"), "PyPI `mixup`: one box per batch"),
+        make_row("mixlab GridMix (batch)", ours(mixlab.GridMix, mode="batch"), "one grid per batch"),
+        make_row("mixlab GridMix (sample)", ours(mixlab.GridMix, mode="sample"), "one grid per row"),
+        make_row("mixlab SmoothMix (batch)", ours(mixlab.SmoothMix, mode="batch"), "one soft blob per batch"),
+        make_row("mixlab SmoothMix (sample)", ours(mixlab.SmoothMix, mode="sample"), "one soft blob per row"),
+        make_row("mixlab TokenMix (sample)", ours(mixlab.TokenMix, patch_size=patch), f"{patch}x{patch} patches per row"),
         make_row("mixlab FMix (batch)", ours(mixlab.FMix, mode="batch"), "one mask per batch"),
         make_row("mixlab FMix (sample)", ours(mixlab.FMix, mode="sample"), "one mask per row"),
         make_row("mixlab ResizeMix (batch)", ours(mixlab.ResizeMix, mode="batch"), "one box per batch, nearest"),
