@@ -220,3 +220,38 @@ def test_checkpoints_mode_is_labelled_and_its_difference_from_full_runs_is_repor
     with capsys.disabled():
         print("\n--budget-mode checkpoints minus full runs (digits, 1 seed, budgets 1,2):\n" + text)
     assert "points" in text and "mixup" in text
+
+
+def test_checkpoints_mode_decays_a_copy_of_the_shared_run_and_equals_that_run_from_scratch(tmp_path):
+    """Budgets 2,4: the 4-epoch run (constant lr, decay in epoch 4) is saved after epoch 1, where the 2-epoch
+    budget's decay starts; budget 2 trains one epoch from that copy (not two from scratch), and deleting the
+    copy and budget 2's checkpoints makes a resume retrain it from the initial weights to the same weights."""
+    out = tmp_path / "branches"
+    trained = []
+    real = train._run_epoch
+
+    def spy(run, epoch, **k):
+        trained.append((k["arm"], run.epochs, epoch + 1))
+        return real(run, epoch, **k)
+
+    args = BASE + ["--epochs", "2,4", "--budget-mode", "checkpoints", "--mix", "mixup"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train, "_run_epoch", spy)
+        assert main(["compare", *args, "--out", str(out)]) == 0
+    for arm in ("baseline", "mixup"):
+        assert [t for t in trained if t[0] == arm] == [(arm, 4, 1), (arm, 4, 2), (arm, 4, 3), (arm, 4, 4), (arm, 2, 2)]
+    assert (out / "checkpoints" / "seed0_mixup_e2.branch.pt").is_file()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    trunk = [r for r in rows if r["arm"] == "mixup" and r["budget"] == 4]
+    short = [r for r in rows if r["arm"] == "mixup" and r["budget"] == 2]
+    assert short[0]["test_acc"] == trunk[0]["test_acc"] and short[0]["lr"] == trunk[0]["lr"] == 3e-3  # constant
+    assert short[1]["lr"] < 1e-9 and trunk[1]["lr"] == 3e-3 and trunk[3]["lr"] < 1e-9  # each budget decays to 0
+    before = json.loads((out / "summary.json").read_text())["weights_sha256"]["mixup_e2"]
+    for name in ("seed0_mixup_e2.pt", "seed0_mixup_e2.prev.pt", "seed0_mixup_e2.branch.pt"):
+        (out / "checkpoints" / name).unlink(missing_ok=True)
+    trained.clear()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train, "_run_epoch", spy)
+        assert main(["compare", "--out", str(out), "--resume", "--quiet"]) == 0
+    assert trained == [("mixup", 2, 1), ("mixup", 2, 2)]
+    assert json.loads((out / "summary.json").read_text())["weights_sha256"]["mixup_e2"] == before

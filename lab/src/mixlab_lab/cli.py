@@ -34,8 +34,8 @@ import threading
 import traceback
 from pathlib import Path
 
-from .config import (AUGMENTS, LOSSES, MAX_SEED, MIXES, NORMALIZES, OPTIMIZERS, PRESET_ALIASES, PRESETS, SCHEDULES,
-                     LabConfig, LabError, load_config_file, resolve_config)
+from .config import (AUGMENTS, BUDGET_MODES, LOSSES, MAX_SEED, MIXES, NORMALIZES, OPTIMIZERS, PRESET_ALIASES, PRESETS,
+                     SCHEDULES, LabConfig, LabError, load_config_file, resolve_config)
 
 __all__ = ["main", "build_parser", "check_packages", "UsageError", "MissingPackages", "NEEDS"]
 
@@ -178,6 +178,23 @@ def _floats(several: bool):
     return parse
 
 
+def _epochs(several: bool):
+    """``--epochs``: one budget, or (``compare``) increasing budgets ``10,30,90``; a refusal names what came."""
+    expected = ("an epoch count >= 1, or increasing epoch counts such as 10,30,90" if several
+                else "one epoch count >= 1 such as 10 (a list such as 10,30,90 is for `mixlab compare`)")
+
+    def parse(text: str):
+        try:
+            vals = [int(v) for v in text.split(",")]
+        except ValueError:
+            vals = []
+        if not vals or any(v < 1 for v in vals) or any(a >= b for a, b in zip(vals, vals[1:])) or (
+                len(vals) > 1 and not several):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return vals if len(vals) > 1 else vals[0]
+    return parse
+
+
 def _add_mix_options(p: argparse.ArgumentParser, mixes=MIXES, several: bool = False) -> None:
     g = p.add_argument_group("mixing (lam = weight of the original row, lam ~ Beta(alpha, alpha))")
     g.add_argument("--mix", type=_names(mixes, several), default=S, metavar="NAME" + ("[,NAME...]" if several else ""),
@@ -206,7 +223,15 @@ def _add_train_options(p: argparse.ArgumentParser, mixes, several: bool = False)
     g.add_argument("--config", default=None, help="JSON file of options (merged over --preset or the preset it "
                                                   "names, under explicit flags)")
     g.add_argument("--model", default=S, help="model name (default: fast-cnn for images, mlp for tabular)")
-    g.add_argument("--epochs", type=int, default=S)
+    g.add_argument("--epochs", type=_epochs(several), default=S, metavar="E" + ("[,E...]" if several else ""),
+                   help="training budget in epochs (default 3)" + ("; several increasing values (10,30,90) train "
+                        "every arm at each, each with its own full schedule, and say where the verdict turns"
+                        if several else ""))
+    if several:
+        g.add_argument("--budget-mode", choices=BUDGET_MODES, default=S,
+                       help="with several --epochs: full (default) = one run per arm and budget from the initial "
+                            "weights; checkpoints = an approximation: one constant-lr run per arm, a copy of it "
+                            "decayed over the last 20%% of each budget")
     g.add_argument("--batch-size", type=int, default=S)
     g.add_argument("--eval-batch-size", type=int, default=S)
     g.add_argument("--lr", type=float, default=S)
@@ -380,6 +405,11 @@ def _run(ns) -> int:
     print(f"report: {Path(cfg.out) / 'report.md'}")
     for line in summary.get("verdict", []):
         print(f"verdict: {line}")
+    if summary.get("budget_mode") == "checkpoints" and summary.get("budget_verdict"):
+        print("budgets (an approximation, --budget-mode checkpoints: one constant-lr run per arm, decayed at each "
+              "budget; see report.md):")
+    for line in summary.get("budget_verdict", []):
+        print(f"budgets: {line}")
     return 0
 
 

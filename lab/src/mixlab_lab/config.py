@@ -42,6 +42,9 @@ SCHEDULES = ("constant", "cosine", "onecycle")
 LOSSES = ("ce", "bce")
 AUGMENTS = ("auto", "none", "crop-flip", "flip")
 NORMALIZES = ("dataset", "unit")
+# --budget-mode: "full" trains every (arm, budget) from the initial weights with its own full schedule;
+# "checkpoints" (an approximation) trains one constant-lr run per arm and decays a copy of it at each budget
+BUDGET_MODES = ("full", "checkpoints")
 
 
 def _options(info) -> tuple:
@@ -76,6 +79,12 @@ class LabConfig:
             ``"none"``, ``"crop-flip"``, ``"flip"``. ``normalize``: ``"dataset"`` mean/std or
             ``"unit"`` (pixels / 255 only, as the Keras article).
         threads: ``torch.set_num_threads`` (0 keeps torch's default).
+        epochs: the training budget; for ``compare`` a list of increasing budgets (``[10, 30, 90]`` or
+            ``"10,30,90"``): every arm is trained at each, each with its own full schedule
+            (:mod:`mixlab_lab.budget`). One value stays an int (the config hash of one-budget runs is unchanged).
+        budget_mode: with several budgets, ``"full"`` (one run per arm and budget) or ``"checkpoints"`` (one
+            constant-lr run per arm, a copy decayed at each budget: an approximation, labelled as such). Left out
+            of :meth:`to_dict` at its default, so one-budget configurations hash as before.
     """
 
     dataset: str = "fashion-mnist"
@@ -90,7 +99,7 @@ class LabConfig:
     label_column: Optional[str] = None
     test_fraction: float = 0.2
     model: Optional[str] = None
-    epochs: int = 3
+    epochs: object = 3      # an int, or for compare a list of increasing ints (or "10,30,90")
     batch_size: int = 128
     eval_batch_size: int = 1000
     lr: float = 3e-3
@@ -116,6 +125,7 @@ class LabConfig:
     threads: int = 0
     quiet: bool = False
     preset: Optional[str] = None
+    budget_mode: str = "full"
 
     def validate(self) -> "LabConfig":
         """Check every field; raise ``ValueError`` naming the option, what was expected and what came."""
@@ -126,6 +136,14 @@ class LabConfig:
         for f in dataclasses.fields(self):
             check_type(f.name, getattr(self, f.name))
         self.mix, self.alpha = _as_list_or_one(self.mix, str), _as_list_or_one(self.alpha, float)
+        self.epochs = _as_list_or_one(self.epochs, int)
+        budgets = self.budgets
+        need(all(b >= 1 for b in budgets) and all(a < b for a, b in zip(budgets, budgets[1:])), "epochs",
+             "an int >= 1, or for compare increasing epoch counts such as 10,30,90", self.epochs)
+        need(self.budget_mode in BUDGET_MODES, "budget_mode", f"one of {BUDGET_MODES}", self.budget_mode)
+        need(self.budget_mode == "full" or len(budgets) > 1, "budget_mode",
+             "'full' with one --epochs value ('checkpoints' approximates several budgets, e.g. --epochs 10,30,90)",
+             self.budget_mode)
         for m in self.mixes:
             need(m in MIXES, "mix", f"one or more (comma-separated) of {MIXES}", m)
         need(len(set(self.mixes)) == len(self.mixes), "mix", "distinct names", self.mix)
@@ -138,7 +156,7 @@ class LabConfig:
                               ("loss", LOSSES), ("augment", AUGMENTS), ("normalize", NORMALIZES),
                               ("mode", ("batch", "sample", "pair"))):
             need(getattr(self, name) in choices, name, f"one of {choices}", getattr(self, name))
-        for name in ("epochs", "batch_size", "eval_batch_size"):
+        for name in ("batch_size", "eval_batch_size"):
             need(getattr(self, name) >= 1, name, "an int >= 1", getattr(self, name))
         need(self.batch_size >= 2, "batch_size", "an int >= 2 (a batch of one row is dropped: "
              "BatchNorm cannot train on it, so no step would be taken)", self.batch_size)
@@ -188,8 +206,16 @@ class LabConfig:
         """``alpha`` as a list of floats."""
         return [float(a) for a in self.alpha] if isinstance(self.alpha, (list, tuple)) else [float(self.alpha)]
 
+    @property
+    def budgets(self) -> list:
+        """``epochs`` as a list of ints (one value: a list of one)."""
+        return [int(e) for e in self.epochs] if isinstance(self.epochs, (list, tuple)) else [int(self.epochs)]
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d.get("budget_mode") == "full":  # the default: left out, so existing configurations hash as before
+            del d["budget_mode"]
+        return d
 
 
 # Presets: each is a partial configuration applied over the defaults.
@@ -242,7 +268,7 @@ def preset_name(name: str, what: str = "--preset") -> str:
 
 _FIELDS = {f.name for f in dataclasses.fields(LabConfig)}
 _BOOLS = {"keep_dominant", "quiet"}
-_INTS = {"epochs", "batch_size", "eval_batch_size", "threads"}
+_INTS = {"batch_size", "eval_batch_size", "threads"}
 _OPT_INTS = {"train_size", "test_size", "mix_stop_epoch"}
 _OPT_NUMBERS = {"imbalance"}
 _NUMBERS = {"label_noise", "label_smoothing", "test_fraction", "lr", "weight_decay", "momentum", "cutmix_alpha",
@@ -250,7 +276,7 @@ _NUMBERS = {"label_noise", "label_smoothing", "test_fraction", "lr", "weight_dec
 _INT_LISTS = {"seeds"}
 _OPT_INT_LISTS = {"classes"}
 _OPT_STRS = {"data_dir", "cache_dir", "label_regex", "label_column", "model", "preset"}
-_LISTABLE = {"mix": str, "alpha": float}  # one value, or (compare) a list
+_LISTABLE = {"mix": str, "alpha": float, "epochs": int}  # one value, or (compare) a list
 _STRS = (_FIELDS - _BOOLS - _INTS - _OPT_INTS - _NUMBERS - _OPT_NUMBERS - _INT_LISTS - _OPT_INT_LISTS - _OPT_STRS
          - set(_LISTABLE))
 
@@ -263,8 +289,8 @@ def _as_list_or_one(value, kind):
         try:
             value = [kind(v) for v in parts]
         except ValueError:
-            raise ValueError(f"expected comma-separated {'numbers' if kind is float else 'names'}, got {value!r}") \
-                from None
+            what = {float: "numbers", int: "integers"}.get(kind, "names")
+            raise ValueError(f"expected comma-separated {what}, got {value!r}") from None
     if isinstance(value, (list, tuple)):
         value = list(value)
         if not value:
@@ -293,7 +319,11 @@ def check_type(name: str, value) -> None:
             name in _OPT_NUMBERS and value is None)
         expected = "a finite number" + (" or null" if name in _OPT_NUMBERS else "")
     elif name in _LISTABLE:
-        if _LISTABLE[name] is float:
+        if _LISTABLE[name] is int:
+            ok = _is_int(value) or (isinstance(value, list) and len(value) > 0 and all(_is_int(v) for v in value))
+            expected = ("a non-empty list of integers such as [10, 30, 90]" if isinstance(value, list)
+                        else "an integer")
+        elif _LISTABLE[name] is float:
             num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
             ok = num(value) or (isinstance(value, list) and len(value) > 0 and all(num(v) for v in value))
             expected = "a non-empty list of finite numbers" if isinstance(value, list) else "a finite number"

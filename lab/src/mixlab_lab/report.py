@@ -15,7 +15,8 @@ import torch
 
 from .store import atomic_write_bytes, atomic_write_text
 
-__all__ = ["format_table", "write_report", "mixed_samples_png", "save_figure", "verdict_text", "ranking_table"]
+__all__ = ["format_table", "write_report", "mixed_samples_png", "save_figure", "verdict_text", "ranking_table",
+           "budget_section"]
 
 _ROWS = (("test_acc", "test accuracy"), ("best_test_acc", "best epoch's test acc (optimistic)"),
          ("test_nll", "test NLL"), ("test_ece", "test ECE (15 bins)"), ("train_loss", "train loss (own objective)"),
@@ -99,6 +100,41 @@ def ranking_table(summary: dict) -> str:
                          f"{_fmt_diff(k, r['mean'])} {_fmt_ci(k, r['lo'], r['hi'])} {r['call']}")
         lines.append(f"| {i} | {arm} | {_fmt(summary['aggregate'][arm]['test_acc'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def budget_section(summary: dict, cfg) -> list:
+    """Markdown lines of a budget sweep (``--epochs 10,30,90``): how it was run, the crossover line per arm,
+    and per budget each arm's accuracy and its difference from the baseline with the verdict's interval."""
+    from .budget import DECAY_SHARE
+    from .stats import _fmt_ci, _fmt_diff
+
+    budgets = sorted(summary["budgets"], key=int)
+    if summary.get("budget_mode") == "checkpoints":
+        how = (f"**An approximation (`--budget-mode checkpoints`)**: one run per arm at the longest budget with a "
+               f"constant-then-decay schedule (warm-up, the constant peak lr, then a cosine decay over the last "
+               f"{100 * DECAY_SHARE:.0f}% of the epochs), not the `{cfg.schedule}` schedule asked for; each shorter "
+               f"budget is that run's checkpoint at the start of its own last {100 * DECAY_SHARE:.0f}%, decayed. "
+               f"Each budget's figures are exactly those of a run with that constant-then-decay schedule, so the "
+               f"approximation is the schedule: run without `--budget-mode checkpoints` for full runs.")
+    else:
+        how = ("Every (arm, budget) is its own run from the seed's initial weights, with the seed's data order and "
+               f"its own full `{cfg.schedule}` schedule over the budget (not a longer run cut short).")
+    lines = ["## Against the training budget", "", how, ""]
+    lines += [f"- {line}" for line in summary.get("budget_verdict", [])] + [""]
+    arms = summary["arms"]
+    head = ["budget (epochs)"] + [f"{a} test acc" for a in arms] + [f"{a} - {arms[0]} [95% CI]" for a in arms[1:]]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for b in budgets:
+        rec = summary["budgets"][b]
+        cells = [b] + [_fmt(rec["aggregate"][a]["test_acc"]) for a in arms]
+        for a in arms[1:]:
+            r = rec["versus_baseline"][a]["metrics"]["test_acc"]
+            cells.append("-" if r["mean"] is None else
+                         f"{_fmt_diff('test_acc', r['mean'])} {_fmt_ci('test_acc', r['lo'], r['hi'])} {r['call']}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "![Accuracy, NLL and ECE against the budget](plots/budget.png)", "",
+              f"The sections below are the longest budget's ({budgets[-1]} epochs).", ""]
+    return lines
 
 
 def _alpha_plot(summary: dict, path) -> bool:
@@ -280,6 +316,14 @@ def mixed_samples_png(data, cfg, path, *, n: int = 9, seed: int = 0, mix: str | 
     save_figure(fig, path)
 
 
+def _epochs_text(cfg) -> str:
+    budgets = cfg.budgets
+    if len(budgets) == 1:
+        return f"{budgets[0]} epochs"
+    mode = " (--budget-mode checkpoints: an approximation)" if cfg.budget_mode == "checkpoints" else ""
+    return f"budgets {','.join(map(str, budgets))} epochs{mode}"
+
+
 def write_report(out: Path, cfg, summary: dict, histories: dict, data) -> Path:
     """Write plots and ``report.md`` into the run folder; returns the report's path."""
     plots = out / "plots"
@@ -305,6 +349,12 @@ def write_report(out: Path, cfg, summary: dict, histories: dict, data) -> Path:
     mixes = ",".join(cfg.mixes)
     alphas = ",".join(f"{a:g}" for a in cfg.alphas)
     text = [f"# mixlab {('compare' if len(arms) >= 2 else 'train')}: {cfg.dataset}, model {cfg.model}", ""]
+    sweep = bool(summary.get("budgets")) and len(arms) >= 2
+    if sweep:
+        from .budget import budget_plot
+
+        budget_plot(summary, plots / "budget.png", approximate=summary.get("budget_mode") == "checkpoints")
+        text += budget_section(summary, cfg)
     if verdict:
         text += ["## Verdict", "", verdict, "",
                  "Intervals: the per-seed difference from the baseline (both arms from the same initial weights and "
@@ -314,7 +364,7 @@ def write_report(out: Path, cfg, summary: dict, histories: dict, data) -> Path:
     if len(arms) >= 3:
         text += ["## Ranking against the baseline", "", ranking_table(summary), ""]
     text += [f"Mix: `{mixes}` alpha={alphas} mode={cfg.mode} p={cfg.p:g} keep_dominant={cfg.keep_dominant}; "
-            f"{cfg.epochs} epochs, batch {cfg.batch_size}, {cfg.optimizer} lr={cfg.lr:g} ({cfg.schedule}), "
+            f"{_epochs_text(cfg)}, batch {cfg.batch_size}, {cfg.optimizer} lr={cfg.lr:g} ({cfg.schedule}), "
             f"loss {cfg.loss}, device {cfg.device}. Full configuration, versions and machine: `config.json`.", "",
             "## Final figures", "", format_table(summary, markdown=True), "", "## Per seed", "", *per_seed, "",
             "ECE: expected calibration error, 15 equal-width confidence bins. NLL: mean negative log-likelihood "

@@ -7,11 +7,13 @@ Folder layout (every file written atomically)::
     summary.json    final figures per arm and seed, mean/std across seeds, each arm against the
                     baseline (intervals, McNemar, the verdict, warnings: mixlab_lab.stats)
     report.md       the verdict, the tables and PNG plots (plots/)
-    predictions/    seed<S>_<arm>.npz: per test image the predicted class, its probability and the
+    predictions/    seed<S>_<arm>.npz (a budget sweep, --epochs 10,30,90: seed<S>_<arm>_e<B>.npz): per test image the predicted class, its probability and the
                     true class's probability (numpy arrays, loaded without pickle; their SHA-256 in
                     summary.json), so every paired test can be recomputed
     checkpoints/    seed<S>_init.pt, seed<S>_<arm>.pt (after every epoch; --resume reads them) and
-                    seed<S>_<arm>.prev.pt (the epoch before, the fallback if the latest is damaged)
+                    seed<S>_<arm>.prev.pt (the epoch before, the fallback if the latest is damaged); in a
+                    budget sweep seed<S>_<arm>_e<B>.pt per budget (and, --budget-mode checkpoints, the shared
+                    run's copies seed<S>_<arm>_e<B>.branch.pt that budget B decays from)
     .mixlab-run.json  the marker: this folder is a mixlab run (command, configuration and its hash), and
                     the list of every file the run wrote (each listed before it is written); --overwrite
                     removes exactly those, never through a symbolic link
@@ -34,6 +36,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
+from . import budget as B
 from .config import ALPHA_FREE, MIXES, LabConfig
 from .distributed import broadcast_object
 from .models import build_model, default_model
@@ -146,7 +149,7 @@ def _data_info(splits) -> dict:
 MARKER = ".mixlab-run.json"
 LOCK = ".mixlab-lock"
 _RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "report.md")
-_PLOTS = ("curves.png", "reliability.png", "beta.png", "mixed_samples.png", "alpha.png", "ranking.png")
+_PLOTS = ("curves.png", "reliability.png", "beta.png", "mixed_samples.png", "alpha.png", "ranking.png", "budget.png")
 _FOLDERS = {"checkpoints": "checkpoints", "predictions": "per-image predictions", "plots": "plots"}
 _ROOT_FILES = re.compile("|".join(re.escape(n) for n in _RUN_FILES + (MARKER,)))
 
@@ -234,6 +237,11 @@ def _run_paths(seeds, names, plots=_PLOTS) -> set:
     return paths
 
 
+def _stems(cfg: LabConfig, arms: list) -> list:
+    """The checkpoint / prediction stems of this run: the arm names, or (a budget sweep) ``<arm>_e<B>``."""
+    return B.file_stems([a[0] for a in arms], cfg.epochs, cfg.budget_mode)
+
+
 def _writes(cfg: LabConfig, arms: list, kind: str | None = None) -> set:
     """The files this run will write (plots: those :func:`mixlab_lab.report.write_report` makes for
     these arms; ``mixed_samples.png`` when ``kind`` is known to be ``"image"``)."""
@@ -244,7 +252,8 @@ def _writes(cfg: LabConfig, arms: list, kind: str | None = None) -> set:
     plots = ["curves.png", "reliability.png", "beta.png"]
     plots += ["alpha.png"] if len(arms) >= 3 and any(n > 1 for n in alphas.values()) else []
     plots += ["mixed_samples.png"] if kind == "image" else []
-    return _run_paths(cfg.seeds, [a[0] for a in arms], plots)
+    plots += ["budget.png"] if len(cfg.budgets) > 1 and len(arms) >= 2 else []
+    return _run_paths(cfg.seeds, _stems(cfg, arms), plots)
 
 
 def _previous_files(out: Path, marker) -> tuple[list, bool]:
@@ -262,7 +271,11 @@ def _previous_files(out: Path, marker) -> tuple[list, bool]:
         conf = marker["config"]
     seeds = conf.get("seeds") if isinstance(conf.get("seeds"), list) else []
     names = saved.get("arms") if isinstance(saved.get("arms"), list) else []
-    return sorted(_run_paths([s for s in seeds if isinstance(s, int)], [n for n in names if isinstance(n, str)])), False
+    names = [n for n in names if isinstance(n, str)]
+    epochs = conf.get("epochs")
+    if isinstance(epochs, list) and epochs and all(isinstance(e, int) and not isinstance(e, bool) for e in epochs):
+        names = B.file_stems(names, epochs, conf.get("budget_mode", "full"))
+    return sorted(_run_paths([s for s in seeds if isinstance(s, int)], names)), False
 
 
 def _check_layout(out: Path, cfg: LabConfig, arms: list, *, resume: bool, overwrite: bool,
@@ -311,7 +324,7 @@ def _check_saved_config(out: Path, cfg: LabConfig, arms: list) -> None:
     """A resume without a usable marker: config.json is then the only record of the run's configuration,
     so check it against the hash every checkpoint records (reads only; ``RunError`` names both)."""
     want = config_sha256(cfg.to_dict())
-    for rel in sorted(p for p in _run_paths(cfg.seeds, [a[0] for a in arms]) if p.endswith(".pt")):
+    for rel in sorted(p for p in _run_paths(cfg.seeds, _stems(cfg, arms)) if p.endswith(".pt")):
         path = out / rel
         if not path.is_file():
             continue
@@ -581,7 +594,7 @@ def run_lab(cfg: LabConfig, arms: list[tuple[str, str]], *, resume: bool = False
                 if left:
                     _stderr(f"mixlab: --overwrite left {len(left)} listed path(s) alone: "
                             + "; ".join(f"{rel} {why}" for rel, why in left[:5]) + ("; ..." if len(left) > 5 else ""))
-            expected = _run_paths(cfg.seeds, [a[0] for a in arms])
+            expected = _run_paths(cfg.seeds, _stems(cfg, arms))
             stale = remove_stale_tmp(*_tmp_targets(out, set(plan["previous"]) | expected))
             if stale:
                 _stderr(f"mixlab: removed {len(stale)} unfinished temporary file(s) left by a killed run in {out}")
@@ -623,14 +636,19 @@ def run_lab(cfg: LabConfig, arms: list[tuple[str, str]], *, resume: bool = False
 
 
 def _train_all(cfg: LabConfig, arms: list, out: Path, first, main_process: bool, log) -> dict:
+    """Train every (seed, arm) (a budget sweep: every (seed, arm, budget)), then summarise and report.
+
+    Histories, predictions and hashes are keyed by ``(seed, arm)`` for one budget, by ``(seed, arm, budget)``
+    in a sweep (file stems ``<arm>_e<B>``); the sweep's summary is the longest budget's, as a one-budget run's,
+    plus ``budgets`` (each budget's figures and verdicts) and ``budget_verdict`` (a crossover line per arm).
+    """
     histories: dict = {}
-    inits: dict = {}
-    finals: dict = {}
     predictions: dict = {}
-    pred_files: dict = {}
+    hashes: dict = {"pred": {}, "init": {}, "final": {}}
     notes: list = []
     t_start = time.perf_counter()
     cfg_hash = config_sha256(cfg.to_dict())
+    sweep = len(cfg.budgets) > 1
     data = None
     for i, seed in enumerate(cfg.seeds):
         splits = first if i == 0 else load_splits(cfg, seed)
@@ -640,50 +658,123 @@ def _train_all(cfg: LabConfig, arms: list, out: Path, first, main_process: bool,
         init = _initial_weights(cfg, seed, data.input_shape, data.num_classes,
                                 out / "checkpoints" / f"seed{seed}_init.pt", main_process, expect)
         for arm, mix, alpha in arms:
-            model = build_model(cfg.model, data.input_shape, data.num_classes)
-            model.load_state_dict(init)
-
-            def on_epoch(hist, key=(seed, arm)):
-                histories[key] = hist
-                _write_metrics(out, histories)
-                last = hist[-1]
-                log(f"seed {seed} {arm:>16} epoch {last['epoch']:>3}/{cfg.epochs}: test acc {last['test_acc']:.4f}  "
-                    f"nll {last['test_nll']:.4f}  ece {last['test_ece']:.4f}  train loss {last['train_loss']:.4f}  "
-                    f"({last['epoch_time_s']:.1f}s)")
-
-            owner = {"seed": seed, "arm": arm, "method": mix,
-                     "alpha": None if mix in ALPHA_FREE + ("none",) else float(alpha)}
-            with checkpoint_identity(owner):  # its checkpoints record it; another arm's count as damaged
-                hist, init_hash = train_arm(cfg, data, model, seed=seed, arm=arm, mix=mix,
-                                            ckpt_path=out / "checkpoints" / f"seed{seed}_{arm}.pt",
-                                            main_process=main_process, on_epoch=on_epoch, fingerprint=fingerprint,
-                                            notes=notes, alpha=alpha)
-            histories[(seed, arm)] = hist
-            if main_process:  # from the final weights: also after a resume of a finished arm
-                predictions[(seed, arm)] = predict(model, cfg, data)
-                pred_files.setdefault(arm, {})[str(seed)] = save_predictions(
-                    out / "predictions" / f"seed{seed}_{arm}.npz", predictions[(seed, arm)])
-            inits.setdefault(arm, {})[str(seed)] = init_hash
-            finals.setdefault(arm, {})[str(seed)] = weights_sha256(model)
-    summary = summarize(histories, arms, cfg.seeds, predictions)
+            for budget in B.training_order(cfg):
+                key = (seed, arm, budget) if sweep else (seed, arm)
+                _train_one(cfg, data, init, out, key, mix, alpha, budget, fingerprint, notes, histories,
+                           predictions, hashes, main_process, log)
+    if sweep:
+        per_budget = {b: summarize({k[:2]: h for k, h in histories.items() if k[2] == b}, arms, cfg.seeds,
+                                   {k[:2]: p for k, p in predictions.items() if k[2] == b}) for b in cfg.budgets}
+        last = {k[:2]: h for k, h in histories.items() if k[2] == cfg.budgets[-1]}
+        summary = dict(per_budget[cfg.budgets[-1]])
+        summary["budgets"] = {str(b): {k: v for k, v in s.items() if k != "arms" and k != "seeds"}
+                              for b, s in per_budget.items()}
+        summary["budget_mode"] = cfg.budget_mode
+    else:
+        last = histories
+        summary = summarize(histories, arms, cfg.seeds, predictions)
+    times = [r["epoch_time_s"] for h in histories.values() for r in h if "epoch_time_s" in r]
+    summary["epoch_time_s"] = statistics.fmean(times) if times else None
     if main_process and len(arms) >= 2:
         from . import stats
 
-        summary["warnings"] = stats.run_warnings(summary, histories, num_classes=data.num_classes,
+        summary["warnings"] = stats.run_warnings(summary, last, num_classes=data.num_classes,
                                                  num_test=int(data.y_test.numel()), label_noise=cfg.label_noise)
+        losses = None
+        if sweep:
+            summary["budget_verdict"] = B.budget_lines(summary["budgets"], summary["arms"])
+            more = B.still_improving(summary["budgets"], summary["arms"])
+            if more:
+                summary["warnings"].append(more)
+            losses = {a[0]: [summary["budgets"][str(b)]["aggregate"][a[0]]["train_loss"]["mean"]
+                             for b in cfg.budgets] for a in arms}
+        summary["mixed_loss_far"] = B.loss_far_from_converged(last, summary["arms"], {a[0]: a[1] for a in arms},
+                                                              losses)
         summary["next_steps"] = stats.next_steps(summary, summary["warnings"], cfg)
         summary["verdict"] = [stats.headline(arm, comp) for arm, comp in summary["versus_baseline"].items()]
-    summary["predictions_sha256"] = pred_files
+    summary["predictions_sha256"] = hashes["pred"]
     summary["arm_alpha"] = {a[0]: None if a[1] in ALPHA_FREE + ("none",) else a[2] for a in arms}
     summary["methods"] = {a[0]: a[1] for a in arms}
-    summary["init_sha256"] = inits
-    summary["weights_sha256"] = finals
+    summary["init_sha256"] = hashes["init"]
+    summary["weights_sha256"] = hashes["final"]
     summary["resume_notes"] = notes
     summary["wall_time_s_this_invocation"] = time.perf_counter() - t_start
     if main_process:
-        _write_metrics(out, histories)
+        _write_metrics(out, _tagged(histories, sweep))
         atomic_write_json(out / "summary.json", summary)
         from .report import write_report  # lazy: matplotlib
 
-        write_report(out, cfg, summary, histories, data)
+        write_report(out, cfg, summary, last, data)
     return summary
+
+
+def _tagged(histories: dict, sweep: bool) -> dict:
+    """The histories as metrics.jsonl shows them: in a sweep each record also names its ``budget``."""
+    if not sweep:
+        return histories
+    return {k: [{**r, "budget": k[2]} for r in h] for k, h in histories.items()}
+
+
+def _train_one(cfg, data, init, out, key, mix, alpha, budget, fingerprint, notes, histories, predictions, hashes,
+               main_process, log) -> None:
+    """Train (or resume, or reload when finished) one (seed, arm[, budget]) run from the seed's initial weights."""
+    seed, arm = key[:2]
+    sweep = len(key) == 3
+    stem = B.stem(arm, budget, sweep)
+    ckpt = out / "checkpoints" / f"seed{seed}_{stem}.pt"
+    model = build_model(cfg.model, data.input_shape, data.num_classes)
+    model.load_state_dict(init)
+
+    def on_epoch(hist):
+        histories[key] = hist
+        _write_metrics(out, _tagged(histories, sweep))
+        last = hist[-1]
+        log(f"seed {seed} {arm:>16} epoch {last['epoch']:>3}/{budget}: test acc {last['test_acc']:.4f}  "
+            f"nll {last['test_nll']:.4f}  ece {last['test_ece']:.4f}  train loss {last['train_loss']:.4f}  "
+            f"({last['epoch_time_s']:.1f}s)")
+
+    owner = {"seed": seed, "arm": arm, "method": mix, "alpha": None if mix in ALPHA_FREE + ("none",) else float(alpha)}
+    if sweep:
+        owner["epochs"] = budget
+    plan = B.lr_plan(cfg, budget) if sweep else None
+    branches = None
+    if plan is not None and budget == cfg.budgets[-1]:  # the shared constant-lr run: copies at the decay starts
+        branches = {B.branch_epoch(b): out / "checkpoints" / f"seed{seed}_{B.branch_stem(arm, b)}.pt"
+                    for b in cfg.budgets[:-1] if B.branch_epoch(b) > 0}
+    elif plan is not None and main_process:
+        _start_from_branch(cfg, out, seed, arm, budget, ckpt, {**owner, "epochs": cfg.budgets[-1]}, owner)
+    with checkpoint_identity(owner):  # its checkpoints record it; another arm's count as damaged
+        hist, init_hash = train_arm(cfg, data, model, seed=seed, arm=arm, mix=mix, ckpt_path=ckpt,
+                                    main_process=main_process, on_epoch=on_epoch, fingerprint=fingerprint,
+                                    notes=notes, alpha=alpha, epochs=budget, lr_plan=plan, branch_points=branches)
+    histories[key] = hist
+    if main_process:  # from the final weights: also after a resume of a finished arm
+        predictions[key] = predict(model, cfg, data)
+        hashes["pred"].setdefault(stem, {})[str(seed)] = save_predictions(
+            out / "predictions" / f"seed{seed}_{stem}.npz", predictions[key])
+    hashes["init"].setdefault(stem, {})[str(seed)] = init_hash
+    hashes["final"].setdefault(stem, {})[str(seed)] = weights_sha256(model)
+
+
+def _start_from_branch(cfg, out: Path, seed: int, arm: str, budget: int, ckpt: Path, trunk: dict, owner: dict) -> None:
+    """``--budget-mode checkpoints``: a shorter budget's run starts as the shared run's copy at its decay start.
+
+    Done once, when the budget's own checkpoints do not exist yet; the copy is saved as the budget's first
+    checkpoint (its owner: this budget), and training continues from it with the budget's decay. Without a
+    usable copy the budget trains from the initial weights with the same schedule: the same run, at full cost.
+    """
+    from .store import previous_path
+
+    if ckpt.exists() or previous_path(ckpt).exists() or B.branch_epoch(budget) == 0:
+        return
+    src = out / "checkpoints" / f"seed{seed}_{B.branch_stem(arm, budget)}.pt"
+    try:
+        ck = load_checkpoint(src)
+        check_identity(ck, src, trunk)
+    except CheckpointError as e:
+        _stderr(f"mixlab: {src} {e.problem}; training seed {seed} {arm} at {budget} epochs from the initial "
+                f"weights instead (the same run, at full cost)")
+        return
+    if ck.get("epoch") != B.branch_epoch(budget):
+        return
+    save_checkpoint(ckpt, {**ck, "done": False}, identity=owner)

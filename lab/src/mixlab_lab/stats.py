@@ -313,11 +313,19 @@ def run_warnings(summary: dict, histories: dict, *, num_classes: int, num_test: 
 
 
 def next_steps(summary: dict, warns: list, cfg) -> list:
-    """What to try next, from the verdicts and the warnings."""
+    """What to try next, from the verdicts and the warnings.
+
+    A longer budget when an arm is still improving, underfit or badly calibrated, or when the mixed arms'
+    own training loss is far from converged (``summary["mixed_loss_far"]``); with the run's measured epoch
+    time (``summary["epoch_time_s"]``) the hint says what it would cost on this machine.
+    """
     hints = []
     text = " ".join(warns)
-    if "still improving" in text or "underfit" in text or "calibrated" in text:
-        hints.append(f"train longer: --epochs {2 * cfg.epochs}")
+    far = summary.get("mixed_loss_far")
+    if "still improving" in text or "underfit" in text or "calibrated" in text or far:
+        from .budget import longer_budget_hint  # names the budget and, when measured, its cost in time here
+
+        hints.append(longer_budget_hint(summary, cfg, loss_far=far))
     if len(summary["seeds"]) == 1:
         hints.append("more seeds: --seeds 0,1,2")
     calls = [c["metrics"]["test_acc"]["call"] for c in summary.get("versus_baseline", {}).values()]

@@ -231,7 +231,21 @@ def _loss(cfg: LabConfig, logits, y, target, num_classes):
     return target.loss(F.cross_entropy, logits)  # the mixer carries cfg.label_smoothing
 
 
-def _lr_factor(schedule: str, total: int):
+def _lr_factor(schedule: str, total: int, plan: Optional[dict] = None):
+    """The lr multiplier of step ``step`` of ``total``. ``plan`` (``--budget-mode checkpoints``, steps):
+    ``{"warmup": w, "decay_from": d}``: linear warm-up from 0.04 over ``w`` steps (``w`` 0: none), 1 until step
+    ``d``, then a cosine to 0 at ``total``; up to ``d`` it does not depend on ``total``."""
+    if plan is not None:
+        warm, start = plan["warmup"], plan["decay_from"]
+
+        def planned(step: int) -> float:
+            if step < warm:
+                return 0.04 + 0.96 * step / warm
+            if step < start:
+                return 1.0
+            return 0.5 * (1 + math.cos(math.pi * min((step - start) / max(total - start, 1), 1.0)))
+        return planned
+
     def factor(step: int) -> float:
         t = min(step / max(total, 1), 1.0)
         if schedule == "cosine":
@@ -243,7 +257,7 @@ def _lr_factor(schedule: str, total: int):
     return factor
 
 
-def _optimizer(cfg: LabConfig, model, steps: int):
+def _optimizer(cfg: LabConfig, model, steps: int, plan: Optional[dict] = None):
     params = model.parameters()
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
@@ -251,7 +265,7 @@ def _optimizer(cfg: LabConfig, model, steps: int):
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(cfg.schedule, steps))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(cfg.schedule, steps, plan))
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
@@ -348,7 +362,8 @@ _CKPT_KEYS = ("model", "optimizer", "scheduler", "epoch", "history", "init_sha25
 def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: int, arm: str, mix: str,
               ckpt_path: Path, main_process: bool = True, alpha: Optional[float] = None,
               on_epoch: Optional[Callable[[list], None]] = None, fingerprint: Optional[dict] = None,
-              notes: Optional[list] = None) -> tuple[list[dict], str]:
+              notes: Optional[list] = None, epochs: Optional[int] = None, lr_plan: Optional[dict] = None,
+              branch_points: Optional[dict] = None) -> tuple[list[dict], str]:
     """Train one arm from the model's current (initial) weights; resume from ``ckpt_path`` if it exists.
 
     ``alpha`` is the arm's own (``compare`` may list several; default ``cfg.alpha``). Both arms
@@ -363,11 +378,17 @@ def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: in
     but noted in ``notes`` (bit-exactness is then not promised). On return ``model`` holds the
     arm's final weights, also when the arm had already finished.
 
+    Budgets (:mod:`mixlab_lab.budget`): ``epochs`` (default ``cfg.epochs``) is this run's budget, its
+    schedule spanning exactly that many epochs; ``lr_plan`` (epochs: ``{"warmup", "decay_from"}``) replaces
+    ``cfg.schedule`` by constant-then-decay; ``branch_points`` ``{epoch: path}`` also saves the checkpoint
+    of that epoch to ``path`` (the shared run's copies that shorter budgets decay from).
+
     Returns:
         ``(history, init_sha256)``: one dict of floats per epoch, and the hash of the weights the
         arm started from.
     """
-    run = _setup_arm(cfg, data, model, seed=seed, mix=mix, alpha=alpha)
+    epochs = cfg.epochs if epochs is None else int(epochs)
+    run = _setup_arm(cfg, data, model, seed=seed, mix=mix, alpha=alpha, epochs=epochs, lr_plan=lr_plan)
     history, start, init_hash = [], 0, weights_sha256(model)
     notes = [] if notes is None else notes
     ckpt_path = Path(ckpt_path)
@@ -379,24 +400,27 @@ def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: in
     ck, latest_good = load_latest_checkpoint(ckpt_path, required=_CKPT_KEYS, expect=expect, log=say)
     if ck is not None:
         history, start = ck["history"], ck["epoch"]
-        _carry_notes(ck, notes, here, f"seed {seed} {arm}", cfg.epochs, say)
-        if ck["done"] or start >= cfg.epochs:
+        _carry_notes(ck, notes, here, f"seed {seed} {arm}", epochs, say)
+        if ck["done"] or start >= epochs:
             model.load_state_dict(ck["model"])
             return history, init_hash
         _restore(run, ck, ckpt_path)
     bars = main_process and not cfg.quiet and sys.stderr.isatty()
-    for epoch in range(start, cfg.epochs):
+    for epoch in range(start, epochs):
         record, rng, extra = _run_epoch(run, epoch, seed=seed, arm=arm, bars=bars)
         history.append(record)
         if main_process:
-            save_checkpoint(ckpt_path, {
+            state = {
                 "model": model.state_dict(), "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
                 "rng": rng, "epoch": epoch + 1, "history": history, "init_sha256": init_hash,
-                "done": epoch + 1 == cfg.epochs, "seed": seed, "arm": arm, **extra,
+                "done": epoch + 1 == epochs, "seed": seed, "arm": arm, **extra,
                 "config_sha256": expect["config_sha256"], "data_sha256": expect["data_sha256"],
                 "weights_sha256": weights_sha256(model), "notes": list(notes), **here,
-            }, keep_previous=latest_good)  # never rotate a damaged latest file into the .prev slot
+            }
+            save_checkpoint(ckpt_path, state, keep_previous=latest_good)  # never rotate a damaged latest into .prev
             latest_good = True
+            if branch_points and epoch + 1 in branch_points:
+                save_checkpoint(branch_points[epoch + 1], state)
             if on_epoch is not None:
                 on_epoch(history)
     return history, init_hash
@@ -419,9 +443,11 @@ class _ArmRun:
     aug: object
     n: int
     n_local: int
+    epochs: int  # this run's budget: its schedule spans exactly these epochs
 
 
-def _setup_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: int, mix: str, alpha) -> _ArmRun:
+def _setup_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: int, mix: str, alpha,
+               epochs: Optional[int] = None, lr_plan: Optional[dict] = None) -> _ArmRun:
     """Device, DDP wrapper, optimiser and schedule, the arm's random streams and its mixer, in a fixed order."""
     device = torch.device(cfg.device)
     model.to(device)
@@ -437,7 +463,11 @@ def _setup_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: i
     steps_per_epoch = len([b for b in torch.arange(n_local).split(cfg.batch_size) if b.numel() > 1])
     if steps_per_epoch == 0:  # every batch would be a lone row, and lone rows are dropped
         raise ValueError(_no_step_message(cfg, n, n_local, info.world_size))
-    opt, sched = _optimizer(cfg, model, steps_per_epoch * cfg.epochs)
+    epochs = cfg.epochs if epochs is None else epochs
+    plan = None if lr_plan is None else {"warmup": round(lr_plan["warmup"] * steps_per_epoch),
+                                         "decay_from": lr_plan["decay_from"] * steps_per_epoch}
+    opt, sched = (_optimizer(cfg, model, steps_per_epoch * epochs) if plan is None
+                  else _optimizer(cfg, model, steps_per_epoch * epochs, plan))
     # The shuffle is shared by all ranks; augmentation, mixing and dropout draw per rank
     # (rank 0 keeps the single-process seeds, see mixlab_lab.distributed.rank_seed).
     gens = {"shuffle": torch.Generator().manual_seed(seed),
@@ -447,7 +477,8 @@ def _setup_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: i
     mixer = build_mixer(cfg, mix, data.num_classes, gens["mix"], alpha=alpha, input_shape=data.input_shape,
                         class_counts=torch.bincount(data.y_train.cpu(), minlength=data.num_classes),
                         model=model, norm=(data.mean, data.std) if data.kind == "image" else None)
-    return _ArmRun(cfg, data, model, net, device, info, opt, sched, gens, mixer, augment_mode(cfg, data), n, n_local)
+    return _ArmRun(cfg, data, model, net, device, info, opt, sched, gens, mixer, augment_mode(cfg, data), n, n_local,
+                   epochs)
 
 
 def _carry_notes(ck: dict, notes: list, here: dict, who: str, epochs: int, say) -> None:
@@ -476,8 +507,11 @@ def _restore(run: _ArmRun, ck: dict, ckpt_path: Path) -> None:
     _restore_rng(run.gens, ck["rng_ranks"][run.info.rank] if run.info.distributed else ck["rng"])
 
 
-def _train_steps(run: _ArmRun, epoch: int, label: str, bars: bool) -> float:
-    """One epoch's optimiser steps; the mean training loss over every rank's rows."""
+def _train_steps(run: _ArmRun, epoch: int, label: str, bars: bool, clock: Optional[dict] = None) -> float:
+    """One epoch's optimiser steps; the mean training loss over every rank's rows.
+
+    ``clock`` (a dict) gets ``"mix_s"``: this rank's seconds in the mixer calls (for PuzzleMix with its
+    saliency's forward and backward), timed on the host, synchronised on CUDA."""
     cfg, data = run.cfg, run.data
     run.model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
@@ -490,7 +524,10 @@ def _train_steps(run: _ArmRun, epoch: int, label: str, bars: bool) -> float:
         x, y = make_batch(data, idx, train=True, augment=run.aug, generator=run.gens["augment"])
         target = None
         if run.mixer is not None:
+            t_mix = _synced(run.device)
             x, target = run.mixer(x, y)
+            if clock is not None:
+                clock["mix_s"] = clock.get("mix_s", 0.0) + _synced(run.device) - t_mix
         loss = _loss(cfg, run.net(x), y, target, data.num_classes)
         run.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -506,11 +543,18 @@ def _train_steps(run: _ArmRun, epoch: int, label: str, bars: bool) -> float:
     return float(loss_sum) / seen  # the same on every rank: all stop together
 
 
+def _synced(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def _run_epoch(run: _ArmRun, epoch: int, *, seed: int, arm: str, bars: bool) -> tuple[dict, dict, dict]:
     """Train and evaluate one epoch; returns its record, the streams' states and the checkpoint's DDP entries."""
     cfg, data = run.cfg, run.data
     t0 = time.perf_counter()
-    train_loss = _train_steps(run, epoch, f"seed {seed} {arm} {epoch + 1}/{cfg.epochs}", bars)
+    clock: dict = {}
+    train_loss = _train_steps(run, epoch, f"seed {seed} {arm} {epoch + 1}/{run.epochs}", bars, clock)
     if not math.isfinite(train_loss):
         raise TrainingDiverged(f"training diverged at seed {seed}, arm {arm}, epoch {epoch + 1} "
                                f"(loss {train_loss}); lower --lr")
@@ -526,6 +570,9 @@ def _run_epoch(run: _ArmRun, epoch: int, *, seed: int, arm: str, bars: bool) -> 
     for k in ("train_clean_acc", "noisy_memorised"):
         if k in ev:
             record[k] = ev[k]
+    if "mix_s" in clock:  # the mixer calls and their share of the training steps (saliency included; named *time_s: a timing)
+        record["mix_time_s"] = clock["mix_s"]
+        record["mix_share_of_train_time_s"] = clock["mix_s"] / train_time if train_time > 0 else None
     rng = _rng_states(run.gens)
     extra = {}
     if run.info.distributed:  # every rank's streams go into rank 0's checkpoint; weights must agree
