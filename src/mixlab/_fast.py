@@ -242,10 +242,9 @@ def choose_form(x: torch.Tensor, *, inplace: bool = False) -> str:
     Returns:
         The name of the form :func:`lerp_gather` / :func:`lerp_perm_inplace` will run.
     """
-    eager_cpu = x.device.type == "cpu" and not torch.compiler.is_compiling()
     big_rows = x.ndim > 1 and x.shape[0] > 0 and x[0].numel() >= ROW_LOOP_MIN_NUMEL
     row_dtype = x.dtype in _FLOAT_ROW_DTYPES or x.dtype == torch.uint8
-    if not (eager_cpu and row_dtype):
+    if not (eager_cpu(x) and row_dtype):  # the one CPU switch (tests force the other devices' forms with it)
         return "vector"
     if big_rows:
         return "cycles" if inplace else "rows"

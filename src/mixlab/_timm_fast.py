@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from . import _fast
 from ._fast import paced
 
 __all__ = ["applies", "mix_flip_inplace"]
@@ -28,8 +29,8 @@ _DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.ui
 
 def applies(x: torch.Tensor) -> bool:
     """Whether :func:`mix_flip_inplace` may take ``x``: CPU eager, no autograd, float or uint8."""
-    return (isinstance(x, torch.Tensor) and x.device.type == "cpu" and x.dtype in _DTYPES and x.ndim >= 2
-            and not torch.compiler.is_compiling() and not (torch.is_grad_enabled() and x.requires_grad))
+    return (isinstance(x, torch.Tensor) and x.dtype in _DTYPES and x.ndim >= 2 and _fast.eager_cpu(x)
+            and not (torch.is_grad_enabled() and x.requires_grad))
 
 
 class _Lerp:

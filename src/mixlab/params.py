@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 
+from . import _fast
 from . import _validate as V
 from .pairing import check_pairing, partner_index
 from .regions import Box, Region
@@ -77,7 +78,7 @@ class MixParams:
                                or lw.shape != (B, 2)):
             raise ValueError(f"MixParams.label_weights must be a float tensor of shape ({B}, 2) for two-way params "
                              f"(no k-way weights), got {V.describe(lw)}")
-        if index.numel() and index.device.type == "cpu" and not torch.compiler.is_compiling():  # free on CPU only
+        if index.numel() and _fast.eager_cpu(index):  # free on CPU only
             lo = int(index.min())
             if lo < 0:
                 raise ValueError(f"MixParams.index must hold partner rows >= 0, got {lo}")
