@@ -570,7 +570,7 @@ def _run_epoch(run: _ArmRun, epoch: int, *, seed: int, arm: str, bars: bool) -> 
     for k in ("train_clean_acc", "noisy_memorised"):
         if k in ev:
             record[k] = ev[k]
-    if "mix_s" in clock:  # the mixer calls and their share of the training steps (saliency included; named *time_s: a timing)
+    if "mix_s" in clock:  # mixer calls (saliency included), their share of the steps; *time_s: a timing
         record["mix_time_s"] = clock["mix_s"]
         record["mix_share_of_train_time_s"] = clock["mix_s"] / train_time if train_time > 0 else None
     rng = _rng_states(run.gens)
