@@ -221,7 +221,7 @@ class SnapBox(Box):
     source: Optional[torch.Tensor] = None
     label_weights: Optional[torch.Tensor] = None
 
-    def _groups(self, index):
+    def _groups(self):
         """``[(rows, box, source)]`` of rows sharing both boxes (one group in ``"batch"`` mode)."""
         groups: dict = {}
         for i, (b, s) in enumerate(zip(self.box.tolist(), self.source.tolist())):
@@ -230,7 +230,7 @@ class SnapBox(Box):
         return [(rows, b, s) for (b, s), rows in groups.items()]
 
     def _paste(self, out, src, index):
-        groups = self._groups(index)
+        groups = self._groups()
         patches = []
         for rows, b, s in groups:  # every patch first: in place, later rows may read written ones
             whole = len(rows) == out.shape[0]
