@@ -197,6 +197,7 @@ def test_the_hint_names_a_longer_budget_and_its_cost():
     hints = budget.longer_budget_hint(summary, cfg, still_improving=True, loss_far=False)
     assert hints.startswith("train longer: --epochs 10,30,90,270"), hints
     assert "270 epochs x 2 arms x 1 seed" in hints and "2.5 s per epoch" in hints and "22 min" in hints, hints
+    assert budget.next_budget([1, 2, 3]) == 6 and budget.next_budget([4]) == 8
 
 
 # ------------------------------------------------------------------------------------ the cheaper mode

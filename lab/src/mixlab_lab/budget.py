@@ -132,10 +132,11 @@ def budget_lines(budgets_summary: dict, arms: list) -> list:
 # ---------------------------------------------------------------------------------------------- the next step
 
 def next_budget(budgets: list) -> int:
-    """A longer budget to try: twice the one budget, or the sweep's geometric continuation (10,30,90 -> 270)."""
+    """A longer budget to try: twice the longest, or the sweep's geometric continuation when that is longer
+    (10,30,90 -> 270; 1,2,3 -> 6)."""
     if len(budgets) == 1:
         return 2 * budgets[0]
-    return max(budgets[-1] + 1, round(budgets[-1] * budgets[-1] / budgets[-2]))
+    return max(2 * budgets[-1], round(budgets[-1] * budgets[-1] / budgets[-2]))
 
 
 def _duration(seconds: float) -> str:
