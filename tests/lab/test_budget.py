@@ -75,6 +75,14 @@ def test_train_takes_one_budget(capsys):
     assert "--epochs" in line and "'1,2'" in line and "mixlab compare" in line, line
 
 
+def test_train_refuses_a_list_of_budgets_from_a_config_file(tmp_path, capsys):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"epochs": [1, 2]}))
+    line = _one_line(*cli(["train", "--config", path, "--dataset", "digits", "--quiet", "--out", tmp_path / "o"],
+                          capsys))
+    assert "--epochs [1, 2]" in line and "mixlab compare" in line, line
+
+
 def test_budget_mode_checkpoints_needs_several_budgets(capsys):
     line = _one_line(*cli(["compare", "--epochs", "3", "--budget-mode", "checkpoints", "--quiet"], capsys))
     assert "--budget-mode" in line and "--epochs" in line, line

@@ -83,9 +83,9 @@ def arms_for(command: str, cfg: LabConfig) -> list[Arm]:
                 arms += [Arm(f"{m}-{_alpha_label(a)}", m, a) for a in alphas]
         _unique_names(arms)
         return arms
-    if len(mixes) > 1 or len(alphas) > 1:
-        raise ValueError(f"`mixlab train` trains one arm: give one --mix and one --alpha (got --mix {cfg.mix!r}, "
-                         f"--alpha {cfg.alpha!r}); `mixlab compare` takes lists")
+    if len(mixes) > 1 or len(alphas) > 1 or len(cfg.budgets) > 1:
+        raise ValueError(f"`mixlab train` trains one arm: give one --mix, one --alpha and one --epochs (got --mix "
+                         f"{cfg.mix!r}, --alpha {cfg.alpha!r}, --epochs {cfg.epochs!r}); `mixlab compare` takes lists")
     return [Arm("baseline" if mixes[0] == "none" else mixes[0], mixes[0], alphas[0])]
 
 
@@ -741,8 +741,9 @@ def _train_one(cfg, data, init, out, key, mix, alpha, budget, fingerprint, notes
     if plan is not None and budget == cfg.budgets[-1]:  # the shared constant-lr run: copies at the decay starts
         branches = {B.branch_epoch(b): out / "checkpoints" / f"seed{seed}_{B.branch_stem(arm, b)}.pt"
                     for b in cfg.budgets[:-1] if B.branch_epoch(b) > 0}
-    elif plan is not None and main_process:
-        _start_from_branch(cfg, out, seed, arm, budget, ckpt, {**owner, "epochs": cfg.budgets[-1]}, owner)
+    elif plan is not None:  # rank 0 copies; under torchrun every rank waits for it before reading the checkpoint
+        _agree(lambda: _start_from_branch(cfg, out, seed, arm, budget, ckpt, {**owner, "epochs": cfg.budgets[-1]},
+                                          owner), main_process)
     with checkpoint_identity(owner):  # its checkpoints record it; another arm's count as damaged
         hist, init_hash = train_arm(cfg, data, model, seed=seed, arm=arm, mix=mix, ckpt_path=ckpt,
                                     main_process=main_process, on_epoch=on_epoch, fingerprint=fingerprint,
