@@ -19,7 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mixlab
+import mixlab.timm
 from mixlab import MixParams, _fast
+from test_device_branches import HOST_BY_DESIGN, every_method_call
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.uint8]
 # (B, C, H, W): a small batch takes the vector form, 40 CIFAR rows the chunked form (with
@@ -391,6 +393,12 @@ def test_no_host_device_sync_on_gpu():  # CUDA only by design (whatever --device
         _fast.lerp_perm_inplace(x.clone(), p.lam, p.index)
         _fast.lerp_flip_inplace(x.clone(), p.lam)
         _fast.lerp_gather(x, x, p.lam, p.index, out=torch.empty_like(x))
+        # every registered method's call (sample and batch modes, float32 and uint8) and its loss's backward;
+        # PuzzleMix (host graph cut) and SnapMix (boxes read on the host) read the host by design: see
+        # HOST_BY_DESIGN in test_device_branches.py, whose CPU stand-in test checks the same calls without a GPU
+        every_method_call(dev, [n for n in mixlab.methods.available() if n not in HOST_BY_DESIGN])
+        timm_mixup = mixlab.timm.Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, mode="elem", num_classes=10, generator=g)
+        timm_mixup(x.clone(), y)  # timm's drop-in: in place, the generic route off the CPU
     finally:
         torch.cuda.set_sync_debug_mode("default")
 
