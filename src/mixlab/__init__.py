@@ -31,6 +31,10 @@ def __getattr__(name):
         from .manifold import ManifoldMixup
 
         return ManifoldMixup
+    if name == "MixStyle":  # feature-statistics mixing inside the model (not a registered Mixer)
+        from .mixstyle import MixStyle
+
+        return MixStyle
     if name in _SUBMODULES:
         import importlib
 
@@ -47,5 +51,5 @@ def __dir__():
 
 __all__ = [
     "Mixer", "methods", "tree_map_with_path", "Remix", "CMixup", "MixParams", "sample_params", "sample_box", "sample_beta", "sample_dirichlet", "partner_index",
-    "mix", "mix_pair", "MixedTarget", "MixUp", "CutMix", "MixUpOrCutMix", "RandomChoice", "FMix", "GridMix", "ResizeMix", "SaliencyMix", "SmoothMix", "TokenMix", "PuzzleMix", "ManifoldMixup", "losses", "regions", "policies",
+    "mix", "mix_pair", "MixedTarget", "MixUp", "CutMix", "MixUpOrCutMix", "RandomChoice", "FMix", "GridMix", "ResizeMix", "SaliencyMix", "SmoothMix", "TokenMix", "PuzzleMix", "ManifoldMixup", "MixStyle", "losses", "regions", "policies",
 ]

@@ -28,7 +28,7 @@ from ._tree import first_leaf, tree_map_with_path
 from .ops import mix
 from .params import MixParams
 from .targets import MixedTarget
-from .mixer import label_params
+from .mixer import keeps_label_state, label_params
 
 __all__ = ["DistInfo", "get_info", "env_int", "gather_sizes", "gather_batch", "local_params", "GlobalMixer", "GlobalMixUp"]
 
@@ -180,6 +180,10 @@ class GlobalMixer:
     def __init__(self, transform, *, check_generator: bool = True):
         if not callable(getattr(transform, "sample", None)) or not hasattr(transform, "generator"):
             raise TypeError(f"transform must be a mixlab MixUp, CutMix or MixUpOrCutMix, got {type(transform).__name__}")
+        if keeps_label_state(transform):
+            raise ValueError(f"GlobalMixer cannot shard {type(transform).__name__}: its labels carry state beyond this "
+                             "batch's y (earlier batches' labels), which no rank's slice of the gathered labels holds; "
+                             "use it per rank (mixer(x, y) on each rank's batch)")
         if transform.generator is None:
             raise ValueError("transform.generator must be a torch.Generator seeded identically on every rank, got None")
         if getattr(transform, "inplace", False):

@@ -30,7 +30,7 @@ import torch
 
 from .ops import mix
 from .targets import MixedTarget
-from .mixer import label_params
+from .mixer import target_for
 from .transforms import CutMix as _CutMix
 from .transforms import apply_schedule, check_schedule
 from .transforms import MixUp as _MixUp
@@ -75,7 +75,7 @@ class MixCallback(Callback):
         if any(_is_class_index(y) for y in yb):
             if len(yb) != 1:
                 raise ValueError(f"loss mixing needs a single integer target, got {len(yb)} targets")
-            self._mixed_target = MixedTarget(yb[0], label_params(self.mixer, params, yb[0]))  # Remix's label rule
+            self._mixed_target = target_for(self.mixer, yb[0], params)  # the method's label rule (Remix, RecursiveMix)
         else:
             self.learn.yb = tuple(self._mix_target(y, params) for y in yb)
 

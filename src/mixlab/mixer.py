@@ -52,7 +52,8 @@ from .regions import Region
 from .sampling import mix_seed, rng
 from .targets import MixedTarget
 
-__all__ = ["Mixer", "BatchTypeError", "worker_generator", "COMMON_OPTIONS", "label_params"]
+__all__ = ["Mixer", "BatchTypeError", "worker_generator", "COMMON_OPTIONS", "label_params", "target_for",
+           "keeps_label_state"]
 
 COMMON_OPTIONS = ("mode", "p", "pairing", "enabled", "generator", "num_classes", "label_smoothing", "inplace",
                   "roles", "soft", "labels_getter")
@@ -123,6 +124,24 @@ def _default_labels(batch):
     if isinstance(batch, dict) and (key := _label_key(batch)) is not None:
         return key, batch[key]
     return None
+
+
+_OWN = object()  # "the mixer's own setting" (None is a setting: no num_classes)
+
+
+def target_for(mixer, y, params: MixParams, *, num_classes=_OWN, label_smoothing=_OWN) -> MixedTarget:
+    """The target of labels ``y`` under ``params`` by ``mixer``'s label rule: :meth:`Mixer.target` for a
+    :class:`Mixer` (stateful label rules included), else ``MixedTarget`` with the ``target_params`` hook if any."""
+    if isinstance(mixer, Mixer):
+        return mixer.target(y, params, num_classes=num_classes, label_smoothing=label_smoothing)
+    return MixedTarget(y, label_params(mixer, params, y), num_classes=None if num_classes is _OWN else num_classes,
+                       label_smoothing=0.0 if label_smoothing is _OWN else label_smoothing)
+
+
+def keeps_label_state(mixer) -> bool:
+    """Whether ``mixer``'s labels are more than a rule over this batch's ``y`` (it overrides :meth:`Mixer.target`,
+    as RecursiveMix does): such a target cannot be rebuilt from sharded or gathered labels."""
+    return isinstance(mixer, Mixer) and type(mixer).target is not Mixer.target
 
 
 def label_params(mixer, params: MixParams, y):
@@ -273,12 +292,16 @@ class Mixer:
             return pairs
         return MixParams(region.lam, pairs.index, region)
 
-    def target(self, y: torch.Tensor, params: MixParams, *, partner=None) -> MixedTarget:
+    def target(self, y: torch.Tensor, params: MixParams, *, partner=None, num_classes=_OWN,
+               label_smoothing=_OWN) -> MixedTarget:
         """The :class:`~mixlab.MixedTarget` of labels ``y`` for inputs mixed with ``params`` (the method's label rule
-        applied, its ``num_classes`` and ``label_smoothing`` carried): what integrations that mix the inputs
-        themselves (after :meth:`sample`) use, so no label rule is lost on the way."""
-        return MixedTarget(y, self.target_params(params, y), partner=partner, num_classes=self.num_classes,
-                           label_smoothing=self.label_smoothing)
+        applied, its ``num_classes`` and ``label_smoothing`` carried unless the caller gives its own, as the
+        Hugging Face collator does): what integrations that mix the inputs themselves (after :meth:`sample`) use,
+        so no label rule is lost on the way. Methods whose labels are not a rule over ``y`` (RecursiveMix keeps
+        earlier batches' labels) override this, not :meth:`target_params`."""
+        return MixedTarget(y, self.target_params(params, y), partner=partner,
+                           num_classes=self.num_classes if num_classes is _OWN else num_classes,
+                           label_smoothing=self.label_smoothing if label_smoothing is _OWN else label_smoothing)
 
     def _target(self, y, params):
         target = self.target(y, params)

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from . import _validate as V
 from .ops import mix
 from .targets import MixedTarget
-from .mixer import label_params
+from .mixer import target_for
 
 __all__ = ["mixup_for_trainer", "MixupCollator", "MixedLabels", "MixedLabelsError", "MixupHook"]
 
@@ -168,8 +168,8 @@ class MixupCollator:
         params = self.mixer.sample(x, labels)  # methods whose draw reads the labels (Remix, PuzzleMix) get them
         out = dict(batch)
         out[keys[0]] = mix(x, params, inplace=not x.requires_grad)  # the collated batch is ours
-        out["labels"] = MixedLabels(MixedTarget(labels, label_params(self.mixer, params, labels),
-                                                num_classes=self.num_classes, label_smoothing=self.label_smoothing))
+        out["labels"] = MixedLabels(target_for(self.mixer, labels, params, num_classes=self.num_classes,
+                                               label_smoothing=self.label_smoothing))
         return out
 
 
@@ -305,8 +305,8 @@ class MixupHook:
         if params is None:
             return _plain_loss(logits, labels, self.label_smoothing, num_items_in_batch)
         labels = labels.to(params.device)
-        target = MixedTarget(labels, label_params(self.mixer, params, labels), num_classes=self.num_classes,
-                             label_smoothing=self.label_smoothing)
+        target = target_for(self.mixer, labels, params, num_classes=self.num_classes,
+                            label_smoothing=self.label_smoothing)
         return _mixed_loss(target, logits, num_items_in_batch)
 
     def remove(self):

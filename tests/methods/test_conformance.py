@@ -24,7 +24,7 @@ from _registry_cases import small_options
 
 import mixlab
 from mixlab import methods
-from mixlab.mixer import Mixer
+from mixlab.mixer import Mixer, label_params
 
 NAMES = methods.available()
 C = 10  # classes
@@ -43,6 +43,9 @@ def build(name, *, generator=None, **options):
     if "block_num" in sig:  # PuzzleMix: its saliency from a stand-in model, unless the test gives the maps
         given = options.pop("saliency_given", False)
         extra.update(model=None if given else _Saliency(), criterion=None if given else _Saliency.score)
+    elif "saliency" in info.needs:  # SnapMix: class activation maps from a small classifier, unless given
+        given = options.pop("saliency_given", False)
+        extra.update(model=None if given else _TinyClassifier())
     if "num_classes" in sig and info.task == "classification":
         extra["num_classes"] = C
     return info.build(**{"alpha": 1.0, "generator": generator, **extra, **options})
@@ -57,6 +60,21 @@ class _Saliency(torch.nn.Module):
     @staticmethod
     def score(out, y):
         return out.sum()
+
+
+class _TinyClassifier(torch.nn.Module):
+    """A stand-in CNN with torchvision's layout (a feature map, ``avgpool``, ``fc``): SnapMix's CAMs."""
+
+    def __init__(self):
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):  # its weights from seed 0, the global stream left as it was
+            torch.manual_seed(0)
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.avgpool = torch.nn.AdaptiveAvgPool2d(1)
+            self.fc = torch.nn.Linear(4, C)
+
+    def forward(self, x):
+        return self.fc(self.avgpool(torch.relu(self.conv(x.float()))).flatten(1))
 
 
 def context(name, B, device):
@@ -138,7 +156,7 @@ def test_lam_is_the_share_kept_and_the_input_is_untouched(name, mode, B, dtype, 
     g = torch.Generator(device=device).manual_seed(B + 7)
     given = dict(saliency_given=True) if context(name, 0, device) else {}  # constant rows have no saliency of their own
     mixer = build(name, mode=mode, pairing="flip" if mode == "pair" else "permutation", generator=g, **given)
-    if dtype == torch.uint8 and "saliency" in methods.get(name).needs:
+    if dtype == torch.uint8 and name == "puzzlemix":
         pytest.skip("PuzzleMix mixes float images only (its saliency is an input gradient)")
     x = rows_of(B, (3, H, W), dtype, device)
     before = x.clone()
@@ -207,7 +225,11 @@ def test_soft_rows_sum_to_one_and_labels_getter_is_honoured(name, B, device):
     x, y = torch.rand(B, 3, H, W, device=device), labels(name, B, device)
     mixed, soft = build(name, soft=True, generator=g)(x, y)
     assert soft.shape == (B, C) and soft.dtype.is_floating_point
-    torch.testing.assert_close(soft.sum(1), torch.ones(B, device=device))
+    g = torch.Generator(device=device).manual_seed(3)
+    mixer = build(name, generator=g)
+    weights = label_params(mixer, mixer.sample(x, y), y).label_weights  # SnapMix: CAM shares, any sum
+    mass = torch.ones(B, device=device) if weights is None else weights.sum(1)
+    torch.testing.assert_close(soft.sum(1), mass)
     g = torch.Generator(device=device).manual_seed(3)
     out = build(name, soft=True, labels_getter=lambda b: b["cls"], generator=g)({"img": x, "cls": y, "id": "a"})
     assert torch.equal(out["img"], mixed) and torch.equal(out["cls"], soft) and out["id"] == "a"
@@ -217,7 +239,7 @@ def test_soft_rows_sum_to_one_and_labels_getter_is_honoured(name, B, device):
 @pytest.mark.parametrize("dtype", (torch.float32, torch.uint8), ids=str)
 @pytest.mark.parametrize("name", NAMES)
 def test_inplace_gives_the_same_result_in_the_callers_tensor(name, dtype, B, device):
-    if dtype == torch.uint8 and "saliency" in methods.get(name).needs:
+    if dtype == torch.uint8 and name == "puzzlemix":
         pytest.skip("PuzzleMix mixes float images only")
     x = (torch.rand(B, 3, H, W, device=device) * 255).to(dtype)
     y = labels(name, B, device)

@@ -127,11 +127,12 @@ class PreActResNet18(nn.Module):
             cin = cout
         self.blocks = nn.Sequential(*blocks)
         self.bn = nn.BatchNorm2d(512)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)  # a module (no weights) so class activation maps find the head
         self.fc = nn.Linear(512, num_classes)
 
     def forward(self, x):
         out = torch.relu(self.bn(self.blocks(self.stem(x))))
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1))
+        return self.fc(torch.flatten(self.avgpool(out), 1))
 
 
 def _torchvision_resnet(depth):

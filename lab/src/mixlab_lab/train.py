@@ -175,6 +175,10 @@ def build_mixer(cfg: LabConfig, mix: str, num_classes: int, generator: torch.Gen
     if mix == "none":
         return None
     info = mixlab.methods.get(mix)
+    kind = {3: "images", 1: "vectors"}.get(len(input_shape)) if input_shape is not None else None
+    if kind is not None and kind not in info.inputs:
+        raise ValueError(f"--mix {mix} mixes {', '.join(info.inputs)}, not {kind} (this dataset's inputs "
+                         f"{tuple(input_shape)}); choose a method that lists {kind} in mixlab.methods.get(name).inputs")
     if alpha is None:
         if isinstance(cfg.alpha, list):
             raise ValueError(f"--alpha lists {cfg.alpha}: build_mixer needs the arm's own alpha")
@@ -197,7 +201,34 @@ def build_mixer(cfg: LabConfig, mix: str, num_classes: int, generator: torch.Gen
         options["n_holes"] = (2, 4)
     if "block_num" in sig:
         options.update(_puzzle_options(h, w, model, norm))
+    if "classifier" in sig and "model" in sig:  # SnapMix: class activation maps of the model being trained
+        options["model"] = model if model is not None else _StandInCAM(
+            input_shape[0] if input_shape is not None and len(input_shape) == 3 else 3, num_classes)
+        if model is not None:
+            from mixlab.methods.snapmix import cam_parts
+
+            try:
+                cam_parts(model)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"--mix {mix} needs class activation maps: a model whose head is global average "
+                                 f"pooling then one Linear (resnet18, preact-resnet18); {e}") from None
     return info.build(**options)
+
+
+class _StandInCAM(torch.nn.Module):
+    """A fixed small CNN in torchvision's layout (a feature map, ``avgpool``, ``fc``) whose class activation maps
+    stand in for a trained model's where there is none (previews, the options check before training)."""
+
+    def __init__(self, in_channels: int, num_classes: int):
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            self.conv = torch.nn.Conv2d(in_channels, 8, 3, padding=1)
+            self.avgpool = torch.nn.AdaptiveAvgPool2d(1)
+            self.fc = torch.nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.avgpool(torch.relu(self.conv(x.float()))).flatten(1))
 
 
 def _puzzle_options(h: int, w: int, model, norm) -> dict:

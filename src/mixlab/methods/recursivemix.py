@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import _validate as V
-from ..mixer import Mixer
+from ..mixer import Mixer, _OWN
 from ..params import MixParams
 from ..registry import register
 from ..sampling import rng
@@ -254,11 +254,13 @@ class RecursiveMix(Mixer):
         self._state.update(inputs=mixed, soft_labels=w * soft + (1 - w) * hist_y, pending=(region, soft, hist_y, own))
         return region
 
-    def target(self, y, params: MixParams, *, partner=None) -> MixedTarget:
-        """The recursive target of the latest call: ``lam * y + (1 - lam) * previous target`` (see the class)."""
+    def target(self, y, params: MixParams, *, partner=None, num_classes=_OWN, label_smoothing=_OWN) -> MixedTarget:
+        """The recursive target of the latest call: ``lam * y + (1 - lam) * previous target`` (see the class).
+        ``num_classes`` / ``label_smoothing`` override the mixer's own (as :meth:`Mixer.target`)."""
         region = params.region
         if not isinstance(region, HistoryBox):  # enabled=False: nothing mixed, nothing from the history
-            return super().target(y, params, partner=partner)
+            return super().target(y, params, partner=partner, num_classes=num_classes,
+                                  label_smoothing=label_smoothing)
         pending = self._state["pending"]
         if pending is None or pending[0] is not region:
             raise ValueError("RecursiveMix.target takes the params of the mixer's latest call (sample or mixer(x, y)); "
@@ -267,8 +269,8 @@ class RecursiveMix(Mixer):
             raise TypeError("RecursiveMix's partner labels are the previous batch's, which it keeps: no partner=")
         _, soft, hist_y, _ = pending
         own = MixParams(params.lam, torch.arange(params.batch_size, device=params.lam.device), region)
-        return MixedTarget(soft, own, partner=hist_y, num_classes=self.num_classes,
-                           label_smoothing=self.label_smoothing)
+        return MixedTarget(soft, own, partner=hist_y, num_classes=self.num_classes if num_classes is _OWN else num_classes,
+                           label_smoothing=self.label_smoothing if label_smoothing is _OWN else label_smoothing)
 
     def target_params(self, params: MixParams, y) -> MixParams:
         pending = self._state["pending"]

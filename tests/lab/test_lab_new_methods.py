@@ -1,0 +1,49 @@
+"""The methods added in 0.3 run in the lab (RecursiveMix, SpecMix, SnapMix), and the lab refuses, in one line and
+before training, methods that do not mix this dataset's kind of input or that need what the model lacks."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from mixlab_lab.cli import main
+from mixlab_lab.config import LabConfig
+from mixlab_lab.models import FastCNN, PreActResNet18
+from mixlab_lab.train import build_mixer
+
+
+@pytest.mark.parametrize("mix,extra", [("recursivemix", []), ("specmix", []),
+                                       ("snapmix", ["--model", "preact-resnet18"])])
+def test_new_methods_train_in_the_lab(mix, extra, tmp_path):
+    out = tmp_path / mix
+    assert main(["train", "--dataset", "digits", "--epochs", "1", "--quiet", "--mix", mix, "--train-size", "300",
+                 "--test-size", "100", *extra, "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["arms"] == [mix] and math.isfinite(summary["per_seed"][mix]["0"]["train_loss"])
+
+
+def test_snapmix_takes_the_trained_models_class_activation_maps():
+    cfg = LabConfig(alpha=1.0)
+    model = PreActResNet18(1, 4).eval()
+    mixer = build_mixer(cfg, "snapmix", 4, torch.Generator().manual_seed(0), input_shape=(1, 16, 16), model=model)
+    assert mixer.model is model
+    x, y = torch.rand(6, 1, 16, 16), torch.arange(6) % 4
+    _, target = mixer(x, y)
+    assert target.params.label_weights is not None and target.params.label_weights.shape == (6, 2)
+    # no model (previews, the options check): a fixed stand-in gives the maps
+    preview = build_mixer(cfg, "snapmix", 4, torch.Generator().manual_seed(0), input_shape=(1, 16, 16))
+    assert preview(x, y)[1].params.label_weights is not None
+
+
+def test_snapmix_refuses_a_model_without_an_average_pooled_linear_head():
+    with pytest.raises(ValueError, match="--mix snapmix needs class activation maps.*resnet18"):
+        build_mixer(LabConfig(), "snapmix", 4, torch.Generator(), input_shape=(1, 16, 16), model=FastCNN(1, 4))
+
+
+@pytest.mark.parametrize("mix,shape,kind", [("featmix", (3, 8, 8), "images"), ("hiddenmix", (3, 8, 8), "images"),
+                                            ("cutmix", (20,), "vectors")])
+def test_methods_that_do_not_mix_this_kind_of_input_are_refused(mix, shape, kind):
+    with pytest.raises(ValueError, match=f"--mix {mix} mixes .*, not {kind}"):
+        build_mixer(LabConfig(), mix, 4, torch.Generator(), input_shape=shape)
