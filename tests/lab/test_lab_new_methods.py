@@ -47,3 +47,21 @@ def test_snapmix_refuses_a_model_without_an_average_pooled_linear_head():
 def test_methods_that_do_not_mix_this_kind_of_input_are_refused(mix, shape, kind):
     with pytest.raises(ValueError, match=f"--mix {mix} mixes .*, not {kind}"):
         build_mixer(LabConfig(), mix, 4, torch.Generator(), input_shape=shape)
+
+
+def test_recursivemix_resumes_with_its_history(tmp_path, capsys):
+    # RecursiveMix keeps the previous mixed batch: the checkpoint carries it, so a resumed run is bit-identical
+    from _runs import interrupted_run, result
+
+    args = ["--dataset", "digits", "--epochs", "2", "--batch-size", "64", "--threads", "1", "--quiet", "--seeds", "0",
+            "--mix", "recursivemix", "--train-size", "300", "--test-size", "100"]
+    ref = tmp_path / "ref"
+    assert main(["compare", *args, "--out", str(ref)]) == 0
+    out = tmp_path / "resumed"
+    interrupted_run(out, args)
+    from mixlab_lab.store import load_checkpoint
+
+    state = load_checkpoint(out / "checkpoints" / "seed0_recursivemix.pt")["mixer"]
+    assert state["inputs"] is not None and state["inputs"].ndim == 4  # the history is in the checkpoint
+    assert main(["compare", "--out", str(out), "--resume", "--quiet"]) == 0
+    assert result(out) == result(ref)

@@ -436,6 +436,12 @@ def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: in
             model.load_state_dict(ck["model"])
             return history, init_hash
         _restore(run, ck, ckpt_path)
+        if run.info.distributed and callable(getattr(run.mixer, "state_dict", None)):
+            note = (f"seed {seed} {arm}: resumed after epoch {start} under torchrun: the mixer's own history "
+                    f"({type(run.mixer).__name__}) restarts empty; the result need not be bit-identical")
+            notes.append(note)
+            if say is not None:
+                say(f"mixlab: note: {note}")
     bars = main_process and not cfg.quiet and sys.stderr.isatty()
     for epoch in range(start, epochs):
         record, rng, extra = _run_epoch(run, epoch, seed=seed, arm=arm, bars=bars)
@@ -447,6 +453,7 @@ def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: in
                 "done": epoch + 1 == epochs, "seed": seed, "arm": arm, **extra,
                 "config_sha256": expect["config_sha256"], "data_sha256": expect["data_sha256"],
                 "weights_sha256": weights_sha256(model), "notes": list(notes), **here,
+                "mixer": _mixer_state(run),
             }
             save_checkpoint(ckpt_path, state, keep_previous=latest_good)  # never rotate a damaged latest into .prev
             latest_good = True
@@ -536,6 +543,23 @@ def _restore(run: _ArmRun, ck: dict, ckpt_path: Path) -> None:
     run.opt.load_state_dict(ck["optimizer"])
     run.sched.load_state_dict(ck["scheduler"])
     _restore_rng(run.gens, ck["rng_ranks"][run.info.rank] if run.info.distributed else ck["rng"])
+    state = ck.get("mixer")
+    if state is not None and callable(getattr(run.mixer, "load_state_dict", None)):
+        try:
+            run.mixer.load_state_dict(state)
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(ckpt_path, f"holds a mixer state its mixer refuses: {e}") from None
+
+
+def _mixer_state(run: _ArmRun):
+    """The mixer's own state where it keeps one across steps (RecursiveMix's history), for a bit-for-bit resume.
+
+    Single-process runs only: under torchrun each rank's mixer keeps its own history, which this rank-0 checkpoint
+    does not hold, so a resumed distributed run restarts the history (said in a note at resume)."""
+    fn = getattr(run.mixer, "state_dict", None)
+    if not callable(fn) or run.info.distributed:
+        return None
+    return fn()
 
 
 def _train_steps(run: _ArmRun, epoch: int, label: str, bars: bool, clock: Optional[dict] = None) -> float:
