@@ -18,7 +18,8 @@ graph cut alone (ratio to gco), on the same integer costs (those ``graphcut_mult
   - ``mixlab swap_graphcut (host, batched)``: mixlab's exact swap moves, all rows in one max-flow per move.
 
 Both sides get the same inputs and draws: the same ``lam`` (one per batch, Beta(1, 1), passed to both as the
-same float), the same partner permutation, the same ``block_num``, the same saliency (the official
+same float), the same partner permutation (``--draws`` such pairs per case, every row taking them in turn, call
+after call, so each median covers the same lam values), the same ``block_num``, the same saliency (the official
 ``sqrt(mean_c grad^2)`` input gradient of a small random CNN, computed once, not timed), the official CIFAR
 options (``main.py``: beta 1.2, gamma 0.5, eta 0.2, neigh_size 4, t_eps 0.8, t_size -1; ``mixup_alpha`` 1;
 ``n_labels`` 3 in main.py and the README's commands, 2 the binary mask; both by default). The official
@@ -37,6 +38,7 @@ agreement figures (atomically). Example::
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -356,16 +358,25 @@ class _SalNet(nn.Module):
         return self.f(x)
 
 
-def make_case(B, C, H, W, seed):
+def make_case(B, C, H, W, seed, draws=1):
+    """A batch, its labels and saliency, and ``draws`` official draws ``(lam, partner index)``.
+
+    With ``draws=1``: ``(x, y, sal, lam, index)``; else ``(x, y, sal, [(lam, index), ...])``."""
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(B, C, H, W, generator=g)  # images in [0, 1]: mean 0, std 1 (nothing to undo)
     y = torch.randint(0, 10, (B,), generator=g)
     with torch.random.fork_rng():  # the caller's global stream is left alone
         torch.manual_seed(seed)
         sal = pm.input_saliency(_SalNet(), x, y)
-        lam = float(torch.distributions.Beta(1.0, 1.0).sample().item())  # mixup_alpha 1.0 (a float32 value)
-    index = torch.randperm(B, generator=g)
-    return x, y, sal, lam, index
+        lams = [float(v) for v in torch.distributions.Beta(1.0, 1.0).sample((draws,))]  # mixup_alpha 1.0 (float32s)
+    pairs = [(lam, torch.randperm(B, generator=g)) for lam in lams]
+    return (x, y, sal, *pairs[0]) if draws == 1 else (x, y, sal, pairs)
+
+
+def _cycling(fns):
+    """One callable that runs ``fns`` in turn, call after call (each timed row sees every draw equally often)."""
+    it = itertools.cycle(fns)
+    return lambda: next(it)()
 
 
 class _FixedDraws(pm.PuzzleMix):
@@ -385,16 +396,22 @@ def run_case(a, shape, bn, n_labels, transport, pool):
     from mixlab_lab.bench.timing import Skip, make_row, run_group  # the lab's interleaved timing (mixlab bench's)
 
     B, C, H, W = shape
-    x, y, sal, lam, index = make_case(B, C, H, W, a.seed)
-    idx_np = index.numpy()
+    x, y, sal, draws = make_case(B, C, H, W, a.seed, draws=max(a.draws, 2))
+    draws = draws[:a.draws]
     opts = dict(block_num=bn, n_labels=n_labels, transport=transport, **OFFICIAL)
-    off_kw = dict(block_num=bn, alpha=lam, beta=OFFICIAL["beta"], gamma=OFFICIAL["gamma"], eta=OFFICIAL["eta"],
-                  neigh_size=OFFICIAL["neigh_size"], n_labels=n_labels, mean=0.0, std=1.0, transport=transport,
-                  t_eps=OFFICIAL["t_eps"], t_size=OFFICIAL["t_size"])
-    ours = _FixedDraws(lam, index, **opts)
-    ours_gco = _FixedDraws(lam, index, solver="gco", **opts)
+    cases = []
+    for lam, index in draws:  # per draw: both sides' arguments and the graph cut's integer costs
+        off_kw = dict(block_num=bn, alpha=lam, beta=OFFICIAL["beta"], gamma=OFFICIAL["gamma"], eta=OFFICIAL["eta"],
+                      neigh_size=OFFICIAL["neigh_size"], n_labels=n_labels, mean=0.0, std=1.0, transport=transport,
+                      t_eps=OFFICIAL["t_eps"], t_size=OFFICIAL["t_size"])
+        u1, u2, pwx, pwy, beta_n, _, _ = graph_terms(x, sal, index.numpy(), bn, OFFICIAL["beta"], OFFICIAL["gamma"],
+                                                     OFFICIAL["neigh_size"], 0.0, 1.0)
+        cases.append(dict(lam=lam, idx=index.numpy(), off_kw=off_kw, ours=_FixedDraws(lam, index, **opts),
+                          ours_gco=_FixedDraws(lam, index, solver="gco", **opts),
+                          costs=official_costs(u1, u2, pwx, pwy, lam, beta_n, OFFICIAL["eta"], n_labels)))
+    lams = ", ".join(f"{c['lam']:.3f}" for c in cases)
     title = (f"{B}x{C}x{H}x{W} float32, block_num {bn}, n_labels {n_labels}, transport {'on' if transport else 'off'}"
-             f", lam {lam:.4f}")
+             f", lam {lams}")
 
     def need_gco():
         if gco is None:
@@ -402,32 +419,45 @@ def run_case(a, shape, bn, n_labels, transport, pool):
 
     def official(mp=None):
         need_gco()
-        return lambda: mixup_graph(x, sal, idx_np, mp=mp, **off_kw)
+        return _cycling([lambda c=c: mixup_graph(x, sal, c["idx"], mp=mp, **c["off_kw"]) for c in cases])
 
     whole = [make_row("official mixup_graph (gco)", official, "per row, mp=None")]
     if pool is not None:
         whole.append(make_row(f"official mixup_graph (gco, Pool({a.mp}))", lambda: official(pool),
                               "mp.starmap(graphcut_multi)"))
-    whole.append(make_row("mixlab PuzzleMix call", lambda: (lambda: ours(x, y, saliency=sal)), "host graph cut"))
+    whole.append(make_row("mixlab PuzzleMix call",
+                          lambda: _cycling([lambda c=c: c["ours"](x, y, saliency=sal) for c in cases]),
+                          "host graph cut"))
     whole.append(make_row("mixlab PuzzleMix(solver='gco') call",
-                          lambda: (need_gco(), lambda: ours_gco(x, y, saliency=sal))[1], "gco row by row"))
-
-    u1, u2, pwx, pwy, beta_n, _, _ = graph_terms(x, sal, idx_np, bn, OFFICIAL["beta"], OFFICIAL["gamma"],
-                                                 OFFICIAL["neigh_size"], 0.0, 1.0)
-    costs = official_costs(u1, u2, pwx, pwy, lam, beta_n, OFFICIAL["eta"], n_labels)
-    cut = [make_row("gco.cut_grid_graph per row", lambda: (need_gco(), lambda: gco_cut(costs))[1],
+                          lambda: (need_gco(), _cycling([lambda c=c: c["ours_gco"](x, y, saliency=sal)
+                                                         for c in cases]))[1], "gco row by row"))
+    cut = [make_row("gco.cut_grid_graph per row",
+                    lambda: (need_gco(), _cycling([lambda c=c: gco_cut(c["costs"]) for c in cases]))[1],
                     "the official loop"),
-           make_row("mixlab swap_graphcut (host, batched)", lambda: (lambda: host_cut(costs)),
+           make_row("mixlab swap_graphcut (host, batched)",
+                    lambda: _cycling([lambda c=c: host_cut(c["costs"]) for c in cases]),
                     "one max-flow per move, all rows")]
     run_group(whole, runs=a.rounds, warmup=a.warmup, device=torch.device("cpu"))
     run_group(cut, runs=a.rounds, warmup=a.warmup, device=torch.device("cpu"))
 
-    agree = agreement(x, y, sal, idx_np, lam, costs, ours, off_kw)
-    return title, whole, cut, agree
+    agree = [agreement(x, y, sal, c["idx"], c["lam"], c["costs"], c["ours"], c["off_kw"]) for c in cases]
+    total = {"draws": len(agree), "blocks": sum(d["blocks"] for d in agree),
+             "costs_equal_mixlab_graphcut_costs": all(d["costs_equal_mixlab_graphcut_costs"] for d in agree)}
+    if gco is None:
+        total["note"] = GCO_MISSING
+    else:
+        total.update({
+            "block_agreement": sum(d["block_agreement"] * d["blocks"] for d in agree) / total["blocks"],
+            "rows_differing": sum(d["rows_differing"] for d in agree),
+            "rows_differing_with_equal_energy": sum(d["rows_differing_with_equal_energy"] for d in agree),
+            "max_abs_diff_mixed": max(d["max_abs_diff_mixed"] for d in agree),
+            "max_abs_diff_lam_vs_ratio": max(d["max_abs_diff_lam_vs_ratio"] for d in agree),
+        })
+    return title, whole, cut, total, [c["lam"] for c in cases]
 
 
 def agreement(x, y, sal, idx_np, lam, costs, ours, off_kw):
-    """How close the outputs are: graph-cut labels on the same costs, mixed images, lam against ratio."""
+    """How close the outputs are on one draw: graph-cut labels on the same costs, mixed images, lam against ratio."""
     host = host_cut(costs)
     mixed, target = ours(x, y, saliency=sal)
     out = {"blocks": int(host.size), "costs_equal_mixlab_graphcut_costs": costs_equal(costs, ours, x, sal, idx_np,
@@ -491,10 +521,14 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--mp", type=int, default=0, help="also time the official multiprocessing.Pool(N) graph cut")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--draws", type=int, default=4,
+                   help="official draws (lam, partners) per case, taken in turn call after call (default 4)")
     p.add_argument("--numpy2-costs", action="store_true",
                    help="the official cost lines' literal numpy-2 (float64) arithmetic instead of numpy 1.x's float32")
     p.add_argument("--json", default=None, help="write the results here (atomically)")
     a = p.parse_args(argv)
+    if a.draws < 1 or a.rounds < 1:
+        p.error("--draws and --rounds must be at least 1")
     NUMPY1_COSTS = not a.numpy2_costs
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -534,12 +568,12 @@ def main(argv=None) -> int:
             for bn in block_nums:
                 for L in n_labels:
                     for tr in transports:
-                        title, whole, cut, agree = run_case(a, shape, bn, L, tr, pool)
+                        title, whole, cut, agree, lams = run_case(a, shape, bn, L, tr, pool)
                         print(format_group(f"{title}: whole call", whole, "official mixup_graph (gco)"))
                         print(format_group(f"{title}: graph cut alone", cut, "gco.cut_grid_graph per row"))
                         print("agreement: " + ", ".join(f"{k} {v:.6g}" if isinstance(v, float) else f"{k} {v}"
                                                         for k, v in agree.items()))
-                        case = dict(shape=list(shape), block_num=bn, n_labels=L, transport=tr)
+                        case = dict(shape=list(shape), block_num=bn, n_labels=L, transport=tr, lams=lams)
                         groups.append(group_json("puzzlemix-whole", f"{title}: whole call", whole,
                                                  "official mixup_graph (gco)", **case))
                         groups.append(group_json("puzzlemix-cut", f"{title}: graph cut alone", cut,
