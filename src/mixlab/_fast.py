@@ -528,6 +528,29 @@ def _volume_of(shape) -> int:
 # Each takes the generic form's inputs and returns the same bits, or ``None`` where it does not apply
 # (the caller then runs the generic torch form). Whether a form applies is decided here, from static facts.
 
+def consts(values, *, device, dtype) -> torch.Tensor:
+    """A small 1-D tensor of Python numbers on ``device`` with no host-to-device copy.
+
+    ``torch.tensor(values, device=cuda)`` copies from pageable host memory, which waits for the device (CUDA's
+    sync debug mode reports it); a fill per value passes the number as a kernel argument instead (the same on
+    every device: a few microseconds on the CPU).
+    """
+    return torch.stack([torch.full((), v, dtype=dtype, device=device) for v in values])
+
+
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """``t`` (a small CPU tensor) on ``device`` without waiting for the device: through pinned memory,
+    asynchronously, off the CPU (where the copy is a no-op or pageable copies would sync)."""
+    if torch.compiler.is_compiling():
+        return t.to(device)
+    device = torch.device(device)
+    if t.device == device:
+        return t
+    if eager_cpu(t) and torch.cuda.is_available() and device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def eager_cpu(t: torch.Tensor) -> bool:
     """True for a CPU tensor outside ``torch.compile`` tracing: where host reads are free and loops pay."""
     return t.device.type == "cpu" and not torch.compiler.is_compiling()

@@ -261,7 +261,7 @@ def sample_box(lam: torch.Tensor, shape, *, generator: torch.Generator | None = 
     if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
         raise ValueError(f"shape must be a non-empty tuple of positive ints, got {shape!r}")
     B, D = lam.shape[0], len(shape)
-    sizes = torch.tensor(shape, device=lam.device, dtype=torch.float32)  # (D,)
+    sizes = _fast.consts(shape, device=lam.device, dtype=torch.float32)  # (D,), no host-to-device copy
     ratio = (1 - lam.float()).clamp(0, 1) ** (1.0 / D)  # (B,)
     cut = torch.floor(ratio[:, None] * sizes).long()  # (B, D)
     centre = torch.floor(torch.rand(B, D, device=lam.device, **rng(generator)) * sizes).long()

@@ -518,13 +518,7 @@ class HostReads:
 
 # Known host-to-device copies per call (torch.tensor(shape, device=...) for the box sizes): each syncs on a GPU,
 # so test_no_host_device_sync_on_gpu fails on them there too. Strict: fixing one makes its case pass here.
-H2D_PER_CALL = {
-    "cutmix": "params.sample_box: torch.tensor(shape, device=lam.device)",
-    "mixup-or-cutmix": "params.sample_box: torch.tensor(shape, device=lam.device)",
-    "recursivemix": "recursivemix: torch.tensor(shape, device=...) in its box draws",
-    "resizemix": "resizemix: torch.tensor(shape, device=device) in its box draw",
-    "saliencymix": "saliencymix.draw: torch.tensor(shape, device=device)",
-}
+H2D_PER_CALL: dict = {}  # none left: box sizes are built by fills (_fast.consts), Remix's counts copied pinned
 
 
 @pytest.mark.parametrize("name", [

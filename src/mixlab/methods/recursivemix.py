@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .. import _fast
 from .. import _validate as V
 from ..mixer import Mixer, _OWN
 from ..params import MixParams
@@ -30,7 +31,7 @@ def draw_box(n: int, shape, max_area: float, g, device) -> tuple[torch.Tensor, t
     """The random part of the official ``rand_bbox``: ``u ~ U(0, max_area)`` (the box's share of the image before
     clipping) ``(n,)`` and its centre ``(n, 2)``, uniform over the ``(H, W)`` positions (``(cy, cx)``)."""
     u = torch.rand(n, device=device, **rng(g)) * max_area  # (n,)
-    sizes = torch.tensor(shape, device=device, dtype=torch.float32)
+    sizes = _fast.consts(shape, device=device, dtype=torch.float32)  # no host-to-device copy
     centre = torch.floor(torch.rand(n, 2, device=device, **rng(g)) * sizes).long()
     return u, torch.minimum(centre, sizes.long() - 1)
 
@@ -41,7 +42,7 @@ def box_from_draws(u: torch.Tensor, centre: torch.Tensor, shape) -> torch.Tensor
     Returns:
         int64 ``(n, 2, 2)``: ``[lo, hi)`` over ``(H, W)``.
     """
-    sizes = torch.tensor(shape, device=u.device, dtype=torch.float64)
+    sizes = _fast.consts(shape, device=u.device, dtype=torch.float64)
     cut = torch.floor(sizes[None, :] * torch.sqrt(u.to(torch.float64))[:, None]).long()  # (n, 2), float64 as numpy
     limit = sizes.long()[None, :]
     lo = torch.minimum((centre - cut // 2).clamp(min=0), limit)

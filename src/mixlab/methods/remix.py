@@ -44,7 +44,7 @@ def balanced_partners(y: torch.Tensor, class_counts, *, generator=None) -> torch
 
 
 def _balanced(y: torch.Tensor, counts: torch.Tensor, generator) -> torch.Tensor:
-    counts = counts.to(y.device)
+    counts = _fast.to_device(counts, y.device)  # pinned and asynchronous: no sync
     B = y.shape[0]
     if B == 0:
         return torch.zeros(0, dtype=torch.long, device=y.device)
@@ -125,7 +125,7 @@ class Remix(Mixer):
         """The labels' parameters: the inputs' ``lam`` rebalanced by the class counts (Eq. 4)."""
         _check_labels(y, params.batch_size, self.counts, type(self).__name__)
         self.last_input_lam = params.lam
-        counts = self.counts.to(y.device)
+        counts = _fast.to_device(self.counts, y.device)  # pinned and asynchronous: no sync
         ratio = counts[y.long()] / counts[y.long()[params.index]]  # n_i / n_j
         lam = params.lam
         lam_y = torch.where((ratio >= self.kappa) & (lam < self.tau), torch.zeros_like(lam), lam)

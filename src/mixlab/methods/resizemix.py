@@ -134,7 +134,7 @@ class ResizeMix(Mixer):
         low, high = self.scale
         tau = low + (high - low) * torch.rand(n, device=device, **rng(g))  # (n,)
         tau = torch.where(lam[:n] < 1, tau, torch.zeros_like(tau))  # rows p leaves unmixed: no box
-        sizes = torch.tensor(shape, device=device, dtype=torch.float32)  # (D,)
+        sizes = _fast.consts(shape, device=device, dtype=torch.float32)  # (D,), no host-to-device copy
         cut = torch.floor(tau[:, None] * sizes).long()  # (n, D)
         centre = torch.floor(torch.rand(n, len(shape), device=device, **rng(g)) * sizes).long()
         centre = torch.minimum(centre, sizes.long() - 1)

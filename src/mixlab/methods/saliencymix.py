@@ -96,7 +96,7 @@ class SaliencyMix(Mixer):
         sal = spectral_saliency(leaf.index_select(0, index[:n]))  # (n, H, W): the partners' saliency
         peak = sal.flatten(1).argmax(dim=1)  # (n,)
         centre = torch.stack([peak // shape[1], peak % shape[1]], dim=1)  # (n, 2)
-        sizes = torch.tensor(shape, device=device)
+        sizes = _fast.consts(shape, device=device, dtype=torch.int64)  # no host-to-device copy
         cut = torch.floor(torch.sqrt(1 - lam[:n].double())[:, None] * sizes).long()  # (n, 2)
         lo = (centre - cut // 2).clamp(min=0)
         hi = torch.minimum(centre + cut // 2, sizes)
