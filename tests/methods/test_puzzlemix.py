@@ -157,7 +157,7 @@ def fixed(t: pm.PuzzleMix, lam: float, index):
     """Make ``t`` draw the given lam and partners (the official code's np.random draws)."""
     B = len(index)
     params = MixParams(torch.full((B,), float(lam)), torch.tensor(index))
-    t._base_params = lambda B_, device: (params, min(B_, 1), None)
+    object.__setattr__(t, "draw_pairs", lambda B_, y, g, device: params)  # the test's lam and partners
     return t
 
 
