@@ -164,12 +164,12 @@ def test_batch_of_one_and_zero(make, gen):
     assert out.shape == (0, 3, 6, 6) and target.soft(3).shape == (0, 3)
 
 
-@pytest.mark.parametrize("make", [lambda: mixlab.FMix(mode="sample"), lambda: mixlab.FMix(mode="batch", max_soft=0.1),
-                                  lambda: mixlab.ResizeMix(mode="sample"),
-                                  lambda: mixlab.ResizeMix(mode="batch", interpolation="bilinear"),
-                                  lambda: mixlab.SaliencyMix(mode="sample"), lambda: mixlab.SmoothMix(mode="sample"),
-                                  lambda: mixlab.GridMix(mode="sample", n_holes=(2, 3)),
-                                  lambda: mixlab.TokenMix(patch_size=4)])
+# Only the options the registry-wide case does not compile: tests/methods/test_conformance.py compiles every
+# registered method in mode="sample" (FMix, ResizeMix, SaliencyMix, SmoothMix, GridMix, TokenMix with patch 4
+# among them) with fullgraph=True and aot_eager over changing batch sizes; batch mode, FMix's max_soft and
+# ResizeMix's bilinear paste are other code paths, compiled here.
+@pytest.mark.parametrize("make", [lambda: mixlab.FMix(mode="batch", max_soft=0.1),
+                                  lambda: mixlab.ResizeMix(mode="batch", interpolation="bilinear")])
 def test_methods_compile_fullgraph_across_batch_sizes(make):
     torch._dynamo.reset()
     t = make()
