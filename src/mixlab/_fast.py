@@ -35,7 +35,7 @@ import torch
 __all__ = [
     "lerp", "paste", "select", "resized_paste", "box_mean3", "gauss5", "eager_cpu", "ROW_LOOP_MIN_NUMEL", "CHUNK_NUMEL", "memory_format", "cast_back", "choose_form",
     "lerp_gather", "lerp_perm_inplace", "lerp_flip_inplace", "compiled_lerp_gather",
-    "paced", "row_threads", "ROW_THREADS_POLICIES",
+    "paced", "row_threads", "ROW_THREADS_POLICIES", "huge_pages", "empty_out", "clone_out", "consts", "to_device",
 ]
 
 # Rows at least this large (elements) take the per-row CPU loop / cycle walk: each row op is
@@ -212,6 +212,67 @@ def paced(kind: str, step_numel: int, *, clock=time.perf_counter):
         pace.close()
 
 
+# -- outputs on huge pages ----------------------------------------------------------------------------------------
+# A fresh output is written once, page by page: with 4 KiB pages the kernel takes ~19,000 page faults for a
+# 128x3x224x224 float32 batch, which costs more than the mixing itself (x.clone() is 3x the copy floor here).
+# Where Linux's transparent huge pages are in "madvise" or "always" mode, an output of at least HUGE_MIN_BYTES is
+# advised MADV_HUGEPAGE before its first write, so it faults in 2 MiB pages (torch's own CPU allocator does the
+# same under THP_MEM_ALLOC_ENABLE=1). Opt out with MIXLAB_HUGE_PAGES=0 or huge_pages(False).
+
+HUGE_MIN_BYTES = 8 << 20
+_MADV_HUGEPAGE = 14
+_HUGE = {"on": os.environ.get("MIXLAB_HUGE_PAGES", "1") != "0", "madvise": None, "page": 0}
+
+
+def _thp_setup():
+    """``(madvise, page size)`` where transparent huge pages can be advised, else ``(False, 0)``."""
+    if _HUGE["madvise"] is None:
+        _HUGE["madvise"] = False
+        try:
+            with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+                mode = f.read()
+            if "[never]" not in mode:
+                with open("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size") as f:
+                    page = int(f.read())
+                import ctypes
+
+                libc = ctypes.CDLL(None, use_errno=True)
+                fn = libc.madvise
+                fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
+                _HUGE["madvise"], _HUGE["page"] = fn, page
+        except (OSError, ValueError, AttributeError):
+            pass
+    return _HUGE["madvise"], _HUGE["page"]
+
+
+def huge_pages(enabled: bool | None = None) -> bool:
+    """Get, or set, whether fresh CPU outputs of at least :data:`HUGE_MIN_BYTES` are advised onto transparent huge
+    pages (Linux); returns the setting before the call. Only the time to first write them changes."""
+    old = _HUGE["on"]
+    if enabled is not None:
+        _HUGE["on"] = bool(enabled)
+    return old
+
+
+def empty_out(x: torch.Tensor) -> torch.Tensor:
+    """``torch.empty_like(x)`` (its memory format kept), advised onto huge pages where that pays (see above)."""
+    out = torch.empty_like(x)
+    nbytes = out.numel() * out.element_size()
+    if _HUGE["on"] and nbytes >= HUGE_MIN_BYTES and eager_cpu(out):
+        madvise, page = _thp_setup()
+        if madvise:
+            p = out.data_ptr()
+            lo, hi = -(-p // page) * page, (p + nbytes) // page * page
+            if hi > lo:
+                madvise(lo, hi - lo, _MADV_HUGEPAGE)  # advice only: a refusal leaves 4 KiB pages
+    return out
+
+
+def clone_out(x: torch.Tensor) -> torch.Tensor:
+    """``x.clone()`` in its memory format, into :func:`empty_out`."""
+    return empty_out(x).copy_(x)
+
+
 def memory_format(x: torch.Tensor) -> torch.memory_format:
     """The memory format ``x`` is laid out in (channels_last kept through every form)."""
     if x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
@@ -280,7 +341,7 @@ def _vector_lerp_gather(x, src, lam, index, out=None) -> torch.Tensor:
         torch.lerp(partner, xf, _view_b(lam.to(acc), x.ndim), out=partner)
         if x.dtype == torch.uint8:
             partner.round_()  # a lerp of values in [0, 255] stays there: the cast below is exact
-        return (torch.empty_like(x) if out is None else out).copy_(partner)
+        return (empty_out(x) if out is None else out).copy_(partner)
     w = _view_b(lam.to(x.dtype), x.ndim)  # (B, 1, ...): lerp needs the weight in x's dtype
     partner = src.index_select(0, index)  # (B, ...): the only temporary
     if out is not None:
@@ -333,9 +394,9 @@ def lerp_gather(
         return lerp_perm_inplace(x, lam, index)
     form = choose_form(x)
     if form == "chunks":
-        return _chunked_lerp_gather(x, src, lam, index, torch.empty_like(x) if out is None else out)
+        return _chunked_lerp_gather(x, src, lam, index, empty_out(x) if out is None else out)
     if form == "rows":
-        dst = torch.empty_like(x) if out is None else out  # empty_like keeps channels_last
+        dst = empty_out(x) if out is None else out  # empty_like keeps channels_last
         kernel = _RowLerp(x[0])
         xs, ss, ds = x.unbind(0), src.unbind(0), dst.unbind(0)
         with paced(f"rows:{x.dtype}", xs[0].numel()) as pace:
@@ -486,7 +547,7 @@ def paste(x, src, lam, index, box, linear, *, inplace: bool) -> torch.Tensor | N
     regions = [lead + tuple(slice(lo, hi) for lo, hi in b) for b in boxes]
     idx = index.tolist()
     if not any(lin) and all(b == boxes[0] for b in boxes):  # one box for the batch (batch mode)
-        out = x if inplace else x.clone(memory_format=memory_format(x))
+        out = x if inplace else clone_out(x)
         sel = (slice(None),) + regions[0]
         out[sel] = src[sel][index]  # gathers the box region only
         return out
@@ -497,7 +558,7 @@ def paste(x, src, lam, index, box, linear, *, inplace: bool) -> torch.Tensor | N
             for i, patch in pace.over(enumerate(patches)):
                 x[i][regions[i]] = patch
         return x
-    out = torch.empty_like(x)
+    out = empty_out(x)
     kernel = _RowLerp(x[0]) if any(lin) else None
     lams = lam.tolist()
     with paced(f"paste-rows:{x.dtype}", x[0].numel()) as pace:
@@ -574,7 +635,7 @@ def select(x, src, index, take, *, inplace: bool) -> torch.Tensor | None:
             or not x.is_contiguous() or not src.is_contiguous() or x.shape[1:] != src.shape[1:]):
         return None
     bits = take.to(itype).neg_()  # all ones where the partner is taken
-    out = src.index_select(0, index)  # (B, ...) the partners
+    out = torch.index_select(src, 0, index, out=empty_out(x))  # (B, ...) the partners
     o, xi = out.view(itype), x.view(itype)
     o.bitwise_xor_(xi).bitwise_and_(bits)  # (partner ^ x) where taken, else 0
     if inplace:  # x's own rows were read by the gather already
@@ -599,7 +660,7 @@ def resized_paste(x, src, index, box, resize, *, nearest: bool, inplace: bool) -
     """
     if not eager_cpu(x) or x.shape[0] == 0:
         return None
-    out = x if inplace else x.clone(memory_format=memory_format(x))
+    out = x if inplace else clone_out(x)
     boxes, idx = box.tolist(), index.tolist()
     D = box.shape[1]
     lead = (slice(None),) * (x.ndim - D)

@@ -409,3 +409,25 @@ def test_mixed_params_batch_of_one_and_zero(device):
         p = MixParams(torch.ones(B, device=device), torch.arange(B, device=device))
         torch.testing.assert_close(mixlab.mix(x, p), x)
         torch.testing.assert_close(mixlab.mix(x.clone(), p, inplace=True), x)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_huge_page_outputs_change_no_number_and_keep_the_layout(channels_last):
+    # outputs of at least HUGE_MIN_BYTES are advised onto transparent huge pages (Linux); only time changes
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(48, 3, 128, 128, generator=g)  # 9 MiB: above HUGE_MIN_BYTES
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    lam, index = torch.rand(48, generator=g), torch.randperm(48, generator=g)
+    box = torch.tensor([[[10, 60], [20, 90]]] * 48)
+    old = _fast.huge_pages(False)
+    try:
+        plain = [_fast.lerp_gather(x, x, lam, index), _fast.paste(x, x, lam, index, box, None, inplace=False)]
+        assert _fast.huge_pages(True) is False
+        huge = [_fast.lerp_gather(x, x, lam, index), _fast.paste(x, x, lam, index, box, None, inplace=False)]
+    finally:
+        _fast.huge_pages(old)
+    for a, b in zip(plain, huge):
+        assert torch.equal(a, b) and a.stride() == b.stride() == x.stride()
+    out = _fast.empty_out(x)
+    assert out.shape == x.shape and out.stride() == x.stride() and out.data_ptr() != x.data_ptr()
