@@ -307,6 +307,7 @@ def _resumed_config(ns, explicit: dict) -> LabConfig:
         raise ValueError(f"--resume: no run to resume in --out {str(out)!r} ({saved} is missing)")
     what = f"--resume: the run's {str(saved)!r}"
     cfg_dict = load_config_file(saved, what=what)  # names the file if it is truncated, edited or from another version
+    cfg_dict.setdefault("budget_mode", "full")  # left out of config.json at its default (LabConfig.to_dict)
     changed = sorted(k for k, v in explicit.items() if k not in _RESUME_FREE and v != cfg_dict.get(k))
     if changed:
         raise ValueError("--resume continues the saved run, but these options differ from " f"{saved}: "
