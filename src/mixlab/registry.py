@@ -16,6 +16,9 @@ Kinds of input (``inputs``):
 ``needs`` names what a call needs besides the inputs: ``"labels"`` (class labels, for the method's
 own rule), ``"targets"`` (float regression targets), ``"saliency"`` (a saliency map, or a model
 to compute it).
+
+``when`` is one line on when to use the method, from its paper's findings: the docs' methods table
+shows it, and ``tests/methods/test_registry_docs.py`` requires it of every entry.
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ class MethodInfo:
         needs: what a call needs besides the inputs (see the module docstring).
         task: ``"classification"`` or ``"regression"``.
         summary: the first line of the class docstring.
+        when: one line on when to use it, from the paper's findings (``register(..., when=...)``).
     """
 
     name: str
@@ -52,6 +56,7 @@ class MethodInfo:
     needs: tuple
     task: str
     summary: str
+    when: str = ""
 
     @property
     def modes(self) -> tuple:
@@ -68,7 +73,7 @@ class MethodInfo:
         return self.cls(alpha, **kwargs)  # its first argument is its alpha (MixUpOrCutMix's mixup_alpha)
 
 
-def register(name: str, *, inputs=("images",), needs=(), task="classification", alpha=None, **options):
+def register(name: str, *, inputs=("images",), needs=(), task="classification", alpha=None, when="", **options):
     """Class decorator: record a :class:`~mixlab.Mixer` subclass under ``name``.
 
     Args:
@@ -77,6 +82,7 @@ def register(name: str, *, inputs=("images",), needs=(), task="classification", 
         needs: what a call needs besides the inputs (:data:`NEEDS`).
         task: ``"classification"`` or ``"regression"``.
         alpha: whether it takes ``alpha`` (default: read from its constructor's signature).
+        when: one line on when to use it, from the paper's findings (the docs' methods table).
         **options: fixed constructor options of this entry (a variant).
     """
     if not isinstance(name, str) or not name or name != name.lower():
@@ -84,6 +90,8 @@ def register(name: str, *, inputs=("images",), needs=(), task="classification", 
     bad = [k for k in inputs if k not in INPUT_KINDS] + [k for k in needs if k not in NEEDS]
     if bad or not inputs:
         raise ValueError(f"register({name!r}): inputs must be among {INPUT_KINDS} and needs among {NEEDS}, got {bad}")
+    if not isinstance(when, str):
+        raise ValueError(f"register({name!r}): when must be a line of text, got {when!r}")
     if task not in ("classification", "regression"):
         raise ValueError(f"register({name!r}): task must be 'classification' or 'regression', got {task!r}")
 
@@ -97,7 +105,7 @@ def register(name: str, *, inputs=("images",), needs=(), task="classification", 
         takes = "alpha" in inspect.signature(cls).parameters if alpha is None else bool(alpha)
         doc = (inspect.getdoc(cls) or "").strip().splitlines()
         _REGISTRY[name] = MethodInfo(name, cls, dict(options), takes, tuple(inputs), tuple(needs), task,
-                                     doc[0] if doc else "")
+                                     doc[0] if doc else "", " ".join(when.split()))
         return cls
     return decorate
 

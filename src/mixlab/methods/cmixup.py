@@ -21,7 +21,8 @@ __all__ = ["CMixup"]
 
 
 @register("cmixup", inputs=("images", "sequences", "volumes", "tokens", "vectors"), needs=("targets",),
-          task="regression")
+          task="regression",
+          when="Regression (real-valued targets), where plain mixup can hurt: partners with similar targets.")
 class CMixup(Mixer):
     """C-Mixup (Yao et al. 2022): mixup for regression with partners of similar targets.
 

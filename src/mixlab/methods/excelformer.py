@@ -51,7 +51,8 @@ def _expanded(take: torch.Tensor, leaf: torch.Tensor, dim: int) -> torch.Tensor:
     return take.view(view).expand(leaf.shape)
 
 
-@register("featmix", inputs=("vectors", "tokens"))
+@register("featmix", inputs=("vectors", "tokens"),
+          when="Tabular data (columns or per-feature tokens): whole features mixed, labels by feature importance.")
 class FeatMix(Mixer):
     """Feat-Mix (ExcelFormer, Chen et al. 2023): whole features from the partner, labels by feature score.
 
@@ -107,7 +108,8 @@ class FeatMix(Mixer):
         return MixParams(lam, params.index)
 
 
-@register("hiddenmix", inputs=("tokens",))
+@register("hiddenmix", inputs=("tokens",),
+          when="Tabular transformers: embedding dimensions mixed; with Feat-Mix it lets ExcelFormer beat GBDTs.")
 class HiddenMix(Mixer):
     """Hidden-Mix (ExcelFormer, Chen et al. 2023): embedding dimensions from the partner, for every token.
 

@@ -90,7 +90,8 @@ class SelectMask(Mask):
     on CPU, bit for bit ``torch.where(mask, src[index], x)``; every binary mask does so since 0.3)."""
 
 
-@register("fmix", inputs=("images", "sequences", "volumes"))
+@register("fmix", inputs=("images", "sequences", "volumes"),
+          when="As CutMix with varied mask shapes: matches or beats it on images, and works on 1-D and 3-D data too.")
 class FMix(Mixer):
     """FMix (Harris et al. 2020): mix with a binarised low-frequency Fourier mask.
 

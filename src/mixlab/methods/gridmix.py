@@ -33,7 +33,8 @@ def _range(value, name, *, integer=False, minimum=0.0):
 
 
 
-@register("gridmix", inputs=("images",))
+@register("gridmix", inputs=("images",),
+          when="Images where one box hides too much of one object: a grid of holes; reported above CutMix on CIFAR.")
 class GridMix(Mixer):
     """GridMix (Baek et al. 2021): a grid of holes over a cut region takes the partner.
 

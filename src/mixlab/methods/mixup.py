@@ -15,7 +15,8 @@ from ..registry import register
 __all__ = ["MixUp"]
 
 
-@register("mixup", inputs=("images", "sequences", "volumes", "tokens", "vectors"))
+@register("mixup", inputs=("images", "sequences", "volumes", "tokens", "vectors"),
+          when="Any input kind, the safe default: better error, calibration and label-noise robustness than ERM.")
 class MixUp(Mixer):
     """Mixup (Zhang et al. 2018): blend each row with its partner, ``lam ~ Beta(alpha, alpha)``.
 

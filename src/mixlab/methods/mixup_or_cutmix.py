@@ -16,7 +16,8 @@ from .cutmix import cut_boxes, region_shape
 __all__ = ["MixUpOrCutMix"]
 
 
-@register("mixup-or-cutmix", inputs=("images", "sequences", "volumes"), alpha=True)
+@register("mixup-or-cutmix", inputs=("images", "sequences", "volumes"), alpha=True,
+          when="ImageNet-style recipes (DeiT, timm) that switch between the two per batch; the ViT default.")
 class MixUpOrCutMix(Mixer):
     """Either MixUp or CutMix, CutMix with probability ``switch_prob`` (what timm's ``Mixup`` does).
 

@@ -114,7 +114,8 @@ class HistoryBox(ResizedBox):
         return ResizedBox.apply(region, x, history, lam, index, fast=fast, inplace=inplace)
 
 
-@register("recursivemix", inputs=("images",), needs=("labels",))
+@register("recursivemix", inputs=("images",), needs=("labels",),
+          when="Long image-classification runs: the previous batch as history; above CutMix on CIFAR and ImageNet.")
 class RecursiveMix(Mixer):
     """RecursiveMix (Yang et al. 2022): paste the previous mixed batch, resized, into a box; labels weighted recursively.
 

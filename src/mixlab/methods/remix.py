@@ -73,8 +73,10 @@ def _check_labels(y, B: int, counts: torch.Tensor, name: str) -> None:
 
 
 @register("remix-balanced", inputs=("images", "sequences", "volumes", "tokens", "vectors"), needs=("labels",),
-          balanced=True)
-@register("remix", inputs=("images", "sequences", "volumes", "tokens", "vectors"), needs=("labels",))
+          balanced=True,
+          when="Long-tailed classes with rare minority rows: partners drawn by class count (mixlab's variant).")
+@register("remix", inputs=("images", "sequences", "volumes", "tokens", "vectors"), needs=("labels",),
+          when="Long-tailed (imbalanced) classes: the label goes to the minority class; better minority accuracy.")
 class Remix(Mixer):
     """Remix (Chou et al. 2020): mix inputs with ``lam``, give the label to the minority class.
 

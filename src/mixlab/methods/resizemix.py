@@ -97,7 +97,8 @@ class ResizedBox(Box):
         return out.contiguous(memory_format=_fast.memory_format(x))
 
 
-@register("resizemix", inputs=("images", "sequences", "volumes"))
+@register("resizemix", inputs=("images", "sequences", "volumes"),
+          when="Images whose partner must stay whole: pastes the resized partner, as good as saliency at CutMix cost.")
 class ResizeMix(Mixer):
     """ResizeMix (Qin et al. 2020): paste the whole partner, resized, into a box.
 

@@ -67,7 +67,8 @@ def spectral_saliency(x: torch.Tensor, size: int = 64) -> torch.Tensor:
     return sal
 
 
-@register("saliencymix", inputs=("images",))
+@register("saliencymix", inputs=("images",),
+          when="Images where a random box often lands on background: the box holds the partner's salient object.")
 class SaliencyMix(Mixer):
     """SaliencyMix (Uddin et al. 2021): a CutMix box centred on the partner's saliency peak.
 

@@ -16,7 +16,8 @@ from ..sampling import rng
 __all__ = ["SmoothMix"]
 
 
-@register("smoothmix", inputs=("images",))
+@register("smoothmix", inputs=("images",),
+          when="When box edges hurt: a soft blob instead of a sharp box; reported more robust to image corruptions.")
 class SmoothMix(Mixer):
     """SmoothMix (Lee et al. 2020): blend in the partner under a soft Gaussian blob.
 

@@ -288,7 +288,8 @@ def snap_label_weights(cams, index, y, box, source, lam_area) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 # the method
 
-@register("snapmix", inputs=("images",), needs=("labels", "saliency"))
+@register("snapmix", inputs=("images",), needs=("labels", "saliency"),
+          when="Fine-grained classification (birds, cars): labels by CAM share, not area; needs a CAM-capable model.")
 class SnapMix(Mixer):
     """SnapMix (Huang et al. 2021): a resized partner crop pasted into a box, labels by CAM share.
 

@@ -51,7 +51,8 @@ def band_masks(n: int, size: int, max_bands: int, width: tuple, *, generator=Non
     return inside.any(dim=1)
 
 
-@register("specmix", inputs=("images",))
+@register("specmix", inputs=("images",),
+          when="Spectrograms (audio): whole frequency and time bands; above MixUp and CutMix on audio tasks.")
 class SpecMix(Mixer):
     """SpecMix (Kim et al. 2021): frequency bands and time bands of a spectrogram from the partner.
 

@@ -19,7 +19,8 @@ from ..sampling import rng
 __all__ = ["TokenMix"]
 
 
-@register("tokenmix", inputs=("images", "tokens"))
+@register("tokenmix", inputs=("images", "tokens"),
+          when="Vision transformers: scattered patch-aligned tokens help ViTs (DeiT) more than CutMix's single box.")
 class TokenMix(Mixer):
     """Token-level mixing for vision transformers: a random token set taken from the partner.
 

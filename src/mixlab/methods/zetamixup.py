@@ -53,7 +53,8 @@ def zeta_ranks(B: int, k: int, *, generator=None, device=None) -> tuple[torch.Te
     return ranks, order
 
 
-@register("zetamixup", inputs=("images", "sequences", "volumes", "tokens", "vectors"))
+@register("zetamixup", inputs=("images", "sequences", "volumes", "tokens", "vectors"),
+          when="Many classes, little data (e.g. medical images): each row mixes many rows with one dominant weight.")
 class ZetaMixup(Mixer):
     """zeta-mixup (Abhishek et al. 2022): mix each row with many rows, p-series weights ``rank ** -gamma``.
 
