@@ -125,3 +125,9 @@ def test_method_group_has_a_row_per_fast_path_and_its_peers(tmp_path):
     assert not rows["mixlab TokenMix (sample)"]["skipped"]
     for peer in ("mixup CutMix", "mixup FMix", "torchvision v2 CutMix", "timm CutMix (batch)"):
         assert peer in rows
+    # issue 22's methods: SnapMix with given CAMs, SpecMix, RecursiveMix with a history, Feat-/Hidden-Mix on tokens
+    for name in ("SnapMix (batch)", "SnapMix (sample)", "SpecMix (batch)", "SpecMix (sample)", "RecursiveMix (batch)",
+                 "FeatMix (sample, tokens)", "HiddenMix (sample, tokens)"):
+        row = rows[f"mixlab {name}"]
+        assert not row["skipped"] and row["median_ms"] > 0, (name, row["note"])
+        assert "no peer package" in row["note"] or "(sample" in name, (name, row["note"])

@@ -195,9 +195,18 @@ def target_rows(batch: int, num_classes: int, *, device, seed: int) -> list:
     ]
 
 
+def _gradient_saliency(x: torch.Tensor) -> torch.Tensor:
+    """``(B, H, W)``: the image-gradient magnitude, a saliency map given per call (PuzzleMix, SnapMix's CAMs)."""
+    gray = x.float().mean(1)
+    return F.pad((gray[:, 1:] - gray[:, :-1]).abs(), (0, 0, 0, 1)) + F.pad((gray[:, :, 1:] - gray[:, :, :-1]).abs(),
+                                                                         (0, 1))
+
+
 def method_rows(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, seed: int) -> list:
     """Rows for the mask methods (FMix, ResizeMix, SaliencyMix), mixlab's batch and per-row forms against the PyPI
-    ``mixup`` package's (one mask / box per batch, like mixlab's ``mode="batch"``), MixUp as the floor."""
+    ``mixup`` package's (one mask / box per batch, like mixlab's ``mode="batch"``), MixUp as the floor; SnapMix
+    (CAMs given), SpecMix, RecursiveMix (its history primed) and Feat-/Hidden-Mix (the batch as patch tokens),
+    which no installable peer implements."""
     g = torch.Generator(device=x.device).manual_seed(seed)
     onehot = F.one_hot(y, num_classes).float()
 
@@ -213,9 +222,7 @@ def method_rows(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, seed: int
 
     def puzzle():  # saliency given (the image-gradient magnitude), as a training loop passes it
         t = mixlab.PuzzleMix(block_num=4, generator=g)
-        gray = x.float().mean(1)
-        sal = F.pad((gray[:, 1:] - gray[:, :-1]).abs(), (0, 0, 0, 1)) + F.pad((gray[:, :, 1:] - gray[:, :, :-1]).abs(),
-                                                                            (0, 1))
+        sal = _gradient_saliency(x)
         return lambda: lambda: t(x, y, saliency=sal)
 
     def timm_cutmix(mode):
@@ -231,8 +238,35 @@ def method_rows(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, seed: int
         t = _peer("torchvision.transforms.v2").CutMix(num_classes=num_classes)
         return lambda: t(x, y)
 
+    def snapmix(mode):  # the CAMs given per call (t(x, y, saliency=cams)), so no model forward is timed
+        def make():
+            t = mixlab.SnapMix(mode=mode, generator=g)
+            cams = _gradient_saliency(x) + 1e-3  # any positive (B, H, W) map: the rule normalises it
+            return lambda: t(x, y, saliency=cams)
+        return make
+
+    def recursivemix(mode):  # stateful: one call first, so each timed call pastes the previous mixed batch
+        def make():
+            t = mixlab.RecursiveMix(mode=mode, num_classes=num_classes, generator=g)
+            t(x, y)
+            return lambda: t(x, y)
+        return make
+
+    def on_tokens(cls):  # the batch's bytes as (B, N, D) patch tokens: the same floor applies
+        def make():
+            B, C, H, W = x.shape
+            p = token_patch
+            tokens = x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5) \
+                .reshape(B, (H // p) * (W // p), C * p * p).contiguous()
+            t = cls(generator=g)
+            return lambda: t(tokens, y)
+        return make
+
     work = x.clone()
     patch = 16 if x.shape[-1] % 16 == 0 and x.shape[-2] % 16 == 0 else 1
+    token_patch = patch if patch > 1 else (4 if x.shape[-1] % 4 == 0 and x.shape[-2] % 4 == 0 else 1)
+    no_peer = "no peer package installs here (the official code is a repository, not a package; openmixup needs mmcv)"
+    tokens_note = f"the batch as (B, N, D) tokens of {token_patch}x{token_patch} patches; {no_peer}"
     return [
         make_row("mixlab MixUp call (sample)", ours(mixlab.MixUp, alpha=1.0, mode="sample"), "the floor: a lerp"),
         make_row("mixlab CutMix (batch)", ours(mixlab.CutMix, mode="batch"), "one box per batch"),
@@ -257,4 +291,15 @@ def method_rows(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, seed: int
         make_row("mixup ResizeMix", pypi("ResizeMix"), "PyPI `mixup`: one box per batch"),
         make_row("mixlab PuzzleMix (batch)", puzzle(), "block_num 4, given saliency; graph cut on the host"),
         make_row("mixup PuzzleMix", pypi("PuzzleMix"), "PyPI `mixup`: a block-swap heuristic, not the paper's"),
+        make_row("mixlab SnapMix (batch)", snapmix("batch"),
+                 f"one box pair per batch, given CAMs (no model forward); {no_peer}"),
+        make_row("mixlab SnapMix (sample)", snapmix("sample"), "a box pair per row, given CAMs"),
+        make_row("mixlab SpecMix (batch)", ours(mixlab.SpecMix, mode="batch"),
+                 "one band mask per batch (H as frequency, W as time); no peer package (no official code; the "
+                 "reference specmix-pytorch is not on PyPI)"),
+        make_row("mixlab SpecMix (sample)", ours(mixlab.SpecMix, mode="sample"), "a band mask per row"),
+        make_row("mixlab RecursiveMix (batch)", recursivemix("batch"),
+                 f"pastes the previous mixed batch, resized (nearest), one box; soft-label history; {no_peer}"),
+        make_row("mixlab FeatMix (sample, tokens)", on_tokens(mixlab.FeatMix), tokens_note),
+        make_row("mixlab HiddenMix (sample, tokens)", on_tokens(mixlab.HiddenMix), tokens_note),
     ]
