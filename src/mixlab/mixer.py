@@ -43,6 +43,7 @@ import inspect
 
 import torch
 
+from . import _fast
 from . import _validate as V
 from ._tree import tree_map_with_path
 from .ops import _blendable, mix
@@ -80,6 +81,14 @@ def _batch_info(x) -> tuple[int, torch.device, torch.Tensor]:
     if leaf.ndim == 0:
         raise ValueError("x is a 0-dim tensor; mixing needs a leading batch dimension")
     return leaf.shape[0], leaf.device, leaf
+
+
+def _leaf_or_none(x):
+    """The leaf :func:`_batch_info` would return, or ``None`` for a batch it refuses (the call then says why)."""
+    try:
+        return _batch_info(x)[2]
+    except (TypeError, ValueError):
+        return None
 
 
 def worker_generator(generator, cache: dict):
@@ -315,8 +324,18 @@ class Mixer:
         return "getter", self.labels_getter(batch)
 
     def _mix(self, x, y, context):
-        params = self.sample(x, y, **context)
-        return mix(x, params, inplace=self.inplace, roles=self.roles), params
+        leaf = _leaf_or_none(x)
+        if leaf is None or not _fast.eager_cpu(leaf):
+            params = self.sample(x, y, **context)
+            return mix(x, params, inplace=self.inplace, roles=self.roles), params
+        # On the CPU the whole call (draw and mix) runs with torch's threads or one thread, whichever is faster now
+        # (_fast.paced): a method of a few parallel ops stalls on every one of them when the cores are shared.
+        kind = f"call:{type(self).__name__}:{leaf.dtype}:{leaf.numel().bit_length()}"
+        with _fast.paced(kind, leaf.numel()) as pace:
+            for _ in pace.over((None,)):
+                params = self.sample(x, y, **context)
+                out = mix(x, params, inplace=self.inplace, roles=self.roles), params
+        return out
 
     def __call__(self, x, y=None, **context):
         """Mix a batch.

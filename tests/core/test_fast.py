@@ -431,3 +431,26 @@ def test_huge_page_outputs_change_no_number_and_keep_the_layout(channels_last):
         assert torch.equal(a, b) and a.stride() == b.stride() == x.stride()
     out = _fast.empty_out(x)
     assert out.shape == x.shape and out.stride() == x.stride() and out.data_ptr() != x.data_ptr()
+
+
+@pytest.mark.skipif(torch.get_num_threads() < 2, reason="needs torch threads > 1 to choose between")
+def test_a_mixer_call_on_the_cpu_is_paced_and_restores_threads(monkeypatch):
+    # the whole call (draw and mix) of a method of a few parallel ops runs under _fast.paced too
+    seen = []
+    real = _fast.paced
+
+    def spy(kind, step_numel, **kw):
+        seen.append((kind, step_numel))
+        return real(kind, step_numel, **kw)
+
+    monkeypatch.setattr(_fast, "paced", spy)
+    threads = torch.get_num_threads()
+    x, y = torch.rand(4, 3, 16, 16), torch.arange(4)
+    a = mixlab.CutMix(generator=torch.Generator().manual_seed(0))(x, y)[0]
+    old = _fast.row_threads("one")
+    try:
+        b = mixlab.CutMix(generator=torch.Generator().manual_seed(0))(x, y)[0]
+    finally:
+        _fast.row_threads(old)
+    assert torch.equal(a, b) and torch.get_num_threads() == threads
+    assert ("call:CutMix:torch.float32:" + str(x.numel().bit_length()), x.numel()) in seen
