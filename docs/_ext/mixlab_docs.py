@@ -16,11 +16,13 @@ Griffe extension (``mkdocs.yml``: ``plugins.mkdocstrings...options.extensions``)
 
 MkDocs hooks (``mkdocs.yml``: ``hooks``), read from the method registry at build time:
 
-- ``<!-- registry-table -->`` (docs/methods.md): the table of ``mixlab.methods.available()``.
+- ``<!-- registry-table -->`` (docs/methods.md): the table of ``mixlab.methods.available()``, with each
+  method's "when to use it" line (``@register(..., when=...)``; a method without one fails ``--strict``).
 - ``<!-- registry-modules -->`` (docs/api/methods.md): one ``::: mixlab.methods.<module>`` per
   module of the ``mixlab.methods`` package, registered methods' modules first.
 
-So a new method needs no docs edit: its module's docstrings are the reference and the table row.
+So a new method needs no docs edit: its module's docstrings are the reference, its registration (with its
+``when=`` line) the table row.
 """
 from __future__ import annotations
 
@@ -315,17 +317,22 @@ def _runtime_resolver(cls):
 
 
 def registry_table(methods) -> str:
-    """The Markdown table of every registered method, in registration order."""
-    rows = ["| method | class | takes alpha | inputs | needs | task | summary |",
-            "| --- | --- | :---: | --- | --- | --- | --- |"]
+    """The Markdown table of every registered method, in registration order, with its "when to use it" line
+    (``register(..., when=...)``); a method without one is logged as a warning, which fails ``--strict``."""
+    rows = ["| method | class | takes alpha | inputs | needs | task | summary | when to use it |",
+            "| --- | --- | :---: | --- | --- | --- | --- | --- |"]
     for name in methods.available():
         info = methods.get(name)
         cls = f"[`{info.cls.__name__}`][{_canonical(info.cls)}]"
         if info.options:
             cls += " " + code(", ".join(f"{k}={v!r}" for k, v in info.options.items()))
         summary = convert_roles(info.summary, _runtime_resolver(info.cls)).replace("|", "\\|")
+        when = getattr(info, "when", "").strip()
+        if not when:
+            log.warning("mixlab_docs: method %r has no 'when to use it' line: register(%r, ..., when=...)", name, name)
+        when = convert_roles(when, _runtime_resolver(info.cls)).replace("|", "\\|") or "-"
         rows.append(f"| `{name}` | {cls} | {'yes' if info.alpha else 'no'} | {', '.join(info.inputs)} | "
-                    f"{', '.join(info.needs) or '-'} | {info.task} | {summary} |")
+                    f"{', '.join(info.needs) or '-'} | {info.task} | {summary} | {when} |")
     return "\n".join(rows)
 
 
