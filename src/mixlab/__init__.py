@@ -21,7 +21,7 @@ __version__ = "0.3.0.dev0"
 
 
 # Submodules with optional dependencies, imported on first attribute access (``mixlab.lightning``).
-_SUBMODULES = frozenset({"fastai", "lightning", "keras", "data", "distributed", "detection", "manifold", "timm",
+_SUBMODULES = frozenset({"automix", "fastai", "lightning", "keras", "data", "distributed", "detection", "manifold", "timm",
                          "transformers"})
 
 
@@ -31,6 +31,10 @@ def __getattr__(name):
         from .manifold import ManifoldMixup
 
         return ManifoldMixup
+    if name in ("AutoMix", "PixelMixBlock"):  # a learned mixer driven by the training loop (not a registered Mixer)
+        from . import automix
+
+        return getattr(automix, name)
     if name == "MixStyle":  # feature-statistics mixing inside the model (not a registered Mixer)
         from .mixstyle import MixStyle
 
@@ -51,5 +55,5 @@ def __dir__():
 
 __all__ = [
     "Mixer", "methods", "tree_map_with_path", "Remix", "CMixup", "MixParams", "sample_params", "sample_box", "sample_beta", "sample_dirichlet", "partner_index",
-    "mix", "mix_pair", "MixedTarget", "MixUp", "CutMix", "MixUpOrCutMix", "RandomChoice", "FMix", "GridMix", "ResizeMix", "SaliencyMix", "SmoothMix", "TokenMix", "PuzzleMix", "ManifoldMixup", "MixStyle", "losses", "regions", "policies",
+    "mix", "mix_pair", "MixedTarget", "MixUp", "CutMix", "MixUpOrCutMix", "RandomChoice", "FMix", "GridMix", "ResizeMix", "SaliencyMix", "SmoothMix", "TokenMix", "PuzzleMix", "ManifoldMixup", "MixStyle", "AutoMix", "PixelMixBlock", "losses", "regions", "policies",
 ]
