@@ -1,5 +1,8 @@
 """Hugging Face ``Trainer``: mixing for image (or embedding) classification models.
 
+Text classification (token ids: the embeddings are mixed inside the model, attention masks combined) is
+:func:`mixlab.transformers_text.mixup_text_for_trainer`, also importable from here.
+
 .. code-block:: python
 
     collator, loss_func = mixlab.transformers.mixup_for_trainer(mixlab.MixUp(0.8), num_classes=10)
@@ -52,7 +55,10 @@ from .ops import mix
 from .targets import MixedTarget
 from .mixer import target_for
 
-__all__ = ["mixup_for_trainer", "MixupCollator", "MixedLabels", "MixedLabelsError", "MixupHook"]
+__all__ = ["mixup_for_trainer", "MixupCollator", "MixedLabels", "MixedLabelsError", "MixupHook",
+           "mixup_text_for_trainer", "TextMixupCollator"]
+
+_TEXT = ("mixup_text_for_trainer", "TextMixupCollator")  # text classification: mixlab.transformers_text
 
 INPUT_KEYS = ("pixel_values", "inputs_embeds")
 
@@ -337,3 +343,11 @@ def mixup_for_trainer(mixer, model: torch.nn.Module | None = None, *, num_classe
         raise TypeError(f"model must be the torch model given to the Trainer (or omitted), got {type(model).__name__}")
     collator = MixupCollator(mixer, num_classes=num_classes, input_key=input_key, label_smoothing=label_smoothing)
     return collator, _loss(collator.label_smoothing)
+
+
+def __getattr__(name):
+    """The text route's names, from :mod:`mixlab.transformers_text` (imported on first use: it imports this module)."""
+    if name in _TEXT:
+        from . import transformers_text
+        return getattr(transformers_text, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
