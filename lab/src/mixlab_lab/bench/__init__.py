@@ -313,7 +313,8 @@ def _goals(result: dict, stat: str, state) -> list:
                         _stat(result, "method", m, f"mixup {method}", stat, state))
         goal(f"{ours.removeprefix('mixlab ')} >= {need}x faster than the PyPI mixup package's",
              theirs / mine if mine and theirs else None, lambda v, need=need: v >= need)
-    for ours, peer in (("mixlab CutMix (batch)", "timm CutMix (batch)"), ("mixlab CutMix (sample)", "timm CutMix (elem)"),
+    for ours, peer in (("mixlab CutMix (batch, in place)", "timm CutMix (batch)"),
+                       ("mixlab CutMix (sample, in place)", "timm CutMix (elem)"),
                        ("mixlab CutMix (batch)", "torchvision v2 CutMix"), ("mixlab CutMix (batch)", "mixup CutMix")):
         mine, theirs = (_stat(result, "method", m, ours, stat, state), _stat(result, "method", m, peer, stat, state))
         goal(f"{ours.removeprefix('mixlab ')} at least as fast as {peer} (theirs / ours >= 1)",

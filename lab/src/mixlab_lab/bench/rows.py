@@ -263,6 +263,12 @@ def method_rows(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, seed: int
         return make
 
     work = x.clone()
+    mine = x.clone()  # mixlab's in-place rows mix their own copy (convex mixes stay in range)
+
+    def in_place(cls, **kw):
+        t = cls(generator=g, inplace=True, **kw)
+        return lambda: lambda: t(mine, y)
+
     patch = 16 if x.shape[-1] % 16 == 0 and x.shape[-2] % 16 == 0 else 1
     token_patch = patch if patch > 1 else (4 if x.shape[-1] % 4 == 0 and x.shape[-2] % 4 == 0 else 1)
     no_peer = "no peer package installs here (the official code is a repository, not a package; openmixup needs mmcv)"
@@ -271,6 +277,10 @@ def method_rows(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, seed: int
         make_row("mixlab MixUp call (sample)", ours(mixlab.MixUp, alpha=1.0, mode="sample"), "the floor: a lerp"),
         make_row("mixlab CutMix (batch)", ours(mixlab.CutMix, mode="batch"), "one box per batch"),
         make_row("mixlab CutMix (sample)", ours(mixlab.CutMix, mode="sample"), "one box per row"),
+        make_row("mixlab CutMix (batch, in place)", in_place(mixlab.CutMix, mode="batch"),
+                 "one box per batch, on its own copy (as timm)"),
+        make_row("mixlab CutMix (sample, in place)", in_place(mixlab.CutMix, mode="sample"),
+                 "one box per row, on its own copy (as timm)"),
         make_row("timm CutMix (batch)", timm_cutmix("batch"), "timm Mixup, cutmix only: in place, flip pairs"),
         make_row("timm CutMix (elem)", timm_cutmix("elem"), "timm Mixup, cutmix only: a box per row"),
         make_row("torchvision v2 CutMix", tv_cutmix, "one box per batch, roll(1) pairs"),
