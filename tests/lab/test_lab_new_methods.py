@@ -14,7 +14,7 @@ from mixlab_lab.models import FastCNN, PreActResNet18
 from mixlab_lab.train import build_mixer
 
 
-@pytest.mark.parametrize("mix,extra", [("recursivemix", []), ("specmix", []),
+@pytest.mark.parametrize("mix,extra", [("recursivemix", []), ("specmix", []), ("mixpro", []), ("smmix", []),
                                        ("snapmix", ["--model", "preact-resnet18"])])
 def test_new_methods_train_in_the_lab(mix, extra, tmp_path):
     out = tmp_path / mix
