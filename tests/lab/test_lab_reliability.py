@@ -1,6 +1,6 @@
 """Fault injection for the lab's run folder (docs/RELIABILITY.md lists the promises these tests check).
 
-* kill -9 of ``python -m mixlab_lab compare ...`` at seeded points (half-written temporary file,
+* kill -9 of ``mixlab compare ...`` at seeded points (half-written temporary file,
   before / after a rename, a seeded delay after a write), then ``--resume``: the run ends with
   exactly the weights (hashes in summary.json) and metrics of an uninterrupted run;
 * every file the run writes truncated, zeroed, bit-flipped, emptied or deleted, then
@@ -23,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -185,6 +186,87 @@ def _killer(out: Path, k: int, mode: str, delay: float = 0.0) -> subprocess.Comp
     return subprocess.run(cmd, env=_env(), cwd=out.parent, capture_output=True, text=True, timeout=DEADLINE_S)
 
 
+# A fresh interpreter spends ~5 s (more on a loaded machine) importing torch, torchvision, matplotlib and
+# scikit-learn before the run's first write, for each of the kill cases. The zygote is one fresh interpreter
+# that imports them once, computes nothing (no autograd, no thread pools: safe to fork), then forks one child
+# per case; the child runs KILLER exactly as `python -c KILLER ...` would, and is killed with SIGKILL the same
+# way. The `writes` fixture and the two-process test still start real `python` processes.
+ZYGOTE = r"""
+import json, os, sys, traceback
+import matplotlib
+matplotlib.use("Agg", force=True)  # as mixlab_lab.report does before its plots
+import matplotlib.pyplot, sklearn.datasets, torch
+import mixlab_lab.cli, mixlab_lab.report, mixlab_lab.runner, mixlab_lab.store, mixlab_lab.train
+mixlab_lab.cli.check_packages("compare")  # the imports every run's first step makes
+killer = compile(sys.argv[1], "<killer>", "exec")
+for line in sys.stdin:
+    req = json.loads(line)
+    pid = os.fork()
+    if pid == 0:  # the case: KILLER with its arguments, output to files, status as its exit status
+        code = 1
+        try:
+            os.chdir(req["cwd"])
+            for fd, name in ((1, "stdout"), (2, "stderr")):
+                os.dup2(os.open(req[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+            sys.argv = ["-c", *req["argv"]]
+            exec(killer, {"__name__": "__main__"})
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except BaseException:
+            traceback.print_exc()
+        finally:  # as the interpreter's exit would: wait for non-daemon threads (a "delay" kill's timer)
+            import threading
+            for t in threading.enumerate():
+                if t is not threading.current_thread() and not t.daemon:
+                    t.join()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    print(json.dumps({"pid": pid}), flush=True)
+    print(json.dumps({"status": os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])}), flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def zygote(tmp_path_factory):
+    """``run(out, k, mode, delay)``: :func:`_killer`'s case, forked from one interpreter that has the imports."""
+    import select
+
+    log = tmp_path_factory.mktemp("zygote") / "zygote.err"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-c", ZYGOTE, KILLER], env=_env(), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+
+    def reply(deadline: float) -> dict:
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        line = proc.stdout.readline() if ready else ""
+        assert line, f"the zygote did not answer: {log.read_text()[-3000:]}"
+        return json.loads(line)
+
+    def run(out: Path, k: int, mode: str, delay: float = 0.0) -> subprocess.CompletedProcess:
+        end = time.monotonic() + DEADLINE_S
+        files = {name: out.parent / f"{out.name}.{name}" for name in ("stdout", "stderr")}
+        argv = [str(k), mode, str(delay), "compare", *ARGS, "--out", str(out)]
+        proc.stdin.write(json.dumps({"argv": argv, "cwd": str(out.parent), **{n: str(p) for n, p in files.items()}})
+                         + "\n")
+        proc.stdin.flush()
+        pid = reply(end)["pid"]
+        try:
+            status = reply(end)["status"]
+        except AssertionError:
+            os.kill(pid, signal.SIGKILL)
+            raise
+        text = {n: p.read_text() for n, p in files.items()}
+        return subprocess.CompletedProcess(argv, status, text["stdout"], text["stderr"])
+
+    yield run
+    proc.kill()  # it holds nothing to flush; its children have all been waited for
+    proc.wait(timeout=30)
+    proc.stdin.close()
+    proc.stdout.close()
+
+
 @pytest.fixture(scope="module")
 def writes(reference, tmp_path_factory):
     """How many file writes an uninterrupted run makes (and: a subprocess run equals the in-process one)."""
@@ -200,13 +282,14 @@ KILL_MODES = ("partial", "before-rename", "after-rename", "delay", "partial", "a
 
 @pytest.mark.parametrize("case", [c if c < 4 else pytest.param(c, marks=pytest.mark.slow)
                                   for c in range(len(KILL_MODES))])  # one per mode by default; -m slow: 3 more
-def test_kill_9_then_resume_ends_exactly_like_an_uninterrupted_run(case, writes, reference, tmp_path, capsys):
+def test_kill_9_then_resume_ends_exactly_like_an_uninterrupted_run(case, writes, reference, zygote, tmp_path,
+                                                                     capsys):
     rng = random.Random(1000 + case)
     mode = KILL_MODES[case]
     k = rng.randint(1, writes)
     delay = rng.uniform(0.0, 0.4)
     out = tmp_path / "killed"
-    res = _killer(out, k, mode, delay)
+    res = zygote(out, k, mode, delay)
     killed = res.returncode == -signal.SIGKILL
     assert killed or res.returncode == 0, res.stderr[-3000:]
     # a "delay" kill may fire after the run finished and released its lock, while the interpreter exits
