@@ -21,7 +21,7 @@ __version__ = "0.3.0.dev0"
 
 
 # Submodules with optional dependencies, imported on first attribute access (``mixlab.lightning``).
-_SUBMODULES = frozenset({"automix", "fastai", "lightning", "keras", "data", "distributed", "detection", "manifold", "timm",
+_SUBMODULES = frozenset({"automix", "rankmixup", "fastai", "lightning", "keras", "data", "distributed", "detection", "manifold", "timm",
                          "transformers"})
 
 
