@@ -34,8 +34,9 @@ import threading
 import traceback
 from pathlib import Path
 
-from .config import (AUGMENTS, BUDGET_MODES, LOSSES, MAX_SEED, MIXES, NORMALIZES, OPTIMIZERS, PRESET_ALIASES, PRESETS,
-                     SCHEDULES, LabConfig, LabError, load_config_file, resolve_config)
+from .config import (AUGMENTS, AUTOCASTS, BUDGET_MODES, COMPILES, LOSSES, MAX_SEED, MIXES, NORMALIZES,
+                     OMITTED_DEFAULTS, OPTIMIZERS, PRESET_ALIASES, PRESETS, SCHEDULES, LabConfig, LabError,
+                     load_config_file, resolve_config)
 
 __all__ = ["main", "build_parser", "check_packages", "UsageError", "MissingPackages", "NEEDS"]
 
@@ -251,6 +252,16 @@ def _add_train_options(p: argparse.ArgumentParser, mixes, several: bool = False)
                    help="replace the mixlab run in --out (removes only that run's own files)")
     g.add_argument("--device", default=S, help="cpu, cuda, cuda:1, mps ...")
     g.add_argument("--threads", type=int, default=S, help="torch CPU threads (0 = torch's default)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=S,
+                   help="image batches and conv weights channels-last (default on: faster convolutions on CPUs)")
+    g.add_argument("--compile", choices=COMPILES, default=S,
+                   help="torch.compile the eval forward, the training forward or both (default off; falls back "
+                        "to eager with a note where compilation fails)")
+    g.add_argument("--autocast", choices=AUTOCASTS, default=S,
+                   help="bf16: forwards under torch.autocast(bfloat16), losses and metrics in float32 (default off)")
+    g.add_argument("--eval-subset", type=int, default=S, metavar="N",
+                   help="score epochs before the last on a fixed random subset of N test images; the last epoch "
+                        "and the verdict use the whole test set (default: every epoch on the whole test set)")
     g.add_argument("--quiet", action="store_true", default=S, help="no progress bars or per-epoch lines")
     _add_debug_option(p)
 
@@ -307,7 +318,8 @@ def _resumed_config(ns, explicit: dict) -> LabConfig:
         raise ValueError(f"--resume: no run to resume in --out {str(out)!r} ({saved} is missing)")
     what = f"--resume: the run's {str(saved)!r}"
     cfg_dict = load_config_file(saved, what=what)  # names the file if it is truncated, edited or from another version
-    cfg_dict.setdefault("budget_mode", "full")  # left out of config.json at its default (LabConfig.to_dict)
+    for k, default in OMITTED_DEFAULTS.items():  # left out of config.json at their defaults (LabConfig.to_dict)
+        cfg_dict.setdefault(k, default)
     changed = sorted(k for k, v in explicit.items() if k not in _RESUME_FREE and v != cfg_dict.get(k))
     if changed:
         raise ValueError("--resume continues the saved run, but these options differ from " f"{saved}: "

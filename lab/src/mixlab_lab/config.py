@@ -45,6 +45,15 @@ NORMALIZES = ("dataset", "unit")
 # --budget-mode: "full" trains every (arm, budget) from the initial weights with its own full schedule;
 # "checkpoints" (an approximation) trains one constant-lr run per arm and decays a copy of it at each budget
 BUDGET_MODES = ("full", "checkpoints")
+# Speed options (issue 21 section 2): --compile torch.compile's the model's eval forward, its training forward or
+# both (falling back to eager with a note where compilation fails); --autocast bf16 runs the forwards under
+# torch.autocast(bfloat16)
+COMPILES = ("off", "eval", "train", "all")
+AUTOCASTS = ("off", "bf16")
+# Options left out of to_dict (config.json, the config hash) while at these defaults, so configurations made
+# before they existed hash, and resume, as before
+OMITTED_DEFAULTS = {"budget_mode": "full", "channels_last": True, "compile": "off", "autocast": "off",
+                    "eval_subset": None}
 
 
 def _options(info) -> tuple:
@@ -85,6 +94,16 @@ class LabConfig:
         budget_mode: with several budgets, ``"full"`` (one run per arm and budget) or ``"checkpoints"`` (one
             constant-lr run per arm, a copy decayed at each budget: an approximation, labelled as such). Left out
             of :meth:`to_dict` at its default, so one-budget configurations hash as before.
+        channels_last: image batches and conv weights in the channels-last memory format (faster convolutions
+            on CPUs; values may differ from the contiguous layout in the last bits).
+        compile: ``"off"``, ``"eval"`` (``torch.compile`` of the eval-mode forward: test metrics and
+            predictions), ``"train"`` (the training forward) or ``"all"``; where compilation fails (no C++
+            compiler for inductor, an unsupported op) the eager forward runs and a note says so.
+        autocast: ``"off"`` or ``"bf16"`` (forwards under ``torch.autocast(bfloat16)``, losses and metrics in
+            float32).
+        eval_subset: score epochs before the last on a fixed random subset of this many test images (the same
+            for every epoch and seed); the last epoch, the summary and the predictions use the whole test set.
+        (These four are left out of :meth:`to_dict` at their defaults, see :data:`OMITTED_DEFAULTS`.)
     """
 
     dataset: str = "fashion-mnist"
@@ -126,6 +145,10 @@ class LabConfig:
     quiet: bool = False
     preset: Optional[str] = None
     budget_mode: str = "full"
+    channels_last: bool = True
+    compile: str = "off"
+    autocast: str = "off"
+    eval_subset: Optional[int] = None
 
     def validate(self) -> "LabConfig":
         """Check every field; raise ``ValueError`` naming the option, what was expected and what came."""
@@ -154,7 +177,8 @@ class LabConfig:
              "smallest class, e.g. 100)", self.imbalance)
         for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
                               ("loss", LOSSES), ("augment", AUGMENTS), ("normalize", NORMALIZES),
-                              ("mode", ("batch", "sample", "pair"))):
+                              ("mode", ("batch", "sample", "pair")), ("compile", COMPILES),
+                              ("autocast", AUTOCASTS)):
             need(getattr(self, name) in choices, name, f"one of {choices}", getattr(self, name))
         for name in ("batch_size", "eval_batch_size"):
             need(getattr(self, name) >= 1, name, "an int >= 1", getattr(self, name))
@@ -179,6 +203,8 @@ class LabConfig:
              "classes", "None or at least two distinct class indices >= 0 (e.g. 3,7)", self.classes)
         need(self.train_size is None or self.train_size >= 1, "train_size", "None or an int >= 1", self.train_size)
         need(self.test_size is None or self.test_size >= 1, "test_size", "None or an int >= 1", self.test_size)
+        need(self.eval_subset is None or self.eval_subset >= 1, "eval_subset", "None or an int >= 1",
+             self.eval_subset)
         need(self.threads >= 0, "threads", "an int >= 0", self.threads)
         need(self.preset is None or self.preset in PRESETS or self.preset in PRESET_ALIASES, "preset",
              f"one of {sorted(PRESETS)}", self.preset)  # an old name: a run's config.json keeps what it recorded
@@ -213,8 +239,9 @@ class LabConfig:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        if d.get("budget_mode") == "full":  # the default: left out, so existing configurations hash as before
-            del d["budget_mode"]
+        for k, default in OMITTED_DEFAULTS.items():  # at the default: left out, so existing configurations hash as before
+            if k in d and d[k] == default:
+                del d[k]
         return d
 
 
@@ -267,9 +294,9 @@ def preset_name(name: str, what: str = "--preset") -> str:
 
 
 _FIELDS = {f.name for f in dataclasses.fields(LabConfig)}
-_BOOLS = {"keep_dominant", "quiet"}
+_BOOLS = {"keep_dominant", "quiet", "channels_last"}
 _INTS = {"batch_size", "eval_batch_size", "threads"}
-_OPT_INTS = {"train_size", "test_size", "mix_stop_epoch"}
+_OPT_INTS = {"train_size", "test_size", "mix_stop_epoch", "eval_subset"}
 _OPT_NUMBERS = {"imbalance"}
 _NUMBERS = {"label_noise", "label_smoothing", "test_fraction", "lr", "weight_decay", "momentum", "cutmix_alpha",
             "switch_prob", "p"}

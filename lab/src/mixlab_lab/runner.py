@@ -432,7 +432,8 @@ def summarize(histories: dict, arms: list, seeds: list, predictions: dict | None
     for (seed, arm), hist in histories.items():
         last = hist[-1]
         rec = {k: last[k] for k in METRICS if k in last}
-        rec.update(epochs=last["epoch"], best_test_acc=max(r["test_acc"] for r in hist),
+        # best over the epochs scored on the whole test set (--eval-subset scores the others on a subset)
+        rec.update(epochs=last["epoch"], best_test_acc=max(r["test_acc"] for r in hist if "test_rows" not in r),
                    train_time_s=sum(r["train_time_s"] for r in hist), ece_bins=last["ece_bins"])
         per_seed[arm][str(seed)] = rec
     keys = [k for k in METRICS + ("best_test_acc", "train_time_s")
@@ -731,7 +732,10 @@ def _train_one(cfg, data, init, out, key, mix, alpha, budget, fingerprint, notes
         last = hist[-1]
         log(f"seed {seed} {arm:>16} epoch {last['epoch']:>3}/{budget}: test acc {last['test_acc']:.4f}  "
             f"nll {last['test_nll']:.4f}  ece {last['test_ece']:.4f}  train loss {last['train_loss']:.4f}  "
-            f"({last['epoch_time_s']:.1f}s)")
+            f"({last['epoch_time_s']:.1f}s" + (f", {last['train_images_per_s']:.0f} train / "
+                                               f"{last['eval_images_per_s']:.0f} eval img/s)"
+                                               if last.get("train_images_per_s") and last.get("eval_images_per_s")
+                                               else ")"))
 
     owner = {"seed": seed, "arm": arm, "method": mix, "alpha": None if mix in ALPHA_FREE + ("none",) else float(alpha)}
     if sweep:

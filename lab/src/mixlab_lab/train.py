@@ -11,11 +11,13 @@ Convention: ``lam`` is the weight of the ORIGINAL row (``mixed = lam * x + (1 - 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import inspect
 import math
 import sys
 import time
+import weakref
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -122,6 +124,8 @@ def augment_mode(cfg: LabConfig, data: LabData) -> str:
 
 
 def _crop_flip(x: torch.Tensor, crop: bool, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """The reference form of the crop (zero padding of ``pad`` on the normalised batch) and flip; :func:`make_batch`
+    computes the same values by one gather from the uint8 rows (:func:`_crop_flip_index`)."""
     B, C, H, W = x.shape
     dev = x.device
     if crop:
@@ -136,23 +140,145 @@ def _crop_flip(x: torch.Tensor, crop: bool, generator: torch.Generator, pad: int
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
+def _crop_flip_index(B: int, H: int, W: int, crop: bool, generator: torch.Generator, device,
+                     pad: int = 4) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """The source pixel of every output pixel of :func:`_crop_flip` (same draws, same order): flat indices
+    ``(B, H * W)`` into an ``H x W`` plane (clamped), and where the output is padding (``(B, 1, H, W)`` bool, or
+    ``None`` without a crop). Pixels are only moved, so gathering them from the uint8 rows and normalising after
+    gives bit-for-bit the values of normalising, padding with 0 and cropping."""
+    i = torch.arange(H, device=device)
+    j = torch.arange(W, device=device)
+    if crop:
+        oy = torch.randint(0, 2 * pad + 1, (B,), generator=generator, device=device) - pad
+        ox = torch.randint(0, 2 * pad + 1, (B,), generator=generator, device=device) - pad
+    else:
+        oy = ox = torch.zeros(B, dtype=torch.long, device=device)
+    flip = torch.rand(B, generator=generator, device=device) < 0.5
+    rows = oy[:, None, None] + i[None, :, None]                                  # (B, H, 1)
+    jj = torch.where(flip[:, None], (W - 1 - j)[None, :], j[None, :])           # (B, W): mirrored columns
+    cols = ox[:, None, None] + jj[:, None, :]                                    # (B, 1, W)
+    pad_mask = None
+    if crop:
+        pad_mask = ((rows < 0) | (rows >= H) | (cols < 0) | (cols >= W))[:, None]  # (B, 1, H, W)
+    flat = rows.clamp(0, H - 1) * W + cols.clamp(0, W - 1)                        # (B, H, W)
+    return flat.reshape(B, H * W), pad_mask
+
+
 def make_batch(data: LabData, idx: torch.Tensor, *, train: bool, augment: str = "none",
                generator: Optional[torch.Generator] = None, split: str = "train"):
-    """Float, normalised batch ``(B, ...)`` and labels ``(B,)`` for row indices ``idx``."""
+    """Float, normalised batch ``(B, ...)`` and labels ``(B,)`` for row indices ``idx``.
+
+    Images stay uint8 in memory: a training batch's crop and flip pick its pixels from the uint8 rows (one
+    gather), then the batch is converted and normalised once; the values are those of :func:`_crop_flip` on the
+    normalised batch."""
     x_all, y_all = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
     idx = idx.to(x_all.device)
-    x = x_all[idx].float()
-    if data.kind == "image":
-        x = (x / 255.0 - data.mean) / data.std                                  # (B, C, H, W)
-        if train and augment != "none":
-            x = _crop_flip(x, augment == "crop-flip", generator)
+    if data.kind != "image":
+        return (x_all[idx].float() - data.mean) / data.std, y_all[idx]                # (B, F)
+    pad_mask = None
+    if train and augment != "none" and x_all.dim() == 4:
+        B, (C, H, W) = idx.numel(), x_all.shape[1:]
+        flat, pad_mask = _crop_flip_index(B, H, W, augment == "crop-flip", generator, x_all.device)
+        x = torch.gather(x_all[idx].reshape(B, C, H * W), 2, flat[:, None, :].expand(B, C, H * W))
+        x = x.view(B, C, H, W)
     else:
-        x = (x - data.mean) / data.std                                          # (B, F)
+        x = x_all[idx]
+    x = (x.float() / 255.0 - data.mean) / data.std                                # (B, C, H, W)
+    if pad_mask is not None:
+        x.masked_fill_(pad_mask, 0.0)  # the crop's zero padding, in normalised units
     return x, y_all[idx]
 
 
+# ---------------------------------------------------------------------------------------------
+# Forwards (issue 21 section 2): channels-last batches, bfloat16 autocast, torch.compile with a fallback.
+# ---------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def compiler_missing() -> Optional[str]:
+    """Why inductor (``torch.compile``'s CPU backend) cannot build kernels here, or ``None``: it needs a C++ compiler."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        get_cpp_compiler()
+    except Exception as e:  # noqa: BLE001 (any failure to find one means: do not compile)
+        return f"no C++ compiler for torch.compile's inductor backend ({' '.join(str(e).split())[:160]})"
+    return None
+
+
+def _channels_last(cfg: LabConfig, x: torch.Tensor) -> bool:
+    return bool(cfg.channels_last) and x.dim() == 4
+
+
+class _Forward:
+    """One forward of the lab: ``module(x)`` with the batch channels-last (``--channels-last``), under bfloat16
+    autocast (``--autocast bf16``), through ``torch.compile`` when ``compiled`` (``--compile``).
+
+    A compiled call that raises (compilation failed: no C++ compiler, an op inductor refuses...) is undone (the
+    module's buffers and frozen weights, which a partly run forward may have changed, are put back) and the eager
+    module runs, for that call and every later one; ``failed`` holds the reason, which the checkpoint keeps so a
+    resumed run stays eager too (the same computation as the uninterrupted run). Compiled kernels compute the same
+    function in another order: they need not match the eager forward in the last bits, but the same machine gives
+    the same kernels, so a resumed run matches an uninterrupted one.
+    """
+
+    def __init__(self, module: torch.nn.Module, cfg: LabConfig, compiled: bool, what: str,
+                 failed: Optional[str] = None, on_fail: Optional[Callable[[str], None]] = None):
+        self.module, self.cfg, self.what, self.on_fail = module, cfg, what, on_fail
+        self.failed = failed
+        self.compiled = None
+        if compiled and failed is None:
+            self.compiled = torch.compile(module, dynamic=False)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if _channels_last(self.cfg, x):
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.cfg.autocast == "bf16"):
+            if self.compiled is not None and self.failed is None:
+                saved = _mutable_state(self.module)
+                try:
+                    return self.compiled(x)
+                except Exception as e:  # noqa: BLE001 (compilation failed: eager from now on, said in a note)
+                    _put_back(self.module, saved)
+                    self.failed = f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+                    if self.on_fail is not None:
+                        self.on_fail(f"--compile: the {self.what} forward could not be compiled; it runs eager "
+                                     f"({self.failed})")
+            return self.module(x)
+
+
+def _mutable_state(module: torch.nn.Module) -> list:
+    """Copies of what a training forward may change in place: buffers (BatchNorm statistics) and frozen weights."""
+    if not module.training:
+        return []
+    return [(t, t.detach().clone()) for t in list(module.buffers()) + [q for q in module.parameters()
+                                                                          if not q.requires_grad]]
+
+
+def _put_back(module: torch.nn.Module, saved: list) -> None:
+    with torch.no_grad():
+        for t, copy in saved:
+            t.copy_(copy)
+
+
+_EVAL_FORWARDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def eval_forward(model: torch.nn.Module, cfg: LabConfig, *, failed: Optional[str] = None,
+                 on_fail: Optional[Callable[[str], None]] = None) -> _Forward:
+    """The eval-mode forward of ``model`` under ``cfg`` (compiled with ``--compile eval|all``): one per model and
+    configuration, so :func:`evaluate` and :func:`predict` share it (and its compiled graph, and its fallback)."""
+    key = (bool(cfg.channels_last), cfg.autocast, cfg.compile)
+    fwd = _EVAL_FORWARDS.get(model)
+    if fwd is None or fwd[0] != key or failed is not None:
+        compiled = cfg.compile in ("eval", "all") and compiler_missing() is None
+        fwd = (key, _Forward(model, cfg, compiled, "eval", failed=failed, on_fail=on_fail))
+        _EVAL_FORWARDS[model] = fwd
+    return fwd[1]
+
+
 def build_mixer(cfg: LabConfig, mix: str, num_classes: int, generator: torch.Generator, *,
-                alpha: Optional[float] = None, class_counts=None, input_shape=None, model=None, norm=None):
+                alpha: Optional[float] = None, class_counts=None, input_shape=None, model=None, norm=None,
+                inplace: bool = False):
     """The registered method ``mix`` (``None`` for the baseline), configured from ``cfg``, drawing from ``generator``.
 
     Every method is built through the registry (:func:`mixlab.methods.get`) with the shared options
@@ -170,7 +296,9 @@ def build_mixer(cfg: LabConfig, mix: str, num_classes: int, generator: torch.Gen
       forward and backward per batch; without it, e.g. for a preview, the image's own gradient magnitude
       stands in) and ``norm`` ``(mean, std)`` the normalisation it undoes for its smoothness term.
 
-    ``alpha`` overrides ``cfg.alpha`` (the arm's value when ``compare`` lists several).
+    ``alpha`` overrides ``cfg.alpha`` (the arm's value when ``compare`` lists several). ``inplace``: the mixer
+    overwrites the batch it is given (the lab's training batches, which nothing else holds; the same values as
+    out of place).
     """
     if mix == "none":
         return None
@@ -185,6 +313,8 @@ def build_mixer(cfg: LabConfig, mix: str, num_classes: int, generator: torch.Gen
         alpha = cfg.alpha
     options = dict(alpha=float(alpha), mode=cfg.mode, p=cfg.p, generator=generator, num_classes=num_classes,
                    label_smoothing=cfg.label_smoothing)
+    if inplace:
+        options["inplace"] = True
     if cfg.mode == "pair":
         options["pairing"] = "flip"  # pair mode pairs by flip
     sig = inspect.signature(info.cls).parameters
@@ -308,27 +438,44 @@ def weights_sha256(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def eval_subset_rows(cfg: LabConfig, data: LabData) -> Optional[torch.Tensor]:
+    """The fixed test rows ``--eval-subset`` scores before the last epoch (sorted; the same for every epoch and
+    seed: a permutation seeded with 0), or ``None`` when every epoch is scored on the whole test set."""
+    n_test = data.y_test.numel()
+    if cfg.eval_subset is None or cfg.eval_subset >= n_test:
+        return None
+    return torch.randperm(n_test, generator=torch.Generator().manual_seed(0))[:cfg.eval_subset].sort().values
+
+
 @torch.no_grad()
-def evaluate(model, cfg: LabConfig, data: LabData) -> dict:
-    """Test accuracy, NLL, ECE (and, with label noise, clean-label train accuracy and memorisation)."""
+def evaluate(model, cfg: LabConfig, data: LabData, rows: Optional[torch.Tensor] = None) -> dict:
+    """Test accuracy, NLL, ECE (and, with label noise, clean-label train accuracy and memorisation).
+
+    ``rows``: score these test rows only (``--eval-subset``; default every test row). ``"rows"`` in the result:
+    the images this process scored (the speed record's count)."""
     model.eval()
+    forward = eval_forward(model, cfg)
     total = None
     info = get_info()
-    n_test = data.y_test.numel()
+    rows = torch.arange(data.y_test.numel()) if rows is None else rows
+    n_test = rows.numel()
     split_eval = info.distributed and n_test >= info.world_size  # each rank a share; sums reduced
-    rows = torch.arange(info.rank, n_test, info.world_size) if split_eval else torch.arange(n_test)
+    rows = rows[info.rank::info.world_size] if split_eval else rows
+    scored = rows.numel()
     for idx in rows.split(cfg.eval_batch_size):
         x, y = make_batch(data, idx, train=False, split="test")
-        total = M.add_stats(total, M.batch_stats(M.probabilities(model(x), cfg.loss), y))
+        total = M.add_stats(total, M.batch_stats(M.probabilities(forward(x), cfg.loss), y))
     out = M.finalize(dist.all_reduce_sum(total) if split_eval else total)
     if data.noisy_mask is not None and data.y_clean is not None and cfg.label_noise > 0:
         mem = None
         for idx in torch.arange(data.y_train.numel()).split(cfg.eval_batch_size):
             x, y = make_batch(data, idx, train=False)
             i = idx.to(y.device)
-            probs = M.probabilities(model(x), cfg.loss)
+            probs = M.probabilities(forward(x), cfg.loss)
             mem = M.add_stats(mem, M.memorisation(probs, y, data.y_clean[i], data.noisy_mask[i]))
+            scored += idx.numel()
         out.update(M.finalize_memorisation(mem))
+    out["rows"] = scored
     return out
 
 
@@ -340,10 +487,11 @@ def predict(model, cfg: LabConfig, data: LabData) -> dict:
     ``"y"``: what paired tests between arms (McNemar, bootstraps of NLL and ECE) need.
     """
     model.eval()
+    forward = eval_forward(model, cfg)  # the forward evaluate() used: the same numbers as the metrics
     preds, confs, p_true = [], [], []
     for idx in torch.arange(data.y_test.numel()).split(cfg.eval_batch_size):
         x, y = make_batch(data, idx, train=False, split="test")
-        probs = M.probabilities(model(x), cfg.loss).float()
+        probs = M.probabilities(forward(x), cfg.loss).float()
         conf, pred = probs.max(1)
         preds.append(pred.cpu())
         confs.append(conf.cpu())
@@ -426,12 +574,14 @@ def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: in
     expect = {"config_sha256": config_sha256(cfg.to_dict()),
               "data_sha256": data_fingerprint(data) if fingerprint is None else fingerprint,
               "init_sha256": init_hash, "world_size": run.info.world_size}
-    here = {"threads": torch.get_num_threads(), "device": str(run.device)}
+    here = {"threads": torch.get_num_threads(), "device": str(run.device), "compile": compile_mode(cfg)}
     say = (lambda s: print(s, file=sys.stderr, flush=True)) if main_process else None  # noqa: E731
     ck, latest_good = load_latest_checkpoint(ckpt_path, required=_CKPT_KEYS, expect=expect, log=say)
     if ck is not None:
         history, start = ck["history"], ck["epoch"]
         _carry_notes(ck, notes, here, f"seed {seed} {arm}", epochs, say)
+        if any((ck.get("compile_failed") or {}).values()):  # stay eager where the uninterrupted run fell back
+            set_forwards(run, ck["compile_failed"])
         if ck["done"] or start >= epochs:
             model.load_state_dict(ck["model"])
             return history, init_hash
@@ -446,6 +596,12 @@ def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: in
     for epoch in range(start, epochs):
         record, rng, extra = _run_epoch(run, epoch, seed=seed, arm=arm, bars=bars)
         history.append(record)
+        while run.compile_notes:  # a forward that could not be compiled (or no compiler): said once, kept
+            note = f"seed {seed} {arm}: {run.compile_notes.pop(0)}"
+            if note not in notes:
+                notes.append(note)
+                if say is not None:
+                    say(f"mixlab: note: {note}")
         if main_process:
             state = {
                 "model": model.state_dict(), "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
@@ -453,7 +609,7 @@ def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: in
                 "done": epoch + 1 == epochs, "seed": seed, "arm": arm, **extra,
                 "config_sha256": expect["config_sha256"], "data_sha256": expect["data_sha256"],
                 "weights_sha256": weights_sha256(model), "notes": list(notes), **here,
-                "mixer": _mixer_state(run),
+                "mixer": _mixer_state(run), "compile_failed": _compile_failed(run),
             }
             save_checkpoint(ckpt_path, state, keep_previous=latest_good)  # never rotate a damaged latest into .prev
             latest_good = True
@@ -482,6 +638,9 @@ class _ArmRun:
     n: int
     n_local: int
     epochs: int  # this run's budget: its schedule spans exactly these epochs
+    forward: object = None  # _Forward: the training forward (channels-last, autocast, compiled)
+    eval_rows: Optional[torch.Tensor] = None  # --eval-subset's rows (epochs before the last), None: every row
+    compile_notes: list = dataclasses.field(default_factory=list)  # compile fallbacks, for the run's notes
 
 
 def _setup_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: int, mix: str, alpha,
@@ -489,6 +648,8 @@ def _setup_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: i
     """Device, DDP wrapper, optimiser and schedule, the arm's random streams and its mixer, in a fixed order."""
     device = torch.device(cfg.device)
     model.to(device)
+    if cfg.channels_last and data.kind == "image":  # conv weights channels-last; values unchanged
+        model.to(memory_format=torch.channels_last)
     info = get_info()  # under torchrun: shard the data, per-rank streams, DDP gradients
     net = model
     if info.distributed:
@@ -514,9 +675,35 @@ def _setup_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: i
     torch.manual_seed(dist.rank_seed(seed + 3_000_017, info.rank))  # dropout etc.: same start for both arms
     mixer = build_mixer(cfg, mix, data.num_classes, gens["mix"], alpha=alpha, input_shape=data.input_shape,
                         class_counts=torch.bincount(data.y_train.cpu(), minlength=data.num_classes),
-                        model=model, norm=(data.mean, data.std) if data.kind == "image" else None)
-    return _ArmRun(cfg, data, model, net, device, info, opt, sched, gens, mixer, augment_mode(cfg, data), n, n_local,
-                   epochs)
+                        model=model, norm=(data.mean, data.std) if data.kind == "image" else None, inplace=True)
+    run = _ArmRun(cfg, data, model, net, device, info, opt, sched, gens, mixer, augment_mode(cfg, data), n, n_local,
+                  epochs)
+    run.eval_rows = eval_subset_rows(cfg, data)
+    set_forwards(run)
+    return run
+
+
+def compile_mode(cfg: LabConfig) -> str:
+    """The ``--compile`` mode this process can run: ``"off"`` where inductor has no C++ compiler."""
+    return "off" if cfg.compile == "off" or compiler_missing() is not None else cfg.compile
+
+
+def set_forwards(run: _ArmRun, failed: Optional[dict] = None) -> None:
+    """The arm's training and eval forwards; ``failed`` (a checkpoint's ``compile_failed``): the forwards whose
+    compilation failed before, which stay eager on resume as they did in the uninterrupted run."""
+    failed = failed or {}
+    mode = compile_mode(run.cfg)
+    if run.cfg.compile != "off" and mode == "off":
+        run.compile_notes.append(f"--compile {run.cfg.compile}: not compiled, {compiler_missing()}; eager forwards")
+    # under torchrun the training forward stays eager (DDP's hooks; not measured here)
+    train_compiled = mode in ("train", "all") and not run.info.distributed
+    run.forward = _Forward(run.net, run.cfg, train_compiled, "training", failed=failed.get("train"),
+                           on_fail=run.compile_notes.append)
+    eval_forward(run.model, run.cfg, failed=failed.get("eval"), on_fail=run.compile_notes.append)
+
+
+def _compile_failed(run: _ArmRun) -> dict:
+    return {"train": run.forward.failed, "eval": eval_forward(run.model, run.cfg).failed}
 
 
 def _carry_notes(ck: dict, notes: list, here: dict, who: str, epochs: int, say) -> None:
@@ -563,7 +750,7 @@ def _mixer_state(run: _ArmRun):
 
 
 def _train_steps(run: _ArmRun, epoch: int, label: str, bars: bool, clock: Optional[dict] = None) -> float:
-    """One epoch's optimiser steps; the mean training loss over every rank's rows.
+    """One epoch's optimiser steps; the mean training loss over every rank's rows (``clock["rows"]``: their count).
 
     ``clock`` (a dict) gets ``"mix_s"``: this rank's seconds in the mixer calls (for PuzzleMix with its
     saliency's forward and backward), timed on the host, synchronised on CUDA."""
@@ -583,7 +770,7 @@ def _train_steps(run: _ArmRun, epoch: int, label: str, bars: bool, clock: Option
             x, target = run.mixer(x, y)
             if clock is not None:
                 clock["mix_s"] = clock.get("mix_s", 0.0) + _synced(run.device) - t_mix
-        loss = _loss(cfg, run.net(x), y, target, data.num_classes)
+        loss = _loss(cfg, run.forward(x).float(), y, target, data.num_classes)
         run.opt.zero_grad(set_to_none=True)
         loss.backward()
         run.opt.step()
@@ -595,6 +782,8 @@ def _train_steps(run: _ArmRun, epoch: int, label: str, bars: bool, clock: Option
         loss_sum, seen = (t.item() for t in dist.all_reduce_sum((loss_sum, torch.tensor(seen))))
     if seen == 0:  # no optimiser step: never report a loss of 0.0 for an epoch that did not train
         raise ValueError(_no_step_message(cfg, run.n, run.n_local, run.info.world_size))
+    if clock is not None:
+        clock["rows"] = int(seen)
     return float(loss_sum) / seen  # the same on every rank: all stop together
 
 
@@ -614,14 +803,25 @@ def _run_epoch(run: _ArmRun, epoch: int, *, seed: int, arm: str, bars: bool) -> 
         raise TrainingDiverged(f"training diverged at seed {seed}, arm {arm}, epoch {epoch + 1} "
                                f"(loss {train_loss}); lower --lr")
     train_time = time.perf_counter() - t0
-    ev = evaluate(run.model, cfg, data)
+    last = epoch + 1 == run.epochs
+    rows = None if last else run.eval_rows  # the last epoch (the run's result) on the whole test set
+    t_eval = time.perf_counter()
+    ev = evaluate(run.model, cfg, data, rows)
+    eval_time = time.perf_counter() - t_eval
     if ev["nonfinite"]:  # the last steps made the weights non-finite; reduced over ranks like the rest
         raise TrainingDiverged(f"training diverged at seed {seed}, arm {arm}, epoch {epoch + 1} (non-finite "
                                f"outputs on {ev['nonfinite']} of {data.y_test.numel()} test rows); lower --lr")
     record = {"seed": seed, "arm": arm, "epoch": epoch + 1, "train_loss": train_loss,
               "test_acc": ev["acc"], "test_nll": ev["nll"], "test_ece": ev["ece"],
               "lr": run.opt.param_groups[0]["lr"], "train_time_s": train_time,
-              "epoch_time_s": time.perf_counter() - t0, "ece_bins": ev["bins"]}
+              "epoch_time_s": time.perf_counter() - t0, "ece_bins": ev["bins"],
+              # speed (issue 21): images per second of training (every rank's rows) and of scoring (this
+              # process's); *_per_s, like *time_s, differ between runs of the same computation
+              "eval_time_s": eval_time,
+              "train_images_per_s": clock["rows"] / train_time if train_time > 0 else None,
+              "eval_images_per_s": ev["rows"] / eval_time if eval_time > 0 else None}
+    if rows is not None:
+        record["test_rows"] = int(rows.numel())  # --eval-subset: scored on these many test images
     for k in ("train_clean_acc", "noisy_memorised"):
         if k in ev:
             record[k] = ev[k]
