@@ -6,6 +6,10 @@ from pathlib import Path
 
 from mixlab_lab.cli import main
 
+# The tiny run the reliability and run-folder tests resume, damage and compare against (tests/lab/conftest.py
+# computes its uninterrupted and its interrupted version once per session).
+RUN_ARGS = ["--dataset", "digits", "--epochs", "2", "--batch-size", "64", "--threads", "1", "--quiet", "--seeds", "0"]
+
 
 def cli(argv: list, capsys) -> tuple[int, str]:
     """``mixlab <argv>`` in-process: its exit status and what it printed on stderr."""
@@ -18,9 +22,9 @@ def cli(argv: list, capsys) -> tuple[int, str]:
 
 
 def strip(obj):
-    """Drop timings (they differ between runs) from nested results."""
+    """Drop timings and rates (`*time_s`, `*_per_s`: they differ between runs) from nested results."""
     if isinstance(obj, dict):
-        return {k: strip(v) for k, v in obj.items() if not k.endswith("time_s")}
+        return {k: strip(v) for k, v in obj.items() if not k.endswith(("time_s", "_per_s"))}
     if isinstance(obj, list):
         return [strip(v) for v in obj]
     return obj

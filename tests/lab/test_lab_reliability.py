@@ -28,18 +28,17 @@ import zlib
 from pathlib import Path
 
 import pytest
-from _runs import cli, interrupted_run, result, strip
+from _runs import RUN_ARGS, cli, result, strip
 import torch
 
 pytest.importorskip("sklearn")
 
 from mixlab_lab import report as report_module  # noqa: E402
 from mixlab_lab import runner  # noqa: E402
-from mixlab_lab.cli import main  # noqa: E402
 from mixlab_lab.store import _proc_start, load_checkpoint, save_checkpoint  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-ARGS = ["--dataset", "digits", "--epochs", "2", "--batch-size", "64", "--threads", "1", "--quiet", "--seeds", "0"]
+ARGS = RUN_ARGS  # digits, 2 epochs, batch 64, one thread, seed 0
 MARKER, LOCK = runner.MARKER, runner.LOCK
 CKPTS = ["checkpoints/seed0_init.pt", "checkpoints/seed0_baseline.pt", "checkpoints/seed0_baseline.prev.pt",
          "checkpoints/seed0_mixup.pt", "checkpoints/seed0_mixup.prev.pt"]
@@ -111,19 +110,16 @@ def _judge(kind: str, out: Path, target: str, expected: str, ref: dict, capsys) 
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """An uninterrupted ``mixlab compare`` run (in this process) and its result."""
-    out = tmp_path_factory.mktemp("reliability") / "reference"
-    assert main(["compare", *ARGS, "--out", str(out)]) == 0
-    _no_leftovers(out)
-    return out, _result(out)
+def reference(shared_reference):
+    """An uninterrupted ``mixlab compare`` run (in this process) and its result (tests/lab/conftest.py)."""
+    _no_leftovers(shared_reference[0])
+    return shared_reference
 
 
 @pytest.fixture(scope="module")
-def interrupted(tmp_path_factory):
-    """A run stopped by Ctrl-C after the baseline finished and the mixup arm's first epoch."""
-    out = tmp_path_factory.mktemp("reliability") / "interrupted"
-    interrupted_run(out, ARGS)
+def interrupted(shared_interrupted):
+    """A run stopped by Ctrl-C after the baseline finished and the mixup arm's first epoch (tests/lab/conftest.py)."""
+    out = shared_interrupted
     ck = load_checkpoint(out / "checkpoints" / "seed0_mixup.pt")
     assert ck["epoch"] == 1 and not (out / "checkpoints" / "seed0_mixup.prev.pt").exists()
     assert not (out / LOCK).exists(), "Ctrl-C must release the lock"

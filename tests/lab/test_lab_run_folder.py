@@ -20,17 +20,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-from _runs import cli, interrupted_run, result, strip
+from _runs import RUN_ARGS, cli, result, strip
 
 pytest.importorskip("sklearn")
 
 from mixlab_lab import report as report_module  # noqa: E402
 from mixlab_lab import runner, store  # noqa: E402
-from mixlab_lab.cli import main  # noqa: E402
 from mixlab_lab.config import resolve_config  # noqa: E402
 from mixlab_lab.store import load_checkpoint  # noqa: E402
 
-ARGS = ["--dataset", "digits", "--epochs", "2", "--batch-size", "64", "--threads", "1", "--quiet", "--seeds", "0"]
+ARGS = RUN_ARGS  # digits, 2 epochs, batch 64, one thread, seed 0
 MARKER = runner.MARKER
 
 
@@ -65,18 +64,15 @@ def _one_line(rc: int, err: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run_folder") / "reference"
-    assert main(["compare", *ARGS, "--out", str(out)]) == 0
-    return out, _result(out)
+def reference(shared_reference):
+    """An uninterrupted run and its result, shared with the reliability tests (tests/lab/conftest.py)."""
+    return shared_reference
 
 
 @pytest.fixture(scope="module")
-def interrupted(tmp_path_factory):
-    """Stopped by Ctrl-C after the baseline and the mixup arm's first epoch."""
-    out = tmp_path_factory.mktemp("run_folder") / "interrupted"
-    interrupted_run(out, ARGS)
-    return out
+def interrupted(shared_interrupted):
+    """Stopped by Ctrl-C after the baseline and the mixup arm's first epoch (tests/lab/conftest.py)."""
+    return shared_interrupted
 
 
 @pytest.fixture
