@@ -22,7 +22,7 @@ def _lines(path: Path) -> list[dict]:
 
 
 def _strip_times(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if not k.endswith("time_s")} for r in rows]
+    return [{k: v for k, v in r.items() if not k.endswith(("time_s", "_per_s"))} for r in rows]
 
 
 @pytest.fixture(scope="module")
