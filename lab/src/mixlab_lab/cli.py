@@ -253,7 +253,7 @@ def _add_train_options(p: argparse.ArgumentParser, mixes, several: bool = False)
     g.add_argument("--device", default=S, help="cpu, cuda, cuda:1, mps ...")
     g.add_argument("--threads", type=int, default=S, help="torch CPU threads (0 = torch's default)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=S,
-                   help="image batches and conv weights channels-last (default on: faster convolutions on CPUs)")
+                   help="image batches and conv weights channels-last (default off)")
     g.add_argument("--compile", choices=COMPILES, default=S,
                    help="torch.compile the eval forward, the training forward or both (default off; falls back "
                         "to eager with a note where compilation fails)")

@@ -52,7 +52,7 @@ COMPILES = ("off", "eval", "train", "all")
 AUTOCASTS = ("off", "bf16")
 # Options left out of to_dict (config.json, the config hash) while at these defaults, so configurations made
 # before they existed hash, and resume, as before
-OMITTED_DEFAULTS = {"budget_mode": "full", "channels_last": True, "compile": "off", "autocast": "off",
+OMITTED_DEFAULTS = {"budget_mode": "full", "channels_last": False, "compile": "off", "autocast": "off",
                     "eval_subset": None}
 
 
@@ -94,8 +94,9 @@ class LabConfig:
         budget_mode: with several budgets, ``"full"`` (one run per arm and budget) or ``"checkpoints"`` (one
             constant-lr run per arm, a copy decayed at each budget: an approximation, labelled as such). Left out
             of :meth:`to_dict` at its default, so one-budget configurations hash as before.
-        channels_last: image batches and conv weights in the channels-last memory format (faster convolutions
-            on CPUs; values may differ from the contiguous layout in the last bits).
+        channels_last: image batches and conv weights in the channels-last memory format (values may differ from
+            the contiguous layout in the last bits; off by default: not measured faster for ``fast-cnn`` at 2 threads
+            here, and ``airbench-cpu``/``resnet9-narrow`` are channels-last inside already).
         compile: ``"off"``, ``"eval"`` (``torch.compile`` of the eval-mode forward: test metrics and
             predictions), ``"train"`` (the training forward) or ``"all"``; where compilation fails (no C++
             compiler for inductor, an unsupported op) the eager forward runs and a note says so.
@@ -145,7 +146,7 @@ class LabConfig:
     quiet: bool = False
     preset: Optional[str] = None
     budget_mode: str = "full"
-    channels_last: bool = True
+    channels_last: bool = False
     compile: str = "off"
     autocast: str = "off"
     eval_subset: Optional[int] = None
