@@ -96,12 +96,13 @@ class _Tune:
     are tried on short segments only, ever more rarely (the gap grows fourfold each time, up to _MAX_GAP).
     """
 
-    __slots__ = ("rate", "wait", "gap")
+    __slots__ = ("rate", "wait", "gap", "slow")
 
     def __init__(self):
         self.rate = [None, None]
         self.wait = [0, 0]  # segments until the losing mode is tried again
         self.gap = [1, 1]
+        self.slow = 0  # consecutive threaded segments much slower than their average
 
     def best(self) -> int:
         r0, r1 = self.rate
@@ -125,11 +126,13 @@ class _Tune:
         if not tried:
             old = self.rate[mode]
             self.rate[mode] = rate if old is None else 0.7 * old + 0.3 * rate
-            if mode == 0 and old is not None and rate > 2.0 * old and self.rate[1] is not None:
-                self.wait[1], self.gap[1] = 0, 1  # the threads slowed down: the load changed, try one thread now
+            if mode == 0 and old is not None and self.rate[1] is not None:
+                self.slow = self.slow + 1 if rate > 2.0 * old else 0
+                if self.slow >= 2:  # the threads stayed slow two segments running: the load changed, try one thread
+                    self.wait[1], self.gap[1], self.slow = 0, 1, 0
             return
         self.rate[mode] = rate  # a try of the losing mode: its old figure is stale
-        if rate < self.rate[other]:  # it wins: it runs from now on, the other is tried again soon
+        if rate < 0.9 * self.rate[other]:  # it wins clearly: it runs from now on, the other is tried again soon
             self.gap[mode], self.gap[other], self.wait[other] = 1, 1, 1
         else:
             self.gap[mode] = min((4 if mode == 0 else 2) * self.gap[mode], _MAX_GAP)
@@ -182,7 +185,10 @@ class _Pace:
             self.tune.record(self.mode, (now - self.t0) / (self.done * self.numel), self.tried)
         self.mode, self.tried = self.tune.choose()
         self._set(self.threads if self.mode == 0 else 1)
-        self.seg = self.short if self.tried and self.mode == 0 else self.full  # threads on trial: a short segment
+        # threads on trial after losing badly (shared cores: up to 100x slower): a short segment; else a full one
+        r0, r1 = self.tune.rate
+        badly = r0 is None or (r1 is not None and r0 > 3.0 * r1)
+        self.seg = self.short if self.tried and self.mode == 0 and badly else self.full
         self.done = 0
         self.t0 = self.clock()
 
@@ -217,7 +223,9 @@ def paced(kind: str, step_numel: int, *, clock=time.perf_counter):
 # 128x3x224x224 float32 batch, which costs more than the mixing itself (x.clone() is 3x the copy floor here).
 # Where Linux's transparent huge pages are in "madvise" or "always" mode, an output of at least HUGE_MIN_BYTES is
 # advised MADV_HUGEPAGE before its first write, so it faults in 2 MiB pages (torch's own CPU allocator does the
-# same under THP_MEM_ALLOC_ENABLE=1). Opt out with MIXLAB_HUGE_PAGES=0 or huge_pages(False).
+# same under THP_MEM_ALLOC_ENABLE=1). Opt out with MIXLAB_HUGE_PAGES=0 or huge_pages(False). Its pages are then
+# faulted in by one single-threaded strided write, so the row loops that fill it time clean segments (page faults
+# taken by two threads at once wait on each other and made the paced loop misjudge the threads).
 
 HUGE_MIN_BYTES = 8 << 20
 _MADV_HUGEPAGE = 14
@@ -265,6 +273,10 @@ def empty_out(x: torch.Tensor) -> torch.Tensor:
             lo, hi = -(-p // page) * page, (p + nbytes) // page * page
             if hi > lo:
                 madvise(lo, hi - lo, _MADV_HUGEPAGE)  # advice only: a refusal leaves 4 KiB pages
+        # Fault every page in now, in one single-threaded op (a write every 4 KiB; the kernel zeroes the pages):
+        # the faults then cost what x.clone()'s do, and the row loops that fill the output time clean segments.
+        if out.is_contiguous() or out.is_contiguous(memory_format=memory_format(out)):  # one run of memory
+            out.as_strided((out.numel(),), (1,))[:: max(1, 4096 // out.element_size())].zero_()
     return out
 
 
