@@ -60,7 +60,7 @@ import torch.nn.functional as F
 
 from . import _fast
 from . import _validate as V
-from .losses import mixed_cross_entropy
+from .losses import _WeightedNLL, mixed_cross_entropy
 from .ops import _check_index
 from .params import MixParams
 from .regions import Region
@@ -123,6 +123,12 @@ class MixedTarget:
         self._nonneg = False
         if self.is_class_index and _fast.eager_cpu(src) and src.numel():
             self._nonneg = int(src.min()) >= 0 and (partner is None or int(self.y.min()) >= 0)
+        # The common loss, cross-entropy over per-row class labels with torch's defaults, skips the general
+        # route's checks (it costs about a plain cross-entropy's Python, not twice it): same kernel, same numbers.
+        self._plain_ce = (self._nonneg and self._position is None and params.label_weights is None
+                          and self._stacked is not None and self._stacked.dtype == torch.int64 and self.y.ndim == 1
+                          and not self.label_smoothing)
+        self._coefn = {}
 
     def _check_labels(self, y, name, any_batch=False):
         if not isinstance(y, torch.Tensor):
@@ -295,6 +301,18 @@ class MixedTarget:
             ValueError: a bad ``reduction``, logits without the batch size, or label smoothing
                 that cannot be applied.
         """
+        if (self._plain_ce and (reduction is None or reduction == "mean") and _plain_ce_criterion(criterion)
+                and isinstance(logits, torch.Tensor) and logits.ndim == 2 and logits.shape[0] == self.y.shape[0]
+                and logits.dtype in (torch.float32, torch.float64)):
+            coefn = self._coefn.get(logits.dtype)
+            if coefn is None:  # the fused route's mean: every row's shares sum to 1, divided by the batch
+                coefn = self._coefn[logits.dtype] = (self.weights.to(logits.dtype)
+                                                    * (-1.0 / max(1, self.y.shape[0]))).contiguous()
+            try:
+                return _WeightedNLL.apply(logits, self._stacked, coefn)
+            except (RuntimeError, IndexError):
+                self._check_range(logits.shape[1], -100)  # a label out of range: say which
+                raise
         if self.is_class_index and _needs_float_targets(criterion):
             raise TypeError(
                 f"{_name(criterion)} needs float targets, but y holds integer class labels; "
@@ -401,6 +419,7 @@ class MixedTarget:
         new.weights = self.weights.to(device)
         new._stacked = None if self._stacked is None else self._stacked.to(device)
         new._nonneg = self._nonneg and torch.device(device).type == "cpu"
+        new._plain_ce, new._coefn = self._plain_ce and new._nonneg, {}
         new.targets = tuple(t.to(device) for t in self.targets) if new._stacked is None else \
             tuple(new._stacked.unbind(1))
         new._position = None if self._position is None else self._position.to(device)
@@ -446,6 +465,15 @@ def _with_reduction(criterion, reduction: str):
 
 def _name(criterion) -> str:
     return type(criterion).__name__ if isinstance(criterion, torch.nn.Module) else getattr(criterion, "__name__", "?")
+
+
+def _plain_ce_criterion(criterion) -> bool:
+    """``F.cross_entropy``, or ``nn.CrossEntropyLoss()`` with torch's defaults (no class weights, no smoothing, a
+    negative ``ignore_index``, ``"mean"``)."""
+    if criterion is F.cross_entropy:
+        return True
+    return (type(criterion) is torch.nn.CrossEntropyLoss and criterion.weight is None and criterion.ignore_index < 0
+            and not criterion.label_smoothing and criterion.reduction == "mean")
 
 
 def _fused_settings(criterion):

@@ -454,3 +454,27 @@ def test_a_mixer_call_on_the_cpu_is_paced_and_restores_threads(monkeypatch):
         _fast.row_threads(old)
     assert torch.equal(a, b) and torch.get_num_threads() == threads
     assert ("call:CutMix:torch.float32:" + str(x.numel().bit_length()), x.numel()) in seen
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("criterion", [nn.CrossEntropyLoss(), F.cross_entropy], ids=["module", "function"])
+def test_plain_cross_entropy_shortcut_equals_the_general_route(dtype, criterion):
+    # MixedTarget.loss's shortcut for cross-entropy with torch's defaults: the general fused route's numbers
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(12, 7, generator=g, dtype=dtype, requires_grad=True)
+    y = torch.randint(0, 7, (12,), generator=g)
+    params = mixlab.sample_params(12, alpha=1.0, mode="sample", generator=g)
+    target = mixlab.MixedTarget(y, params)
+    assert target._plain_ce
+    got = target.loss(criterion, logits)
+    (g_got,) = torch.autograd.grad(got, logits)
+    want = mixlab.losses.mixed_cross_entropy(logits, torch.stack([y, y[params.index]], 1),
+                                             torch.stack([params.lam, 1 - params.lam], 1).to(dtype), reduction="mean")
+    (g_want,) = torch.autograd.grad(want, logits)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(g_got, g_want)
+    per_target = params.lam.to(dtype) * F.cross_entropy(logits, y, reduction="none") + \
+        (1 - params.lam.to(dtype)) * F.cross_entropy(logits, y[params.index], reduction="none")
+    torch.testing.assert_close(got, per_target.mean())
+    with pytest.raises(ValueError, match=r"class labels must lie in \[0, 5\)"):
+        target.loss(criterion, logits[:, :5])  # labels up to 6 for 5 classes: one clear line
