@@ -10,60 +10,14 @@ from test_detection import _check_instances, _footprint, _instance_batch
 
 tvF = pytest.importorskip("torchvision.transforms.functional")
 tvops = pytest.importorskip("torchvision.ops")
+tv_copy_paste = pytest.importorskip("mixlab_lab.bench.ports").tv_copy_paste
 
 
 def _tv_copy_paste(image, target, paste_image, paste_target, random_selection, blending=True,
                    resize_interpolation=tvF.InterpolationMode.BILINEAR):
-    """torchvision's ``_copy_paste`` line for line, with its random selection passed in.
-
-    (torchvision draws ``random_selection = torch.randint(0, n, (n,)).unique()`` from the global RNG.)
-    """
-    num_masks = len(paste_target["masks"])
-    if num_masks < 1:
-        return image, target
-    paste_masks = paste_target["masks"][random_selection]
-    paste_boxes = paste_target["boxes"][random_selection]
-    paste_labels = paste_target["labels"][random_selection]
-    masks = target["masks"]
-    size1 = image.shape[-2:]
-    size2 = paste_image.shape[-2:]
-    if size1 != size2:
-        paste_image = tvF.resize(paste_image, size1, interpolation=resize_interpolation)
-        paste_masks = tvF.resize(paste_masks, size1, interpolation=tvF.InterpolationMode.NEAREST)
-        ratios = torch.tensor((size1[1] / size2[1], size1[0] / size2[0]), device=paste_boxes.device)
-        paste_boxes = paste_boxes.view(-1, 2, 2).mul(ratios).view(paste_boxes.shape)
-    paste_alpha_mask = paste_masks.sum(dim=0) > 0
-    if blending:
-        paste_alpha_mask = tvF.gaussian_blur(paste_alpha_mask.unsqueeze(0), kernel_size=(5, 5), sigma=[2.0])
-    image = (image * (~paste_alpha_mask)) + (paste_image * paste_alpha_mask)
-    masks = masks * (~paste_alpha_mask)
-    non_all_zero_masks = masks.sum((-1, -2)) > 0
-    masks = masks[non_all_zero_masks]
-    out_target = {k: v for k, v in target.items()}
-    out_target["masks"] = torch.cat([masks, paste_masks])
-    boxes = tvops.masks_to_boxes(masks)
-    out_target["boxes"] = torch.cat([boxes, paste_boxes])
-    labels = target["labels"][non_all_zero_masks]
-    out_target["labels"] = torch.cat([labels, paste_labels])
-    if "area" in target:
-        out_target["area"] = out_target["masks"].sum((-1, -2)).to(torch.float32)
-    if "iscrowd" in target and "iscrowd" in paste_target:
-        if len(target["iscrowd"]) == len(non_all_zero_masks):
-            iscrowd = target["iscrowd"][non_all_zero_masks]
-            paste_iscrowd = paste_target["iscrowd"][random_selection]
-            out_target["iscrowd"] = torch.cat([iscrowd, paste_iscrowd])
-    boxes = out_target["boxes"]
-    degenerate_boxes = boxes[:, 2:] <= boxes[:, :2]
-    if degenerate_boxes.any():
-        valid_targets = ~degenerate_boxes.any(dim=1)
-        out_target["boxes"] = boxes[valid_targets]
-        out_target["masks"] = out_target["masks"][valid_targets]
-        out_target["labels"] = out_target["labels"][valid_targets]
-        if "area" in out_target:
-            out_target["area"] = out_target["area"][valid_targets]
-        if "iscrowd" in out_target and len(out_target["iscrowd"]) == len(valid_targets):
-            out_target["iscrowd"] = out_target["iscrowd"][valid_targets]
-    return image, out_target
+    """torchvision's ``_copy_paste`` line for line (the port lives in mixlab_lab.bench.ports: the bench times it)."""
+    return tv_copy_paste(image, target, paste_image, paste_target, random_selection, blending=blending,
+                         resize_interpolation=resize_interpolation)
 
 
 def _blobs(gen, B=4, H=48, W=56, n=5, sizes=None):
@@ -265,3 +219,13 @@ def test_every_pasted_mask_stays_inside_its_box_on_lists_of_sizes(gen):
         H, W = image.shape[-2:]
         for box, mask in zip(t["boxes"], t["masks"]):
             assert mask.any() and not (mask.bool() & ~_footprint(box, H, W)).any()
+
+
+def test_dilation_equals_the_max_pool_it_replaces():
+    from mixlab.detection_copypaste import _dilate
+
+    g = torch.Generator().manual_seed(0)
+    for H, W in ((37, 53), (5, 5), (1, 9), (64, 64)):
+        a = torch.rand(H, W, generator=g) < 0.05
+        want = torch.nn.functional.max_pool2d(a[None, None].float(), 5, 1, 2)[0, 0] > 0
+        assert torch.equal(_dilate(a, 2), want)

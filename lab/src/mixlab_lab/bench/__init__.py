@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from .rows import TIMM_MODES, input_rows, method_rows, target_rows, timm_rows
+from .rows import TIMM_MODES, detection_rows, input_rows, method_rows, target_rows, timm_rows
 from .timing import format_group, group_json, header, run_group
 
 __all__ = ["main", "run"]
@@ -81,6 +81,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-targets", action="store_true", help="skip the target-side groups")
     p.add_argument("--no-methods", action="store_true", help="skip the mask-method group (FMix, ResizeMix, SaliencyMix)")
     p.add_argument("--methods-shape", type=_shape, default=None, help="shape of the method group, default 64x3x64x64 (--quick skips the group unless given)")
+    p.add_argument("--no-detection", action="store_true", help="skip the detection group (Copy-Paste, Mosaic, MixUp)")
+    p.add_argument("--detection-shape", type=_shape, default=None,
+                   help="images of the detection group, default 16x3x256x256 (--quick skips the group unless given)")
     p.add_argument("--no-timm", action="store_true", help="skip the timm-recipe group (mixlab.timm.Mixup vs timm)")
     p.add_argument("--timm-shape", type=_shape, default=None,
                    help="shape of the timm-recipe group, default 64x3x224x224 (--quick skips the group unless given)")
@@ -178,7 +181,7 @@ def run(settings: dict, device: torch.device, seed: int = 0, out=None) -> dict:
     result = {"header": header(device), "settings": {k: v for k, v in settings.items()}, "groups": [],
               "conditions": conds}
     result["settings"]["shapes"] = ["x".join(map(str, s)) for s in settings["shapes"]]
-    for k in ("methods_shape", "timm_shape"):
+    for k in ("methods_shape", "timm_shape", "detection_shape"):
         if k in result["settings"]:
             result["settings"][k] = list(result["settings"][k])
     h = result["header"]
@@ -242,6 +245,13 @@ def _run_groups(settings: dict, device, seed: int, out, cond: dict, groups: list
         emit("method", f"methods {'x'.join(map(str, shape))} float32 (alpha 1)", rows, "mixlab MixUp call (sample)",
              shape=list(shape))
         del x, rows
+    if not settings.get("no_detection"):
+        B, _, H, W = settings["detection_shape"]
+        rows = detection_rows(B, H, W, seed=seed)
+        run_group(rows, runs=settings["runs"], warmup=settings["warmup"], device=device)
+        emit("detection", f"detection {B} images 3x{H}x{W}, 6 instances each with masks", rows, "copy floor",
+             shape=[B, 3, H, W])
+        del rows
     if not settings.get("no_timm"):
         shape = tuple(settings["timm_shape"])
         x = _make_batch(shape, "float32", device, gen)
@@ -319,6 +329,11 @@ def _goals(result: dict, stat: str, state) -> list:
         mine, theirs = (_stat(result, "method", m, ours, stat, state), _stat(result, "method", m, peer, stat, state))
         goal(f"{ours.removeprefix('mixlab ')} at least as fast as {peer} (theirs / ours >= 1)",
              theirs / mine if mine and theirs else None, lambda v: v >= 1.0)
+    det = lambda g: g["kind"] == "detection"  # noqa: E731
+    mine, theirs = (_stat(result, "detection", det, "mixlab CopyPaste (roll)", stat, state),
+                    _stat(result, "detection", det, "torchvision SimpleCopyPaste (reference port)", stat, state))
+    goal("CopyPaste at least as fast as torchvision's reference (theirs / ours >= 1)",
+         theirs / mine if mine and theirs else None, lambda v: v >= 1.0)
     tg = lambda g: g["kind"] == "timm"  # noqa: E731
     for mode in TIMM_MODES:
         mine, theirs = (_stat(result, "timm", tg, f"mixlab.timm Mixup ({mode})", stat, state),
@@ -366,6 +381,10 @@ def main(argv: list[str] | None = None) -> int:
     settings["no_methods"] = ns.no_methods or (ns.quick and ns.methods_shape is None)
     settings["methods_shape"] = ns.methods_shape or (64, 3, 64, 64)
     settings["no_timm"] = ns.no_timm or (ns.quick and ns.timm_shape is None)
+    settings["no_detection"] = ns.no_detection or (ns.quick and ns.detection_shape is None)
+    settings["detection_shape"] = ns.detection_shape or (16, 3, 256, 256)
+    if len(settings["detection_shape"]) != 4:
+        p.error(f"--detection-shape is BxCxHxW, got {'x'.join(map(str, settings['detection_shape']))}")
     settings["timm_shape"] = ns.timm_shape or (64, 3, 224, 224)
     device = torch.device(ns.device)
     if device.type == "cuda" and not torch.cuda.is_available():

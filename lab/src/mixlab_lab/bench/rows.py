@@ -313,3 +313,62 @@ def method_rows(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, seed: int
         make_row("mixlab FeatMix (sample, tokens)", on_tokens(mixlab.FeatMix), tokens_note),
         make_row("mixlab HiddenMix (sample, tokens)", on_tokens(mixlab.HiddenMix), tokens_note),
     ]
+
+
+def instance_batch(B: int, H: int, W: int, *, n: int = 6, seed: int = 0, sizes=None) -> tuple[list, list]:
+    """``B`` float images ``(3, H, W)`` (or of ``sizes``) with ``n`` instances each: random boxes, each with a
+    blob mask inside it, labels, areas and iscrowd, as torchvision's detection references take them."""
+    g = torch.Generator().manual_seed(seed)
+    sizes = sizes or [(H, W)] * B
+    images, targets = [], []
+    for h, w in sizes:
+        images.append(torch.rand(3, h, w, generator=g))
+        xy = torch.rand(n, 2, generator=g) * torch.tensor([w * 0.7, h * 0.7])
+        wh = torch.tensor([w * 0.1, h * 0.1]) + torch.rand(n, 2, generator=g) * torch.tensor([w * 0.25, h * 0.25])
+        boxes = torch.cat([xy, (xy + wh).minimum(torch.tensor([float(w), float(h)]))], 1).floor()
+        masks = torch.zeros(n, h, w, dtype=torch.uint8)
+        for k, (x0, y0, x1, y1) in enumerate(boxes.long().tolist()):
+            masks[k, y0:y1, x0:x1] = (torch.rand(y1 - y0, x1 - x0, generator=g) < 0.8).to(torch.uint8)
+            masks[k, (y0 + y1) // 2, (x0 + x1) // 2] = 1
+        targets.append({"boxes": boxes, "labels": torch.arange(1, n + 1), "masks": masks,
+                        "area": masks.flatten(1).sum(1).float(), "iscrowd": torch.zeros(n, dtype=torch.int64)})
+    return images, targets
+
+
+def detection_rows(B: int, H: int, W: int, *, seed: int) -> list:
+    """Rows for detection mixing on torchvision-style lists (images with instance masks): Copy-Paste against a
+    port of torchvision's reference ``SimpleCopyPaste`` (the same roll(1) pairing and selection rule), Mosaic
+    on one size and letterboxed from two sizes, MixUp, and the floor (cloning every image and target)."""
+    from mixlab import detection
+
+    from .ports import tv_simple_copy_paste
+
+    images, targets = instance_batch(B, H, W, seed=seed)
+    mixed_sizes = [(H, W) if i % 2 == 0 else (H * 3 // 4, W) for i in range(B)]
+    images2, targets2 = instance_batch(B, H, W, seed=seed + 1, sizes=mixed_sizes)
+
+    def gen():
+        return torch.Generator().manual_seed(seed)
+
+    def floor():
+        return [im.clone() for im in images], [{k: v.clone() for k, v in t.items()} for t in targets]
+
+    def ours(t, imgs=images, tgts=targets):
+        return lambda: lambda: t(imgs, tgts)
+
+    def torchvision_port():
+        _peer("torchvision.ops")
+        return lambda: tv_simple_copy_paste(images, targets)
+
+    side = max(H, W)
+    return [
+        make_row("copy floor", lambda: floor, "clone every image and target"),
+        make_row("mixlab CopyPaste (roll)", ours(detection.CopyPaste(pairing="roll", generator=gen())),
+                 "torchvision's pairing and selection rule, blending on"),
+        make_row("torchvision SimpleCopyPaste (reference port)", torchvision_port,
+                 "references/detection/transforms.py line for line (no package ships it)"),
+        make_row("mixlab Mosaic (one size)", ours(detection.Mosaic(generator=gen())), "4 images a canvas"),
+        make_row("mixlab Mosaic(size) (two sizes)", ours(detection.Mosaic(size=side, generator=gen()), images2,
+                                                         targets2), f"letterboxed onto {2 * side}x{2 * side}"),
+        make_row("mixlab MixUp (detection)", ours(detection.MixUp(generator=gen())), "boxes and masks of both kept"),
+    ]
