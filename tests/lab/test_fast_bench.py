@@ -131,3 +131,16 @@ def test_method_group_has_a_row_per_fast_path_and_its_peers(tmp_path):
         row = rows[f"mixlab {name}"]
         assert not row["skipped"] and row["median_ms"] > 0, (name, row["note"])
         assert "no peer package" in row["note"] or "(sample" in name, (name, row["note"])
+
+
+def test_detection_group_pits_copy_paste_against_torchvisions_reference(tmp_path):
+    pytest.importorskip("torchvision.ops")
+    path = tmp_path / "bench.json"
+    assert bench.main(["--quick", "--no-targets", "--detection-shape", "4x3x48x48", "--json", str(path)]) == 0
+    data = json.loads(path.read_text())
+    group = next(g for g in data["groups"] if g["kind"] == "detection")
+    rows = {r["name"]: r for r in group["rows"]}
+    for name in ("copy floor", "mixlab CopyPaste (roll)", "torchvision SimpleCopyPaste (reference port)",
+                 "mixlab Mosaic (one size)", "mixlab Mosaic(size) (two sizes)", "mixlab MixUp (detection)"):
+        assert not rows[name]["skipped"], rows[name]["note"]
+    assert any(g["goal"].startswith("CopyPaste") and g["value"] is not None for g in data["goals"])
