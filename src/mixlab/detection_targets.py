@@ -15,6 +15,7 @@ import sys
 
 import torch
 
+from . import _fast
 from . import _validate as V
 from .mixer import worker_generator
 
@@ -367,9 +368,20 @@ class Transform:
         batch, listed, checked, keys = self._batch(images, targets)
         if not self.enabled:
             return (list(batch) if listed else images), checked
-        if params is None:
-            params = self._draw(batch, checked)
-        return self._apply(batch, listed, checked, keys, params)
+        first = batch[0] if len(batch) else None
+        if first is None or not _fast.eager_cpu(first):
+            if params is None:
+                params = self._draw(batch, checked)
+            return self._apply(batch, listed, checked, keys, params)
+        # On the CPU the call runs with torch's threads or one thread, whichever is faster now (_fast.paced): its
+        # many per-image ops each stall when another process holds a core.
+        numel = sum(im.numel() for im in batch)
+        with _fast.paced(f"detection:{type(self).__name__}:{first.dtype}:{numel.bit_length()}", numel) as pace:
+            for _ in pace.over((None,)):
+                if params is None:
+                    params = self._draw(batch, checked)
+                out = self._apply(batch, listed, checked, keys, params)
+        return out
 
     def _draw(self, images: list, targets: list):  # pragma: no cover - each transform defines it
         raise NotImplementedError
