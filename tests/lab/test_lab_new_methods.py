@@ -15,11 +15,12 @@ from mixlab_lab.train import build_mixer
 
 
 @pytest.mark.parametrize("mix,extra", [("recursivemix", []), ("specmix", []), ("mixpro", []), ("smmix", []),
+                                       ("skmixup", []), ("featmix", ["--dataset", "wine"]),
                                        ("snapmix", ["--model", "preact-resnet18"])])
 def test_new_methods_train_in_the_lab(mix, extra, tmp_path):
     out = tmp_path / mix
-    assert main(["train", "--dataset", "digits", "--epochs", "1", "--quiet", "--mix", mix, "--train-size", "300",
-                 "--test-size", "100", *extra, "--out", str(out)]) == 0
+    data = [] if "--dataset" in extra else ["--dataset", "digits", "--train-size", "300", "--test-size", "100"]
+    assert main(["train", *data, "--epochs", "1", "--quiet", "--mix", mix, *extra, "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["arms"] == [mix] and math.isfinite(summary["per_seed"][mix]["0"]["train_loss"])
 
