@@ -83,6 +83,12 @@ def _batch_info(x) -> tuple[int, torch.device, torch.Tensor]:
     return leaf.shape[0], leaf.device, leaf
 
 
+def _tensor_frame(x) -> bool:
+    """Whether ``x`` is a ``torch_frame.TensorFrame`` (checked by name: torch_frame is never imported here)."""
+    t = type(x)
+    return t.__name__ == "TensorFrame" and t.__module__.split(".")[0] == "torch_frame"
+
+
 def _leaf_or_none(x):
     """The leaf :func:`_batch_info` would return, or ``None`` for a batch it refuses (the call then says why)."""
     try:
@@ -356,6 +362,9 @@ class Mixer:
             ValueError: when ``t(batch)`` finds no labels (see above).
             BatchTypeError: (a TypeError and a ValueError) when the batch or the labels are not tensors.
         """
+        if _tensor_frame(x):  # a pytorch-frame batch: FeatMix mixes its columns (methods/_torch_frame.py)
+            from .methods._torch_frame import call_frame
+            return call_frame(self, x, y, context)
         if y is not None:
             if not isinstance(y, torch.Tensor):
                 raise BatchTypeError(f"y (the labels) must be a torch.Tensor, got {V.describe(y)}")

@@ -126,3 +126,57 @@ def test_batch_mode_shares_one_mask_and_p_zero_leaves_rows():
 def test_reachable_and_registered():
     assert mixlab.FeatMix is FeatMix and mixlab.HiddenMix is HiddenMix
     assert "vectors" in mixlab.methods.get("featmix").inputs and mixlab.methods.get("hiddenmix").inputs == ("tokens",)
+
+
+def _frame(B=8, n_num=4, n_cat=3, y=None):
+    torch_frame = pytest.importorskip("torch_frame")
+    g = torch.Generator().manual_seed(5)
+    x_num = torch.randn(B, n_num, generator=g)
+    x_cat = torch.randint(0, 6, (B, n_cat), generator=g)
+    cols = {torch_frame.stype.numerical: [f"n{i}" for i in range(n_num)],
+            torch_frame.stype.categorical: [f"c{i}" for i in range(n_cat)]}
+    frame = torch_frame.TensorFrame({torch_frame.stype.numerical: x_num, torch_frame.stype.categorical: x_cat},
+                                    cols, y=y)
+    return torch_frame, frame, x_num, x_cat
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_featmix_mixes_a_tensor_frame_as_the_tensor_of_its_columns(seed):
+    torch_frame, frame, x_num, x_cat = _frame()
+    B, n_num = x_num.shape
+    y = torch.arange(B) % 3
+    w = [1.0, 2.0, 0.5, 1.0, 3.0, 0.0, 1.0]
+    out, target = FeatMix(feature_weights=w, generator=torch.Generator().manual_seed(seed))(frame, y)
+    ref, ref_target = FeatMix(feature_weights=w, generator=torch.Generator().manual_seed(seed))(
+        torch.cat([x_num, x_cat.float()], 1), y)
+    assert isinstance(out, torch_frame.TensorFrame) and out.col_names_dict == frame.col_names_dict
+    num, cat = out.feat_dict[torch_frame.stype.numerical], out.feat_dict[torch_frame.stype.categorical]
+    assert torch.equal(num, ref[:, :n_num]) and cat.dtype == x_cat.dtype and torch.equal(cat, ref[:, n_num:].long())
+    index = target.params.index
+    lam, _, u = replay(seed, B, n_num + x_cat.shape[1], 0.5)
+    take = ((u <= (1 - lam)[:, None]) & (lam < 1)[:, None])[:, n_num:]  # FeatMix's rule: the partner's features
+    assert torch.equal(cat, torch.where(take, x_cat[index], x_cat))  # each code whole from exactly one row
+    assert bool(((cat == x_cat) | (cat == x_cat[index])).all())
+    assert torch.equal(index, ref_target.params.index)
+    torch.testing.assert_close(target.lam, ref_target.lam)
+
+
+def test_a_tensor_frame_labels_its_own_y_and_mixlab_imports_without_torch_frame():
+    import subprocess
+    import sys
+
+    torch_frame, frame, x_num, x_cat = _frame(y=torch.arange(8) % 2)
+    out = FeatMix(generator=torch.Generator().manual_seed(1))(frame)
+    _, tensor_target = FeatMix(generator=torch.Generator().manual_seed(1))(torch.cat([x_num, x_cat.float()], 1),
+                                                                            frame.y)
+    assert isinstance(out.y, mixlab.MixedTarget)
+    torch.testing.assert_close(out.y.lam, tensor_target.lam)
+    assert torch.equal(out.y.params.index, tensor_target.params.index)
+    torch_frame, bare, *_ = _frame()
+    with pytest.raises(ValueError, match="found no labels"):
+        FeatMix()(bare)
+    assert FeatMix(labels_getter=None)(bare).y is None
+    with pytest.raises(TypeError, match="does not take a torch_frame.TensorFrame"):
+        HiddenMix()(bare, torch.arange(8))
+    code = "import sys, mixlab; mixlab.FeatMix(); assert 'torch_frame' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -64,6 +64,12 @@ class FeatMix(Mixer):
     The label weight of the original is ``sum_f s_f * kept_f`` with ``s`` the normalised
     ``feature_weights`` (the official: mutual information with the target), else the share kept.
 
+    A ``torch_frame.TensorFrame`` batch (pytorch-frame; imported only when one arrives) is mixed as the
+    ``(B, n_num + n_cat)`` tensor of its numerical then categorical columns would be, with the same draws
+    and label weights: numerical values and categorical codes are taken whole from one of the two rows
+    (codes pasted, never blended). ``t(frame, y)`` returns ``(frame, target)``; ``t(frame)`` uses the
+    frame's ``y``. A frame's own ``y`` is replaced by its target; other stypes are refused.
+
     Args:
         alpha: Beta concentration (default 0.5, the official default ``beta``).
         feature_weights: ``(F,)`` non-negative scores (normalised here to sum 1), or None (uniform).
