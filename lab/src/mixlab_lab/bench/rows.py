@@ -312,6 +312,12 @@ def method_rows(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, seed: int
                  f"pastes the previous mixed batch, resized (nearest), one box; soft-label history; {no_peer}"),
         make_row("mixlab FeatMix (sample, tokens)", on_tokens(mixlab.FeatMix), tokens_note),
         make_row("mixlab HiddenMix (sample, tokens)", on_tokens(mixlab.HiddenMix), tokens_note),
+        make_row("mixlab MixPro (batch)", ours(mixlab.MixPro, patch_size=token_patch),
+                 f"MaskMix cells of {token_patch}x{token_patch} pixels, area labels (no attention given); {no_peer}"),
+        make_row("mixlab SMMix (sample)", ours(mixlab.SMMix, patch_size=token_patch, mode="sample"),
+                 f"random windows (no attention given), {token_patch}x{token_patch} patches; {no_peer}"),
+        make_row("mixlab SimilarityKernelMixup (sample)", ours(mixlab.SimilarityKernelMixup, mode="sample"),
+                 "lam warped by the rows' distance; torch-uncertainty is not installed here"),
     ]
 
 
