@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 import mixlab
 from mixlab.methods.mixpro import MixPro, pal_target, vit_attention
+from _timm_attention import last_block_attention
 
 timm = pytest.importorskip("timm")
 
@@ -59,17 +60,8 @@ def official_pal(mask_, mask_ratio, attn, outputs, targets, flip_targets, num_cl
 def official_cls_attention(model, x):
     """The official ViT's ``attn[:, :, 0, 1:]`` averaged over heads (last block, softmax before dropout), read from
     timm's unfused attention (``attn_drop``'s input), and the logits of the same forward."""
-    attn_mod = model.blocks[-1].attn
-    kept = {}
-    fused, attn_mod.fused_attn = attn_mod.fused_attn, False
-    h = attn_mod.attn_drop.register_forward_pre_hook(lambda m, a: kept.__setitem__("a", a[0].detach().clone()))
-    try:
-        with torch.no_grad():
-            out = model(x)
-    finally:
-        h.remove()
-        attn_mod.fused_attn = fused
-    return out, torch.mean(kept["a"][:, :, 0, 1:], dim=1), kept["a"]
+    out, attn = last_block_attention(model, x)
+    return out, torch.mean(attn[:, :, 0, 1:], dim=1), attn
 
 
 def tiny_vit():

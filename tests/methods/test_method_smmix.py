@@ -9,6 +9,7 @@ import torch
 import mixlab
 from mixlab.methods.mixpro import vit_attention
 from mixlab.methods.smmix import SMMix, smmix_token_masks
+from _timm_attention import last_block_attention
 
 timm = pytest.importorskip("timm")
 
@@ -62,17 +63,8 @@ def official_rectangle_sizes(side, min_side_ratio=0.25, max_side_ratio=0.75):
 def official_patch_attention(model, x):
     """``deit.py``: the last block's softmax attention, ``attn[:, :, 1:, 1:].mean(dim=(1, 2))``, from the eval-mode
     forward the official runs (``motivat_model.eval()``), read from timm's unfused attention."""
-    attn_mod = model.blocks[-1].attn
-    kept = {}
-    fused, attn_mod.fused_attn = attn_mod.fused_attn, False
-    h = attn_mod.attn_drop.register_forward_pre_hook(lambda m, a: kept.__setitem__("a", a[0].detach().clone()))
-    try:
-        with torch.no_grad():
-            out = model(x)
-    finally:
-        h.remove()
-        attn_mod.fused_attn = fused
-    return out, kept["a"][:, :, 1:, 1:].mean(dim=(1, 2))
+    out, attn = last_block_attention(model, x)
+    return out, attn[:, :, 1:, 1:].mean(dim=(1, 2))
 
 
 def tiny_vit():
