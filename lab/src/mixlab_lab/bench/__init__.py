@@ -218,6 +218,8 @@ def _run_groups(settings: dict, device, seed: int, out, cond: dict, groups: list
     tag, state = cond["label"], {"contended": cond["contended"], "threads": cond["threads"]}
 
     def emit(kind, title, rows, floor, **extra):
+        """Time ``rows`` (interleaved rounds), print their table and keep its JSON."""
+        run_group(rows, runs=settings["runs"], warmup=settings["warmup"], device=device)
         print(format_group(title + tag, rows, floor), file=out, flush=True)
         groups.append(group_json(kind, title + tag, rows, floor, condition=state, **extra))
 
@@ -226,14 +228,12 @@ def _run_groups(settings: dict, device, seed: int, out, cond: dict, groups: list
             x = _make_batch(shape, dt, device, gen)
             y = torch.randint(0, 10, (shape[0],), generator=gen, device=device)
             rows = input_rows(x, y, 10, compiled=settings["compile"], seed=seed)
-            run_group(rows, runs=settings["runs"], warmup=settings["warmup"], device=device)
             emit("input", f"inputs {'x'.join(map(str, shape))} {dt} (per-sample mixup, alpha 1)", rows, "copy floor",
                  shape=list(shape), dtype=dt)
             del x, rows
     if not settings.get("no_targets"):
         for C in settings["classes"]:
             rows = target_rows(settings["target_batch"], C, device=device, seed=seed)
-            run_group(rows, runs=settings["runs"], warmup=settings["warmup"], device=device)
             emit("target", f"targets B={settings['target_batch']} C={C} (loss forward + backward)", rows, "plain CE",
                  num_classes=C, batch=settings["target_batch"])
     if not settings.get("no_methods"):
@@ -241,14 +241,12 @@ def _run_groups(settings: dict, device, seed: int, out, cond: dict, groups: list
         x = _make_batch(shape, "float32", device, gen)
         y = torch.randint(0, 10, (shape[0],), generator=gen, device=device)
         rows = method_rows(x, y, 10, seed=seed)
-        run_group(rows, runs=settings["runs"], warmup=settings["warmup"], device=device)
         emit("method", f"methods {'x'.join(map(str, shape))} float32 (alpha 1)", rows, "mixlab MixUp call (sample)",
              shape=list(shape))
         del x, rows
     if not settings.get("no_detection"):
         B, _, H, W = settings["detection_shape"]
         rows = detection_rows(B, H, W, seed=seed)
-        run_group(rows, runs=settings["runs"], warmup=settings["warmup"], device=device)
         emit("detection", f"detection {B} images 3x{H}x{W}, 6 instances each with masks", rows, "copy floor",
              shape=[B, 3, H, W])
         del rows
@@ -257,7 +255,6 @@ def _run_groups(settings: dict, device, seed: int, out, cond: dict, groups: list
         x = _make_batch(shape, "float32", device, gen)
         y = torch.randint(0, 1000, (shape[0],), generator=gen, device=device)
         rows = timm_rows(x, y, 1000, seed=seed)
-        run_group(rows, runs=settings["runs"], warmup=settings["warmup"], device=device)
         emit("timm", f"timm recipe {'x'.join(map(str, shape))} float32 (mixup 0.8, cutmix 1.0, switch 0.5, "
              f"smoothing 0.1, 1000 classes)", rows, "copy floor", shape=list(shape))
         del x, rows

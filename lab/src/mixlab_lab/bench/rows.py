@@ -85,18 +85,23 @@ def input_rows(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, compiled: 
     return rows
 
 
+def _timm_row(work, y, num_classes: int, mode: str, **alphas):
+    """A row factory for ``timm.data.Mixup`` with these alphas and ``mode``, mixing ``work`` (its own copy of the
+    batch) in place, as timm does."""
+    def make():
+        m = _peer("timm.data").Mixup(mode=mode, num_classes=num_classes, label_smoothing=0.0, **alphas)
+        if work.shape[0] % 2:
+            raise Skip("timm needs an even batch size")
+        return lambda: m(work, y)
+    return make
+
+
 def peer_rows(x, y, num_classes, work) -> list:
     """The peers' own calls, each as its library documents it (sampling included)."""
     onehot = F.one_hot(y, num_classes).float()
 
     def timm_mixup(mode):
-        def make():
-            m = _peer("timm.data").Mixup(mixup_alpha=1.0, cutmix_alpha=0.0, mode=mode, num_classes=num_classes,
-                                         label_smoothing=0.0)
-            if x.shape[0] % 2:
-                raise Skip("timm needs an even batch size")
-            return lambda: m(work, y)  # timm mixes the batch in place
-        return make
+        return _timm_row(work, y, num_classes, mode, mixup_alpha=1.0, cutmix_alpha=0.0)
 
     def tv(name):
         def make():
@@ -226,13 +231,7 @@ def method_rows(x: torch.Tensor, y: torch.Tensor, num_classes: int, *, seed: int
         return lambda: lambda: t(x, y, saliency=sal)
 
     def timm_cutmix(mode):
-        def make():
-            m = _peer("timm.data").Mixup(mixup_alpha=0.0, cutmix_alpha=1.0, mode=mode, num_classes=num_classes,
-                                         label_smoothing=0.0)
-            if x.shape[0] % 2:
-                raise Skip("timm needs an even batch size")
-            return lambda: m(work, y)  # in place on its own copy
-        return make
+        return _timm_row(work, y, num_classes, mode, mixup_alpha=0.0, cutmix_alpha=1.0)
 
     def tv_cutmix():
         t = _peer("torchvision.transforms.v2").CutMix(num_classes=num_classes)
