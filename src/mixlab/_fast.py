@@ -35,7 +35,7 @@ import torch
 __all__ = [
     "lerp", "paste", "select", "resized_paste", "box_mean3", "gauss5", "eager_cpu", "ROW_LOOP_MIN_NUMEL", "CHUNK_NUMEL", "memory_format", "cast_back", "choose_form",
     "lerp_gather", "lerp_perm_inplace", "lerp_flip_inplace", "compiled_lerp_gather",
-    "paced", "row_threads", "ROW_THREADS_POLICIES", "huge_pages", "empty_out", "clone_out", "consts", "to_device",
+    "paced", "paced_call", "row_threads", "ROW_THREADS_POLICIES", "huge_pages", "empty_out", "clone_out", "consts", "to_device",
 ]
 
 # Rows at least this large (elements) take the per-row CPU loop / cycle walk: each row op is
@@ -197,6 +197,17 @@ class _Pace:
             self.tune.record(self.mode, (self.clock() - self.t0) / (self.done * self.numel), self.tried)
         if self.set_to is not None and self.set_to != self.threads:
             torch.set_num_threads(self.threads)
+
+
+def paced_call(kind: str, t: torch.Tensor, numel: int, fn):
+    """``fn()`` run once as one paced step (torch's threads or one thread, whichever is faster now for ``kind``)
+    when ``t`` is a CPU tensor outside tracing; else simply ``fn()``. For whole calls of a few parallel ops."""
+    if not eager_cpu(t):
+        return fn()
+    with paced(kind, numel) as pace:
+        for _ in pace.over((None,)):
+            out = fn()
+    return out
 
 
 @contextlib.contextmanager

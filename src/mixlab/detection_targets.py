@@ -368,20 +368,17 @@ class Transform:
         batch, listed, checked, keys = self._batch(images, targets)
         if not self.enabled:
             return (list(batch) if listed else images), checked
-        first = batch[0] if len(batch) else None
-        if first is None or not _fast.eager_cpu(first):
-            if params is None:
-                params = self._draw(batch, checked)
-            return self._apply(batch, listed, checked, keys, params)
+        def call():
+            drawn = self._draw(batch, checked) if params is None else params
+            return self._apply(batch, listed, checked, keys, drawn)
+
+        if not len(batch):
+            return call()
         # On the CPU the call runs with torch's threads or one thread, whichever is faster now (_fast.paced): its
         # many per-image ops each stall when another process holds a core.
         numel = sum(im.numel() for im in batch)
-        with _fast.paced(f"detection:{type(self).__name__}:{first.dtype}:{numel.bit_length()}", numel) as pace:
-            for _ in pace.over((None,)):
-                if params is None:
-                    params = self._draw(batch, checked)
-                out = self._apply(batch, listed, checked, keys, params)
-        return out
+        kind = f"detection:{type(self).__name__}:{batch[0].dtype}:{numel.bit_length()}"
+        return _fast.paced_call(kind, batch[0], numel, call)
 
     def _draw(self, images: list, targets: list):  # pragma: no cover - each transform defines it
         raise NotImplementedError

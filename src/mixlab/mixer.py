@@ -330,18 +330,17 @@ class Mixer:
         return "getter", self.labels_getter(batch)
 
     def _mix(self, x, y, context):
-        leaf = _leaf_or_none(x)
-        if leaf is None or not _fast.eager_cpu(leaf):
+        def call():
             params = self.sample(x, y, **context)
             return mix(x, params, inplace=self.inplace, roles=self.roles), params
+
+        leaf = _leaf_or_none(x)
+        if leaf is None:
+            return call()
         # On the CPU the whole call (draw and mix) runs with torch's threads or one thread, whichever is faster now
         # (_fast.paced): a method of a few parallel ops stalls on every one of them when the cores are shared.
         kind = f"call:{type(self).__name__}:{leaf.dtype}:{leaf.numel().bit_length()}"
-        with _fast.paced(kind, leaf.numel()) as pace:
-            for _ in pace.over((None,)):
-                params = self.sample(x, y, **context)
-                out = mix(x, params, inplace=self.inplace, roles=self.roles), params
-        return out
+        return _fast.paced_call(kind, leaf, leaf.numel(), call)
 
     def __call__(self, x, y=None, **context):
         """Mix a batch.
