@@ -66,3 +66,12 @@ def test_recursivemix_resumes_with_its_history(tmp_path, capsys):
     assert state["inputs"] is not None and state["inputs"].ndim == 4  # the history is in the checkpoint
     assert main(["compare", "--out", str(out), "--resume", "--quiet"]) == 0
     assert result(out) == result(ref)
+
+
+def test_snapmix_with_a_model_without_class_activation_maps_is_refused_before_the_baseline_trains(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["compare", "--dataset", "digits", "--mix", "none,snapmix", "--epochs", "1", "--quiet",
+               "--train-size", "200", "--test-size", "100", "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0 and "--mix snapmix" in err and "resnet18" in err
+    assert not list(out.glob("checkpoints/*baseline*"))  # nothing trained

@@ -24,6 +24,7 @@ What the lab promises about this folder, and which test checks each promise: doc
 from __future__ import annotations
 
 import hashlib
+import inspect
 import io
 import json
 import os
@@ -35,6 +36,8 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import torch
+
+import mixlab
 
 from . import budget as B
 from .config import ALPHA_FREE, MIXES, LabConfig
@@ -472,8 +475,11 @@ def _check_mixing(cfg: LabConfig, arms: list, data) -> None:
     for _, mix, alpha in arms:
         if mix != "none":
             try:
+                # SnapMix reads the trained model's class activation maps: check this model has them, now
+                takes_model = "classifier" in inspect.signature(mixlab.methods.get(mix).cls).parameters
+                model = build_model(cfg.model, shape, int(data.num_classes)) if takes_model else None
                 build_mixer(cfg, mix, int(data.num_classes), torch.Generator(), alpha=alpha, input_shape=shape,
-                            class_counts=counts)(probe, torch.zeros(2, dtype=torch.long))
+                            class_counts=counts, model=model)(probe, torch.zeros(2, dtype=torch.long))
             except (TypeError, ValueError) as e:
                 raise ValueError(f"--mix {mix} cannot mix this dataset's inputs {shape}: {e}") from None
 
