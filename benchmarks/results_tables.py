@@ -3,6 +3,7 @@
     python benchmarks/results_tables.py noise RUN_0 RUN_0.2 RUN_0.5 RUN_0.8   # label-noise table
     python benchmarks/results_tables.py ranking RUN                           # arms ranked, with intervals
     python benchmarks/results_tables.py times RUN [RUN ...]                   # wall/CPU time per folder
+    python benchmarks/results_tables.py budget RUN [RUN ...]                  # budget sweeps (--epochs 10,30,90)
 
 Every number comes from the folder's summary.json (final epoch unless said), which `mixlab
 compare` wrote; nothing is re-run here.
@@ -68,6 +69,61 @@ def ranking(folder) -> str:
     return "\n".join(lines)
 
 
+def _curves(folder) -> dict:
+    """``{(seed, arm, budget): [record, ...]}`` from the folder's metrics.jsonl (the per-epoch records)."""
+    out: dict = {}
+    path = Path(folder) / "metrics.jsonl"
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        if "epoch" in r and "test_acc" in r:
+            out.setdefault((r["seed"], r["arm"], int(r.get("budget", r["epoch"]))), []).append(r)
+    return out
+
+
+def best_last_gap(records: list) -> tuple[float, int, bool]:
+    """(best - last test accuracy, the best epoch, whether the epochs were scored on a test subset) of one run's
+    per-epoch records; epochs scored on a subset (``--eval-subset``) are compared with the last epoch scored on
+    the whole test set, so the gap then mixes the two (said in the table)."""
+    records = sorted(records, key=lambda r: r["epoch"])
+    best = max(records, key=lambda r: r["test_acc"])
+    return best["test_acc"] - records[-1]["test_acc"], best["epoch"], any("test_rows" in r for r in records)
+
+
+def budget_table(folders) -> str:
+    """One row per (folder, budget, arm) of budget sweeps: accuracy, the verdict's interval, NLL, ECE, the arm's own
+    training loss, and for the baseline the gap between its best and last epoch (mean over seeds); then each
+    folder's crossover lines."""
+    head = ("| run | train images | budget (epochs) | arm | test acc % | acc - baseline, points [95% CI] | verdict "
+            "| NLL (mean) | ECE (mean) | own train loss | best - last epoch, points (baseline) |")
+    lines, verdicts = [head, "|" + "---|" * 11], []
+    for folder in folders:
+        summary, config = _load(folder)
+        cfg = config["config"]
+        budgets = summary.get("budgets") or {str(cfg["epochs"]): summary}
+        curves = _curves(folder)
+        base = summary["arms"][0]
+        for b in sorted(budgets, key=int):
+            rec = budgets[b]
+            for arm in summary["arms"]:
+                agg = rec["aggregate"][arm]
+                comp = rec.get("versus_baseline", {}).get(arm)
+                diff = _ci(comp["metrics"]["test_acc"]) if comp else "-"
+                call = comp["metrics"]["test_acc"]["call"] if comp else "-"
+                gap = "-"
+                if arm == base:
+                    runs = [curves[k] for k in curves if k[1] == arm and k[2] == int(b)]
+                    if runs:
+                        gaps = [best_last_gap(r) for r in runs]
+                        sub = " (subset-scored epochs)" if any(g[2] for g in gaps) else ""
+                        gap = (f"{100 * sum(g[0] for g in gaps) / len(gaps):.2f} (best at epoch "
+                               f"{', '.join(str(g[1]) for g in gaps)}){sub}")
+                lines.append(f"| {Path(folder).name} | {cfg.get('train_size') or 'all'} | {b} | {arm} | "
+                             f"{_pm(agg['test_acc'])} | {diff} | {call} | {agg['test_nll']['mean']:.3f} | "
+                             f"{agg['test_ece']['mean']:.3f} | {agg['train_loss']['mean']:.4f} | {gap} |")
+        verdicts += [f"- {Path(folder).name}: {v}" for v in summary.get("budget_verdict", [])]
+    return "\n".join(lines + [""] + verdicts)
+
+
 def times(folders) -> str:
     lines = ["| run | wall | CPU (user) | arms x seeds |", "|---|---|---|---|"]
     for folder in folders:
@@ -80,7 +136,7 @@ def times(folders) -> str:
 
 
 def main(argv) -> int:
-    if len(argv) < 2 or argv[0] not in ("noise", "ranking", "times"):
+    if len(argv) < 2 or argv[0] not in ("noise", "ranking", "times", "budget"):
         print(__doc__)
         return 2
     kind, folders = argv[0], argv[1:]
@@ -89,6 +145,8 @@ def main(argv) -> int:
     elif kind == "ranking":
         for f in folders:
             print(f"### {Path(f).name}\n\n{ranking(f)}\n")
+    elif kind == "budget":
+        print(budget_table(folders))
     else:
         print(times(folders))
     return 0

@@ -264,3 +264,31 @@ def test_checkpoints_mode_decays_a_copy_of_the_shared_run_and_equals_that_run_fr
         assert main(["compare", "--out", str(out), "--resume", "--quiet"]) == 0
     assert trained == [("mixup", 2, 1), ("mixup", 2, 2)]
     assert json.loads((out / "summary.json").read_text())["weights_sha256"]["mixup_e2"] == before
+
+
+def test_the_results_tables_budget_table_reads_the_sweep_folder(sweep):
+    """benchmarks/results_tables.py budget: one row per (budget, arm) with the summary's figures, the baseline's
+    best-minus-last gap from metrics.jsonl, and the crossover line (docs/RESULTS.md section 8 is made by it)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "results_tables.py"
+    spec = importlib.util.spec_from_file_location("results_tables", path)
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    out, _ = sweep
+    summary = json.loads((out / "summary.json").read_text())
+    text = tables.budget_table([out])
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith(f"| {out.name} |")]
+    assert [(r[2], r[3]) for r in rows] == [("1", "baseline"), ("1", "mixup"), ("2", "baseline"), ("2", "mixup")]
+    for r in rows:
+        agg = summary["budgets"][r[2]]["aggregate"][r[3]]
+        assert r[4].startswith(f"{100 * agg['test_acc']['mean']:.2f} ± ")
+        assert r[9] == f"{agg['train_loss']['mean']:.4f}"
+        if r[3] == "mixup":
+            rec = summary["budgets"][r[2]]["versus_baseline"]["mixup"]["metrics"]["test_acc"]
+            assert r[5].startswith(f"{100 * rec['mean']:+.2f} [") and r[6] == rec["call"]
+    hist = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    curve = [h for h in hist if h.get("arm") == "baseline" and h.get("budget") == 2 and "epoch" in h]
+    gap = max(h["test_acc"] for h in curve) - curve[-1]["test_acc"]
+    assert rows[2][10].startswith(f"{100 * gap:.2f} (best at epoch ")
+    assert f"- {out.name}: {summary['budget_verdict'][0]}" in text

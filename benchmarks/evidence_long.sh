@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# docs/RESULTS.md section 8 ("Trained long enough"): the long evidence runs of issue 21, as run.
+#
+#   bash benchmarks/evidence_long.sh a   # stream a: 8.1 (1,000 images), 8.2 (label noise), 8.3 (methods)
+#   bash benchmarks/evidence_long.sh b   # stream b: 8.1 (2,000 and 5,000 images), the bf16 / float32 check
+#
+# The two streams were run side by side, one torch thread each, under nice, on the 2-core machine
+# (each `mixlab compare` resumes where it stopped: run the same line again after an interruption).
+# Environment: MIXLAB (the command, default `mixlab`), DATA (CIFAR-10: the JPEG tarball or its
+# folder, default ../shared/datasets/cifar10-jpg.tar.gz), OUT (run folders, default runs/long).
+set -euo pipefail
+MIXLAB=${MIXLAB:-mixlab}
+DATA=${DATA:-../shared/datasets/cifar10-jpg.tar.gz}
+OUT=${OUT:-runs/long}
+mkdir -p "$OUT"
+
+# airbench-cpu (widths 32/64/64) with airbench's recipe scaled to batch 128 (lr 1.5 * 128 / 1024), no label
+# smoothing (so plain training can memorise: training loss -> 0), crop-and-flip, bfloat16 autocast, the
+# verdict on the whole 10,000-image test set; epochs before the last scored on a fixed test subset.
+COMMON=(--dataset cifar10 --data-dir "$DATA" --model airbench-cpu --batch-size 128 --lr 0.1875 --optimizer sgd
+        --momentum 0.85 --weight-decay 1.33e-3 --schedule onecycle --augment crop-flip --autocast bf16
+        --seeds 0,1,2 --threads 1 --quiet)
+
+run() {  # run FOLDER ARGS...: one compare, resumed if the folder holds an unfinished run of the same options
+  local out="$OUT/$1"; shift
+  local resume=()
+  [ -f "$out/config.json" ] && resume=(--resume)
+  echo "== $(date -u +%FT%TZ) $out (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+  /usr/bin/time -f "== wall %e s, user %U s, sys %S s" nice -n 10 "$MIXLAB" compare "${COMMON[@]}" "$@" \
+    --out "$out" "${resume[@]}"
+}
+
+case "${1:-}" in
+  a)
+    # 8.1 clean subsets, budgets from 10 epochs to plain training's memorising phase
+    run clean-1k --train-size 1000 --epochs 10,30,100 --eval-subset 500 --mix mixup,cutmix --alpha 0.2,1
+    # 8.2 label noise, one long budget: plain training's last epoch below its best; every epoch scored on the
+    # same fixed 2,000 test images (--test-size), so best and last are comparable
+    for noise in 0.2 0.5 0.8; do
+      run noise-2k-$noise --train-size 2000 --label-noise $noise --epochs 60 --test-size 2000 --mix mixup \
+        --alpha 8,32
+    done
+    # 8.3 which method, at the budget where plain training has converged (8.1: 100 epochs on 1,000 images)
+    run methods-1k --train-size 1000 --epochs 100 --eval-subset 500 --alpha 1 \
+      --mix mixup,cutmix,fmix,gridmix,resizemix,smoothmix,tokenmix,saliencymix
+    ;;
+  b)
+    run clean-2k --train-size 2000 --epochs 10,30,100 --eval-subset 500 --mix mixup,cutmix --alpha 0.2,1
+    run clean-5k --train-size 5000 --epochs 10,40 --eval-subset 1000 --mix mixup,cutmix --alpha 0.2,1
+    # bfloat16 against float32: plain training at 30 epochs on 1,000 images, three seeds, float32 (the bf16
+    # figures are clean-1k's baseline at 30 epochs: the same seeds, initial weights and data order)
+    echo "== $(date -u +%FT%TZ) fp32-1k-e30 (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+    nice -n 10 "$MIXLAB" train "${COMMON[@]}" --autocast off --train-size 1000 --epochs 30 --eval-subset 500 \
+      --mix none --out "$OUT/fp32-1k-e30" --overwrite
+    ;;
+  *)
+    echo "usage: $0 a|b" >&2
+    exit 2
+    ;;
+esac
