@@ -44,7 +44,8 @@ def load_run(folder: Path) -> dict:
         for r in rows:
             t += float(r["train_time_s"])
             te += float(r.get("epoch_time_s", r["train_time_s"]))
-            pts.append((t, te, float(r["test_acc"]), int(r["epoch"])))
+            if "test_acc" in r:  # --eval-every: an epoch without evaluation adds its time, no point
+                pts.append((t, te, float(r["test_acc"]), int(r["epoch"])))
         out[key] = pts
     mix = cfg.get("mix")
     return {"folder": folder, "name": folder.name, "dataset": cfg.get("dataset", "?"), "model": cfg.get("model"),

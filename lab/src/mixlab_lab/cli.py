@@ -34,7 +34,7 @@ import threading
 import traceback
 from pathlib import Path
 
-from .config import (AUGMENTS, AUTOCASTS, BUDGET_MODES, COMPILES, LOSSES, MAX_SEED, MIXES, NORMALIZES,
+from .config import (AUGMENTS, AUTOCASTS, BUDGET_MODES, COMPILES, EMA_MODES, LOSSES, MAX_SEED, MIXES, NORMALIZES,
                      OMITTED_DEFAULTS, OPTIMIZERS, PRESET_ALIASES, PRESETS, SCHEDULES, LabConfig, LabError,
                      load_config_file, resolve_config)
 
@@ -244,7 +244,9 @@ def _add_train_options(p: argparse.ArgumentParser, mixes, several: bool = False)
                    help="ce, or bce = sigmoid outputs + BCE (the cifar10-bce preset)")
     g.add_argument("--label-smoothing", type=float, default=S,
                    help="cross-entropy label smoothing in every arm (default 0)")
-    g.add_argument("--augment", choices=AUGMENTS, default=S, help="auto = crop+flip for CIFAR-like images only")
+    g.add_argument("--augment", choices=AUGMENTS, default=S,
+                   help="auto = crop+flip for CIFAR-like images only; translate-flip = airbench's (random shift by up "
+                        "to 2 px with reflect padding, alternating flips)")
     g.add_argument("--seeds", type=_int_list, default=S, help="comma-separated seeds, e.g. 0,1,2")
     g.add_argument("--out", default=S, help="run folder (default runs/latest)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out (skips finished arms)")
@@ -263,6 +265,25 @@ def _add_train_options(p: argparse.ArgumentParser, mixes, several: bool = False)
                    help="score epochs before the last on a fixed random subset of N test images; the last epoch "
                         "and the verdict use the whole test set (default: every epoch on the whole test set)")
     g.add_argument("--quiet", action="store_true", default=S, help="no progress bars or per-epoch lines")
+    g = p.add_argument_group("airbench's pieces (issue 21; all off by default)")
+    g.add_argument("--ema", type=float, default=S, metavar="DECAY",
+                   help="moving average of the weights, updated after the optimiser steps; evaluations and the final "
+                        "weights are the average's (airbench94: 0.95 with --ema-mode lookahead)")
+    g.add_argument("--ema-mode", choices=EMA_MODES, default=S,
+                   help="average (default): a shadow copy updated every step; lookahead: airbench's, every 5 steps "
+                        "the average moves toward the weights (decay DECAY**5 * (t/T)**3) and the weights are reset "
+                        "to it")
+    g.add_argument("--bn-lr-scale", type=float, default=S, metavar="S",
+                   help="normalisation layers' parameters train at S x --lr with --weight-decay / S (airbench's "
+                        "bias_scaler groups; default 1; airbench-cpu already has it inside)")
+    g.add_argument("--decay-bias-bn", action=argparse.BooleanOptionalAction, default=S,
+                   help="weight decay on biases and normalisation parameters (default on; --no-decay-bias-bn: none)")
+    g.add_argument("--init-batch", type=int, default=S, metavar="N",
+                   help="before training, the model's data-based initialisation (airbench-cpu: its whitening) on N "
+                        "un-augmented, unmixed training images chosen by the seed (default: airbench-cpu whitens "
+                        "from its first training batch)")
+    g.add_argument("--eval-every", type=int, default=S, metavar="K",
+                   help="evaluate every K epochs and the last (default 1); other epochs record no test metrics")
     _add_debug_option(p)
 
 
@@ -367,11 +388,33 @@ def _check_run(cfg: LabConfig, arms: list) -> None:
     _check_dataset(cfg.dataset)
     _check_device(cfg.device)
     _dist_timeout()
+    if cfg.init_batch is not None:  # a model without a data-based initialisation: refused before any work
+        _check_init_batch(cfg)
     for _, mix, alpha in arms:  # the core's own checks of the mixing options, now rather than after the baseline arm
         try:
             build_mixer(cfg, mix, 2, torch.Generator(), alpha=alpha)
         except (ValueError, TypeError) as e:
             raise ValueError(f"--mix {mix}: the mixing options are refused: {e}") from None
+
+
+def _check_init_batch(cfg: LabConfig) -> None:
+    """``--init-batch`` needs a model with a data-based initialisation (a method ``init_from_data``)."""
+    import torch
+
+    from .models import build_model
+
+    name = cfg.model
+    has = False
+    if name is not None:
+        try:
+            with torch.random.fork_rng(devices=[]):
+                has = callable(getattr(build_model(name, (3, 32, 32), 10), "init_from_data", None))
+        except (ValueError, RuntimeError, TypeError):
+            has = True  # cannot tell from a stand-in input: the arm's setup checks it on the real one
+    if not has:
+        raise ValueError(f"--init-batch: model {name or 'the default model'} has no data-based initialisation (a "
+                         f"method init_from_data(x)); the airbench-cpu models have one. Leave --init-batch out or "
+                         f"choose --model airbench-cpu")
 
 
 def _run(ns) -> int:

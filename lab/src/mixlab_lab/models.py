@@ -258,16 +258,19 @@ class AirbenchCPU(_TTAMixin, nn.Module):
     head without bias whose logits are multiplied by 1/9. Optional flip / flip+translate test-time
     augmentation in the eval-mode forward (``tta``).
 
-    What differs from airbench and why: it runs in float32 (no fp16 on a CPU), and the whitening
-    filters are computed from the FIRST TRAINING BATCH the model sees (the lab gives a model no
-    data before training; airbench uses 5,000 training images) -- a buffer ``whitened`` records
-    that it happened, so checkpoints and resumed runs keep the same filters; under DDP rank 0's
-    filters are broadcast to every rank (with ``--mix`` the
-    first batch is already mixed, so the two arms of a ``compare`` whiten from slightly different
-    statistics). Activations and weights use the channels-last memory format
-    (``channels_last=True``; about 10% faster on the 2-core EPYC here). No lookahead/EMA of
-    the weights (the lab's loop has no hook for it). Pools are skipped where the map is already
-    1 pixel, so 8x8 inputs (``digits``) work; inputs below 2x2 pixels are refused.
+    What differs from airbench and why: it runs in float32 (no fp16 on a CPU; ``--autocast bf16``
+    runs the forwards in bfloat16), and by default the whitening filters are computed from the
+    FIRST TRAINING BATCH the model sees -- a buffer ``whitened`` records that it happened, so
+    checkpoints and resumed runs keep the same filters; under DDP rank 0's filters are broadcast
+    to every rank (with ``--mix`` the first batch is already mixed, so the two arms of a
+    ``compare`` whiten from slightly different statistics). ``--init-batch N`` calls
+    :meth:`init_from_data` before training on N un-augmented, unmixed training images chosen
+    by the seed instead (airbench uses 5,000), the same for every arm. Activations and weights
+    use the channels-last memory format (``channels_last=True``; about 10% faster on the 2-core
+    EPYC here). airbench's lookahead of the weights is the lab's ``--ema 0.95 --ema-mode
+    lookahead``. The whitening bias trains throughout (airbench freezes it after 3 epochs).
+    Pools are skipped where the map is already 1 pixel, so 8x8 inputs (``digits``) work; inputs
+    below 2x2 pixels are refused.
 
     The matching hyperparameters (airbench's, converted to the lab's mean-reduced loss and
     coupled weight decay, see docs/RESULTS.md): SGD (Nesterov) momentum 0.85, lr = 1.5 * B / 1024
@@ -318,6 +321,11 @@ class AirbenchCPU(_TTAMixin, nn.Module):
                 and torch.distributed.get_world_size() > 1:
             torch.distributed.broadcast(self.whiten.weight.data, src=0)
         self.whitened.fill_(True)
+
+    def init_from_data(self, x):
+        """The lab's data-dependent initialisation hook (``--init-batch``): the whitening filters from the normalised,
+        un-augmented training images ``x`` (B, C, H, W) (:meth:`init_whitening`)."""
+        self.init_whitening(x)
 
     def _forward(self, x):
         if self.training and not bool(self.whitened):
@@ -408,6 +416,10 @@ MODELS = {
     "airbench-cpu-notta": _image(lambda c, n, s: AirbenchCPU(c, n, s, widths=(32, 64, 64), tta="none"), min_side=2),
     "airbench-cpu-wide": _image(lambda c, n, s: AirbenchCPU(c, n, s, widths=(64, 128, 128), tta="flip"),
                                 min_side=2),
+    # airbench93's network (64/128/128) with its test-time augmentation (tta_level 2: flip and 1-pixel translations,
+    # 6 forwards per test image); the cifar10-90 preset's model
+    "airbench-cpu-wide-tta2": _image(lambda c, n, s: AirbenchCPU(c, n, s, widths=(64, 128, 128),
+                                                                 tta="flip-translate"), min_side=2),
     "resnet9-narrow": _image(lambda c, n, s: ResNet9Narrow(c, n, s, tta="flip")),
 }
 

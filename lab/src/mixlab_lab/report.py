@@ -197,10 +197,12 @@ def _curves(histories: dict, arms: list, path) -> None:
         runs = [h for (s, a), h in histories.items() if a == arm]
         epochs = [r["epoch"] for r in runs[0]]
         for ax, (k, title) in zip(axes, keys):
-            vals = torch.tensor([[r[k] for r in h] for h in runs], dtype=torch.float64)  # (seeds, epochs)
-            line = ax.plot(epochs, vals.mean(0).tolist(), marker="o", label=arm)[0]
+            kept = [i for i, r in enumerate(runs[0]) if k in r]  # --eval-every: epochs without test metrics left out
+            at = [epochs[i] for i in kept]
+            vals = torch.tensor([[h[i][k] for i in kept] for h in runs], dtype=torch.float64)  # (seeds, epochs)
+            line = ax.plot(at, vals.mean(0).tolist(), marker="o", label=arm)[0]
             if len(runs) > 1:
-                ax.fill_between(epochs, vals.min(0).values.tolist(), vals.max(0).values.tolist(),
+                ax.fill_between(at, vals.min(0).values.tolist(), vals.max(0).values.tolist(),
                                 color=line.get_color(), alpha=0.2)
             ax.set_title(title)
             ax.set_xlabel("epoch")

@@ -271,8 +271,9 @@ def run_warnings(summary: dict, histories: dict, *, num_classes: int, num_test: 
                      "of training; run --seeds 0,1,2 for an interval across seeds")
     still = []
     for arm in arms:
-        runs = [h for (s, a), h in histories.items() if a == arm]
-        if not runs or len(runs[0]) < 2:
+        # the evaluated epochs (--eval-every leaves the others without test metrics)
+        runs = [[r for r in h if "test_acc" in r] for (s, a), h in histories.items() if a == arm]
+        if not runs or min(len(h) for h in runs) < 2:
             continue
         last = statistics.fmean(h[-1]["test_acc"] for h in runs)
         prev = statistics.fmean(h[-2]["test_acc"] for h in runs)

@@ -10,6 +10,7 @@ Convention: ``lam`` is the weight of the ORIGINAL row (``mixed = lam * x + (1 - 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -114,7 +115,8 @@ def epoch_batches(n: int, batch_size: int, epoch: int, generator: torch.Generato
 
 
 def augment_mode(cfg: LabConfig, data: LabData) -> str:
-    """``auto``: crop (pad 4) + flip for 3-channel images of >= 32 px (CIFAR-like), nothing otherwise."""
+    """``auto``: crop (pad 4) + flip for 3-channel images of >= 32 px (CIFAR-like), nothing otherwise; the others
+    (``crop-flip``, ``flip``, ``translate-flip``) as given, for images."""
     if data.kind != "image":
         return "none"
     if cfg.augment == "auto":
@@ -164,13 +166,60 @@ def _crop_flip_index(B: int, H: int, W: int, crop: bool, generator: torch.Genera
     return flat.reshape(B, H * W), pad_mask
 
 
+TRANSLATE = 2  # --augment translate-flip: airbench's largest shift, in pixels (reflect padding)
+
+
+def _reflect(pos: torch.Tensor, size: int) -> torch.Tensor:
+    """Positions ``-size + 1 .. 2 * size - 2`` mirrored into ``0 .. size - 1`` as ``F.pad(mode="reflect")`` does (the
+    edge pixel is not repeated)."""
+    pos = torch.where(pos < 0, -pos, pos)
+    return torch.where(pos > size - 1, 2 * (size - 1) - pos, pos)
+
+
+def _translate_flip_index(idx: torch.Tensor, H: int, W: int, generator: torch.Generator, device, epoch: int,
+                          flip_bits: Optional[torch.Tensor]) -> torch.Tensor:
+    """``--augment translate-flip``: the source pixel (flat index into an ``H x W`` plane, ``(B, H * W)``) of every
+    output pixel of airbench's augmentation of the training rows ``idx`` in ``epoch`` (counting from 0).
+
+    airbench (``CifarLoader`` with ``flip`` and ``translate=2``, ``altflip``): each image is flipped once per run
+    at random (``flip_bits[idx]``: drawn from the seed; ``None``: none), reflect-padded by 2 pixels and cropped
+    back at a random offset (``batch_crop``: one draw ``randint(-2, 3, (B, 2))`` of (row, column) shifts from
+    ``generator``), and every image is flipped on odd epochs. Pixels are only moved, so gathering them from the
+    uint8 rows and normalising after gives bit-for-bit the values of doing it on the normalised batch
+    (tests/lab/test_lab_fast_preset.py checks it against airbench's code)."""
+    B = idx.numel()
+    pad = max(0, min(TRANSLATE, H - 1, W - 1))  # reflect padding needs pad < side
+    shifts = torch.randint(-pad, pad + 1, (B, 2), generator=generator, device=device)
+    i = torch.arange(H, device=device)
+    j = torch.arange(W, device=device)
+    if epoch % 2 == 1:  # the whole batch flipped, after the crop
+        j = W - 1 - j
+    rows = _reflect(shifts[:, :1] + i[None, :], H)                                # (B, H)
+    cols = _reflect(shifts[:, 1:] + j[None, :], W)                                # (B, W)
+    if flip_bits is not None:  # the run's random flip of each image, before padding
+        pre = flip_bits.to(device)[idx.to(device)]
+        cols = torch.where(pre[:, None], W - 1 - cols, cols)
+    return (rows[:, :, None] * W + cols[:, None, :]).reshape(B, H * W)
+
+
+def alternating_flips(cfg: LabConfig, data: LabData, seed: int) -> Optional[torch.Tensor]:
+    """``--augment translate-flip``: which training rows the run flips in its even epochs (bool ``(N,)``, drawn from
+    ``seed`` alone: the same for every arm and rank, and after a resume); ``None`` for the other augmentations."""
+    if augment_mode(cfg, data) != "translate-flip":
+        return None
+    n = data.y_train.numel()
+    return torch.rand(n, generator=torch.Generator().manual_seed(seed + 4_000_037)) < 0.5
+
+
 def make_batch(data: LabData, idx: torch.Tensor, *, train: bool, augment: str = "none",
-               generator: Optional[torch.Generator] = None, split: str = "train"):
+               generator: Optional[torch.Generator] = None, split: str = "train", epoch: int = 0,
+               flip_bits: Optional[torch.Tensor] = None):
     """Float, normalised batch ``(B, ...)`` and labels ``(B,)`` for row indices ``idx``.
 
     Images stay uint8 in memory: a training batch's crop and flip pick its pixels from the uint8 rows (one
     gather), then the batch is converted and normalised once; the values are those of :func:`_crop_flip` on the
-    normalised batch."""
+    normalised batch. ``epoch`` and ``flip_bits`` (:func:`alternating_flips`) serve ``augment="translate-flip"``
+    (:func:`_translate_flip_index`)."""
     x_all, y_all = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
     idx = idx.to(x_all.device)
     if data.kind != "image":
@@ -178,7 +227,10 @@ def make_batch(data: LabData, idx: torch.Tensor, *, train: bool, augment: str = 
     pad_mask = None
     if train and augment != "none" and x_all.dim() == 4:
         B, (C, H, W) = idx.numel(), x_all.shape[1:]
-        flat, pad_mask = _crop_flip_index(B, H, W, augment == "crop-flip", generator, x_all.device)
+        if augment == "translate-flip":
+            flat = _translate_flip_index(idx, H, W, generator, x_all.device, epoch, flip_bits)
+        else:
+            flat, pad_mask = _crop_flip_index(B, H, W, augment == "crop-flip", generator, x_all.device)
         x = torch.gather(x_all[idx].reshape(B, C, H * W), 2, flat[:, None, :].expand(B, C, H * W))
         x = x.view(B, C, H, W)
     else:
@@ -418,8 +470,35 @@ def _lr_factor(schedule: str, total: int, plan: Optional[dict] = None):
     return factor
 
 
+_NORMS = (torch.nn.modules.batchnorm._NormBase, torch.nn.LayerNorm, torch.nn.GroupNorm)
+
+
+def param_groups(cfg: LabConfig, model: torch.nn.Module):
+    """The optimiser's parameters: ``model.parameters()`` (one group, as before) unless ``--bn-lr-scale`` or
+    ``--no-decay-bias-bn`` ask for groups.
+
+    Then, in this order (empty ones left out): the other weights (``lr``, ``weight_decay``; group 0, whose lr the
+    records show); the parameters of normalisation layers (BatchNorm, LayerNorm, GroupNorm and subclasses, e.g.
+    ``airbench-cpu``'s BatchNorm bias): ``lr * bn_lr_scale`` and ``weight_decay / bn_lr_scale`` (so their decay per
+    step ``lr * wd`` is the other weights', as airbench's ``bias_scaler`` groups), or no decay with
+    ``--no-decay-bias-bn``; the other biases and 1-d parameters: ``lr``, and no decay with ``--no-decay-bias-bn``.
+    """
+    if cfg.bn_lr_scale == 1 and cfg.decay_bias_bn:
+        return model.parameters()
+    norm = {id(q) for m in model.modules() if isinstance(m, _NORMS) for q in m.parameters(recurse=False)}
+    groups = {"other": [], "norm": [], "bias": []}
+    for name, q in model.named_parameters():
+        kind = "norm" if id(q) in norm else "bias" if (q.ndim <= 1 or name.endswith("bias")) else "other"
+        groups[kind].append(q)
+    scale, wd = float(cfg.bn_lr_scale), cfg.weight_decay
+    options = {"other": dict(lr=cfg.lr, weight_decay=wd),
+               "norm": dict(lr=cfg.lr * scale, weight_decay=wd / scale if cfg.decay_bias_bn else 0.0),
+               "bias": dict(lr=cfg.lr, weight_decay=wd if cfg.decay_bias_bn else 0.0)}
+    return [dict(params=groups[k], name=k, **options[k]) for k in groups if groups[k]]
+
+
 def _optimizer(cfg: LabConfig, model, steps: int, plan: Optional[dict] = None):
-    params = model.parameters()
+    params = param_groups(cfg, model)
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
     elif cfg.optimizer == "adamw":
@@ -427,6 +506,103 @@ def _optimizer(cfg: LabConfig, model, steps: int, plan: Optional[dict] = None):
     else:
         opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, _lr_factor(cfg.schedule, steps, plan))
+
+
+class WeightAverage:
+    """``--ema DECAY``: a moving average of a model's weights, updated after the optimiser steps (issue 21).
+
+    ``mode="average"``: after step ``t`` (counting from 1) every averaged entry moves as
+    ``avg.lerp_(w, 1 - d)`` with ``d = min(decay, (1 + t) / (10 + t))`` (TensorFlow's warm-up, so the
+    initial weights do not linger); training itself is untouched. ``mode="lookahead"``: airbench's
+    ``LookaheadState`` (github.com/KellerJordan/cifar10-airbench): every 5 steps ``d = decay ** 5 *
+    (t / total) ** 3`` (small early, ``decay ** 5`` at the end: airbench94 uses 0.95), the same lerp, and
+    then the weights are reset to the average. One difference: the run's last step (``t == total``) makes an
+    update too, where airbench ends on the average of its last multiple of 5 and drops the steps after it.
+
+    Averaged: trainable parameters and floating-point buffers (BatchNorm running statistics, as airbench
+    and timm's ModelEma do); copied at each update: frozen parameters (``airbench-cpu``'s whitening filters,
+    which may be set after the average starts) and integer buffers. :meth:`copy_to` puts the average into a
+    model (the lab evaluates it, and ends the arm with it); :meth:`state_dict` / :meth:`load_state_dict` carry
+    it through checkpoints, so a resumed run is bit-identical to an uninterrupted one.
+    """
+
+    LOOKAHEAD_EVERY = 5
+
+    def __init__(self, model: torch.nn.Module, decay: float, mode: str = "average", total_steps: int = 1):
+        self.decay, self.mode, self.total = float(decay), mode, max(int(total_steps), 1)
+        self.step = 0
+        params = dict(model.named_parameters())
+        state = model.state_dict()
+        self.state = {k: v.detach().clone() for k, v in state.items()}
+        self.averaged = [k for k, v in state.items() if v.is_floating_point()
+                         and (k not in params or params[k].requires_grad)]
+
+    def decay_at(self, step: int) -> Optional[float]:
+        """The decay of the update after step ``step``, or ``None`` when that step makes no update (lookahead)."""
+        if self.mode == "lookahead":
+            if step % self.LOOKAHEAD_EVERY and step != self.total:
+                return None
+            return self.decay ** self.LOOKAHEAD_EVERY * min(step / self.total, 1.0) ** 3
+        return min(self.decay, (1 + step) / (10 + step))
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        """After an optimiser step: move the average toward ``model``'s weights (and reset them to it, lookahead)."""
+        self.step += 1
+        d = self.decay_at(self.step)
+        if d is None:
+            return
+        current = model.state_dict()
+        averaged = set(self.averaged)
+        for k, avg in self.state.items():
+            if k in averaged:
+                avg.lerp_(current[k], 1.0 - d)
+                if self.mode == "lookahead":
+                    current[k].copy_(avg)
+            else:
+                avg.copy_(current[k])
+
+    @torch.no_grad()
+    def copy_to(self, model: torch.nn.Module) -> None:
+        """Put the average into ``model`` (in place: memory formats kept)."""
+        for k, t in model.state_dict().items():
+            t.copy_(self.state[k])
+
+    def sync(self) -> None:
+        """Under torchrun: rank 0's average on every rank (BatchNorm statistics differ between ranks in an epoch)."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and torch.distributed.get_world_size() > 1:
+            for t in self.state.values():
+                torch.distributed.broadcast(t, src=0)
+
+    def state_dict(self) -> dict:
+        return {"state": {k: v.clone() for k, v in self.state.items()}, "step": self.step, "mode": self.mode,
+                "decay": self.decay}
+
+    @torch.no_grad()
+    def load_state_dict(self, saved: dict) -> None:
+        if set(saved["state"]) != set(self.state):
+            raise ValueError("the saved average holds other entries than the model")
+        for k, t in self.state.items():
+            t.copy_(saved["state"][k])
+        self.step = int(saved["step"])
+
+
+@contextlib.contextmanager
+def averaged_weights(model: torch.nn.Module, average: Optional[WeightAverage]):
+    """``--ema``: ``model`` holds ``average``'s weights inside the block, its own again after (bit for bit)."""
+    if average is None:
+        yield model
+        return
+    with torch.no_grad():
+        saved = {k: v.clone() for k, v in model.state_dict().items()}
+        average.copy_to(model)
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            for k, t in model.state_dict().items():
+                t.copy_(saved[k])
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
@@ -555,7 +731,8 @@ def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: in
     hash and a SHA-256 of its bytes, all checked before it is adopted. A damaged latest file
     falls back to the previous one. A resume with another thread count or device is allowed
     but noted in ``notes`` (bit-exactness is then not promised). On return ``model`` holds the
-    arm's final weights, also when the arm had already finished.
+    arm's final weights (with ``--ema``, the average's), also when the arm had already finished.
+    ``on_epoch(history)`` is called after each evaluated epoch (every epoch unless ``--eval-every``).
 
     Budgets (:mod:`mixlab_lab.budget`): ``epochs`` (default ``cfg.epochs``) is this run's budget, its
     schedule spanning exactly that many epochs; ``lr_plan`` (epochs: ``{"warmup", "decay_from"}``) replaces
@@ -584,6 +761,9 @@ def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: in
             set_forwards(run, ck["compile_failed"])
         if ck["done"] or start >= epochs:
             model.load_state_dict(ck["model"])
+            if run.ema is not None:  # the arm ends with the averaged weights
+                _restore_average(run, ck, ckpt_path)
+                run.ema.copy_to(model)
             return history, init_hash
         _restore(run, ck, ckpt_path)
         if run.info.distributed and callable(getattr(run.mixer, "state_dict", None)):
@@ -611,12 +791,16 @@ def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: in
                 "weights_sha256": weights_sha256(model), "notes": list(notes), **here,
                 "mixer": _mixer_state(run), "compile_failed": _compile_failed(run),
             }
+            if run.ema is not None:
+                state["ema"] = run.ema.state_dict()
             save_checkpoint(ckpt_path, state, keep_previous=latest_good)  # never rotate a damaged latest into .prev
             latest_good = True
             if branch_points and epoch + 1 in branch_points:
                 save_checkpoint(branch_points[epoch + 1], state)
-            if on_epoch is not None:
+            if on_epoch is not None and "test_acc" in record:  # --eval-every: called after the evaluated epochs
                 on_epoch(history)
+    if run.ema is not None:  # the arm ends with the averaged weights (predictions, weights_sha256)
+        run.ema.copy_to(model)
     return history, init_hash
 
 
@@ -641,6 +825,9 @@ class _ArmRun:
     forward: object = None  # _Forward: the training forward (channels-last, autocast, compiled)
     eval_rows: Optional[torch.Tensor] = None  # --eval-subset's rows (epochs before the last), None: every row
     compile_notes: list = dataclasses.field(default_factory=list)  # compile fallbacks, for the run's notes
+    ema: Optional[WeightAverage] = None  # --ema: the average the evaluations use
+    flip_bits: Optional[torch.Tensor] = None  # --augment translate-flip: the run's per-image flips
+    init_time_s: float = 0.0  # --init-batch: seconds of the data-based initialisation (added to epoch 1's training)
 
 
 def _setup_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: int, mix: str, alpha,
@@ -673,14 +860,38 @@ def _setup_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: i
             "augment": dist.rank_generator(seed + 1_000_003, info.rank, device),
             "mix": dist.rank_generator(seed + 2_000_003, info.rank, device)}
     torch.manual_seed(dist.rank_seed(seed + 3_000_017, info.rank))  # dropout etc.: same start for both arms
+    init_time = init_from_data(cfg, data, model, seed) if cfg.init_batch is not None else 0.0
     mixer = build_mixer(cfg, mix, data.num_classes, gens["mix"], alpha=alpha, input_shape=data.input_shape,
                         class_counts=torch.bincount(data.y_train.cpu(), minlength=data.num_classes),
                         model=model, norm=(data.mean, data.std) if data.kind == "image" else None, inplace=True)
     run = _ArmRun(cfg, data, model, net, device, info, opt, sched, gens, mixer, augment_mode(cfg, data), n, n_local,
                   epochs)
     run.eval_rows = eval_subset_rows(cfg, data)
+    run.init_time_s = init_time
+    run.flip_bits = alternating_flips(cfg, data, seed)
+    if cfg.ema is not None:  # after the data-based initialisation: the average starts from the weights training does
+        run.ema = WeightAverage(model, cfg.ema, cfg.ema_mode, steps_per_epoch * epochs)
     set_forwards(run)
     return run
+
+
+def init_from_data(cfg: LabConfig, data: LabData, model: torch.nn.Module, seed: int) -> float:
+    """``--init-batch N``: the model's data-dependent initialisation (its method ``init_from_data(x)``, e.g.
+    ``airbench-cpu``'s whitening filters) on N training images chosen by ``seed`` (the same for every arm and rank),
+    un-augmented and unmixed, in float32; returns the seconds it took. A model without the method is refused."""
+    fn = getattr(model, "init_from_data", None)
+    if not callable(fn):
+        raise ValueError(f"--init-batch: model --model {cfg.model} has no data-based initialisation (a method "
+                         f"init_from_data(x)); the airbench-cpu models have one. Leave --init-batch out")
+    t0 = time.perf_counter()
+    n = data.y_train.numel()
+    rows = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 5_000_011))[:cfg.init_batch].sort().values
+    was_training = model.training
+    with torch.no_grad():
+        x, _ = make_batch(data, rows, train=False)
+        fn(x.float())
+    model.train(was_training)
+    return time.perf_counter() - t0
 
 
 def compile_mode(cfg: LabConfig) -> str:
@@ -729,6 +940,8 @@ def _restore(run: _ArmRun, ck: dict, ckpt_path: Path) -> None:
     run.model.load_state_dict(ck["model"])
     run.opt.load_state_dict(ck["optimizer"])
     run.sched.load_state_dict(ck["scheduler"])
+    if run.ema is not None:
+        _restore_average(run, ck, ckpt_path)
     _restore_rng(run.gens, ck["rng_ranks"][run.info.rank] if run.info.distributed else ck["rng"])
     state = ck.get("mixer")
     if state is not None and callable(getattr(run.mixer, "load_state_dict", None)):
@@ -736,6 +949,16 @@ def _restore(run: _ArmRun, ck: dict, ckpt_path: Path) -> None:
             run.mixer.load_state_dict(state)
         except (TypeError, ValueError) as e:
             raise CheckpointError(ckpt_path, f"holds a mixer state its mixer refuses: {e}") from None
+
+
+def _restore_average(run: _ArmRun, ck: dict, ckpt_path: Path) -> None:
+    """``--ema``: the average from an adopted checkpoint."""
+    if not isinstance(ck.get("ema"), dict):
+        raise CheckpointError(ckpt_path, "lacks the entry 'ema' (the weight average of an --ema run)")
+    try:
+        run.ema.load_state_dict(ck["ema"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(ckpt_path, f"holds a weight average the model refuses: {e}") from None
 
 
 def _mixer_state(run: _ArmRun):
@@ -763,7 +986,8 @@ def _train_steps(run: _ArmRun, epoch: int, label: str, bars: bool, clock: Option
     if run.mixer is not None:  # a pure function of the epoch: a resumed run switches off at the same epoch
         apply_schedule(run.mixer, epoch, stop_epoch=cfg.mix_stop_epoch)
     for idx in _progress(batches, label, bars):
-        x, y = make_batch(data, idx, train=True, augment=run.aug, generator=run.gens["augment"])
+        x, y = make_batch(data, idx, train=True, augment=run.aug, generator=run.gens["augment"], epoch=epoch,
+                          flip_bits=run.flip_bits)
         target = None
         if run.mixer is not None:
             t_mix = _synced(run.device)
@@ -775,10 +999,14 @@ def _train_steps(run: _ArmRun, epoch: int, label: str, bars: bool, clock: Option
         loss.backward()
         run.opt.step()
         run.sched.step()
+        if run.ema is not None:
+            run.ema.update(run.model)
         loss_sum += loss.detach().double() * idx.numel()
         seen += idx.numel()
     if run.info.distributed:  # one BatchNorm state on every rank; the loss summed over all ranks' rows
         dist.sync_buffers(run.model)
+        if run.ema is not None:
+            run.ema.sync()
         loss_sum, seen = (t.item() for t in dist.all_reduce_sum((loss_sum, torch.tensor(seen))))
     if seen == 0:  # no optimiser step: never report a loss of 0.0 for an epoch that did not train
         raise ValueError(_no_step_message(cfg, run.n, run.n_local, run.info.world_size))
@@ -794,7 +1022,10 @@ def _synced(device: torch.device) -> float:
 
 
 def _run_epoch(run: _ArmRun, epoch: int, *, seed: int, arm: str, bars: bool) -> tuple[dict, dict, dict]:
-    """Train and evaluate one epoch; returns its record, the streams' states and the checkpoint's DDP entries."""
+    """Train and evaluate one epoch; returns its record, the streams' states and the checkpoint's DDP entries.
+
+    With ``--eval-every K`` an epoch that is neither a multiple of K nor the last is not evaluated: its record has
+    no test metrics, and ``test_rows`` 0. With ``--ema`` the evaluation scores the averaged weights."""
     cfg, data = run.cfg, run.data
     t0 = time.perf_counter()
     clock: dict = {}
@@ -802,11 +1033,16 @@ def _run_epoch(run: _ArmRun, epoch: int, *, seed: int, arm: str, bars: bool) -> 
     if not math.isfinite(train_loss):
         raise TrainingDiverged(f"training diverged at seed {seed}, arm {arm}, epoch {epoch + 1} "
                                f"(loss {train_loss}); lower --lr")
+    if epoch == 0 and cfg.init_batch is not None:  # the data-based initialisation is part of the training time
+        t0 -= run.init_time_s
     train_time = time.perf_counter() - t0
     last = epoch + 1 == run.epochs
+    if not (last or (epoch + 1) % cfg.eval_every == 0):
+        return _unscored_record(run, epoch, seed, arm, train_loss, train_time, t0, clock)
     rows = None if last else run.eval_rows  # the last epoch (the run's result) on the whole test set
     t_eval = time.perf_counter()
-    ev = evaluate(run.model, cfg, data, rows)
+    with averaged_weights(run.model, run.ema):
+        ev = evaluate(run.model, cfg, data, rows)
     eval_time = time.perf_counter() - t_eval
     if ev["nonfinite"]:  # the last steps made the weights non-finite; reduced over ranks like the rest
         raise TrainingDiverged(f"training diverged at seed {seed}, arm {arm}, epoch {epoch + 1} (non-finite "
@@ -825,6 +1061,24 @@ def _run_epoch(run: _ArmRun, epoch: int, *, seed: int, arm: str, bars: bool) -> 
     for k in ("train_clean_acc", "noisy_memorised"):
         if k in ev:
             record[k] = ev[k]
+    return _finish_record(run, epoch, record, train_time, clock)
+
+
+def _unscored_record(run: _ArmRun, epoch: int, seed: int, arm: str, train_loss: float, train_time: float, t0: float,
+                     clock: dict) -> tuple[dict, dict, dict]:
+    """``--eval-every``: the record of an epoch without evaluation (no test metrics; ``test_rows`` 0)."""
+    record = {"seed": seed, "arm": arm, "epoch": epoch + 1, "train_loss": train_loss,
+              "lr": run.opt.param_groups[0]["lr"], "train_time_s": train_time,
+              "epoch_time_s": time.perf_counter() - t0,
+              "train_images_per_s": clock["rows"] / train_time if train_time > 0 else None,
+              "test_rows": 0}
+    return _finish_record(run, epoch, record, train_time, clock)
+
+
+def _finish_record(run: _ArmRun, epoch: int, record: dict, train_time: float,
+                   clock: dict) -> tuple[dict, dict, dict]:
+    if epoch == 0 and run.cfg.init_batch is not None:
+        record["init_time_s"] = run.init_time_s  # included in train_time_s
     if "mix_s" in clock:  # mixer calls (saliency included), their share of the steps; *time_s: a timing
         record["mix_time_s"] = clock["mix_s"]
         record["mix_share_of_train_time_s"] = clock["mix_s"] / train_time if train_time > 0 else None
