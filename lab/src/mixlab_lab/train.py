@@ -741,11 +741,15 @@ def train_arm(cfg: LabConfig, data: LabData, model: torch.nn.Module, *, seed: in
 
     Returns:
         ``(history, init_sha256)``: one dict of floats per epoch, and the hash of the weights the
-        arm started from.
+        arm started from (before ``--init-batch``'s data-based initialisation).
     """
     epochs = cfg.epochs if epochs is None else int(epochs)
+    # The seed's initial weights, hashed before --init-batch's data-based initialisation: that one is a reduction
+    # over thousands of rows whose last bits depend on the thread count, and a resume may run on another count
+    # (the checkpoint restores the initialised weights themselves, so nothing is recomputed for a resumed arm).
+    init_hash = weights_sha256(model)
     run = _setup_arm(cfg, data, model, seed=seed, mix=mix, alpha=alpha, epochs=epochs, lr_plan=lr_plan)
-    history, start, init_hash = [], 0, weights_sha256(model)
+    history, start = [], 0
     notes = [] if notes is None else notes
     ckpt_path = Path(ckpt_path)
     expect = {"config_sha256": config_sha256(cfg.to_dict()),
