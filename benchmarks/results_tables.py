@@ -4,6 +4,7 @@
     python benchmarks/results_tables.py ranking RUN                           # arms ranked, with intervals
     python benchmarks/results_tables.py times RUN [RUN ...]                   # wall/CPU time per folder
     python benchmarks/results_tables.py budget RUN [RUN ...]                  # budget sweeps (--epochs 10,30,90)
+    python benchmarks/results_tables.py pair RUN ARM [BASE]                   # one finished arm of an unfinished run
 
 Every number comes from the folder's summary.json (final epoch unless said), which `mixlab
 compare` wrote; nothing is re-run here.
@@ -124,6 +125,32 @@ def budget_table(folders) -> str:
     return "\n".join(lines + [""] + verdicts)
 
 
+def pair(folder, arm: str, base: str = "baseline") -> str:
+    """The verdict of ``arm`` against ``base`` from a run folder's predictions and metrics.jsonl, for a run stopped
+    before its summary (an arm that finished while a later one did not): the lab's own statistics
+    (``mixlab_lab.stats.compare_arms``) on the seeds both arms finished."""
+    import numpy as np
+    import torch
+    from mixlab_lab import stats
+
+    folder = Path(folder)
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    keys = ("test_acc", "test_nll", "test_ece")
+    finals, preds = {base: {}, arm: {}}, {base: {}, arm: {}}
+    for a in (base, arm):
+        for r in rows:
+            if r.get("arm") == a and all(k in r for k in keys) and "test_rows" not in r:
+                f = folder / "predictions" / f"seed{r['seed']}_{a}.npz"
+                if f.exists():
+                    finals[a][str(r["seed"])] = {k: r[k] for k in keys}  # the last full-test epoch
+                    with np.load(f) as d:
+                        preds[a][str(r["seed"])] = {k: torch.from_numpy(d[k]) for k in d.files}
+    comp = stats.compare_arms(finals[base], finals[arm], preds[base], preds[arm])
+    acc = {a: sum(v["test_acc"] for v in finals[a].values()) / max(len(finals[a]), 1) for a in (base, arm)}
+    return "\n".join([f"{base}: test acc {100 * acc[base]:.2f}%, {arm}: {100 * acc[arm]:.2f}%"]
+                     + stats.verdict_lines(arm, comp) + [stats.headline(arm, comp)])
+
+
 def times(folders) -> str:
     lines = ["| run | wall | CPU (user) | arms x seeds |", "|---|---|---|---|"]
     for folder in folders:
@@ -136,7 +163,7 @@ def times(folders) -> str:
 
 
 def main(argv) -> int:
-    if len(argv) < 2 or argv[0] not in ("noise", "ranking", "times", "budget"):
+    if len(argv) < 2 or argv[0] not in ("noise", "ranking", "times", "budget", "pair"):
         print(__doc__)
         return 2
     kind, folders = argv[0], argv[1:]
@@ -145,6 +172,8 @@ def main(argv) -> int:
     elif kind == "ranking":
         for f in folders:
             print(f"### {Path(f).name}\n\n{ranking(f)}\n")
+    elif kind == "pair":
+        print(pair(*folders))
     elif kind == "budget":
         print(budget_table(folders))
     else:

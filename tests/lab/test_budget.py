@@ -266,15 +266,20 @@ def test_checkpoints_mode_decays_a_copy_of_the_shared_run_and_equals_that_run_fr
     assert json.loads((out / "summary.json").read_text())["weights_sha256"]["mixup_e2"] == before
 
 
-def test_the_results_tables_budget_table_reads_the_sweep_folder(sweep):
-    """benchmarks/results_tables.py budget: one row per (budget, arm) with the summary's figures, the baseline's
-    best-minus-last gap from metrics.jsonl, and the crossover line (docs/RESULTS.md section 8 is made by it)."""
+def _tables():
     import importlib.util
 
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "results_tables.py"
     spec = importlib.util.spec_from_file_location("results_tables", path)
     tables = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tables)
+    return tables
+
+
+def test_the_results_tables_budget_table_reads_the_sweep_folder(sweep):
+    """benchmarks/results_tables.py budget: one row per (budget, arm) with the summary's figures, the baseline's
+    best-minus-last gap from metrics.jsonl, and the crossover line (docs/RESULTS.md section 8 is made by it)."""
+    tables = _tables()
     out, _ = sweep
     summary = json.loads((out / "summary.json").read_text())
     text = tables.budget_table([out])
@@ -292,3 +297,16 @@ def test_the_results_tables_budget_table_reads_the_sweep_folder(sweep):
     gap = max(h["test_acc"] for h in curve) - curve[-1]["test_acc"]
     assert rows[2][10].startswith(f"{100 * gap:.2f} (best at epoch ")
     assert f"- {out.name}: {summary['budget_verdict'][0]}" in text
+
+
+def test_the_results_tables_pair_gives_the_runs_own_verdict_from_its_predictions(tmp_path):
+    """benchmarks/results_tables.py pair: one arm against the baseline from predictions/ and metrics.jsonl (for a run
+    stopped before its summary) says what the finished run's summary says."""
+    out = tmp_path / "one"
+    assert main(["compare", *BASE, "--epochs", "1", "--seeds", "0,1", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    text = _tables().pair(out, "mixup")
+    assert summary["verdict"][0] in text.splitlines()[-1] or text.splitlines()[-1] in summary["verdict"][0], \
+        (text, summary["verdict"])
+    acc = summary["aggregate"]["mixup"]["test_acc"]["mean"]
+    assert f"mixup: {100 * acc:.2f}%" in text.splitlines()[0]
