@@ -5,6 +5,7 @@
     python benchmarks/results_tables.py times RUN [RUN ...]                   # wall/CPU time per folder
     python benchmarks/results_tables.py budget RUN [RUN ...]                  # budget sweeps (--epochs 10,30,90)
     python benchmarks/results_tables.py pair RUN ARM [BASE]                   # one finished arm of an unfinished run
+    python benchmarks/results_tables.py runs BASE_RUN:STEM ARM_RUN:STEM       # two runs' predictions (e.g. bf16 / fp32)
 
 Every number comes from the folder's summary.json (final epoch unless said), which `mixlab
 compare` wrote; nothing is re-run here.
@@ -151,6 +152,35 @@ def pair(folder, arm: str, base: str = "baseline") -> str:
                      + stats.verdict_lines(arm, comp) + [stats.headline(arm, comp)])
 
 
+def runs(base_spec: str, arm_spec: str) -> str:
+    """Two run folders' stored predictions against each other, seed by seed (``RUN:STEM``: the files
+    ``RUN/predictions/seed<S>_<STEM>.npz``), with the lab's statistics; accuracy, NLL and ECE computed from the
+    predictions. For runs that differ in something other than the mixing arm (``--autocast bf16`` against float32)."""
+    import numpy as np
+    import torch
+    from mixlab_lab import stats
+
+    finals, preds = [], []
+    for spec in (base_spec, arm_spec):
+        folder, stem = spec.rsplit(":", 1)
+        fin, pr = {}, {}
+        for f in sorted((Path(folder) / "predictions").glob(f"seed*_{stem}.npz")):
+            seed = f.name[len("seed"):-len(f"_{stem}.npz")]
+            with np.load(f) as d:
+                p = {k: torch.from_numpy(d[k]) for k in d.files}
+            correct, nll, conf = stats._per_image(p)
+            fin[seed] = {"test_acc": correct.mean().item(), "test_nll": nll.mean().item(),
+                         "test_ece": stats.ece(conf, correct)}
+            pr[seed] = p
+        finals.append(fin)
+        preds.append(pr)
+    comp = stats.compare_arms(finals[0], finals[1], preds[0], preds[1])
+    acc = [sum(v["test_acc"] for v in f.values()) / max(len(f), 1) for f in finals]
+    name = arm_spec.rsplit(":", 1)[1]
+    return "\n".join([f"{base_spec}: test acc {100 * acc[0]:.2f}%, {arm_spec}: {100 * acc[1]:.2f}% "
+                      f"(seeds {', '.join(comp['seeds'])})"] + stats.verdict_lines(name, comp))
+
+
 def times(folders) -> str:
     lines = ["| run | wall | CPU (user) | arms x seeds |", "|---|---|---|---|"]
     for folder in folders:
@@ -163,7 +193,7 @@ def times(folders) -> str:
 
 
 def main(argv) -> int:
-    if len(argv) < 2 or argv[0] not in ("noise", "ranking", "times", "budget", "pair"):
+    if len(argv) < 2 or argv[0] not in ("noise", "ranking", "times", "budget", "pair", "runs"):
         print(__doc__)
         return 2
     kind, folders = argv[0], argv[1:]
@@ -172,6 +202,8 @@ def main(argv) -> int:
     elif kind == "ranking":
         for f in folders:
             print(f"### {Path(f).name}\n\n{ranking(f)}\n")
+    elif kind == "runs":
+        print(runs(*folders))
     elif kind == "pair":
         print(pair(*folders))
     elif kind == "budget":

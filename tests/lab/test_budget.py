@@ -310,3 +310,9 @@ def test_the_results_tables_pair_gives_the_runs_own_verdict_from_its_predictions
         (text, summary["verdict"])
     acc = summary["aggregate"]["mixup"]["test_acc"]["mean"]
     assert f"mixup: {100 * acc:.2f}%" in text.splitlines()[0]
+    # runs: two folders' predictions (here the same folder's two arms) give the summary's accuracy difference
+    diff = summary["versus_baseline"]["mixup"]["metrics"]["test_acc"]["mean"]
+    text = _tables().runs(f"{out}:baseline", f"{out}:mixup")
+    assert f"accuracy ↑ (better higher): " in text and f"{100 * diff:+.2f} points [" in text, (text, diff)
+    same = _tables().runs(f"{out}:baseline", f"{out}:baseline")
+    assert "+0.00 points [+0.00, +0.00]" in same or "-0.00 points" in same or "0.00 points" in same, same
