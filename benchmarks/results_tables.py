@@ -130,9 +130,8 @@ def pair(folder, arm: str, base: str = "baseline") -> str:
     """The verdict of ``arm`` against ``base`` from a run folder's predictions and metrics.jsonl, for a run stopped
     before its summary (an arm that finished while a later one did not): the lab's own statistics
     (``mixlab_lab.stats.compare_arms``) on the seeds both arms finished."""
-    import numpy as np
-    import torch
     from mixlab_lab import stats
+    from mixlab_lab.runner import load_predictions
 
     folder = Path(folder)
     rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
@@ -144,8 +143,7 @@ def pair(folder, arm: str, base: str = "baseline") -> str:
                 f = folder / "predictions" / f"seed{r['seed']}_{a}.npz"
                 if f.exists():
                     finals[a][str(r["seed"])] = {k: r[k] for k in keys}  # the last full-test epoch
-                    with np.load(f) as d:
-                        preds[a][str(r["seed"])] = {k: torch.from_numpy(d[k]) for k in d.files}
+                    preds[a][str(r["seed"])] = load_predictions(f)
     comp = stats.compare_arms(finals[base], finals[arm], preds[base], preds[arm])
     acc = {a: sum(v["test_acc"] for v in finals[a].values()) / max(len(finals[a]), 1) for a in (base, arm)}
     return "\n".join([f"{base}: test acc {100 * acc[base]:.2f}%, {arm}: {100 * acc[arm]:.2f}%"]
@@ -156,9 +154,8 @@ def runs(base_spec: str, arm_spec: str) -> str:
     """Two run folders' stored predictions against each other, seed by seed (``RUN:STEM``: the files
     ``RUN/predictions/seed<S>_<STEM>.npz``), with the lab's statistics; accuracy, NLL and ECE computed from the
     predictions. For runs that differ in something other than the mixing arm (``--autocast bf16`` against float32)."""
-    import numpy as np
-    import torch
     from mixlab_lab import stats
+    from mixlab_lab.runner import load_predictions
 
     finals, preds = [], []
     for spec in (base_spec, arm_spec):
@@ -166,8 +163,7 @@ def runs(base_spec: str, arm_spec: str) -> str:
         fin, pr = {}, {}
         for f in sorted((Path(folder) / "predictions").glob(f"seed*_{stem}.npz")):
             seed = f.name[len("seed"):-len(f"_{stem}.npz")]
-            with np.load(f) as d:
-                p = {k: torch.from_numpy(d[k]) for k in d.files}
+            p = load_predictions(f)
             correct, nll, conf = stats._per_image(p)
             fin[seed] = {"test_acc": correct.mean().item(), "test_nll": nll.mean().item(),
                          "test_ece": stats.ece(conf, correct)}
