@@ -534,8 +534,8 @@ class WeightAverage:
         params = dict(model.named_parameters())
         state = model.state_dict()
         self.state = {k: v.detach().clone() for k, v in state.items()}
-        self.averaged = [k for k, v in state.items() if v.is_floating_point()
-                         and (k not in params or params[k].requires_grad)]
+        self.averaged = frozenset(k for k, v in state.items() if v.is_floating_point()
+                                  and (k not in params or params[k].requires_grad))
 
     def decay_at(self, step: int) -> Optional[float]:
         """The decay of the update after step ``step``, or ``None`` when that step makes no update (lookahead)."""
@@ -553,9 +553,8 @@ class WeightAverage:
         if d is None:
             return
         current = model.state_dict()
-        averaged = set(self.averaged)
         for k, avg in self.state.items():
-            if k in averaged:
+            if k in self.averaged:
                 avg.lerp_(current[k], 1.0 - d)
                 if self.mode == "lookahead":
                     current[k].copy_(avg)
