@@ -1040,8 +1040,14 @@ def _run_epoch(run: _ArmRun, epoch: int, *, seed: int, arm: str, bars: bool) -> 
         t0 -= run.init_time_s
     train_time = time.perf_counter() - t0
     last = epoch + 1 == run.epochs
-    if not (last or (epoch + 1) % cfg.eval_every == 0):
-        return _unscored_record(run, epoch, seed, arm, train_loss, train_time, t0, clock)
+    # speed (issue 21): images per second of training (every rank's rows) and of scoring (this process's);
+    # *_per_s, like *time_s, differ between runs of the same computation
+    record = {"seed": seed, "arm": arm, "epoch": epoch + 1, "train_loss": train_loss,
+              "lr": run.opt.param_groups[0]["lr"], "train_time_s": train_time,
+              "train_images_per_s": clock["rows"] / train_time if train_time > 0 else None}
+    if not (last or (epoch + 1) % cfg.eval_every == 0):  # --eval-every: no test metrics, test_rows 0
+        record.update(epoch_time_s=time.perf_counter() - t0, test_rows=0)
+        return _finish_record(run, epoch, record, train_time, clock)
     rows = None if last else run.eval_rows  # the last epoch (the run's result) on the whole test set
     t_eval = time.perf_counter()
     with averaged_weights(run.model, run.ema):
@@ -1050,31 +1056,14 @@ def _run_epoch(run: _ArmRun, epoch: int, *, seed: int, arm: str, bars: bool) -> 
     if ev["nonfinite"]:  # the last steps made the weights non-finite; reduced over ranks like the rest
         raise TrainingDiverged(f"training diverged at seed {seed}, arm {arm}, epoch {epoch + 1} (non-finite "
                                f"outputs on {ev['nonfinite']} of {data.y_test.numel()} test rows); lower --lr")
-    record = {"seed": seed, "arm": arm, "epoch": epoch + 1, "train_loss": train_loss,
-              "test_acc": ev["acc"], "test_nll": ev["nll"], "test_ece": ev["ece"],
-              "lr": run.opt.param_groups[0]["lr"], "train_time_s": train_time,
-              "epoch_time_s": time.perf_counter() - t0, "ece_bins": ev["bins"],
-              # speed (issue 21): images per second of training (every rank's rows) and of scoring (this
-              # process's); *_per_s, like *time_s, differ between runs of the same computation
-              "eval_time_s": eval_time,
-              "train_images_per_s": clock["rows"] / train_time if train_time > 0 else None,
-              "eval_images_per_s": ev["rows"] / eval_time if eval_time > 0 else None}
+    record.update(test_acc=ev["acc"], test_nll=ev["nll"], test_ece=ev["ece"],
+                  epoch_time_s=time.perf_counter() - t0, ece_bins=ev["bins"], eval_time_s=eval_time,
+                  eval_images_per_s=ev["rows"] / eval_time if eval_time > 0 else None)
     if rows is not None:
         record["test_rows"] = int(rows.numel())  # --eval-subset: scored on these many test images
     for k in ("train_clean_acc", "noisy_memorised"):
         if k in ev:
             record[k] = ev[k]
-    return _finish_record(run, epoch, record, train_time, clock)
-
-
-def _unscored_record(run: _ArmRun, epoch: int, seed: int, arm: str, train_loss: float, train_time: float, t0: float,
-                     clock: dict) -> tuple[dict, dict, dict]:
-    """``--eval-every``: the record of an epoch without evaluation (no test metrics; ``test_rows`` 0)."""
-    record = {"seed": seed, "arm": arm, "epoch": epoch + 1, "train_loss": train_loss,
-              "lr": run.opt.param_groups[0]["lr"], "train_time_s": train_time,
-              "epoch_time_s": time.perf_counter() - t0,
-              "train_images_per_s": clock["rows"] / train_time if train_time > 0 else None,
-              "test_rows": 0}
     return _finish_record(run, epoch, record, train_time, clock)
 
 
