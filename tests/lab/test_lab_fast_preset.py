@@ -397,3 +397,14 @@ def test_cifar10_90_preset_combines_the_pieces_and_runs(tmp_path, capsys, no_rep
     rows = _rows(tmp_path / "run")
     assert [("test_acc" in r, r["epoch"]) for r in rows] == [(False, 1), (True, 2)] * 2
     assert all(r["init_time_s"] > 0 for r in rows if r["epoch"] == 1)
+
+
+@pytest.mark.parametrize("augment", ["crop-flip", "flip", "translate-flip"])
+def test_an_image_augmentation_asked_for_on_table_rows_is_refused_not_dropped(augment, tmp_path, capsys):
+    rc, err = cli(["train", "--dataset", "wine", "--augment", augment, "--epochs", "1", "--quiet",
+                   "--out", tmp_path / "run"], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, (rc, err)
+    assert lines[0] == (f"mixlab: --augment {augment} applies to images; the dataset 'wine' has tabular rows: "
+                        f"use --augment none (or auto)")
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # refused before any training

@@ -116,8 +116,12 @@ def epoch_batches(n: int, batch_size: int, epoch: int, generator: torch.Generato
 
 def augment_mode(cfg: LabConfig, data: LabData) -> str:
     """``auto``: crop (pad 4) + flip for 3-channel images of >= 32 px (CIFAR-like), nothing otherwise; the others
-    (``crop-flip``, ``flip``, ``translate-flip``) as given, for images."""
+    (``crop-flip``, ``flip``, ``translate-flip``) as given, for images; asked for on other data, refused (it would
+    otherwise be dropped without a word)."""
     if data.kind != "image":
+        if cfg.augment not in ("auto", "none"):
+            raise ValueError(f"--augment {cfg.augment} applies to images; the dataset {cfg.dataset!r} has "
+                             f"{data.kind} rows: use --augment none (or auto)")
         return "none"
     if cfg.augment == "auto":
         c, h, _ = data.input_shape
