@@ -1,7 +1,10 @@
 """PuzzleMix: against a port of the official snu-mllab/PuzzleMix ``mixup.py``, gco, and brute force."""
 from __future__ import annotations
 
+import importlib.util
 import itertools
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,142 +18,35 @@ from mixlab import puzzlemix as pm
 
 
 # ---------------------------------------------------------------------------------------------
-# the official code (snu-mllab/PuzzleMix mixup.py), ported verbatim but for device='cpu'
+# the official code (snu-mllab/PuzzleMix mixup.py): benchmarks/puzzlemix_official.py's port, line for line but
+# for device='cpu', the one port the tests and the timing share
 
-def official_cost_matrix(width):
-    C = np.zeros([width ** 2, width ** 2], dtype=np.float32)
-    for m_i in range(width ** 2):
-        i1, j1 = m_i // width, m_i % width
-        for m_j in range(width ** 2):
-            i2, j2 = m_j // width, m_j % width
-            C[m_i, m_j] = abs(i1 - i2) ** 2 + abs(j1 - j2) ** 2
-    C = C / (width - 1) ** 2
-    return torch.tensor(C)
+OFFICIAL_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "puzzlemix_official.py"
 
 
-def official_mask_transport(mask, grad_pool, eps=0.01):
-    block_num = mask.shape[-1]
-    n_iter = int(block_num)
-    C = official_cost_matrix(block_num).unsqueeze(0)
-    z = (mask > 0).float()
-    cost = eps * C - grad_pool.reshape(-1, block_num ** 2, 1) * z.reshape(-1, 1, block_num ** 2)
-    for _ in range(n_iter):
-        row_best = cost.min(-1)[1]
-        plan = torch.zeros_like(cost).scatter_(-1, row_best.unsqueeze(-1), 1)
-        cost_fight = plan * cost
-        col_best = cost_fight.min(-2)[1]
-        plan_win = torch.zeros_like(cost).scatter_(-2, col_best.unsqueeze(-2), 1) * plan
-        plan_lose = (1 - plan_win) * plan
-        cost += plan_lose
-    return plan_win
+@pytest.fixture(scope="module")
+def official():
+    spec = importlib.util.spec_from_file_location("puzzlemix_official", OFFICIAL_SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
-def official_transport_image(img, plan, batch_size, block_num, block_size):
-    input_patch = img.reshape([batch_size, 3, block_num, block_size, block_num * block_size]).transpose(-2, -1)
-    input_patch = input_patch.reshape([batch_size, 3, block_num, block_num, block_size, block_size]).transpose(-2, -1)
-    input_patch = input_patch.reshape([batch_size, 3, block_num ** 2, block_size, block_size]).permute(
-        0, 1, 3, 4, 2).unsqueeze(-1)
-    input_transport = plan.transpose(-2, -1).unsqueeze(1).unsqueeze(1).unsqueeze(1).matmul(input_patch).squeeze(
-        -1).permute(0, 1, 4, 2, 3)
-    input_transport = input_transport.reshape([batch_size, 3, block_num, block_num, block_size, block_size])
-    input_transport = input_transport.transpose(-2, -1).reshape(
-        [batch_size, 3, block_num, block_num * block_size, block_size])
-    return input_transport.transpose(-2, -1).reshape([batch_size, 3, block_num * block_size,
-                                                      block_num * block_size])
-
-
-def official_neigh_penalty(input1, input2, k):
-    pw_x = input1[:, :, :-1, :] - input2[:, :, 1:, :]
-    pw_y = input1[:, :, :, :-1] - input2[:, :, :, 1:]
-    pw_x = pw_x[:, :, k - 1::k, :]
-    pw_y = pw_y[:, :, :, k - 1::k]
-    pw_x = F.avg_pool2d(pw_x.abs().mean(1), kernel_size=(1, k))
-    pw_y = F.avg_pool2d(pw_y.abs().mean(1), kernel_size=(k, 1))
-    return pw_x, pw_y
-
-
-def official_graphcut_multi(unary1, unary2, pw_x, pw_y, alpha, beta, eta, n_labels=2, eps=1e-8):
-    """gco's call as the official code makes it; the float arithmetic as numpy 1.x did it (float32)."""
-    gco = pytest.importorskip("gco")
-    block_num = unary1.shape[0]
-    large_val = 1000 * block_num ** 2
-    if n_labels == 2:
-        prior = np.array([-np.log(alpha + eps), -np.log(1 - alpha + eps)])
-    elif n_labels == 3:
-        prior = np.array([-np.log(alpha ** 2 + eps), -np.log(2 * alpha * (1 - alpha) + eps),
-                          -np.log((1 - alpha) ** 2 + eps)])
-    prior = eta * prior / block_num ** 2
-    f32 = np.float32  # numpy 1.x: a float64 scalar times a float32 array is float32
-    unary_cost = (f32(large_val) * np.stack([f32(1 - lam) * unary1 + f32(lam) * unary2 + f32(prior[i])
-                                             for i, lam in enumerate(np.linspace(0, 1, n_labels))],
-                                            axis=-1)).astype(np.int32)
-    pairwise_cost = np.zeros(shape=[n_labels, n_labels], dtype=np.float32)
-    for i in range(n_labels):
-        for j in range(n_labels):
-            pairwise_cost[i, j] = (i - j) ** 2 / (n_labels - 1) ** 2
-    pw_x = (large_val * (pw_x + beta)).astype(np.int32)
-    pw_y = (large_val * (pw_y + beta)).astype(np.int32)
-    labels = 1.0 - gco.cut_grid_graph(unary_cost, pairwise_cost, pw_x, pw_y, algorithm='swap') / (n_labels - 1)
-    return labels.reshape(block_num, block_num)
-
-
-def official_mixup_graph(input1, grad1, indices, block_num, alpha, beta, gamma, eta, neigh_size, n_labels,
-                         mean, std, transport, t_eps, t_size):
-    input2 = input1[indices].clone()
-    batch_size, _, _, width = input1.shape
-    block_size = width // block_num
-    neigh_size = min(neigh_size, block_size)
-    t_size = min(t_size, block_size)
-    beta = beta / block_num / 16
-    grad1_pool = F.avg_pool2d(grad1, block_size)
-    unary1_torch = grad1_pool / grad1_pool.reshape(batch_size, -1).sum(1).reshape(batch_size, 1, 1)
-    unary2_torch = unary1_torch[indices]
-    input1_pool = F.avg_pool2d(input1 * std + mean, neigh_size)
-    input2_pool = input1_pool[indices]
-    pw_x = torch.zeros([batch_size, 2, 2, block_num - 1, block_num])
-    pw_y = torch.zeros([batch_size, 2, 2, block_num, block_num - 1])
-    k = block_size // neigh_size
-    pw_x[:, 0, 0], pw_y[:, 0, 0] = official_neigh_penalty(input2_pool, input2_pool, k)
-    pw_x[:, 0, 1], pw_y[:, 0, 1] = official_neigh_penalty(input2_pool, input1_pool, k)
-    pw_x[:, 1, 0], pw_y[:, 1, 0] = official_neigh_penalty(input1_pool, input2_pool, k)
-    pw_x[:, 1, 1], pw_y[:, 1, 1] = official_neigh_penalty(input1_pool, input1_pool, k)
-    pw_x = beta * gamma * pw_x
-    pw_y = beta * gamma * pw_y
-    unary1 = unary1_torch.clone()
-    unary2 = unary2_torch.clone()
-    unary2[:, :-1, :] += (pw_x[:, 1, 0] + pw_x[:, 1, 1]) / 2.
-    unary1[:, :-1, :] += (pw_x[:, 0, 1] + pw_x[:, 0, 0]) / 2.
-    unary2[:, 1:, :] += (pw_x[:, 0, 1] + pw_x[:, 1, 1]) / 2.
-    unary1[:, 1:, :] += (pw_x[:, 1, 0] + pw_x[:, 0, 0]) / 2.
-    unary2[:, :, :-1] += (pw_y[:, 1, 0] + pw_y[:, 1, 1]) / 2.
-    unary1[:, :, :-1] += (pw_y[:, 0, 1] + pw_y[:, 0, 0]) / 2.
-    unary2[:, :, 1:] += (pw_y[:, 0, 1] + pw_y[:, 1, 1]) / 2.
-    unary1[:, :, 1:] += (pw_y[:, 1, 0] + pw_y[:, 0, 0]) / 2.
-    pw_x = (pw_x[:, 1, 0] + pw_x[:, 0, 1] - pw_x[:, 1, 1] - pw_x[:, 0, 0]) / 2
-    pw_y = (pw_y[:, 1, 0] + pw_y[:, 0, 1] - pw_y[:, 1, 1] - pw_y[:, 0, 0]) / 2
-    unary1, unary2 = unary1.numpy(), unary2.numpy()
-    pw_x, pw_y = pw_x.numpy(), pw_y.numpy()
-    mask = [official_graphcut_multi(unary2[i], unary1[i], pw_x[i], pw_y[i], alpha, beta, eta, n_labels)
-            for i in range(batch_size)]
-    mask = torch.tensor(np.stack(mask), dtype=torch.float32).unsqueeze(1)
-    if transport:
-        if t_size == -1:
-            t_block_num, t_size = block_num, block_size
-        elif t_size < block_size:
-            t_block_num = width // t_size
-            mask = F.interpolate(mask, size=t_block_num)
-            grad1_pool = F.avg_pool2d(grad1, t_size)
-            unary1_torch = grad1_pool / grad1_pool.reshape(batch_size, -1).sum(1).reshape(batch_size, 1, 1)
-            unary2_torch = unary1_torch[indices]
-        else:
-            t_block_num = block_num
-        plan = official_mask_transport(mask, unary1_torch, eps=t_eps)
-        input1 = official_transport_image(input1, plan, batch_size, t_block_num, t_size)
-        plan = official_mask_transport(1 - mask, unary2_torch, eps=t_eps)
-        input2 = official_transport_image(input2, plan, batch_size, t_block_num, t_size)
-    mask = F.interpolate(mask, size=width)
-    ratio = mask.reshape(batch_size, -1).mean(-1)
-    return mask * input1 + (1 - mask) * input2, ratio, mask
+def official_mixup_graph(official, input1, grad1, indices, block_num, alpha, beta, gamma, eta, neigh_size,
+                         n_labels, mean, std, transport, t_eps, t_size):
+    """The official ``mixup_graph``'s mixed images and ratio, and its final mask (the graph cut's labels, upsampled
+    to the image as ``mixup_graph`` does), from the port's own functions."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch: the official torch.tensor(list of arrays) is slow
+        mixed, ratio = official.mixup_graph(input1, grad1, indices, block_num=block_num, alpha=alpha, beta=beta,
+                                            gamma=gamma, eta=eta, neigh_size=neigh_size, n_labels=n_labels,
+                                            mean=mean, std=std, transport=transport, t_eps=t_eps, t_size=t_size)
+    unary1, unary2, pw_x, pw_y, beta_n, _, _ = official.graph_terms(input1, grad1, indices, block_num, beta, gamma,
+                                                                   neigh_size, mean, std)
+    mask = np.stack([official.graphcut_multi(unary2[i], unary1[i], pw_x[i], pw_y[i], alpha, beta_n, eta, n_labels)
+                     for i in range(input1.shape[0])])
+    mask = F.interpolate(torch.tensor(mask, dtype=torch.float32).unsqueeze(1), size=input1.shape[-1])
+    return mixed, ratio, mask
 
 
 def fixed(t: pm.PuzzleMix, lam: float, index):
@@ -174,7 +70,7 @@ def images(B, H, W, seed):
 @pytest.mark.parametrize("block_num, n_labels, t_size, lam", [
     (2, 3, -1, 0.4), (4, 3, -1, 0.7), (4, 2, -1, 0.55), (8, 3, -1, 0.3), (4, 3, 4, 0.5), (2, 2, 8, 0.8),
 ])
-def test_matches_the_official_mixup_graph(block_num, n_labels, t_size, lam):
+def test_matches_the_official_mixup_graph(official, block_num, n_labels, t_size, lam):
     pytest.importorskip("gco")
     B, H = 6, 32
     x, sal = images(B, H, H, seed=block_num * 10 + n_labels)
@@ -182,15 +78,15 @@ def test_matches_the_official_mixup_graph(block_num, n_labels, t_size, lam):
     t = fixed(pm.PuzzleMix(block_num=block_num, n_labels=n_labels, t_size=t_size, neigh_size=4), lam, index)
     params = t.sample(x, saliency=sal)
     mixed = mixlab.mix(x, params)
-    ref, ratio, mask = official_mixup_graph(x, sal, np.array(index), block_num, lam, 1.2, 0.5, 0.2, 4, n_labels,
-                                            0.0, 1.0, True, 0.8, t_size)
+    ref, ratio, mask = official_mixup_graph(official, x, sal, np.array(index), block_num, lam, 1.2, 0.5, 0.2, 4,
+                                            n_labels, 0.0, 1.0, True, 0.8, t_size)
     keep = params.region.keep.float()
     assert torch.equal(keep, mask[:, 0])
     assert torch.equal(params.lam, ratio)
     assert torch.equal(mixed, ref)
 
 
-def test_official_without_transport_and_with_normalised_inputs():
+def test_official_without_transport_and_with_normalised_inputs(official):
     pytest.importorskip("gco")
     x, sal = images(4, 16, 16, seed=3)
     mean, std = torch.tensor([0.5, 0.4, 0.3]), torch.tensor([0.2, 0.25, 0.3])
@@ -198,7 +94,7 @@ def test_official_without_transport_and_with_normalised_inputs():
     index = [1, 2, 3, 0]
     t = fixed(pm.PuzzleMix(block_num=4, transport=False, mean=mean, std=std), 0.45, index)
     params = t.sample(xn, saliency=sal)
-    ref, ratio, _ = official_mixup_graph(xn, sal, np.array(index), 4, 0.45, 1.2, 0.5, 0.2, 4, 3,
+    ref, ratio, _ = official_mixup_graph(official, xn, sal, np.array(index), 4, 0.45, 1.2, 0.5, 0.2, 4, 3,
                                          mean.view(1, 3, 1, 1), std.view(1, 3, 1, 1), False, 0.8, -1)
     assert torch.equal(mixlab.mix(xn, params), ref) and torch.equal(params.lam, ratio)
 
@@ -296,19 +192,19 @@ def test_batched_rows_equal_rows_alone_and_chunking(monkeypatch):
 # (2) transport
 
 @pytest.mark.parametrize("bn", [2, 4, 8])
-def test_transport_equals_the_official_mask_transport(bn):
+def test_transport_equals_the_official_mask_transport(official, bn):
     g = torch.Generator().manual_seed(bn)
     B = 5
     mask = (torch.randint(0, 3, (B, 1, bn, bn), generator=g) / 2.0)
     grad = torch.rand(B, bn, bn, generator=g)
     grad = grad / grad.sum((1, 2), keepdim=True)
     ours = pm.mask_transport(mask, grad, eps=0.8)
-    ref = official_mask_transport(mask, grad, eps=0.8)
+    ref = official.mask_transport(mask, grad, eps=0.8)
     assert torch.equal(ours, ref)
     img = torch.rand(B, 3, 8 * bn, 8 * bn, generator=g)
     moved = pm.transport_blocks(img, pm.plan_sources(ours), (bn, bn))
-    assert torch.equal(moved, official_transport_image(img, ref, B, bn, 8))
-    assert torch.equal(pm.cost_matrix(bn), official_cost_matrix(bn))
+    assert torch.equal(moved, official.transport_image(img, ref, B, bn, 8))
+    assert torch.equal(pm.cost_matrix(bn), official.cost_matrix(bn))
 
 
 def test_transport_blocks_on_non_square_grids_and_integer_maps():
