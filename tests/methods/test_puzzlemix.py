@@ -1,10 +1,8 @@
 """PuzzleMix: against a port of the official snu-mllab/PuzzleMix ``mixup.py``, gco, and brute force."""
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,18 +17,7 @@ from mixlab import puzzlemix as pm
 
 # ---------------------------------------------------------------------------------------------
 # the official code (snu-mllab/PuzzleMix mixup.py): benchmarks/puzzlemix_official.py's port, line for line but
-# for device='cpu', the one port the tests and the timing share
-
-OFFICIAL_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "puzzlemix_official.py"
-
-
-@pytest.fixture(scope="module")
-def official():
-    spec = importlib.util.spec_from_file_location("puzzlemix_official", OFFICIAL_SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
+# for device='cpu', the one port the tests and the timing share (the `official` fixture, tests/methods/conftest.py)
 
 def official_mixup_graph(official, input1, grad1, indices, block_num, alpha, beta, gamma, eta, neigh_size,
                          n_labels, mean, std, transport, t_eps, t_size):

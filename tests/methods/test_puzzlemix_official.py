@@ -3,11 +3,9 @@ mixlab's host graph cut give the same labelling where the optimum is unique, on 
 same mixed images on the same draws (issue 20 item 4)."""
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,26 +21,16 @@ except ImportError as err:
 
 needs_gco = pytest.mark.skipif(GCO is not None, reason=GCO or "")
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "puzzlemix_official.py"
 
-
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("puzzlemix_official", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def problems(bench, *, B, side, block_num, n_labels, seed):
+def problems(official, *, B, side, block_num, n_labels, seed):
     """The official port's integer costs for a batch of random images, saliencies and a drawn lam."""
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(B, 3, side, side, generator=g)
     sal = torch.rand(B, side, side, generator=g) ** 3
     lam = float(torch.rand((), generator=g)) * 0.9 + 0.05
     index = torch.randperm(B, generator=g).numpy()
-    u1, u2, pwx, pwy, beta, _, _ = bench.graph_terms(x, sal, index, block_num, 1.2, 0.5, 4, 0.0, 1.0)
-    return bench.official_costs(u1, u2, pwx, pwy, lam, beta, 0.2, n_labels)
+    u1, u2, pwx, pwy, beta, _, _ = official.graph_terms(x, sal, index, block_num, 1.2, 0.5, 4, 0.0, 1.0)
+    return official.official_costs(u1, u2, pwx, pwy, lam, beta, 0.2, n_labels)
 
 
 def all_energies(costs, n):
@@ -59,16 +47,16 @@ def all_energies(costs, n):
 
 @needs_gco
 @pytest.mark.parametrize("block_num, side", [(2, 16), (4, 32), (4, 16)])
-def test_gco_and_the_host_cut_find_the_same_unique_optimum(bench, block_num, side):
+def test_gco_and_the_host_cut_find_the_same_unique_optimum(official, block_num, side):
     unique = 0
     for seed in range(6):
-        costs = problems(bench, B=8, side=side, block_num=block_num, n_labels=2, seed=seed)
-        ref, ours = bench.gco_cut(costs), bench.host_cut(costs)
+        costs = problems(official, B=8, side=side, block_num=block_num, n_labels=2, seed=seed)
+        ref, ours = official.gco_cut(costs), official.host_cut(costs)
         for i, c in enumerate(costs):
             labs, e = all_energies(c, block_num)
             best = np.flatnonzero(e == e.min())
             if best.size != 1:  # a tie: either minimiser is a right answer; compared below on energy
-                assert bench.energy(ours[i], *c[:1], c[2], c[3], c[1]) == e.min()
+                assert official.energy(ours[i], *c[:1], c[2], c[3], c[1]) == e.min()
                 continue
             unique += 1
             assert np.array_equal(ref[i], labs[best[0]]), f"gco misses the optimum (seed {seed}, row {i})"
@@ -78,35 +66,35 @@ def test_gco_and_the_host_cut_find_the_same_unique_optimum(bench, block_num, sid
 
 @needs_gco
 @pytest.mark.parametrize("n_labels", [2, 3])
-def test_gco_and_the_host_cut_label_alike_on_official_costs(bench, n_labels):
+def test_gco_and_the_host_cut_label_alike_on_official_costs(official, n_labels):
     """Also with 3 labels (a local optimum of swap moves): the same moves from the same start, the same labels."""
     for seed in range(4):
-        costs = problems(bench, B=16, side=32, block_num=8, n_labels=n_labels, seed=seed)
-        assert np.array_equal(bench.gco_cut(costs), bench.host_cut(costs))
+        costs = problems(official, B=16, side=32, block_num=8, n_labels=n_labels, seed=seed)
+        assert np.array_equal(official.gco_cut(costs), official.host_cut(costs))
 
 
 @needs_gco
 @pytest.mark.parametrize("transport, n_labels", [(False, 2), (True, 2), (False, 3), (True, 3)])
-def test_the_official_port_and_mixlab_mix_alike_on_the_same_draws(bench, transport, n_labels):
-    x, y, sal, lam, index = bench.make_case(8, 3, 32, 32, seed=n_labels)
-    t = bench._FixedDraws(lam, index, block_num=4, n_labels=n_labels, transport=transport, **bench.OFFICIAL)
+def test_the_official_port_and_mixlab_mix_alike_on_the_same_draws(official, transport, n_labels):
+    x, y, sal, lam, index = official.make_case(8, 3, 32, 32, seed=n_labels)
+    t = official._FixedDraws(lam, index, block_num=4, n_labels=n_labels, transport=transport, **official.OFFICIAL)
     mixed, target = t(x, y, saliency=sal)
     off = dict(block_num=4, alpha=lam, beta=1.2, gamma=0.5, eta=0.2, neigh_size=4, n_labels=n_labels, mean=0.0,
                std=1.0, transport=transport, t_eps=0.8, t_size=-1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch: the official torch.tensor(list of arrays) is slow
-        ref, ratio = bench.mixup_graph(x, sal, index.numpy(), **off)
+        ref, ratio = official.mixup_graph(x, sal, index.numpy(), **off)
     assert torch.equal(mixed, ref)
     assert torch.equal(target.params.lam, ratio)
-    u1, u2, pwx, pwy, beta, _, _ = bench.graph_terms(x, sal, index.numpy(), 4, 1.2, 0.5, 4, 0.0, 1.0)
-    costs = bench.official_costs(u1, u2, pwx, pwy, lam, beta, 0.2, n_labels)
-    assert bench.costs_equal(costs, t, x, sal, index.numpy(), lam)  # mixlab solves the official integer costs
+    u1, u2, pwx, pwy, beta, _, _ = official.graph_terms(x, sal, index.numpy(), 4, 1.2, 0.5, 4, 0.0, 1.0)
+    costs = official.official_costs(u1, u2, pwx, pwy, lam, beta, 0.2, n_labels)
+    assert official.costs_equal(costs, t, x, sal, index.numpy(), lam)  # mixlab solves the official integer costs
 
 
-def test_the_benchmark_runs_and_writes_its_json(bench, tmp_path, capsys):
+def test_the_benchmark_runs_and_writes_its_json(official, tmp_path, capsys):
     pytest.importorskip("mixlab_lab", reason="the timing comes from the lab (mixlab bench's run_group)")
     out = tmp_path / "pz.json"
-    assert bench.main(["--shapes", "4x3x16x16", "--n-labels", "2", "--transport", "on", "--rounds", "1",
+    assert official.main(["--shapes", "4x3x16x16", "--n-labels", "2", "--transport", "on", "--rounds", "1",
                        "--warmup", "0", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "load average at start" in text and "threads" in text
