@@ -24,13 +24,17 @@ COMMON=(--dataset cifar10 --data-dir "$DATA" --model airbench-cpu --batch-size 1
         --momentum 0.85 --weight-decay 1.33e-3 --schedule onecycle --augment crop-flip --autocast bf16
         --seeds 0,1,2 --threads 1 --quiet)
 
-run() {  # run FOLDER ARGS...: one compare, resumed if the folder holds an unfinished run of the same options
-  local out="$OUT/$1"; shift
+timed() {  # timed FOLDER COMMAND ARGS...: one `mixlab COMMAND` into $OUT/FOLDER, resumed if it holds an unfinished run
+  local out="$OUT/$1" cmd=$2; shift 2
   local resume=()
   [ -f "$out/config.json" ] && resume=(--resume)
   echo "== $(date -u +%FT%TZ) $out (load: $(cut -d' ' -f1-3 /proc/loadavg))"
-  /usr/bin/time -f "== wall %e s, user %U s, sys %S s" nice -n 10 "$MIXLAB" compare "${COMMON[@]}" "$@" \
-    --out "$out" "${resume[@]}"
+  /usr/bin/time -f "== wall %e s, user %U s, sys %S s" nice -n 10 "$MIXLAB" "$cmd" "$@" --out "$out" "${resume[@]}"
+}
+
+run() {  # run FOLDER ARGS...: one compare with the common options
+  local folder=$1; shift
+  timed "$folder" compare "${COMMON[@]}" "$@"
 }
 
 case "${1:-}" in
@@ -59,10 +63,7 @@ case "${1:-}" in
     # single-arm `mixlab train`; its baseline is the preset's baseline run (`mixlab compare --preset cifar10-90
     # --mix mixup,cutmix --alpha 1 --threads 2`: same seed, initial weights and data order), paired on the test
     # images by: python benchmarks/results_tables.py runs C90:baseline "$OUT/c90-cutmix:cutmix"
-    out="$OUT/c90-cutmix"; resume=(); [ -f "$out/config.json" ] && resume=(--resume)
-    echo "== $(date -u +%FT%TZ) $out (load: $(cut -d' ' -f1-3 /proc/loadavg))"
-    /usr/bin/time -f "== wall %e s, user %U s, sys %S s" nice -n 10 "$MIXLAB" train --preset cifar10-90 \
-      --data-dir "$DATA" --mix cutmix --alpha 1 --threads 1 --quiet --out "$out" "${resume[@]}"
+    timed c90-cutmix train --preset cifar10-90 --data-dir "$DATA" --mix cutmix --alpha 1 --threads 1 --quiet
     ;;
   d)
     # 8.2 on 2,000 images (plain training memorises clean 2,000 images by 100 epochs: 8.1), 20% and 80% noise
